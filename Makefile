@@ -1,0 +1,46 @@
+# Maildash Campaigns. `make run` brings the whole system up on this machine; `make test` checks everything.
+SHELL := /bin/bash
+UV := python3 -m uv
+PY := .venv/bin/python
+
+.PHONY: help setup services migrate run test lint types unit integration bench faults clean
+
+help:
+	@echo "make run    set up and run api, scheduler, sender, tracker and a local SMTP sink"
+	@echo "make test   set up and run lint, types and the whole test suite"
+	@echo "make bench  run the benchmarks"
+
+.venv/.synced: pyproject.toml uv.lock
+	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	$(UV) sync --frozen --quiet
+	@touch $@
+
+setup: .venv/.synced
+
+services: setup
+	@$(PY) -m tools.check_services --start
+
+migrate: services
+	$(PY) -m shared.db.migrate
+
+run: migrate
+	$(PY) -m tools.run
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+types: setup
+	.venv/bin/mypy shared services tools
+
+test: lint types services
+	$(PY) -m pytest -q
+
+unit: setup
+	$(PY) -m pytest -q tests/unit
+
+bench: services
+	$(PY) -m bench
+
+clean:
+	rm -rf .venv .mypy_cache .pytest_cache .ruff_cache var

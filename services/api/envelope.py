@@ -1,0 +1,93 @@
+"""The response envelope of SPEC §3, for successes and for every error FastAPI or we raise."""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+T = TypeVar("T")
+log = structlog.get_logger()
+
+
+class Envelope(BaseModel, Generic[T]):
+    data: T
+    error: None = None
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    page: int
+    page_size: int
+
+
+class ApiError(Exception):
+    """An error for people (`message`) and machines (`code`), answered with `status`."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, "not_found", f"{what} not found")
+
+
+def conflict(message: str) -> ApiError:
+    return ApiError(409, "conflict", message)
+
+
+def invalid(message: str, loc: list[str | int] | None = None) -> ApiError:
+    error = ApiError(422, "validation_error", message)
+    error.fields = [{"loc": loc or [], "msg": message}]  # type: ignore[attr-defined]
+    return error
+
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+}
+
+
+def _error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    body = {"data": None, "error": message, "error_code": code, **extra}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        fields = getattr(exc, "fields", None)
+        extra = {"fields": fields} if fields is not None else {}
+        return _error(exc.status, exc.code, exc.message, exc.headers, **extra)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _CODES.get(exc.status_code, "error")
+        return _error(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+        summary = "; ".join(f"{'.'.join(map(str, f['loc']))}: {f['msg']}" for f in fields[:5])
+        return _error(422, "validation_error", f"invalid request: {summary}", fields=fields)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("api.request.crashed", path=request.url.path)
+        return _error(500, "internal_error", "internal error; the request was logged")

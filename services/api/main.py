@@ -1,0 +1,43 @@
+"""Composition root of the api service."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from services.api.envelope import install_error_handlers
+from services.api.routes import accounts, campaigns, resources
+from services.api.service import Accounts
+from shared.messaging import running
+from shared.observability import health_routes
+from shared.runtime import Runtime
+from shared.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    runtime = Runtime.build(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await app.state.accounts.ensure_superuser(settings.admin_email, settings.admin_password)
+        await runtime.start_broker()
+        async with running(runtime.outbox_relay().run()):
+            yield
+        await runtime.stop()
+
+    app = FastAPI(title="Maildash Campaigns API", version="0.1.0", lifespan=lifespan)
+    app.state.runtime = runtime
+    app.state.accounts = Accounts(runtime.sessions)
+    install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
+        )
+    for router in (accounts.router, resources.router, campaigns.router):
+        app.include_router(router, prefix="/api/v1")
+    app.router.routes.extend(health_routes(runtime.readiness_checks()))
+    return app

@@ -1,0 +1,134 @@
+"""All SQL of the api service. Every query is scoped by workspace here, never by a handler remembering to."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from typing import Any, TypeVar
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.db.models import (
+    Campaign,
+    CampaignKpi,
+    CampaignKpiDay,
+    Lead,
+    Message,
+    SendingDomain,
+    Suppression,
+    Template,
+    User,
+    Workspace,
+)
+from shared.planning.audience import Candidate
+
+Owned = TypeVar("Owned", Campaign, Lead, SendingDomain, Template, Suppression, Message)
+
+
+def parse_id(raw: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        return None
+
+
+class Repository:
+    def __init__(self, session: AsyncSession, workspace_id: uuid.UUID) -> None:
+        self.session = session
+        self.workspace_id = workspace_id
+
+    async def get(self, model: type[Owned], raw_id: str) -> Owned | None:
+        row_id = parse_id(raw_id)
+        if row_id is None:
+            return None
+        row = await self.session.get(model, row_id)
+        return row if row is not None and row.workspace_id == self.workspace_id else None
+
+    async def page(
+        self, model: type[Owned], page: int, page_size: int, *where: Any
+    ) -> tuple[list[Owned], int]:
+        scope = [model.workspace_id == self.workspace_id, *where]
+        total = await self.session.scalar(select(func.count()).select_from(model).where(*scope))
+        rows = await self.session.scalars(
+            select(model)
+            .where(*scope)
+            .order_by(model.created_at.desc(), model.id)
+            .offset((page - 1) * page_size)
+            .limit(page_size)
+        )
+        return list(rows), total or 0
+
+    def add(self, row: Any) -> None:
+        row.workspace_id = self.workspace_id
+        self.session.add(row)
+
+    async def domains_named(self, names: list[str]) -> dict[str, SendingDomain]:
+        rows = await self.session.scalars(
+            select(SendingDomain).where(
+                SendingDomain.workspace_id == self.workspace_id, SendingDomain.domain.in_(names)
+            )
+        )
+        return {row.domain: row for row in rows}
+
+    async def lead_by_email(self, email: str) -> Lead | None:
+        rows = await self.session.scalars(
+            select(Lead).where(
+                Lead.workspace_id == self.workspace_id, func.lower(Lead.email) == email.lower()
+            )
+        )
+        return rows.first()
+
+    async def candidates_by_ids(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, Candidate]:
+        rows = await self.session.execute(
+            select(Lead.id, Lead.email, Lead.status, self._last_sent(Lead.id)).where(
+                Lead.workspace_id == self.workspace_id, Lead.id.in_(ids)
+            )
+        )
+        return {r[0]: Candidate(r[0], r[1], r[2], r[3]) for r in rows}
+
+    async def candidates_by_tags(self, tags: list[str]) -> list[Candidate]:
+        rows = await self.session.execute(
+            select(Lead.id, Lead.email, Lead.status, self._last_sent(Lead.id))
+            .where(Lead.workspace_id == self.workspace_id, Lead.tags.overlap(tags))
+            .order_by(Lead.created_at, Lead.id)
+        )
+        return [Candidate(r[0], r[1], r[2], r[3]) for r in rows]
+
+    @staticmethod
+    def _last_sent(lead_id: Any) -> Any:
+        return (
+            select(func.max(Message.sent_at))
+            .where(Message.lead_id == lead_id, Message.status.in_(("sent", "bounced")))
+            .scalar_subquery()
+        )
+
+    async def suppressions(self) -> tuple[list[str], list[str]]:
+        rows = (
+            await self.session.execute(
+                select(Suppression.email, Suppression.domain).where(
+                    Suppression.workspace_id == self.workspace_id
+                )
+            )
+        ).all()
+        return [r.email for r in rows if r.email], [r.domain for r in rows if r.domain]
+
+    async def kpi_rows(self, campaign_id: uuid.UUID) -> tuple[CampaignKpi | None, dict[date, dict[str, int]]]:
+        counters = await self.session.get(CampaignKpi, campaign_id)
+        days = await self.session.scalars(
+            select(CampaignKpiDay).where(CampaignKpiDay.campaign_id == campaign_id)
+        )
+        by_day = {
+            d.day: {"planned": d.planned, "sent": d.sent, "opened": d.opened, "bounced": d.bounced}
+            for d in days
+        }
+        return counters, by_day
+
+
+async def user_by_email(session: AsyncSession, email: str) -> User | None:
+    result = await session.scalars(select(User).where(func.lower(User.email) == email.lower()))
+    return result.first()
+
+
+async def workspace(session: AsyncSession, workspace_id: uuid.UUID) -> Workspace | None:
+    return await session.get(Workspace, workspace_id)

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request
+
+from services.api.auth import CurrentPrincipal, issue_token
+from services.api.envelope import ApiError, Envelope
+from services.api.schemas import MeOut, TokenOut
+
+router = APIRouter(tags=["auth"])
+
+
+@router.post("/auth/token", response_model=TokenOut)
+async def token(
+    request: Request,
+    username: Annotated[str, Form(max_length=320)],
+    password: Annotated[str, Form(max_length=1024)],
+    grant_type: Annotated[str | None, Form(pattern="^password$")] = None,
+) -> dict[str, Any]:
+    """OAuth2 password flow: `username` is the e-mail address. Plain OAuth2 body, no envelope."""
+    principal = await request.app.state.accounts.authenticate(username, password)
+    if principal is None:
+        raise ApiError(401, "invalid_credentials", "wrong e-mail or password", {"WWW-Authenticate": "Bearer"})
+    settings = request.app.state.runtime.settings
+    return {
+        "access_token": issue_token(settings, principal),
+        "token_type": "bearer",
+        "expires_in": settings.jwt_ttl_seconds,
+    }
+
+
+@router.get("/auth/me", response_model=Envelope[MeOut])
+async def me(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
+    return {"data": await request.app.state.accounts.me(principal)}

@@ -1,0 +1,165 @@
+"""Sending domains, leads and templates: workspace-scoped CRUD."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from jinja2 import TemplateSyntaxError
+from jinja2.sandbox import SandboxedEnvironment
+
+from services.api.auth import CurrentPrincipal
+from services.api.envelope import Envelope, Page, conflict, invalid
+from services.api.routes.deps import PageNumber, PageSize, unit_of_work
+from services.api.schemas import DomainIn, DomainOut, LeadIn, LeadOut, TemplateIn, TemplateOut
+from services.api.service import not_found_unless
+from shared import crypto
+from shared.db.models import Lead, SendingDomain, Template
+
+router = APIRouter()
+
+
+def domain_out(row: SendingDomain) -> dict[str, Any]:
+    return {
+        "id": str(row.id),
+        "domain": row.domain,
+        "from_email": row.from_email,
+        "from_name": row.from_name,
+        "smtp": {
+            "host": row.smtp_host,
+            "port": row.smtp_port,
+            "username": row.smtp_username,
+            "security": row.smtp_security,
+            "has_password": row.smtp_password_encrypted is not None,
+        },
+        "min_interval_seconds": row.min_interval_seconds,
+        "daily_cap": row.daily_cap,
+        "active": row.active,
+        "created_at": row.created_at,
+    }
+
+
+def _row_out(row: Lead | Template) -> dict[str, Any]:
+    return {
+        c.key: (str(v) if c.key == "id" else v)
+        for c in row.__table__.columns
+        if (v := getattr(row, c.key)) is not None or c.nullable
+    }
+
+
+@router.post("/domains", status_code=201, response_model=Envelope[DomainOut], tags=["domains"])
+async def create_domain(request: Request, principal: CurrentPrincipal, body: DomainIn) -> dict[str, Any]:
+    settings = request.app.state.runtime.settings
+    async with unit_of_work(request, principal) as repo:
+        if await repo.domains_named([body.domain]):
+            raise conflict(f"sending domain {body.domain} already exists")
+        row = SendingDomain(
+            domain=body.domain,
+            from_email=str(body.from_email),
+            from_name=body.from_name,
+            smtp_host=body.smtp.host,
+            smtp_port=body.smtp.port,
+            smtp_username=body.smtp.username,
+            smtp_password_encrypted=crypto.encrypt(settings.encryption_key, body.smtp.password)
+            if body.smtp.password
+            else None,
+            smtp_security=body.smtp.security,
+            min_interval_seconds=settings.min_interval_seconds
+            if body.min_interval_seconds is None
+            else body.min_interval_seconds,
+            daily_cap=body.daily_cap,
+            active=body.active,
+        )
+        repo.add(row)
+        await repo.session.flush()
+        await repo.session.refresh(row)
+        return {"data": domain_out(row)}
+
+
+@router.get("/domains", response_model=Envelope[Page[DomainOut]], tags=["domains"])
+async def list_domains(
+    request: Request, principal: CurrentPrincipal, page: PageNumber = 1, page_size: PageSize = 20
+) -> dict[str, Any]:
+    async with unit_of_work(request, principal) as repo:
+        rows, total = await repo.page(SendingDomain, page, page_size)
+        items = [domain_out(r) for r in rows]
+    return {"data": {"items": items, "total": total, "page": page, "page_size": page_size}}
+
+
+@router.get("/domains/{domain_id}", response_model=Envelope[DomainOut], tags=["domains"])
+async def get_domain(request: Request, principal: CurrentPrincipal, domain_id: str) -> dict[str, Any]:
+    async with unit_of_work(request, principal) as repo:
+        return {
+            "data": domain_out(not_found_unless(await repo.get(SendingDomain, domain_id), "sending domain"))
+        }
+
+
+@router.post("/leads", status_code=201, response_model=Envelope[LeadOut], tags=["leads"])
+async def create_lead(request: Request, principal: CurrentPrincipal, body: LeadIn) -> dict[str, Any]:
+    async with unit_of_work(request, principal) as repo:
+        if await repo.lead_by_email(str(body.email)):
+            raise conflict(f"a lead with e-mail {body.email} already exists")
+        row = Lead(**body.model_dump(mode="json"))
+        repo.add(row)
+        await repo.session.flush()
+        await repo.session.refresh(row)
+        return {"data": _row_out(row)}
+
+
+@router.get("/leads", response_model=Envelope[Page[LeadOut]], tags=["leads"])
+async def list_leads(
+    request: Request, principal: CurrentPrincipal, page: PageNumber = 1, page_size: PageSize = 20
+) -> dict[str, Any]:
+    async with unit_of_work(request, principal) as repo:
+        rows, total = await repo.page(Lead, page, page_size)
+        items = [_row_out(r) for r in rows]
+    return {"data": {"items": items, "total": total, "page": page, "page_size": page_size}}
+
+
+@router.get("/leads/{lead_id}", response_model=Envelope[LeadOut], tags=["leads"])
+async def get_lead(request: Request, principal: CurrentPrincipal, lead_id: str) -> dict[str, Any]:
+    async with unit_of_work(request, principal) as repo:
+        return {"data": _row_out(not_found_unless(await repo.get(Lead, lead_id), "lead"))}
+
+
+_jinja = SandboxedEnvironment()
+
+
+def check_template_syntax(body: TemplateIn) -> None:
+    for name in ("subject", "body_html", "body_text", "followup_subject", "followup_body_html"):
+        source = getattr(body, name)
+        if source is None:
+            continue
+        try:
+            _jinja.parse(source)
+        except TemplateSyntaxError as error:
+            raise invalid(
+                f"{name}: template syntax error on line {error.lineno}: {error.message}", ["body", name]
+            ) from error
+
+
+@router.post("/templates", status_code=201, response_model=Envelope[TemplateOut], tags=["templates"])
+async def create_template(request: Request, principal: CurrentPrincipal, body: TemplateIn) -> dict[str, Any]:
+    check_template_syntax(body)
+    async with unit_of_work(request, principal) as repo:
+        row = Template(**body.model_dump())
+        repo.add(row)
+        await repo.session.flush()
+        await repo.session.refresh(row)
+        return {"data": _row_out(row)}
+
+
+@router.get("/templates", response_model=Envelope[Page[TemplateOut]], tags=["templates"])
+async def list_templates(
+    request: Request, principal: CurrentPrincipal, page: PageNumber = 1, page_size: PageSize = 20
+) -> dict[str, Any]:
+    async with unit_of_work(request, principal) as repo:
+        rows, total = await repo.page(Template, page, page_size)
+        items = [_row_out(r) for r in rows]
+    return {"data": {"items": items, "total": total, "page": page, "page_size": page_size}}
+
+
+@router.get("/templates/{template_id}", response_model=Envelope[TemplateOut], tags=["templates"])
+async def get_template(request: Request, principal: CurrentPrincipal, template_id: str) -> dict[str, Any]:
+    async with unit_of_work(request, principal) as repo:
+        return {"data": _row_out(not_found_unless(await repo.get(Template, template_id), "template"))}

@@ -1,0 +1,257 @@
+"""Request and response bodies of the HTTP API (the dashboard's contract). Never reused as broker messages."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
+
+from shared.planning.window import is_known_country
+
+HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
+DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+# ── accounts ───────────────────────────────────────────────────────────────────────────────────────────
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105
+    expires_in: int
+
+
+class MeOut(BaseModel):
+    user: dict[str, Any]
+    workspace: dict[str, Any]
+
+
+# ── sending domains ────────────────────────────────────────────────────────────────────────────────────
+class SmtpIn(Strict):
+    host: str = Field(min_length=1, max_length=253)
+    port: int = Field(ge=1, le=65535)
+    username: str | None = Field(None, max_length=320)
+    password: str | None = Field(None, max_length=1024)
+    security: Literal["none", "starttls", "tls"] = "starttls"
+
+
+class DomainIn(Strict):
+    domain: str = Field(max_length=253)
+    from_email: EmailStr
+    from_name: str = Field("", max_length=200)
+    smtp: SmtpIn
+    min_interval_seconds: int | None = Field(None, ge=0, le=86400)
+    daily_cap: int | None = Field(None, ge=1)
+    active: bool = True
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        value = value.lower().rstrip(".")
+        if not DOMAIN.match(value):
+            raise ValueError("not a domain name")
+        return value
+
+
+class SmtpOut(BaseModel):
+    host: str
+    port: int
+    username: str | None
+    security: str
+    has_password: bool
+
+
+class DomainOut(BaseModel):
+    id: str
+    domain: str
+    from_email: str
+    from_name: str
+    smtp: SmtpOut
+    min_interval_seconds: int
+    daily_cap: int | None
+    active: bool
+    created_at: datetime
+
+
+# ── leads and templates ────────────────────────────────────────────────────────────────────────────────
+class LeadIn(Strict):
+    email: EmailStr
+    first_name: str = Field("", max_length=200)
+    last_name: str = Field("", max_length=200)
+    company: str = Field("", max_length=200)
+    tags: list[str] = Field(default_factory=list, max_length=50)
+    fields: dict[str, str | int | float | bool | None] = Field(default_factory=dict, max_length=100)
+
+
+class LeadOut(Out):
+    id: str
+    email: str
+    first_name: str
+    last_name: str
+    company: str
+    tags: list[str]
+    fields: dict[str, Any]
+    status: str
+    created_at: datetime
+
+
+class TemplateIn(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    subject: str = Field(min_length=1, max_length=998)
+    body_html: str = Field(min_length=1, max_length=500_000)
+    body_text: str | None = Field(None, max_length=500_000)
+    followup_subject: str | None = Field(None, max_length=998)
+    followup_body_html: str | None = Field(None, max_length=500_000)
+
+
+class TemplateOut(Out):
+    id: str
+    name: str
+    subject: str
+    body_html: str
+    body_text: str | None
+    followup_subject: str | None
+    followup_body_html: str | None
+    created_at: datetime
+
+
+# ── campaigns ──────────────────────────────────────────────────────────────────────────────────────────
+class WindowIn(Strict):
+    timezone: str = "Europe/Amsterdam"
+    days: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1, max_length=7)
+    start: str = "08:00"
+    end: str = "17:00"
+    holidays: str | None = "NL"
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as error:
+            raise ValueError(f"unknown timezone {value!r}") from error
+        return value
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, value: list[int]) -> list[int]:
+        if any(d < 0 or d > 6 for d in value):
+            raise ValueError("days are 0 (Monday) to 6 (Sunday)")
+        return sorted(set(value))
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        if not HHMM.match(value):
+            raise ValueError("times are HH:MM (end may be 24:00)")
+        return value
+
+    @field_validator("holidays")
+    @classmethod
+    def _holidays(cls, value: str | None) -> str | None:
+        if value is not None and not is_known_country(value):
+            raise ValueError(f"unknown holiday calendar {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _order(self) -> WindowIn:
+        if self.start == "24:00" or (self.end != "24:00" and self.end <= self.start):
+            raise ValueError("window start must be before its end")
+        return self
+
+
+class AudienceIn(Strict):
+    mode: Literal["static", "tags"] = "static"
+    lead_ids: list[str] = Field(default_factory=list, max_length=1_000_000)
+    tags: list[str] = Field(default_factory=list, max_length=100)
+    exclude_suppressed: bool = True
+    exclude_recent_days: int | None = Field(None, ge=0, le=3650)
+    one_per_domain: bool = False
+
+
+class ScheduleIn(Strict):
+    start_mode: Literal["now", "at", "draft"] = "now"
+    start_at: AwareDatetime | None = None
+    window: WindowIn = Field(default_factory=WindowIn)
+
+    @model_validator(mode="after")
+    def _start_at(self) -> ScheduleIn:
+        if self.start_mode == "at" and self.start_at is None:
+            raise ValueError("start_at is required when start_mode is 'at'")
+        return self
+
+
+class FollowupIn(Strict):
+    enabled: bool = False
+    days: int = Field(3, ge=1, le=30)
+    attach_report: bool = False
+
+
+class TrackingIn(Strict):
+    opens: bool = True
+    clicks: bool = False
+
+
+class CampaignIn(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    template_id: str
+    audience: AudienceIn
+    schedule: ScheduleIn = Field(default_factory=ScheduleIn)
+    domains: list[str] = Field(min_length=1, max_length=500)
+    followup: FollowupIn = Field(default_factory=FollowupIn)
+    tracking: TrackingIn = Field(default_factory=TrackingIn)
+
+
+class KpisOut(BaseModel):
+    total_planned: int
+    total_cancelled: int
+    total_sent: int
+    total_opened: int
+    total_opened_human: int
+    open_rate: float
+    open_rate_human: float
+    total_bounced: int
+    bounce_rate: float
+    total_failed: int
+    total_unsubscribed: int
+    avg_tempo_per_hour: float
+
+
+class TimelinePoint(BaseModel):
+    date: date
+    planned: int
+    sent: int
+    opened: int
+    bounced: int
+
+
+class CampaignOut(BaseModel):
+    id: str
+    name: str
+    status: str
+    template_id: str
+    followup_enabled: bool
+    followup_days: int
+    followup_attach_report: bool
+    start_at: datetime | None
+    window: dict[str, Any]
+    domains: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+class CampaignDetailOut(CampaignOut):
+    audience_count: int
+    domains_used: list[str]
+    kpis: KpisOut
+    timeline: list[TimelinePoint]

@@ -1,0 +1,42 @@
+"""Composition root of the scheduler: consumers, the dispatcher, the reconciler, health and metrics."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+
+from services.scheduler.handlers import build_router
+from services.scheduler.loops import dispatch_forever, reconcile_forever
+from services.scheduler.service import Scheduler
+from shared.clock import Clock, utcnow
+from shared.messaging import running
+from shared.observability import health_routes
+from shared.runtime import Runtime
+from shared.settings import Settings
+
+
+def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Starlette:
+    settings = settings or Settings()
+    runtime = Runtime.build(settings)
+    scheduler = Scheduler(runtime.sessions, settings, clock)
+    runtime.broker.include_router(build_router(runtime.topology, scheduler))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await runtime.start_broker()
+        dispatcher = dispatch_forever(
+            scheduler, settings.database_url, settings.dispatch_batch_size, settings.poll_seconds
+        )
+        async with (
+            running(runtime.outbox_relay().run()),
+            running(dispatcher),
+            running(reconcile_forever(scheduler, settings.poll_seconds)),
+        ):
+            yield
+        await runtime.stop()
+
+    app = Starlette(routes=health_routes(runtime.readiness_checks()), lifespan=lifespan)
+    app.state.runtime = runtime
+    return app

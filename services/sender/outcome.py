@@ -1,0 +1,38 @@
+"""What an SMTP attempt means for the message (SPEC §2.5). Pure: codes in, a typed outcome out."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+
+class Kind(enum.StrEnum):
+    SENT = "sent"
+    BOUNCED = "bounced"  # permanent: 5xx for the recipient
+    FAILED = "failed"  # temporary: 4xx, connection failure, timeout
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: Kind
+    reason: str = ""
+    smtp_code: int | None = None
+    enhanced_code: str | None = None
+
+
+_ENHANCED = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
+
+
+def from_reply(code: int, text: str) -> Outcome:
+    enhanced = match.group(1) if (match := _ENHANCED.search(text)) else None
+    reason = f"{code} {text}".strip()[:1000]
+    if 200 <= code < 300:
+        return Outcome(Kind.SENT, "", code, enhanced)
+    if 500 <= code < 600:
+        return Outcome(Kind.BOUNCED, reason, code, enhanced)
+    return Outcome(Kind.FAILED, reason, code, enhanced)
+
+
+def from_transport_error(description: str) -> Outcome:
+    return Outcome(Kind.FAILED, description[:1000] or "connection failed")

@@ -1,0 +1,147 @@
+"""Build the e-mail for one message: Jinja2 sandbox rendering, tracking pixel, compliance headers. Pure."""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from email import policy
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr
+from html.parser import HTMLParser
+from typing import Any, ClassVar
+from urllib.parse import urlencode
+
+from jinja2 import TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
+_env = SandboxedEnvironment(autoescape=False)
+_html_env = SandboxedEnvironment(autoescape=True)
+
+
+# No folding into RFC 2047 encoded words: List-Unsubscribe and Message-ID must stay plain ASCII.
+HEADER_POLICY = policy.SMTP.clone(max_line_length=998)
+
+
+class RenderError(ValueError):
+    """The template cannot be rendered for this lead; the message fails with this reason."""
+
+
+@dataclass(frozen=True)
+class Letter:
+    """Everything the e-mail needs, resolved from the database by the caller."""
+
+    message_id: str
+    domain: str
+    from_email: str
+    from_name: str
+    to_email: str
+    subject: str
+    body_html: str
+    body_text: str | None
+    variables: dict[str, Any]
+    tracker_url: str
+    open_token: str | None  # None: open tracking off
+    unsubscribe_token: str
+    smtp_message_id: str
+    in_reply_to: str | None = None
+
+
+def _render(env: SandboxedEnvironment, source: str, variables: dict[str, Any], part: str) -> str:
+    try:
+        return env.from_string(source).render(variables)
+    except TemplateError as error:
+        raise RenderError(f"template {part} failed to render: {error}") from error
+
+
+class _TextExtractor(HTMLParser):
+    BREAKS: ClassVar[set[str]] = {"br", "p", "div", "tr", "li", "h1", "h2", "h3", "h4", "table"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+        self._href: str | None = None
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("style", "script", "head"):
+            self._skip += 1
+        if tag in self.BREAKS:
+            self.parts.append("\n")
+        if tag == "a":
+            self._href = dict(attrs).get("href")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("style", "script", "head"):
+            self._skip = max(0, self._skip - 1)
+        if tag == "a" and self._href:
+            self.parts.append(f" ({self._href})")
+            self._href = None
+        if tag in ("p", "div", "h1", "h2", "h3", "h4"):
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(data)
+
+
+def html_to_text(markup: str) -> str:
+    extractor = _TextExtractor()
+    extractor.feed(markup)
+    text = "".join(extractor.parts)
+    text = re.sub(r"[ \t]+", " ", text)
+    return re.sub(r"\n\s*\n\s*\n+", "\n\n", text).strip() + "\n"
+
+
+def pixel_url(letter: Letter) -> str:
+    return (
+        f"{letter.tracker_url}/track/open.gif?{urlencode({'m': letter.message_id, 't': letter.open_token})}"
+    )
+
+
+def unsubscribe_url(letter: Letter) -> str:
+    return f"{letter.tracker_url}/u/{letter.unsubscribe_token}"
+
+
+def _with_pixel(body: str, url: str) -> str:
+    img = f'<img src="{html.escape(url)}" width="1" height="1" alt="" style="display:none">'
+    closing = body.lower().rfind("</body>")
+    return body[:closing] + img + body[closing:] if closing >= 0 else body + img
+
+
+def build(letter: Letter, now: datetime) -> EmailMessage:
+    variables = {**letter.variables, "unsubscribe_url": unsubscribe_url(letter)}
+    subject = (
+        _render(_env, letter.subject, variables, "subject").replace("\r", " ").replace("\n", " ").strip()
+    )
+    body_html = _render(_html_env, letter.body_html, variables, "body_html")
+    body_text = (
+        _render(_env, letter.body_text, variables, "body_text")
+        if letter.body_text
+        else html_to_text(body_html)
+    )
+    if letter.open_token:
+        body_html = _with_pixel(body_html, pixel_url(letter))
+
+    email = EmailMessage(policy=HEADER_POLICY)
+    email["From"] = formataddr((letter.from_name, letter.from_email))
+    email["To"] = letter.to_email
+    email["Subject"] = subject
+    email["Date"] = format_datetime(now)
+    email["Message-ID"] = letter.smtp_message_id
+    if letter.in_reply_to:
+        email["In-Reply-To"] = letter.in_reply_to
+        email["References"] = letter.in_reply_to
+    email["List-Unsubscribe"] = (
+        f"<{unsubscribe_url(letter)}>, <mailto:unsubscribe+{letter.unsubscribe_token}@{letter.domain}>"
+    )
+    email["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    email.set_content(body_text)
+    email.add_alternative(body_html, subtype="html")
+    return email
+
+
+def return_path(message_id: str, domain: str) -> str:
+    """VERP envelope sender: a bounce to it names the message."""
+    return f"bounce+{message_id.replace('-', '')}@{domain}"

@@ -1,0 +1,41 @@
+"""Is an open hit likely a machine rather than a person? Pure (SPEC §2.6).
+
+Apple Mail Privacy Protection fetches every image through Apple's proxies with a generic Mozilla user agent;
+security scanners announce themselves; and nobody reads an e-mail within seconds of its sending.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import datetime, timedelta
+
+# Apple's published egress ranges for Mail Privacy Protection (the densest blocks).
+APPLE_MPP_NETWORKS = tuple(
+    ipaddress.ip_network(n) for n in ("17.0.0.0/8", "104.28.0.0/16", "172.224.0.0/12", "2a02:26f7::/32")
+)
+SCANNER_AGENTS = (
+    "googleimageproxy",
+    "barracuda",
+    "mimecast",
+    "proofpoint",
+    "symantec",
+    "bot",
+    "crawler",
+    "scanner",
+)
+TOO_SOON = timedelta(seconds=10)
+
+
+def is_machine_open(user_agent: str, ip: str | None, sent_at: datetime | None, opened_at: datetime) -> bool:
+    agent = user_agent.lower()
+    if any(marker in agent for marker in SCANNER_AGENTS):
+        return True
+    if sent_at is not None and opened_at - sent_at < TOO_SOON:
+        return True
+    if ip:
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(address in network for network in APPLE_MPP_NETWORKS)
+    return False

@@ -1,0 +1,33 @@
+"""Composition root of the tracker."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+
+from services.tracker.routes import routes
+from services.tracker.service import Tracker
+from shared.clock import Clock, utcnow
+from shared.messaging import running
+from shared.observability import health_routes
+from shared.runtime import Runtime
+from shared.settings import Settings
+
+
+def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Starlette:
+    settings = settings or Settings()
+    runtime = Runtime.build(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await runtime.start_broker()
+        async with running(runtime.outbox_relay().run()):
+            yield
+        await runtime.stop()
+
+    app = Starlette(routes=[*routes, *health_routes(runtime.readiness_checks())], lifespan=lifespan)
+    app.state.runtime = runtime
+    app.state.tracker = Tracker(runtime.sessions, settings, clock)
+    return app

@@ -1,0 +1,70 @@
+"""All SQL of the tracker."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.db.models import Campaign, CampaignKpi, CampaignKpiDay, Message, MessageEventRow, MessageStatus
+
+
+async def message_for_open(session: AsyncSession, message_id: uuid.UUID) -> Any:
+    return (
+        await session.execute(
+            select(Message.id, Message.campaign_id, Message.sent_at, Campaign.window)
+            .join(Campaign, Campaign.id == Message.campaign_id)
+            .where(Message.id == message_id, Message.status == MessageStatus.SENT)
+        )
+    ).first()
+
+
+async def record_open(
+    session: AsyncSession, message: Any, now: datetime, day: date, is_machine: bool, data: dict[str, Any]
+) -> bool:
+    """Every hit is an event; the first open (and the first human open) count once, guarded by the row."""
+    session.add(
+        MessageEventRow(
+            message_id=message.id,
+            campaign_id=message.campaign_id,
+            kind="opened",
+            occurred_at=now,
+            is_machine=is_machine,
+            data=data,
+        )
+    )
+    first = await session.scalar(
+        update(Message)
+        .where(Message.id == message.id, Message.opened_at.is_(None))
+        .values(opened_at=now)
+        .returning(Message.id)
+    )
+    first_human = None
+    if not is_machine:
+        first_human = await session.scalar(
+            update(Message)
+            .where(Message.id == message.id, Message.human_opened_at.is_(None))
+            .values(human_opened_at=now)
+            .returning(Message.id)
+        )
+    counters: dict[str, Any] = {"opens_total": CampaignKpi.opens_total + 1}
+    if first:
+        counters["opened"] = CampaignKpi.opened + 1
+    if first_human:
+        counters["opened_human"] = CampaignKpi.opened_human + 1
+    await session.execute(
+        update(CampaignKpi).where(CampaignKpi.campaign_id == message.campaign_id).values(counters)
+    )
+    if first:
+        statement = insert(CampaignKpiDay).values(campaign_id=message.campaign_id, day=day, opened=1)
+        await session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[CampaignKpiDay.campaign_id, CampaignKpiDay.day],
+                set_={"opened": CampaignKpiDay.opened + 1},
+            )
+        )
+    return first is not None

@@ -1,0 +1,40 @@
+"""Tracker use cases: record what a valid token proves, and nothing for anything else."""
+
+from __future__ import annotations
+
+import uuid
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.tracker import repository as repo
+from services.tracker.machine import is_machine_open
+from shared import tokens
+from shared.clock import Clock
+from shared.planning.window import Window
+from shared.settings import Settings
+
+log = structlog.get_logger()
+
+
+class Tracker:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings, clock: Clock) -> None:
+        self._sessions = sessions
+        self._secret = settings.tracking_secret
+        self._clock = clock
+
+    async def record_open(self, message: str, token: str, user_agent: str, ip: str | None) -> bool:
+        """True when the hit was recorded (a genuine token for a sent message)."""
+        if not tokens.verify_message(self._secret, "open", token, message):
+            return False
+        message_id = uuid.UUID(message)  # a genuine token only ever names a real message id
+        now = self._clock()
+        async with self._sessions() as session, session.begin():
+            row = await repo.message_for_open(session, message_id)
+            if row is None:
+                return False
+            machine = is_machine_open(user_agent, ip, row.sent_at, now)
+            day = Window.from_dict(row.window).local_date(now)
+            data = {"user_agent": user_agent[:500], "ip": ip}
+            await repo.record_open(session, row, now, day, machine, data)
+        return True

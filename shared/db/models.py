@@ -1,0 +1,323 @@
+"""SQLAlchemy models: PostgreSQL is the source of truth.
+
+Invariants held by the schema itself, not by any one process:
+- `messages_domain_throttle`: no two live slots of one sending domain overlap, where a slot spans
+  [scheduled_at, slot_ends_at) = one `min_interval_seconds`. Two schedulers, two campaigns or a resend racing
+  each other get an exclusion violation instead of a burst.
+- `messages_one_followup`: an original message has at most one follow-up.
+- KPI counters change in the same transaction as the status change that causes them, guarded by that
+  status change, so a repeated event never counts twice.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import date, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID, ExcludeConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: DateTime(timezone=True),
+        uuid.UUID: UUID(as_uuid=True),
+        dict[str, Any]: JSONB,
+        list[str]: ARRAY(Text),
+    }
+
+
+def _id() -> Mapped[uuid.UUID]:
+    return mapped_column(primary_key=True, default=uuid.uuid4)
+
+
+def _created() -> Mapped[datetime]:
+    return mapped_column(server_default=func.now())
+
+
+def _workspace() -> Mapped[uuid.UUID]:
+    return mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+
+
+class CampaignStatus(enum.StrEnum):
+    DRAFT = "draft"
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    STOPPED = "stopped"
+
+
+class MessageStatus(enum.StrEnum):
+    PLANNED = "planned"
+    DISPATCHED = "dispatched"
+    SENDING = "sending"
+    SENT = "sent"
+    BOUNCED = "bounced"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class LeadStatus(enum.StrEnum):
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    REPLIED = "replied"
+
+
+def _check_in(column: str, values: type[enum.StrEnum]) -> CheckConstraint:
+    allowed = ", ".join(f"'{v.value}'" for v in values)
+    return CheckConstraint(f"{column} IN ({allowed})", name=f"{column}_valid")
+
+
+class Workspace(Base):
+    __tablename__ = "workspaces"
+    id: Mapped[uuid.UUID] = _id()
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    created_at: Mapped[datetime] = _created()
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (Index("users_email_key", func.lower(text("email")), unique=True),)
+    id: Mapped[uuid.UUID] = _id()
+    workspace_id: Mapped[uuid.UUID] = _workspace()
+    email: Mapped[str] = mapped_column(Text)
+    password_hash: Mapped[str] = mapped_column(Text)
+    is_superuser: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = _created()
+
+
+class SendingDomain(Base):
+    __tablename__ = "sending_domains"
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "domain"),
+        CheckConstraint("min_interval_seconds BETWEEN 0 AND 86400", name="min_interval_range"),
+        CheckConstraint("smtp_security IN ('none', 'starttls', 'tls')", name="smtp_security_valid"),
+    )
+    id: Mapped[uuid.UUID] = _id()
+    workspace_id: Mapped[uuid.UUID] = _workspace()
+    domain: Mapped[str] = mapped_column(Text)
+    from_email: Mapped[str] = mapped_column(Text)
+    from_name: Mapped[str] = mapped_column(Text, default="")
+    smtp_host: Mapped[str] = mapped_column(Text)
+    smtp_port: Mapped[int] = mapped_column(Integer)
+    smtp_username: Mapped[str | None] = mapped_column(Text)
+    smtp_password_encrypted: Mapped[str | None] = mapped_column(Text)
+    smtp_security: Mapped[str] = mapped_column(String(16), default="starttls")
+    min_interval_seconds: Mapped[int] = mapped_column(Integer)
+    daily_cap: Mapped[int | None] = mapped_column(Integer)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class Lead(Base):
+    __tablename__ = "leads"
+    __table_args__ = (
+        Index("leads_workspace_email_key", "workspace_id", func.lower(text("email")), unique=True),
+        _check_in("status", LeadStatus),
+    )
+    id: Mapped[uuid.UUID] = _id()
+    workspace_id: Mapped[uuid.UUID] = _workspace()
+    email: Mapped[str] = mapped_column(Text)
+    first_name: Mapped[str] = mapped_column(Text, default="")
+    last_name: Mapped[str] = mapped_column(Text, default="")
+    company: Mapped[str] = mapped_column(Text, default="")
+    tags: Mapped[list[str]] = mapped_column(default=list)
+    fields: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default=LeadStatus.ACTIVE)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class Template(Base):
+    __tablename__ = "templates"
+    id: Mapped[uuid.UUID] = _id()
+    workspace_id: Mapped[uuid.UUID] = _workspace()
+    name: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(Text)
+    body_html: Mapped[str] = mapped_column(Text)
+    body_text: Mapped[str | None] = mapped_column(Text)
+    followup_subject: Mapped[str | None] = mapped_column(Text)
+    followup_body_html: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class Suppression(Base):
+    __tablename__ = "suppressions"
+    __table_args__ = (
+        CheckConstraint("(email IS NULL) <> (domain IS NULL)", name="exactly_one_target"),
+        Index("suppressions_email_key", "workspace_id", func.lower(text("email")), unique=True),
+        Index("suppressions_domain_key", "workspace_id", func.lower(text("domain")), unique=True),
+    )
+    id: Mapped[uuid.UUID] = _id()
+    workspace_id: Mapped[uuid.UUID] = _workspace()
+    email: Mapped[str | None] = mapped_column(Text)
+    domain: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text, default="manual")
+    created_at: Mapped[datetime] = _created()
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+    __table_args__ = (_check_in("status", CampaignStatus),)
+    id: Mapped[uuid.UUID] = _id()
+    workspace_id: Mapped[uuid.UUID] = _workspace()
+    name: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    template_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("templates.id"))
+    followup_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    followup_days: Mapped[int] = mapped_column(Integer, default=3)
+    followup_attach_report: Mapped[bool] = mapped_column(Boolean, default=False)
+    track_opens: Mapped[bool] = mapped_column(Boolean, default=True)
+    track_clicks: Mapped[bool] = mapped_column(Boolean, default=False)
+    start_at: Mapped[datetime | None]
+    window: Mapped[dict[str, Any]] = mapped_column()
+    domains: Mapped[list[str]] = mapped_column()
+    audience_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class CampaignLead(Base):
+    """The audience, resolved once at creation, in round-robin order."""
+
+    __tablename__ = "campaign_leads"
+    __table_args__ = (UniqueConstraint("campaign_id", "lead_id"),)
+    campaign_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lead_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+
+
+# A slot stays reserved once its message was attempted; cancelling frees it.
+LIVE_SLOT_STATUSES = ("planned", "dispatched", "sending", "sent", "bounced", "failed")
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        _check_in("status", MessageStatus),
+        ExcludeConstraint(
+            (text("sending_domain_id"), "="),
+            (text("tstzrange(scheduled_at, slot_ends_at)"), "&&"),
+            name="messages_domain_throttle",
+            using="gist",
+            where=text("status IN (" + ", ".join(f"'{s}'" for s in LIVE_SLOT_STATUSES) + ")"),
+        ),
+        Index("messages_due", "scheduled_at", postgresql_where=text("status = 'planned'")),
+        Index("messages_in_flight", "status", "claimed_at", postgresql_where=text("status = 'sending'")),
+        Index("messages_campaign_status", "campaign_id", "status"),
+        Index("messages_lead", "lead_id"),
+        Index(
+            "messages_one_followup",
+            "parent_message_id",
+            unique=True,
+            postgresql_where=text("is_followup"),
+        ),
+        Index("messages_smtp_message_id", "smtp_message_id", unique=True),
+    )
+    id: Mapped[uuid.UUID] = _id()
+    workspace_id: Mapped[uuid.UUID] = _workspace()
+    campaign_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    lead_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+    sending_domain_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sending_domains.id"))
+    domain_used: Mapped[str] = mapped_column(Text)
+    scheduled_at: Mapped[datetime]
+    slot_ends_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(16), default=MessageStatus.PLANNED)
+    is_followup: Mapped[bool] = mapped_column(Boolean, default=False)
+    parent_message_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("messages.id"))
+    retry_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    smtp_message_id: Mapped[str | None] = mapped_column(Text)
+    claimed_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    opened_at: Mapped[datetime | None]
+    human_opened_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = _created()
+
+
+class MessageEventRow(Base):
+    """Every outcome and tracking hit of a message, as it happened (audit trail and recomputation)."""
+
+    __tablename__ = "message_events"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    message_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    campaign_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    occurred_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    is_machine: Mapped[bool] = mapped_column(Boolean, default=False)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class CampaignKpi(Base):
+    __tablename__ = "campaign_kpis"
+    campaign_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    )
+    planned: Mapped[int] = mapped_column(Integer, default=0)
+    cancelled: Mapped[int] = mapped_column(Integer, default=0)
+    sent: Mapped[int] = mapped_column(Integer, default=0)
+    opened: Mapped[int] = mapped_column(Integer, default=0)
+    opened_human: Mapped[int] = mapped_column(Integer, default=0)
+    opens_total: Mapped[int] = mapped_column(Integer, default=0)
+    bounced: Mapped[int] = mapped_column(Integer, default=0)
+    bounced_at_smtp: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    unsubscribed: Mapped[int] = mapped_column(Integer, default=0)
+    first_sent_at: Mapped[datetime | None]
+    last_sent_at: Mapped[datetime | None]
+
+
+class CampaignKpiDay(Base):
+    """Timeline counters per local calendar day of the campaign window."""
+
+    __tablename__ = "campaign_kpi_days"
+    campaign_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    planned: Mapped[int] = mapped_column(Integer, default=0)
+    sent: Mapped[int] = mapped_column(Integer, default=0)
+    opened: Mapped[int] = mapped_column(Integer, default=0)
+    bounced: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class OutboxRow(Base):
+    """Events written in the same transaction as the change they announce; a relay publishes them."""
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    routing_key: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = _created()
+
+
+class ProcessedEvent(Base):
+    """Idempotency ledger for consumers whose effect has no natural status guard."""
+
+    __tablename__ = "processed_events"
+    consumer: Mapped[str] = mapped_column(Text, primary_key=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    processed_at: Mapped[datetime] = _created()

@@ -1,0 +1,104 @@
+"""Every message between services, defined once (SPEC §5).
+
+Commands are imperative (`SendMessage`), events past tense. Each carries `event_id` for idempotency,
+`occurred_at` and `workspace_id`; its routing key is part of the type. New fields must be optional.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.clock import utcnow
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    routing_key: ClassVar[str]
+
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    occurred_at: datetime = Field(default_factory=utcnow)
+    workspace_id: uuid.UUID
+
+
+class CampaignEvent(Event):
+    campaign_id: uuid.UUID
+
+
+class CampaignStarted(CampaignEvent):
+    routing_key: ClassVar[str] = "campaign.started"
+
+
+class CampaignPaused(CampaignEvent):
+    routing_key: ClassVar[str] = "campaign.paused"
+
+
+class CampaignResumed(CampaignEvent):
+    routing_key: ClassVar[str] = "campaign.resumed"
+
+
+class CampaignStopped(CampaignEvent):
+    routing_key: ClassVar[str] = "campaign.stopped"
+
+
+class MessageEvent(Event):
+    message_id: uuid.UUID
+    campaign_id: uuid.UUID
+
+
+class SendMessage(MessageEvent):
+    """Command: deliver this message now. Its slot is `scheduled_at`; it is void after `deadline`."""
+
+    routing_key: ClassVar[str] = "message.send"
+    scheduled_at: datetime
+    deadline: datetime
+
+
+class MessageSent(MessageEvent):
+    routing_key: ClassVar[str] = "message.sent"
+    sent_at: datetime
+    smtp_message_id: str
+
+
+class MessageBounced(MessageEvent):
+    routing_key: ClassVar[str] = "message.bounced"
+    reason: str
+    smtp_code: int | None = None
+    enhanced_code: str | None = None
+
+
+class MessageFailed(MessageEvent):
+    """A temporary failure (4xx, connection, timeout) or an interrupted transaction."""
+
+    routing_key: ClassVar[str] = "message.failed"
+    reason: str
+    smtp_code: int | None = None
+    enhanced_code: str | None = None
+
+
+class MessageOpened(MessageEvent):
+    routing_key: ClassVar[str] = "message.opened"
+    is_machine: bool = False
+
+
+class LeadUnsubscribed(Event):
+    routing_key: ClassVar[str] = "lead.unsubscribed"
+    lead_id: uuid.UUID
+    message_id: uuid.UUID | None = None
+
+
+ALL_EVENTS: tuple[type[Event], ...] = (
+    CampaignStarted,
+    CampaignPaused,
+    CampaignResumed,
+    CampaignStopped,
+    SendMessage,
+    MessageSent,
+    MessageBounced,
+    MessageFailed,
+    MessageOpened,
+    LeadUnsubscribed,
+)

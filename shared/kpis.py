@@ -1,0 +1,62 @@
+"""KPI arithmetic (SPEC §2.6, §7): rates and tempo from the stored counters. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from shared.planning.window import Window
+
+
+@dataclass(frozen=True)
+class Counters:
+    planned: int = 0
+    cancelled: int = 0
+    sent: int = 0
+    opened: int = 0
+    opened_human: int = 0
+    bounced: int = 0
+    bounced_at_smtp: int = 0
+    failed: int = 0
+    unsubscribed: int = 0
+    first_sent_at: datetime | None = None
+    last_sent_at: datetime | None = None
+
+
+def _rate(numerator: int, denominator: int) -> float:
+    return numerator / denominator if denominator else 0.0
+
+
+def kpis(counters: Counters, window: Window) -> dict[str, Any]:
+    hours = 1.0
+    if counters.first_sent_at and counters.last_sent_at:
+        hours = max(1.0, window.open_hours_between(counters.first_sent_at, counters.last_sent_at))
+    return {
+        "total_planned": counters.planned,
+        "total_cancelled": counters.cancelled,
+        "total_sent": counters.sent,
+        "total_opened": counters.opened,
+        "total_opened_human": counters.opened_human,
+        "open_rate": _rate(counters.opened, counters.sent),
+        "open_rate_human": _rate(counters.opened_human, counters.sent),
+        "total_bounced": counters.bounced,
+        "bounce_rate": _rate(counters.bounced, counters.sent + counters.bounced_at_smtp),
+        "total_failed": counters.failed,
+        "total_unsubscribed": counters.unsubscribed,
+        "avg_tempo_per_hour": counters.sent / hours,
+    }
+
+
+def timeline(days: dict[date, dict[str, int]], today: date) -> list[dict[str, Any]]:
+    """Every local day from the first to the last planned day (or today, if earlier), zeros included."""
+    planned_days = [d for d, row in days.items() if row.get("planned")] or list(days)
+    if not planned_days:
+        return []
+    first, last = min(planned_days), max(planned_days)
+    last = min(last, max(today, first))
+    zero = {"planned": 0, "sent": 0, "opened": 0, "bounced": 0}
+    return [
+        {"date": first + timedelta(days=i), **(days.get(first + timedelta(days=i)) or zero)}
+        for i in range((last - first).days + 1)
+    ]

@@ -1,0 +1,206 @@
+"""The broker topology, declared in one place, and the outbox relay that publishes to it.
+
+Layout (names carry `Settings.broker_prefix`, so test runs never touch a development stack):
+
+    <p>.events   topic exchange; routing key = the event's `routing_key` (campaign.started, message.send …)
+    <p>.<consumer>.<routing key>   one durable quorum queue per handler, bound to its routing key,
+                 `x-delivery-limit` 5, dead-lettered to
+    <p>.dead     fanout exchange  →  <p>.dead-letters  (poison messages wait there for a human)
+
+Every service declares the whole topology at start, so an event published while its consumer is down waits
+in its queue. Publishing is persistent, mandatory and confirmed; services never publish directly: they write
+`outbox` rows in the transaction that makes the change, and `OutboxRelay` publishes them after commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
+from faststream.rabbit.schemas import Channel
+from faststream.rabbit.schemas.queue import QueueType
+from sqlalchemy import delete, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.db.models import OutboxRow
+from shared.db.notify import Listener
+from shared.events import (
+    CampaignPaused,
+    CampaignResumed,
+    CampaignStarted,
+    CampaignStopped,
+    Event,
+    MessageBounced,
+    MessageFailed,
+    MessageSent,
+    SendMessage,
+)
+
+log = structlog.get_logger()
+
+DELIVERY_LIMIT = 5
+OUTBOX_CHANNEL = "maildash_outbox"
+
+# Which service consumes which event: one queue each.
+CONSUMERS: dict[str, tuple[type[Event], ...]] = {
+    "scheduler": (
+        CampaignStarted,
+        CampaignPaused,
+        CampaignResumed,
+        CampaignStopped,
+        MessageSent,
+        MessageBounced,
+        MessageFailed,
+    ),
+    "sender": (SendMessage,),
+}
+
+
+@dataclass(frozen=True)
+class Topology:
+    prefix: str
+
+    @property
+    def events(self) -> RabbitExchange:
+        return RabbitExchange(f"{self.prefix}.events", type=ExchangeType.TOPIC, durable=True)
+
+    @property
+    def dead(self) -> RabbitExchange:
+        return RabbitExchange(f"{self.prefix}.dead", type=ExchangeType.FANOUT, durable=True)
+
+    @property
+    def dead_letters(self) -> RabbitQueue:
+        return RabbitQueue(f"{self.prefix}.dead-letters", queue_type=QueueType.QUORUM)
+
+    def queue(self, consumer: str, event: type[Event]) -> RabbitQueue:
+        return RabbitQueue(
+            f"{self.prefix}.{consumer}.{event.routing_key}",
+            queue_type=QueueType.QUORUM,
+            routing_key=event.routing_key,
+            arguments={"x-delivery-limit": DELIVERY_LIMIT, "x-dead-letter-exchange": self.dead.name},
+        )
+
+    def all_queues(self) -> list[RabbitQueue]:
+        return [self.queue(consumer, event) for consumer, events in CONSUMERS.items() for event in events]
+
+    async def declare(self, broker: RabbitBroker) -> None:
+        events = await broker.declare_exchange(self.events)
+        dead = await broker.declare_exchange(self.dead)
+        dead_letters = await broker.declare_queue(self.dead_letters)
+        await dead_letters.bind(dead)
+        for queue in self.all_queues():
+            declared = await broker.declare_queue(queue)
+            await declared.bind(events, routing_key=queue.routing())
+
+    async def delete(self, broker: RabbitBroker) -> None:
+        """Remove every queue and exchange (test runs clean up after themselves)."""
+        channel = await broker._connection.channel()  # type: ignore[union-attr]
+        try:
+            for queue in [*self.all_queues(), self.dead_letters]:
+                await channel.queue_delete(queue.name)
+            for exchange in (self.events, self.dead):
+                await channel.exchange_delete(exchange.name)
+        finally:
+            await channel.close()
+
+
+def create_broker(amqp_url: str, prefetch: int, graceful_timeout: float = 30.0) -> RabbitBroker:
+    """Publisher confirms on, unroutable publishes raise, prefetch bounds each handler's concurrency."""
+    return RabbitBroker(
+        amqp_url,
+        default_channel=Channel(prefetch_count=prefetch, publisher_confirms=True, on_return_raises=True),
+        graceful_timeout=graceful_timeout,
+        logger=None,
+    )
+
+
+async def publish(
+    broker: RabbitBroker, topology: Topology, routing_key: str, payload: dict[str, Any]
+) -> None:
+    """Persistent, mandatory, confirmed: returns only once RabbitMQ has taken responsibility."""
+    await broker.publish(
+        payload,
+        exchange=topology.events,
+        routing_key=routing_key,
+        persist=True,
+        mandatory=True,
+        message_id=str(payload.get("event_id", "")),
+        message_type=routing_key,
+    )
+
+
+async def enqueue(session: AsyncSession, *events: Event) -> None:
+    """Write events to the outbox inside the caller's transaction (published after it commits)."""
+    if events:
+        rows = [{"routing_key": e.routing_key, "payload": e.model_dump(mode="json")} for e in events]
+        await session.execute(insert(OutboxRow), rows)
+
+
+class OutboxRelay:
+    """Publishes committed outbox rows: claim with SKIP LOCKED, publish with confirms, delete, commit.
+
+    A crash between publish and commit re-publishes the batch; consumers are idempotent by `event_id` or by
+    status guards, so at-least-once here is safe. NOTIFY wakes the relay at once; `poll_seconds` is the net.
+    """
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        broker: RabbitBroker,
+        topology: Topology,
+        database_url: str,
+        batch_size: int = 500,
+        poll_seconds: float = 5.0,
+    ) -> None:
+        self._sessions = sessions
+        self._broker = broker
+        self._topology = topology
+        self._listener = Listener(database_url, OUTBOX_CHANNEL)
+        self._batch_size = batch_size
+        self._poll_seconds = poll_seconds
+
+    async def drain_once(self) -> int:
+        async with self._sessions() as session, session.begin():
+            rows = (
+                await session.execute(
+                    select(OutboxRow.id, OutboxRow.routing_key, OutboxRow.payload)
+                    .order_by(OutboxRow.id)
+                    .limit(self._batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            if not rows:
+                return 0
+            await asyncio.gather(
+                *(publish(self._broker, self._topology, r.routing_key, r.payload) for r in rows)
+            )
+            await session.execute(delete(OutboxRow).where(OutboxRow.id.in_([r.id for r in rows])))
+        return len(rows)
+
+    async def run(self) -> None:
+        async with self._listener:
+            while True:
+                try:
+                    published = await self.drain_once()
+                except Exception as error:  # the broker or database is away: keep the rows, try again later
+                    log.warning("outbox.publish.retry", error=str(error) or type(error).__name__)
+                    published = 0
+                    await asyncio.sleep(1.0)
+                if published == 0:
+                    await self._listener.wait(self._poll_seconds)
+
+
+@contextlib.asynccontextmanager
+async def running(coroutine: Any):  # type: ignore[no-untyped-def]
+    """Run a background loop for the duration of a block; cancel it on exit."""
+    task = asyncio.create_task(coroutine)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

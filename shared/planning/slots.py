@@ -1,0 +1,113 @@
+"""Slots: the per-domain throttle, the daily cap and round-robin assignment.
+
+A reservation is the half-open span [start, start + interval) a message holds on its sending domain. A slot is
+free when its span overlaps no reservation of that domain (across every campaign) and its local day is under
+the domain's daily cap. The database enforces the same overlap rule with an exclusion constraint.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import TypeVar
+
+from shared.planning.window import Window
+
+# Far enough to cover any real campaign; a planner that finds nothing in this horizon reports it.
+HORIZON_DAYS = 3660
+
+
+class NoSlotError(ValueError):
+    """The window never opens (no open day within the horizon)."""
+
+
+@dataclass(frozen=True)
+class Reservation:
+    start: datetime
+    end: datetime
+
+
+class DomainSchedule:
+    """The reservations of one sending domain, and the earliest free slot at or after a moment."""
+
+    def __init__(
+        self,
+        window: Window,
+        interval_seconds: int,
+        reservations: Iterable[Reservation] = (),
+        daily_cap: int | None = None,
+    ) -> None:
+        self.window = window
+        self.interval = timedelta(seconds=interval_seconds)
+        self.daily_cap = daily_cap
+        spans = sorted((r.start, r.end) for r in reservations if r.end > r.start)
+        self._starts = [s for s, _ in spans]
+        self._ends = [e for _, e in spans]
+        self._per_day = Counter(window.local_date(r.start) for r in reservations)
+
+    def _is_free(self, slot: datetime) -> bool:
+        # Reservations never overlap each other, so ends are sorted too: the last span starting before this
+        # slot's end is the only one that can reach into it.
+        i = bisect.bisect_left(self._starts, slot + self.interval) - 1
+        return i < 0 or self._ends[i] <= slot
+
+    def _under_cap(self, day: date) -> bool:
+        return self.daily_cap is None or self._per_day[day] < self.daily_cap
+
+    def earliest_free(self, earliest: datetime) -> datetime:
+        # Without a throttle there is no grid: a message is due at once while the window is open.
+        open_now = self.window.open_until(earliest) is not None
+        if not self.interval and open_now and self._under_cap(self.window.local_date(earliest)):
+            return earliest
+        first_day = self.window.local_date(earliest)
+        for day in self.window.days_from(earliest):
+            if (day - first_day).days > HORIZON_DAYS:
+                break
+            if not self._under_cap(day):
+                continue
+            for slot in self.window.day_grid(day, int(self.interval.total_seconds())):
+                if slot >= earliest and self._is_free(slot):
+                    return slot
+        raise NoSlotError(f"no open slot within {HORIZON_DAYS} days of {earliest.isoformat()}")
+
+    def reserve(self, slot: datetime) -> Reservation:
+        reservation = Reservation(slot, slot + self.interval)
+        if self.interval:
+            i = bisect.bisect_left(self._starts, slot)
+            self._starts.insert(i, slot)
+            self._ends.insert(i, reservation.end)
+        self._per_day[self.window.local_date(slot)] += 1
+        return reservation
+
+    def take(self, earliest: datetime) -> Reservation:
+        return self.reserve(self.earliest_free(earliest))
+
+
+Lead = TypeVar("Lead")
+Domain = TypeVar("Domain", bound=Hashable)
+
+
+def plan_round_robin(
+    leads: Sequence[Lead],
+    domains: Sequence[Domain],
+    schedules: dict[Domain, DomainSchedule],
+    earliest: datetime,
+) -> list[tuple[Lead, Domain, Reservation]]:
+    """Lead i goes to domains[i mod D] and takes that domain's earliest free slot at or after `earliest`."""
+    return [
+        (lead, domains[i % len(domains)], schedules[domains[i % len(domains)]].take(earliest))
+        for i, lead in enumerate(leads)
+    ]
+
+
+def send_grace(interval_seconds: int, configured: int | None = None) -> timedelta:
+    """How late after its slot a message may still start: min(60 s, interval / 4) unless configured.
+
+    Without a throttle (interval 0) nothing can burst, so the grace is the 60 s ceiling.
+    """
+    if configured is not None:
+        return timedelta(seconds=configured)
+    return timedelta(seconds=min(60, interval_seconds / 4) if interval_seconds else 60)

@@ -1,0 +1,67 @@
+"""What every service process holds: settings, database engine and sessions, broker, topology.
+
+Built once in each service's `create_app`, started and stopped by its lifespan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from faststream.rabbit import RabbitBroker
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from shared.db import create_engine, session_factory
+from shared.messaging import OutboxRelay, Topology, create_broker
+from shared.observability import ReadinessCheck
+from shared.settings import Settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    broker: RabbitBroker
+    topology: Topology
+
+    @classmethod
+    def build(cls, settings: Settings, prefetch: int | None = None) -> Runtime:
+        engine = create_engine(settings.database_url)
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=session_factory(engine),
+            broker=create_broker(settings.amqp_url, prefetch or settings.broker_prefetch),
+            topology=Topology(settings.broker_prefix),
+        )
+
+    async def start_broker(self) -> None:
+        await self.broker.connect()
+        await self.topology.declare(self.broker)
+        await self.broker.start()
+
+    async def stop(self) -> None:
+        await self.broker.stop()  # waits for in-flight handlers (graceful_timeout), acks nothing unfinished
+        await self.engine.dispose()
+
+    def outbox_relay(self) -> OutboxRelay:
+        return OutboxRelay(
+            self.sessions,
+            self.broker,
+            self.topology,
+            self.settings.database_url,
+            batch_size=self.settings.dispatch_batch_size,
+            poll_seconds=self.settings.poll_seconds,
+        )
+
+    def readiness_checks(self) -> dict[str, ReadinessCheck]:
+        async def database() -> bool:
+            async with self.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+            return True
+
+        async def broker() -> bool:
+            return await self.broker.ping(timeout=2.0)
+
+        return {"database": database, "broker": broker}

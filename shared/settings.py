@@ -1,0 +1,91 @@
+"""Typed configuration from `MAILDASH_*` environment variables.
+
+Development defaults let `make run` work on a fresh machine; `MAILDASH_ENV=production` refuses every one of
+them that is a secret, so a forgotten variable stops the service instead of running it insecurely.
+"""
+
+from __future__ import annotations
+
+from datetime import time
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Development-only values. Anything listed here is refused when MAILDASH_ENV=production.
+DEV_SECRETS = {
+    "jwt_secret": "dev-only-jwt-secret-change-me-not-for-production",
+    "tracking_secret": "dev-only-tracking-secret-change-me-not-for-production",
+    "encryption_key": "dev-only-encryption-key-change-me",
+    "inbound_secret": "dev-only-inbound-secret",
+    "admin_password": "admin",
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MAILDASH_", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+
+    # Infrastructure
+    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/maildash"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    broker_prefix: str = Field("maildash", pattern=r"^[a-z0-9_-]+$")
+    broker_prefetch: int = Field(16, ge=1)
+
+    # Secrets
+    jwt_secret: str = DEV_SECRETS["jwt_secret"]
+    tracking_secret: str = DEV_SECRETS["tracking_secret"]
+    encryption_key: str = DEV_SECRETS["encryption_key"]
+    inbound_secret: str = DEV_SECRETS["inbound_secret"]
+
+    # Accounts
+    admin_email: str = "admin@example.com"
+    admin_password: str = DEV_SECRETS["admin_password"]
+    jwt_audience: str = "maildash"
+    jwt_ttl_seconds: int = Field(3600, ge=60)
+
+    # HTTP
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    tracker_host: str = "127.0.0.1"
+    tracker_port: int = 8001
+    scheduler_port: int = 8002
+    sender_port: int = 8003
+    public_tracker_url: str = "http://127.0.0.1:8001"
+    cors_origins: list[str] = []
+
+    # Sending rules (SPEC §2.2, §2.3, §2.5 defaults)
+    window_timezone: str = "Europe/Amsterdam"
+    window_days: list[int] = [0, 1, 2, 3, 4]
+    window_start: time = time(8, 0)
+    window_end: time = time(17, 0)
+    window_holidays: str | None = "NL"
+    min_interval_seconds: int = Field(1200, ge=0, le=86400)
+    send_grace_seconds: int | None = Field(None, ge=0)
+    retry_backoff_seconds: list[int] = [300, 600]
+    smtp_allow_private: bool = False
+
+    # Workers
+    sender_concurrency: int = Field(8, ge=1)
+    smtp_timeout_seconds: float = Field(30.0, gt=0)
+    sending_lease_seconds: int = Field(300, ge=10)
+    dispatch_batch_size: int = Field(500, ge=1)
+    poll_seconds: float = Field(5.0, gt=0)
+
+    log_format: Literal["console", "json"] = "console"
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _refuse_dev_secrets_in_production(self) -> Settings:
+        if self.env != "production":
+            return self
+        weak = [name for name, dev in DEV_SECRETS.items() if getattr(self, name) in ("", dev)]
+        if weak:
+            names = ", ".join(f"MAILDASH_{n.upper()}" for n in weak)
+            raise ValueError(
+                f"MAILDASH_ENV=production needs real values for {names} (development defaults refused)"
+            )
+        if not self.public_tracker_url.startswith("https://"):
+            raise ValueError("MAILDASH_PUBLIC_TRACKER_URL must be https:// in production")
+        return self

@@ -1,0 +1,46 @@
+"""An aiosmtpd sink on a free loopback port, holding what it receives."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from tools.smtp_sink import Received, SinkHandler, start
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class SmtpSink:
+    host: str
+    port: int
+    handler: SinkHandler
+
+    @property
+    def received(self) -> list[Received]:
+        return self.handler.received
+
+    async def wait_for(self, count: int, timeout: float = 30.0) -> list[Received]:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(self.received) < count:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"expected {count} e-mails at the sink, got {len(self.received)}")
+            await asyncio.sleep(0.05)
+        return self.received
+
+
+@contextlib.asynccontextmanager
+async def running_sink() -> AsyncIterator[SmtpSink]:
+    port = free_port()
+    controller, handler = await asyncio.to_thread(start, "127.0.0.1", port)
+    try:
+        yield SmtpSink("127.0.0.1", port, handler)
+    finally:
+        await asyncio.to_thread(controller.stop)

@@ -1,0 +1,78 @@
+"""Development SMTP sink: accepts every e-mail and keeps it as an .eml file (and in memory, for tests).
+
+`python -m tools.smtp_sink --port 1025 --dir var/mail`. Not part of the product: it never relays anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import uuid
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        return message_from_bytes(self.data, policy=policy.default)
+
+
+@dataclass
+class SinkHandler:
+    directory: Path | None = None
+    received: list[Received] = field(default_factory=list)
+    # Tests set this to answer with an SMTP error instead of 250 (e.g. "550 5.1.1 no such user").
+    reply: str = "250 2.0.0 OK: queued"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if not self.reply.startswith("250"):
+            return self.reply
+        content = envelope.original_content or b""
+        mail = Received(str(envelope.mail_from), list(envelope.rcpt_tos), content)
+        self.received.append(mail)
+        if self.directory is not None:
+            name = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}.eml"
+            (self.directory / name).write_bytes(mail.data)
+        return self.reply
+
+
+def start(
+    host: str, port: int, directory: Path | None = None, **kwargs: Any
+) -> tuple[Controller, SinkHandler]:
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+    handler = SinkHandler(directory)
+    controller = Controller(handler, hostname=host, port=port, **kwargs)
+    controller.start()
+    return controller, handler
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=1025)
+    parser.add_argument("--dir", type=Path, default=Path("var/mail"))
+    args = parser.parse_args()
+    controller, _ = start(args.host, args.port, args.dir)
+    print(f"smtp sink on {args.host}:{args.port}, keeping mail in {args.dir}/", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        controller.stop()
+
+
+if __name__ == "__main__":
+    main()
