@@ -5,16 +5,23 @@ Built once in each service's `create_app`, started and stopped by its lifespan.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
+import structlog
 from faststream.rabbit import RabbitBroker
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.db import create_engine, session_factory
-from shared.messaging import OutboxRelay, Topology, create_broker
+from shared.messaging import OutboxRelay, Topology, create_broker, running
 from shared.observability import ReadinessCheck
 from shared.settings import Settings
+
+log = structlog.get_logger()
 
 
 @dataclass
@@ -41,9 +48,35 @@ class Runtime:
         await self.topology.declare(self.broker)
         await self.broker.start()
 
+    async def start_broker_when_reachable(self, retry_seconds: float = 2.0) -> None:
+        """Serve even while RabbitMQ is away: writes wait in the outbox until the broker answers.
+
+        After the first connection, aio-pika's robust connection reconnects by itself.
+        """
+        while True:
+            try:
+                await self.start_broker()
+            except Exception as error:
+                log.warning(
+                    "broker.connect.retry", error=str(error) or type(error).__name__, every=retry_seconds
+                )
+                await asyncio.sleep(retry_seconds)
+            else:
+                log.info("broker.connect.ok")
+                return
+
     async def stop(self) -> None:
         await self.broker.stop()  # waits for in-flight handlers (graceful_timeout), acks nothing unfinished
         await self.engine.dispose()
+
+    @contextlib.asynccontextmanager
+    async def serving(self, *loops: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+        """A service's life: broker (once reachable), outbox relay, its own loops; then a graceful stop."""
+        async with contextlib.AsyncExitStack() as stack:
+            for loop in (self.start_broker_when_reachable(), self.outbox_relay().run(), *loops):
+                await stack.enter_async_context(running(loop))
+            yield
+        await self.stop()
 
     def outbox_relay(self) -> OutboxRelay:
         return OutboxRelay(

@@ -11,7 +11,6 @@ from fastapi.middleware.cors import CORSMiddleware
 from services.api.envelope import install_error_handlers
 from services.api.routes import accounts, campaigns, resources
 from services.api.service import Accounts
-from shared.messaging import running
 from shared.observability import health_routes
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -24,10 +23,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.accounts.ensure_superuser(settings.admin_email, settings.admin_password)
-        await runtime.start_broker()
-        async with running(runtime.outbox_relay().run()):
+        async with runtime.serving():
             yield
-        await runtime.stop()
 
     app = FastAPI(title="Maildash Campaigns API", version="0.1.0", lifespan=lifespan)
     app.state.runtime = runtime

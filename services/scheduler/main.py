@@ -11,7 +11,6 @@ from services.scheduler.handlers import build_router
 from services.scheduler.loops import dispatch_forever, reconcile_forever
 from services.scheduler.service import Scheduler
 from shared.clock import Clock, utcnow
-from shared.messaging import running
 from shared.observability import health_routes
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -25,17 +24,11 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Starl
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        await runtime.start_broker()
         dispatcher = dispatch_forever(
             scheduler, settings.database_url, settings.dispatch_batch_size, settings.poll_seconds
         )
-        async with (
-            running(runtime.outbox_relay().run()),
-            running(dispatcher),
-            running(reconcile_forever(scheduler, settings.poll_seconds)),
-        ):
+        async with runtime.serving(dispatcher, reconcile_forever(scheduler, settings.poll_seconds)):
             yield
-        await runtime.stop()
 
     app = Starlette(routes=health_routes(runtime.readiness_checks()), lifespan=lifespan)
     app.state.runtime = runtime

@@ -10,7 +10,6 @@ from starlette.applications import Starlette
 from services.tracker.routes import routes
 from services.tracker.service import Tracker
 from shared.clock import Clock, utcnow
-from shared.messaging import running
 from shared.observability import health_routes
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -22,10 +21,8 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Starl
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        await runtime.start_broker()
-        async with running(runtime.outbox_relay().run()):
+        async with runtime.serving():
             yield
-        await runtime.stop()
 
     app = Starlette(routes=[*routes, *health_routes(runtime.readiness_checks())], lifespan=lifespan)
     app.state.runtime = runtime

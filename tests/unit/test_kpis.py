@@ -1,0 +1,39 @@
+from datetime import UTC, date, datetime
+
+from shared.kpis import Counters, kpis, timeline
+from shared.planning import Window
+
+
+def test_rates_and_tempo() -> None:
+    counters = Counters(
+        planned=10,
+        sent=8,
+        opened=4,
+        opened_human=2,
+        bounced=2,
+        bounced_at_smtp=2,
+        first_sent_at=datetime(2026, 11, 25, 8, 0, tzinfo=UTC),
+        last_sent_at=datetime(2026, 11, 25, 12, 0, tzinfo=UTC),
+    )
+    result = kpis(counters, Window())
+    assert result["open_rate"] == 0.5
+    assert result["open_rate_human"] == 0.25
+    assert result["bounce_rate"] == 0.2
+    assert result["avg_tempo_per_hour"] == 2.0  # 8 sent over 4 open hours (09:00–13:00 local)
+
+
+def test_rates_are_zero_without_denominator_and_tempo_divides_by_at_least_one_hour() -> None:
+    result = kpis(Counters(), Window())
+    assert result["open_rate"] == result["bounce_rate"] == result["avg_tempo_per_hour"] == 0.0
+    one = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+    assert kpis(Counters(sent=3, first_sent_at=one, last_sent_at=one), Window())["avg_tempo_per_hour"] == 3.0
+
+
+def test_timeline_fills_every_day_up_to_today() -> None:
+    days = {
+        date(2026, 11, 25): {"planned": 2, "sent": 1, "opened": 0, "bounced": 0},
+        date(2026, 11, 28): {"planned": 1},
+    }
+    points = timeline(days, today=date(2026, 11, 26))
+    assert [p["date"] for p in points] == [date(2026, 11, 25), date(2026, 11, 26)]
+    assert points[1] == {"date": date(2026, 11, 26), "planned": 0, "sent": 0, "opened": 0, "bounced": 0}

@@ -1,0 +1,26 @@
+import pytest
+
+from services.sender.outcome import Kind, from_reply, from_transport_error
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "kind", "enhanced"),
+    [
+        (250, "2.0.0 OK queued", Kind.SENT, "2.0.0"),
+        (550, "5.1.1 <x@y>: Recipient address rejected", Kind.BOUNCED, "5.1.1"),
+        (554, "Transaction failed", Kind.BOUNCED, None),
+        (451, "4.7.1 Greylisted, try again", Kind.FAILED, "4.7.1"),
+        (421, "Service not available", Kind.FAILED, None),
+    ],
+)
+def test_smtp_replies_map_to_outcomes(code: int, text: str, kind: Kind, enhanced: str | None) -> None:
+    outcome = from_reply(code, text)
+    assert outcome.kind is kind
+    assert outcome.smtp_code == code
+    assert outcome.enhanced_code == enhanced
+
+
+def test_transport_errors_are_temporary() -> None:
+    outcome = from_transport_error("SMTPConnectError: connection refused")
+    assert outcome.kind is Kind.FAILED
+    assert outcome.smtp_code is None

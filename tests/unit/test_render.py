@@ -1,0 +1,84 @@
+import uuid
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+
+import pytest
+
+from services.sender.render import Letter, RenderError, build, html_to_text, return_path
+from shared import tokens
+
+NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+
+
+def letter(**changes: object) -> Letter:
+    message_id = str(uuid.uuid4())
+    values: dict[str, object] = {
+        "message_id": message_id,
+        "domain": "out.example",
+        "from_email": "anna@out.example",
+        "from_name": "Anna de Vries",
+        "to_email": "jan@client.example",
+        "subject": "Hi {{ first_name }}",
+        "body_html": "<html><body><p>Dear {{ first_name }} of {{ company }}</p></body></html>",
+        "body_text": None,
+        "variables": {"first_name": "Jan", "company": "<Client & Co>", "fields": {"city": "Delft"}},
+        "tracker_url": "https://t.example",
+        "open_token": tokens.sign_message("s", "open", message_id),
+        "unsubscribe_token": tokens.sign_message("s", "unsubscribe", message_id),
+        "smtp_message_id": f"<{message_id}.0@out.example>",
+    }
+    values.update(changes)
+    return Letter(**values)  # type: ignore[arg-type]
+
+
+def parsed(source: Letter):  # type: ignore[no-untyped-def]
+    return message_from_bytes(build(source, NOW).as_bytes(), policy=policy.default)
+
+
+def test_headers_carry_threading_unsubscribe_and_one_click() -> None:
+    source = letter(in_reply_to="<orig@out.example>")
+    email = parsed(source)
+    assert email["Message-ID"] == source.smtp_message_id
+    assert email["In-Reply-To"] == "<orig@out.example>"
+    assert email["References"] == "<orig@out.example>"
+    assert email["List-Unsubscribe"] == (
+        f"<https://t.example/u/{source.unsubscribe_token}>, "
+        f"<mailto:unsubscribe+{source.unsubscribe_token}@out.example>"
+    )
+    assert email["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert email["From"] == "Anna de Vries <anna@out.example>"
+
+
+def test_html_is_escaped_and_carries_the_pixel_text_part_is_derived() -> None:
+    email = parsed(letter())
+    html = email.get_body(("html",)).get_content()
+    assert "&lt;Client &amp; Co&gt;" in html
+    assert "/track/open.gif?m=" in html
+    assert html.index("open.gif") < html.index("</body>")
+    text = email.get_body(("plain",)).get_content()
+    assert "Dear Jan of <Client & Co>" in text
+    assert "open.gif" not in text
+
+
+def test_no_pixel_when_open_tracking_is_off() -> None:
+    assert "open.gif" not in parsed(letter(open_token=None)).get_body(("html",)).get_content()
+
+
+def test_sandbox_refuses_unsafe_templates_with_a_reason() -> None:
+    with pytest.raises(RenderError, match="body_html"):
+        build(letter(body_html="{{ ''.__class__.__mro__[1].__subclasses__() }}"), NOW)
+
+
+def test_subject_cannot_inject_headers() -> None:
+    email = parsed(letter(subject="Hi\r\nBcc: victim@example.com"))
+    assert email["Bcc"] is None
+
+
+def test_html_to_text_keeps_links_and_paragraphs() -> None:
+    assert html_to_text('<p>One</p><p>Two <a href="https://x.example">link</a></p>') == (
+        "One\n\nTwo link (https://x.example)\n"
+    )
+
+
+def test_return_path_names_the_message() -> None:
+    assert return_path("1234-abcd", "out.example") == "bounce+1234abcd@out.example"
