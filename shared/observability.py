@@ -36,8 +36,11 @@ def configure_logging(service: str, log_format: str = "console", level: str = "I
     structlog.contextvars.bind_contextvars(service=service)
 
 
-def health_routes(checks: dict[str, ReadinessCheck]) -> list[Route]:
-    """`/healthz` (the process answers), `/readyz` (its database and broker answer), `/metrics`."""
+def health_routes(checks: dict[str, ReadinessCheck], optional: frozenset[str] = frozenset()) -> list[Route]:
+    """`/healthz` (the process answers), `/readyz` (what it needs answers), `/metrics`.
+
+    Checks named in `optional` are reported but do not make the service unready.
+    """
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -49,7 +52,7 @@ def health_routes(checks: dict[str, ReadinessCheck]) -> list[Route]:
                 results[name] = await check()
             except Exception:
                 results[name] = False
-        ready = all(results.values())
+        ready = all(ok for name, ok in results.items() if name not in optional)
         return JSONResponse({"ready": ready, "checks": results}, status_code=200 if ready else 503)
 
     async def metrics(_: Request) -> Response:

@@ -89,6 +89,8 @@ class Runtime:
         )
 
     def readiness_checks(self) -> dict[str, ReadinessCheck]:
+        """The api and tracker serve from PostgreSQL while the broker is away (writes wait in the outbox)."""
+
         async def database() -> bool:
             async with self.engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))

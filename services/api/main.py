@@ -36,5 +36,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     for router in (accounts.router, resources.router, campaigns.router):
         app.include_router(router, prefix="/api/v1")
-    app.router.routes.extend(health_routes(runtime.readiness_checks()))
+    app.router.routes.extend(health_routes(runtime.readiness_checks(), optional=frozenset({"broker"})))
     return app

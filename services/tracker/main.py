@@ -24,7 +24,10 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Starl
         async with runtime.serving():
             yield
 
-    app = Starlette(routes=[*routes, *health_routes(runtime.readiness_checks())], lifespan=lifespan)
+    app = Starlette(
+        routes=[*routes, *health_routes(runtime.readiness_checks(), optional=frozenset({"broker"}))],
+        lifespan=lifespan,
+    )
     app.state.runtime = runtime
     app.state.tracker = Tracker(runtime.sessions, settings, clock)
     return app

@@ -1,0 +1,164 @@
+"""The api's envelope, auth guards and refusals, over real HTTP against PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import jwt
+import pytest
+
+from shared.settings import Settings
+from tests.support.api import ApiClient
+
+pytestmark = pytest.mark.integration
+
+
+def forge(settings: Settings, **claims: object) -> str:
+    base = {"sub": str(uuid.uuid4()), "wid": str(uuid.uuid4()), "email": "x@example.com", "su": True}
+    base |= {
+        "aud": settings.jwt_audience,
+        "iat": datetime.now(UTC),
+        "exp": datetime.now(UTC) + timedelta(hours=1),
+    }
+    return jwt.encode(base | claims, settings.jwt_secret, algorithm="HS256")
+
+
+async def test_every_resource_requires_a_valid_bearer_token(api_url: str, settings: Settings) -> None:
+    expired = forge(settings, exp=datetime.now(UTC) - timedelta(minutes=1))
+    wrong_audience = forge(settings, aud="someone-else")
+    unsigned = jwt.encode(
+        {"sub": str(uuid.uuid4()), "aud": settings.jwt_audience}, key=None, algorithm="none"
+    )
+    wrong_key = jwt.encode(
+        {"sub": "x", "aud": settings.jwt_audience, "exp": 9999999999}, "k" * 40, algorithm="HS256"
+    )
+    async with httpx.AsyncClient(base_url=f"{api_url}/api/v1") as client:
+        for headers in (
+            {},
+            {"Authorization": "Bearer garbage"},
+            {"Authorization": f"Bearer {expired}"},
+            {"Authorization": f"Bearer {wrong_audience}"},
+            {"Authorization": f"Bearer {unsigned}"},
+            {"Authorization": f"Bearer {wrong_key}"},
+            {"Authorization": f"Bearer {forge(settings)}"},  # well signed, but no such user
+        ):
+            for path in ("/auth/me", "/campaigns", "/domains", "/leads", "/templates"):
+                reply = await client.get(path, headers=headers)
+                assert reply.status_code == 401, (path, headers, reply.text)
+                assert reply.json()["error_code"] == "unauthorized"
+                assert reply.headers["www-authenticate"] == "Bearer"
+
+
+async def test_login_with_a_wrong_password_is_refused(api_url: str) -> None:
+    async with httpx.AsyncClient(base_url=f"{api_url}/api/v1") as client:
+        reply = await client.post("/auth/token", data={"username": "admin@example.com", "password": "nope"})
+    assert reply.status_code == 401
+    assert reply.json() == {
+        "data": None,
+        "error": "wrong e-mail or password",
+        "error_code": "invalid_credentials",
+    }
+
+
+async def test_me_names_user_and_workspace(api: ApiClient) -> None:
+    me = await api.get("/auth/me")
+    assert me["user"]["email"] == "admin@example.com"
+    assert me["workspace"]["name"] == "default"
+
+
+@pytest.mark.parametrize("raw_id", ["does-not-exist", str(uuid.uuid4()), "1", "%20"])
+async def test_unknown_ids_of_any_shape_answer_404_in_the_envelope(api: ApiClient, raw_id: str) -> None:
+    for resource in ("campaigns", "domains", "leads", "templates"):
+        reply = await api.http.get(f"/{resource}/{raw_id}")
+        assert reply.status_code == 404, reply.text
+        assert reply.json()["data"] is None
+        assert reply.json()["error_code"] == "not_found"
+
+
+async def test_unknown_paths_and_methods_answer_in_the_envelope(api: ApiClient) -> None:
+    missing = await api.http.get("/nothing-here")
+    assert (missing.status_code, missing.json()["error_code"]) == (404, "not_found")
+    wrong_method = await api.http.delete("/campaigns")
+    assert (wrong_method.status_code, wrong_method.json()["error_code"]) == (405, "method_not_allowed")
+
+
+async def test_malformed_bodies_answer_422_with_fields(api: ApiClient) -> None:
+    reply = await api.http.post("/leads", json={"email": "not-an-address", "surprise": 1})
+    assert reply.status_code == 422
+    body = reply.json()
+    assert body["error_code"] == "validation_error"
+    assert {tuple(f["loc"]) for f in body["fields"]} >= {("body", "email"), ("body", "surprise")}
+    broken_json = await api.http.post("/leads", content=b"{", headers={"Content-Type": "application/json"})
+    assert broken_json.status_code == 422
+
+
+async def test_invalid_jinja_is_refused_when_saving_a_template(api: ApiClient) -> None:
+    reply = await api.http.post(
+        "/templates", json={"name": "x", "subject": "Hi {{ name", "body_html": "<p>x</p>"}
+    )
+    assert reply.status_code == 422
+    assert "subject" in reply.json()["error"]
+
+
+async def test_a_refused_campaign_writes_nothing(api: ApiClient) -> None:
+    template = await api.template()
+    lead = await api.lead(f"{uuid.uuid4().hex[:8]}@refused.example")
+    before = (await api.get("/campaigns?page_size=1"))["total"]
+    cases = [
+        {"domains": ["unregistered.example"]},
+        {"audience": {"mode": "static", "lead_ids": [lead["id"], str(uuid.uuid4()), "junk"]}},
+        {"schedule": {"start_mode": "at", "start_at": "2020-01-01T08:00:00+00:00"}},
+        {"schedule": {"start_mode": "at"}},
+        {"schedule": {"window": {"start": "17:00", "end": "08:00"}}},
+        {"schedule": {"window": {"holidays": "XX"}}},
+        {"followup": {"enabled": True, "days": 31}},
+    ]
+    for change in cases:
+        body = {
+            "name": "Refused",
+            "template_id": template["id"],
+            "audience": {"mode": "static", "lead_ids": [lead["id"]]},
+            "domains": [],
+        } | change
+        reply = await api.http.post("/campaigns", json=body)
+        assert reply.status_code == 422, (change, reply.text)
+        assert reply.json()["data"] is None
+    assert (await api.get("/campaigns?page_size=1"))["total"] == before
+
+
+async def test_lists_page_and_refuse_bad_page_sizes(api: ApiClient) -> None:
+    for i in range(3):
+        await api.lead(f"page-{i}-{uuid.uuid4().hex[:6]}@paging.example")
+    page = await api.get("/leads?page=1&page_size=2")
+    assert len(page["items"]) == 2
+    assert page["total"] >= 3
+    beyond = await api.get("/leads?page=100000&page_size=2")
+    assert beyond["items"] == []
+    for size in (0, 201):
+        assert (await api.http.get(f"/leads?page_size={size}")).status_code == 422
+
+
+async def test_domain_password_is_stored_encrypted_and_never_returned(api: ApiClient) -> None:
+    domain = await api.create(
+        "/domains",
+        {
+            "domain": f"secret-{uuid.uuid4().hex[:6]}.example",
+            "from_email": "a@secret.example",
+            "smtp": {"host": "smtp.example", "port": 587, "username": "u", "password": "hunter2-very-secret"},
+        },
+    )
+    assert domain["smtp"]["has_password"] is True
+    assert "hunter2" not in (await api.http.get(f"/domains/{domain['id']}")).text
+    assert domain["min_interval_seconds"] == 1200  # the SPEC default
+
+
+async def test_health_readiness_and_metrics(api_url: str) -> None:
+    async with httpx.AsyncClient(base_url=api_url) as client:
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        ready = (await client.get("/readyz")).json()
+        assert ready["ready"] is True
+        assert ready["checks"]["database"] is True
+        metrics = await client.get("/metrics")
+        assert "python_info" in metrics.text
