@@ -50,22 +50,24 @@ async def test_broker_outage_between_commit_and_publish_loses_no_campaign(
         behind_proxy = settings.model_copy(
             update={"amqp_url": settings.amqp_url.replace(f":{amqp.port}", f":{broker_link.port}")}
         )
-        async with inprocess_service(create_api, behind_proxy, free_port()) as api_url:
-            async with ApiClient(api_url) as api:
-                await api.login()
-                await api.domain("outage.example", 1025)
-                lead = await api.lead("outage@client.example")
-                template = await api.template()
-                campaign = await api.campaign(template["id"], [lead["id"]], ["outage.example"])
-                assert campaign["status"] == "scheduled"
+        async with (
+            inprocess_service(create_api, behind_proxy, free_port()) as api_url,
+            ApiClient(api_url) as api,
+        ):
+            await api.login()
+            await api.domain("outage.example", 1025)
+            lead = await api.lead("outage@client.example")
+            template = await api.template()
+            campaign = await api.campaign(template["id"], [lead["id"]], ["outage.example"])
+            assert campaign["status"] == "scheduled"
 
-                # RabbitMQ is unreachable: the committed event waits in the outbox.
-                await asyncio.sleep(2)
-                assert await count(settings, OutboxRow, campaign["id"]) == 1
+            # RabbitMQ is unreachable: the committed event waits in the outbox.
+            await asyncio.sleep(2)
+            assert await count(settings, OutboxRow, campaign["id"]) == 1
 
-                # The link comes back: the api's relay publishes it into the durable queue.
-                await broker_link.up()
-                await wait_until(lambda: count(settings, OutboxRow, campaign["id"]), 0)
+            # The link comes back: the api's relay publishes it into the durable queue.
+            await broker_link.up()
+            await wait_until(lambda: count(settings, OutboxRow, campaign["id"]), 0)
 
         # A scheduler started only now still finds the campaign waiting, and plans it.
         assert await count(settings, Message, campaign["id"]) == 0

@@ -49,7 +49,7 @@ async def test_two_schedulers_planning_two_campaigns_on_shared_domains_never_ove
             await session.execute(update(Campaign).where(Campaign.id.in_(ids)).values(status="scheduled"))
         schedulers = [Scheduler(session_factory(e), settings, utcnow) for e in engines]
         planned = await asyncio.gather(
-            *(s.start_campaign(uuid.UUID(c)) for s, c in zip(schedulers, campaigns))
+            *(s.start_campaign(uuid.UUID(c)) for s, c in zip(schedulers, campaigns, strict=True))
         )
         assert planned == [30, 30]
 

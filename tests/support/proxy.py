@@ -1,4 +1,4 @@
-"""A loopback TCP proxy that a test can cut and restore, to put a real outage between a service and its peer."""
+"""A loopback TCP proxy a test can cut and restore: a real outage between a service and its peer."""
 
 from __future__ import annotations
 
