@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV := python3 -m uv
 PY := .venv/bin/python
 
-.PHONY: help setup services migrate run test lint types unit integration bench faults clean
+.PHONY: help setup system-packages services migrate run test lint types unit bench clean
 
 help:
 	@echo "make run    set up and run api, scheduler, sender, tracker and a local SMTP sink"
@@ -16,6 +16,12 @@ help:
 	@touch $@
 
 setup: .venv/.synced
+
+# nginx runs the gateway test (deploy/nginx.conf); installed from Debian's packages where we may.
+system-packages:
+	@command -v nginx >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light) >/dev/null 2>&1; } \
+		|| echo "note: nginx not installed; the gateway test will be skipped"
 
 services: setup
 	@$(PY) -m tools.check_services --start
@@ -33,7 +39,7 @@ lint: setup
 types: setup
 	.venv/bin/mypy shared services tools
 
-test: lint types services
+test: lint types services system-packages
 	$(PY) -m pytest -q
 
 unit: setup

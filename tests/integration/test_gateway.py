@@ -1,0 +1,66 @@
+"""deploy/nginx.conf, run by Debian's nginx in front of the real api and tracker."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import string
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.tracker.main import create_app as create_tracker
+from shared.settings import Settings
+from tests.support.smtp import free_port
+from tests.support.stack import ROOT, inprocess_service
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        shutil.which("nginx") is None, reason="nginx is not installed (make test installs it)"
+    ),
+]
+
+
+async def test_gateway_routes_api_and_public_tracking_paths(
+    api_url: str, settings: Settings, tmp_path: Path
+) -> None:
+    port = free_port()
+    config = string.Template((ROOT / "deploy/nginx.conf").read_text()).safe_substitute(
+        NGINX_PID=str(tmp_path / "nginx.pid"),
+        API_UPSTREAM=api_url.removeprefix("http://"),
+        TRACKER_UPSTREAM=f"127.0.0.1:{(tracker_port := free_port())}",
+        GATEWAY_LISTEN=f"127.0.0.1:{port}",
+    )
+    (tmp_path / "nginx.conf").write_text(config)
+    checked = subprocess.run(  # noqa: S603
+        ["nginx", "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+        capture_output=True,
+        text=True,
+    )
+    assert checked.returncode == 0, checked.stderr
+
+    async with inprocess_service(create_tracker, settings, tracker_port):
+        nginx = await asyncio.create_subprocess_exec(
+            "nginx", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"
+        )
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                for _ in range(50):
+                    try:
+                        if (await client.get("/healthz")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        await asyncio.sleep(0.1)
+                api = await client.get("/api/v1/auth/me")
+                assert api.status_code == 401
+                assert api.json()["error_code"] == "unauthorized"
+                pixel = await client.get("/track/open.gif?m=x&t=y")
+                assert pixel.status_code == 200
+                assert pixel.headers["content-type"] == "image/gif"
+                assert (await client.get("/admin")).status_code == 404
+        finally:
+            nginx.terminate()
+            await nginx.wait()
