@@ -50,3 +50,6 @@ bench: services
 
 clean:
 	rm -rf .venv .mypy_cache .pytest_cache .ruff_cache var
+
+# Before a commit: what CI's `make test` checks first.
+check: lint types

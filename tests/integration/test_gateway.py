@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import string
-import subprocess
 from pathlib import Path
 
 import httpx
@@ -35,16 +34,22 @@ async def test_gateway_routes_api_and_public_tracking_paths(
         GATEWAY_LISTEN=f"127.0.0.1:{port}",
     )
     (tmp_path / "nginx.conf").write_text(config)
-    checked = subprocess.run(  # noqa: S603
-        ["nginx", "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
-        capture_output=True,
-        text=True,
+    nginx_bin = shutil.which("nginx") or "nginx"
+    check = await asyncio.create_subprocess_exec(
+        nginx_bin,
+        "-t",
+        "-p",
+        str(tmp_path),
+        "-c",
+        str(tmp_path / "nginx.conf"),
+        stderr=asyncio.subprocess.PIPE,
     )
-    assert checked.returncode == 0, checked.stderr
+    _, errors = await check.communicate()
+    assert check.returncode == 0, errors.decode()
 
     async with inprocess_service(create_tracker, settings, tracker_port):
         nginx = await asyncio.create_subprocess_exec(
-            "nginx", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"
+            nginx_bin, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"
         )
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
