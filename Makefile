@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV := python3 -m uv
 PY := .venv/bin/python
 
-.PHONY: help setup system-packages services migrate run test lint types unit bench clean
+.PHONY: help setup system-packages services migrate run test lint types check unit bench clean
 
 help:
 	@echo "make run    set up and run api, scheduler, sender, tracker and a local SMTP sink"

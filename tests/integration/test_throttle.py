@@ -23,14 +23,8 @@ pytestmark = pytest.mark.integration
 
 async def draft_campaign(api: ApiClient, template_id: str, domains: list[str], leads: int) -> str:
     lead_ids = [(await api.lead(f"{uuid.uuid4().hex[:10]}@race.example"))["id"] for _ in range(leads)]
-    body = {
-        "name": "Race",
-        "template_id": template_id,
-        "audience": {"mode": "static", "lead_ids": lead_ids},
-        "schedule": {"start_mode": "draft", "window": ALWAYS_OPEN},
-        "domains": domains,
-    }
-    return str((await api.create("/campaigns", body))["id"])
+    draft = {"start_mode": "draft", "window": ALWAYS_OPEN}
+    return str((await api.campaign(template_id, lead_ids, domains, schedule=draft))["id"])
 
 
 async def test_two_schedulers_planning_two_campaigns_on_shared_domains_never_overlap(

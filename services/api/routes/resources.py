@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -76,24 +77,6 @@ async def create_domain(request: Request, principal: CurrentPrincipal, body: Dom
         return {"data": domain_out(row)}
 
 
-@router.get("/domains", response_model=Envelope[Page[DomainOut]], tags=["domains"])
-async def list_domains(
-    request: Request, principal: CurrentPrincipal, page: PageNumber = 1, page_size: PageSize = 20
-) -> dict[str, Any]:
-    async with unit_of_work(request, principal) as repo:
-        rows, total = await repo.page(SendingDomain, page, page_size)
-        items = [domain_out(r) for r in rows]
-    return {"data": {"items": items, "total": total, "page": page, "page_size": page_size}}
-
-
-@router.get("/domains/{domain_id}", response_model=Envelope[DomainOut], tags=["domains"])
-async def get_domain(request: Request, principal: CurrentPrincipal, domain_id: str) -> dict[str, Any]:
-    async with unit_of_work(request, principal) as repo:
-        return {
-            "data": domain_out(not_found_unless(await repo.get(SendingDomain, domain_id), "sending domain"))
-        }
-
-
 @router.post("/leads", status_code=201, response_model=Envelope[LeadOut], tags=["leads"])
 async def create_lead(request: Request, principal: CurrentPrincipal, body: LeadIn) -> dict[str, Any]:
     async with unit_of_work(request, principal) as repo:
@@ -104,22 +87,6 @@ async def create_lead(request: Request, principal: CurrentPrincipal, body: LeadI
         await repo.session.flush()
         await repo.session.refresh(row)
         return {"data": _row_out(row)}
-
-
-@router.get("/leads", response_model=Envelope[Page[LeadOut]], tags=["leads"])
-async def list_leads(
-    request: Request, principal: CurrentPrincipal, page: PageNumber = 1, page_size: PageSize = 20
-) -> dict[str, Any]:
-    async with unit_of_work(request, principal) as repo:
-        rows, total = await repo.page(Lead, page, page_size)
-        items = [_row_out(r) for r in rows]
-    return {"data": {"items": items, "total": total, "page": page, "page_size": page_size}}
-
-
-@router.get("/leads/{lead_id}", response_model=Envelope[LeadOut], tags=["leads"])
-async def get_lead(request: Request, principal: CurrentPrincipal, lead_id: str) -> dict[str, Any]:
-    async with unit_of_work(request, principal) as repo:
-        return {"data": _row_out(not_found_unless(await repo.get(Lead, lead_id), "lead"))}
 
 
 _jinja = SandboxedEnvironment()
@@ -149,17 +116,32 @@ async def create_template(request: Request, principal: CurrentPrincipal, body: T
         return {"data": _row_out(row)}
 
 
-@router.get("/templates", response_model=Envelope[Page[TemplateOut]], tags=["templates"])
-async def list_templates(
-    request: Request, principal: CurrentPrincipal, page: PageNumber = 1, page_size: PageSize = 20
-) -> dict[str, Any]:
-    async with unit_of_work(request, principal) as repo:
-        rows, total = await repo.page(Template, page, page_size)
-        items = [_row_out(r) for r in rows]
-    return {"data": {"items": items, "total": total, "page": page, "page_size": page_size}}
+def add_reads(
+    path: str, model: type[Any], schema: type[Any], to_out: Callable[[Any], dict[str, Any]], what: str
+) -> None:
+    """`GET /<path>` (a page) and `GET /<path>/{id}`, scoped to the caller's workspace."""
+
+    @router.get(f"/{path}", response_model=Envelope[Page[schema]], tags=[path], name=f"list_{path}")  # type: ignore[valid-type]
+    async def list_rows(
+        request: Request, principal: CurrentPrincipal, page: PageNumber = 1, page_size: PageSize = 20
+    ) -> dict[str, Any]:
+        async with unit_of_work(request, principal) as repo:
+            rows, total = await repo.page(model, page, page_size)
+            return {
+                "data": {
+                    "items": [to_out(r) for r in rows],
+                    "total": total,
+                    "page": page,
+                    "page_size": page_size,
+                }
+            }
+
+    @router.get(f"/{path}/{{row_id}}", response_model=Envelope[schema], tags=[path], name=f"get_{path}")  # type: ignore[valid-type]
+    async def get_row(request: Request, principal: CurrentPrincipal, row_id: str) -> dict[str, Any]:
+        async with unit_of_work(request, principal) as repo:
+            return {"data": to_out(not_found_unless(await repo.get(model, row_id), what))}
 
 
-@router.get("/templates/{template_id}", response_model=Envelope[TemplateOut], tags=["templates"])
-async def get_template(request: Request, principal: CurrentPrincipal, template_id: str) -> dict[str, Any]:
-    async with unit_of_work(request, principal) as repo:
-        return {"data": _row_out(not_found_unless(await repo.get(Template, template_id), "template"))}
+add_reads("domains", SendingDomain, DomainOut, domain_out, "sending domain")
+add_reads("leads", Lead, LeadOut, _row_out, "lead")
+add_reads("templates", Template, TemplateOut, _row_out, "template")
