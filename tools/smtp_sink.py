@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -35,8 +36,14 @@ class SinkHandler:
     received: list[Received] = field(default_factory=list)
     # Tests set this to answer with an SMTP error instead of 250 (e.g. "550 5.1.1 no such user").
     reply: str = "250 2.0.0 OK: queued"
+    # Tests set this to hold the DATA phase open, like a slow mail server.
+    data_delay: float = 0.0
+    data_started: int = 0
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.data_started += 1
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
         if not self.reply.startswith("250"):
             return self.reply
         content = envelope.original_content or b""
