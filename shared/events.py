@@ -47,6 +47,7 @@ class CampaignStopped(CampaignEvent):
 class MessageEvent(Event):
     message_id: uuid.UUID
     campaign_id: uuid.UUID
+    lead_id: uuid.UUID | None = None
 
 
 class SendMessage(MessageEvent):
@@ -71,12 +72,13 @@ class MessageBounced(MessageEvent):
 
 
 class MessageFailed(MessageEvent):
-    """A temporary failure (4xx, connection, timeout) or an interrupted transaction."""
+    """A temporary failure (4xx, connection, timeout). `retry_at` is set when a retry was planned."""
 
     routing_key: ClassVar[str] = "message.failed"
     reason: str
     smtp_code: int | None = None
     enhanced_code: str | None = None
+    retry_at: datetime | None = None
 
 
 class MessageOpened(MessageEvent):

@@ -9,7 +9,16 @@ from faststream.middlewares import AckPolicy
 from faststream.rabbit import RabbitRouter
 
 from services.scheduler.service import Scheduler
-from shared.events import CampaignStarted, Event, MessageBounced, MessageFailed, MessageSent
+from shared.events import (
+    CampaignPaused,
+    CampaignResumed,
+    CampaignStarted,
+    CampaignStopped,
+    Event,
+    MessageBounced,
+    MessageFailed,
+    MessageSent,
+)
 from shared.messaging import Topology
 
 Handler = Callable[..., Awaitable[None]]
@@ -27,16 +36,32 @@ def build_router(topology: Topology, scheduler: Scheduler) -> RabbitRouter:
     async def campaign_started(event: CampaignStarted) -> None:
         await scheduler.start_campaign(event.campaign_id)
 
+    @subscribe(CampaignPaused)
+    async def campaign_paused(event: CampaignPaused) -> None:
+        await scheduler.pause_campaign(event.campaign_id)
+
+    @subscribe(CampaignResumed)
+    async def campaign_resumed(event: CampaignResumed) -> None:
+        await scheduler.resume_campaign(event.campaign_id)
+
+    @subscribe(CampaignStopped)
+    async def campaign_stopped(event: CampaignStopped) -> None:
+        await scheduler.stop_campaign(event.campaign_id)
+
     @subscribe(MessageSent)
     async def message_sent(event: MessageSent) -> None:
+        await scheduler.plan_followup(event.message_id)
         await scheduler.message_settled(event.campaign_id)
 
     @subscribe(MessageBounced)
     async def message_bounced(event: MessageBounced) -> None:
+        if event.lead_id is not None:
+            await scheduler.lead_bounced(event.lead_id)
         await scheduler.message_settled(event.campaign_id)
 
     @subscribe(MessageFailed)
     async def message_failed(event: MessageFailed) -> None:
+        # A retry, if any, is already planned by the sender; a final failure may finish the campaign.
         await scheduler.message_settled(event.campaign_id)
 
     return router

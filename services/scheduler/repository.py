@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime, timedelta
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, select, text, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.models import (
     LIVE_SLOT_STATUSES,
     Campaign,
-    CampaignKpi,
-    CampaignKpiDay,
     CampaignLead,
     CampaignStatus,
+    Lead,
     Message,
     MessageStatus,
     SendingDomain,
@@ -24,36 +23,53 @@ from shared.db.models import (
 from shared.planning import Reservation
 
 ACTIVE_CAMPAIGN = (CampaignStatus.SCHEDULED, CampaignStatus.RUNNING)
-UNFINISHED = (MessageStatus.PLANNED, MessageStatus.DISPATCHED, MessageStatus.SENDING)
+UNSENT = (MessageStatus.PLANNED, MessageStatus.DISPATCHED)
+UNFINISHED = (*UNSENT, MessageStatus.SENDING)
+COPY_COLUMNS = (
+    "id",
+    "workspace_id",
+    "campaign_id",
+    "lead_id",
+    "sending_domain_id",
+    "domain_used",
+    "scheduled_at",
+    "slot_ends_at",
+    "not_before",
+    "status",
+    "is_followup",
+    "parent_message_id",
+    "retry_count",
+)
 
 
-async def lock_domains(session: AsyncSession, domain_ids: list[uuid.UUID]) -> None:
+async def lock_domains(session: AsyncSession, domain_ids: Iterable[uuid.UUID]) -> None:
     """Serialise planners per sending domain for this transaction (sorted: no deadlocks).
 
-    The exclusion constraint is the guarantee; the lock just spares concurrent planners from colliding on it.
+    The exclusion constraint is the guarantee; the lock spares concurrent planners from colliding on it.
     """
-    for domain_id in sorted(domain_ids):
+    for domain_id in sorted(set(domain_ids)):
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": domain_id.int >> 65})
 
 
 async def reservations(
-    session: AsyncSession,
-    domain_ids: list[uuid.UUID],
-    since: datetime,
-    excluding: list[uuid.UUID] = (),  # type: ignore[assignment]
+    session: AsyncSession, domain_ids: Sequence[uuid.UUID], since: datetime, excluding: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, list[Reservation]]:
-    rows = await session.execute(
-        select(Message.sending_domain_id, Message.scheduled_at, Message.slot_ends_at).where(
-            Message.sending_domain_id.in_(domain_ids),
-            Message.status.in_(LIVE_SLOT_STATUSES),
-            Message.scheduled_at >= since,
-            Message.id.not_in(excluding) if excluding else and_(True),
-        )
+    query = select(Message.sending_domain_id, Message.scheduled_at, Message.slot_ends_at).where(
+        Message.sending_domain_id.in_(domain_ids),
+        Message.status.in_(LIVE_SLOT_STATUSES),
+        Message.scheduled_at >= since,
     )
+    if excluding:
+        query = query.where(Message.id.not_in(excluding))
     found: dict[uuid.UUID, list[Reservation]] = {d: [] for d in domain_ids}
-    for domain_id, start, end in rows:
+    for domain_id, start, end in await session.execute(query):
         found[domain_id].append(Reservation(start, end))
     return found
+
+
+def reservation_horizon(earliest: datetime) -> datetime:
+    # Older reservations cannot overlap a new slot, nor share its local day for the daily cap.
+    return earliest - timedelta(days=2)
 
 
 async def campaign_for_update(session: AsyncSession, campaign_id: uuid.UUID) -> Campaign | None:
@@ -85,60 +101,65 @@ async def sending_domains(
     return {row.domain: row for row in rows}
 
 
-async def insert_messages(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        await session.execute(insert(Message), rows)
-
-
-async def count_planned(session: AsyncSession, campaign_id: uuid.UUID, per_day: dict[date, int]) -> None:
-    """KPI counters for newly planned messages (and days they moved to), in the planning transaction."""
-    total = sum(per_day.values())
-    await session.execute(
-        update(CampaignKpi)
-        .where(CampaignKpi.campaign_id == campaign_id)
-        .values(planned=CampaignKpi.planned + total)
+def new_message(
+    campaign: Campaign,
+    lead_id: uuid.UUID,
+    domain_id: uuid.UUID,
+    domain_name: str,
+    slot: Reservation,
+    not_before: datetime,
+    parent_id: uuid.UUID | None = None,
+) -> tuple[Any, ...]:
+    """A planned message as a COPY record (columns in COPY_COLUMNS order)."""
+    return (
+        uuid.uuid4(),
+        campaign.workspace_id,
+        campaign.id,
+        lead_id,
+        domain_id,
+        domain_name,
+        slot.start,
+        slot.end,
+        not_before,
+        MessageStatus.PLANNED.value,
+        parent_id is not None,
+        parent_id,
+        0,
     )
-    await shift_planned_days(session, campaign_id, per_day)
 
 
-async def shift_planned_days(session: AsyncSession, campaign_id: uuid.UUID, per_day: dict[date, int]) -> None:
-    changes = [{"campaign_id": campaign_id, "day": day, "planned": n} for day, n in per_day.items() if n]
-    if changes:
-        statement = insert(CampaignKpiDay).values(changes)
-        await session.execute(
-            statement.on_conflict_do_update(
-                index_elements=[CampaignKpiDay.campaign_id, CampaignKpiDay.day],
-                set_={"planned": CampaignKpiDay.planned + statement.excluded.planned},
-            )
-        )
+async def copy_messages(session: AsyncSession, rows: list[tuple[Any, ...]]) -> None:
+    """Bulk insert through PostgreSQL's COPY, inside the session's transaction."""
+    if not rows:
+        return
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    await raw.driver_connection.copy_records_to_table("messages", records=rows, columns=COPY_COLUMNS)  # type: ignore[union-attr]
 
 
 async def claim_due(session: AsyncSession, now: datetime, limit: int) -> list[Any]:
     """Planned messages of active campaigns whose slot has come, locked for this transaction."""
-    return list(
-        (
-            await session.execute(
-                select(
-                    Message.id,
-                    Message.workspace_id,
-                    Message.campaign_id,
-                    Message.sending_domain_id,
-                    Message.scheduled_at,
-                    SendingDomain.min_interval_seconds,
-                )
-                .join(Campaign, Campaign.id == Message.campaign_id)
-                .join(SendingDomain, SendingDomain.id == Message.sending_domain_id)
-                .where(
-                    Message.status == MessageStatus.PLANNED,
-                    Message.scheduled_at <= now,
-                    Campaign.status.in_(ACTIVE_CAMPAIGN),
-                )
-                .order_by(Message.scheduled_at)
-                .limit(limit)
-                .with_for_update(of=Message, skip_locked=True)
-            )
-        ).all()
+    query = (
+        select(
+            Message.id,
+            Message.workspace_id,
+            Message.campaign_id,
+            Message.sending_domain_id,
+            Message.scheduled_at,
+            SendingDomain.min_interval_seconds,
+        )
+        .join(Campaign, Campaign.id == Message.campaign_id)
+        .join(SendingDomain, SendingDomain.id == Message.sending_domain_id)
+        .where(
+            Message.status == MessageStatus.PLANNED,
+            Message.scheduled_at <= now,
+            Campaign.status.in_(ACTIVE_CAMPAIGN),
+        )
+        .order_by(Message.scheduled_at)
+        .limit(limit)
+        .with_for_update(of=Message, skip_locked=True)
     )
+    return list((await session.execute(query)).all())
 
 
 async def mark_dispatched(session: AsyncSession, ids: list[uuid.UUID]) -> None:
@@ -150,9 +171,22 @@ async def mark_dispatched(session: AsyncSession, ids: list[uuid.UUID]) -> None:
         )
 
 
+async def unsent_for_update(session: AsyncSession, *where: Any) -> list[Message]:
+    """Unsent messages (planned or dispatched), oldest slot first, locked."""
+    rows = await session.scalars(
+        select(Message)
+        .where(Message.status.in_(UNSENT), *where)
+        .order_by(Message.scheduled_at, Message.id)
+        .with_for_update()
+    )
+    return list(rows)
+
+
 async def move_slot(session: AsyncSession, message_id: uuid.UUID, slot: Reservation) -> None:
     await session.execute(
-        update(Message).where(Message.id == message_id).values(scheduled_at=slot.start, slot_ends_at=slot.end)
+        update(Message)
+        .where(Message.id == message_id)
+        .values(scheduled_at=slot.start, slot_ends_at=slot.end, status=MessageStatus.PLANNED)
     )
 
 
@@ -171,7 +205,7 @@ async def release_lost_dispatches(session: AsyncSession, before: datetime) -> in
         .where(Message.status == MessageStatus.DISPATCHED, Message.scheduled_at < before)
         .values(status=MessageStatus.PLANNED)
     )
-    return result.rowcount or 0  # type: ignore[attr-defined]
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def interrupt_stale_sending(session: AsyncSession, claimed_before: datetime) -> list[Any]:
@@ -182,14 +216,7 @@ async def interrupt_stale_sending(session: AsyncSession, claimed_before: datetim
         .values(status=MessageStatus.FAILED, last_error="interrupted")
         .returning(Message.id, Message.campaign_id)
     )
-    found = list(rows.all())
-    for _, campaign_id in found:
-        await session.execute(
-            update(CampaignKpi)
-            .where(CampaignKpi.campaign_id == campaign_id)
-            .values(failed=CampaignKpi.failed + 1)
-        )
-    return found
+    return list(rows.all())
 
 
 async def complete_if_done(session: AsyncSession, campaign_id: uuid.UUID) -> bool:
@@ -206,6 +233,37 @@ async def complete_if_done(session: AsyncSession, campaign_id: uuid.UUID) -> boo
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def reservation_horizon(earliest: datetime) -> datetime:
-    # Reservations older than this cannot overlap a new slot, and cannot share its local day for the cap.
-    return earliest - timedelta(days=2)
+async def followup_context(
+    session: AsyncSession, message_id: uuid.UUID
+) -> tuple[Message, Campaign, Lead] | None:
+    """A sent original message whose campaign wants a follow-up and whose lead may still get one."""
+    row = (
+        await session.execute(
+            select(Message, Campaign, Lead)
+            .join(Campaign, Campaign.id == Message.campaign_id)
+            .join(Lead, Lead.id == Message.lead_id)
+            .where(
+                Message.id == message_id,
+                Message.status == MessageStatus.SENT,
+                Message.is_followup.is_(False),
+                Campaign.followup_enabled.is_(True),
+                Campaign.status.in_((*ACTIVE_CAMPAIGN, CampaignStatus.PAUSED)),
+                Lead.status == "active",
+            )
+            .with_for_update(of=Campaign)
+        )
+    ).first()
+    return None if row is None else (row[0], row[1], row[2])
+
+
+async def has_followup(session: AsyncSession, message_id: uuid.UUID) -> bool:
+    found = await session.scalar(select(Message.id).where(Message.parent_message_id == message_id).limit(1))
+    return found is not None
+
+
+async def release_dispatched(session: AsyncSession, campaign_id: uuid.UUID) -> None:
+    await session.execute(
+        update(Message)
+        .where(Message.campaign_id == campaign_id, Message.status == MessageStatus.DISPATCHED)
+        .values(status=MessageStatus.PLANNED)
+    )

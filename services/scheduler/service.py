@@ -1,39 +1,60 @@
-"""Scheduler use cases: plan a campaign's slots, dispatch what is due, reconcile lost or stuck work."""
+"""Scheduler use cases: plan slots, dispatch what is due, re-plan, follow up, cancel, reconcile."""
 
 from __future__ import annotations
 
 import uuid
 from collections import Counter
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import structlog
+from prometheus_client import Counter as Metric
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.scheduler import repository as repo
 from shared.clock import Clock
-from shared.db.models import CampaignStatus, SendingDomain
+from shared.db import kpi
+from shared.db.messages import cancel_unsent
+from shared.db.models import Campaign, CampaignStatus, Message, SendingDomain
 from shared.events import SendMessage
 from shared.messaging import enqueue
-from shared.planning import DomainSchedule, Window, plan_round_robin
+from shared.planning import DomainSchedule, Reservation, Window, plan_round_robin
 from shared.planning.slots import send_grace
 from shared.settings import Settings
 
 log = structlog.get_logger()
+DISPATCHED = Metric("maildash_scheduler_dispatched_total", "SendMessage commands issued")
+REPLANNED = Metric("maildash_scheduler_replanned_total", "Messages moved to a new slot", ["why"])
 
 
-async def domain_schedules(
+async def held_slots(
     session: AsyncSession,
-    domains: list[SendingDomain],
-    window: Window,
+    domains: Sequence[SendingDomain],
     earliest: datetime,
-    excluding: list[uuid.UUID] | None = None,
-) -> dict[uuid.UUID, DomainSchedule]:
+    excluding: Sequence[uuid.UUID] = (),
+) -> dict[uuid.UUID, list[Reservation]]:
     """Lock the domains and load every live reservation that could collide with a slot from `earliest` on."""
     ids = [d.id for d in domains]
     await repo.lock_domains(session, ids)
-    held = await repo.reservations(session, ids, repo.reservation_horizon(earliest), excluding or [])
+    return await repo.reservations(session, ids, repo.reservation_horizon(earliest), excluding)
+
+
+async def domain_schedules(
+    session: AsyncSession, domains: Sequence[SendingDomain], window: Window, earliest: datetime
+) -> dict[uuid.UUID, DomainSchedule]:
+    held = await held_slots(session, domains, earliest)
     return {d.id: DomainSchedule(window, d.min_interval_seconds, held[d.id], d.daily_cap) for d in domains}
+
+
+def followup_due(window: Window, sent_at: datetime, days: int) -> datetime:
+    """`days` calendar days after the send, at the same local wall-clock time."""
+    local = sent_at.astimezone(window.zone)
+    return (
+        (local.replace(tzinfo=None) + timedelta(days=days))
+        .replace(tzinfo=window.zone)
+        .astimezone(sent_at.tzinfo)
+    )
 
 
 class Scheduler:
@@ -54,44 +75,39 @@ class Scheduler:
             by_name = await repo.sending_domains(session, campaign.workspace_id, campaign.domains)
             domains = [by_name[name] for name in campaign.domains]
             window = Window.from_dict(campaign.window)
-            now = self._clock()
-            earliest = max(now, campaign.start_at) if campaign.start_at else now
+            earliest = max(self._clock(), campaign.start_at or self._clock())
             schedules = await domain_schedules(session, domains, window, earliest)
             planned = plan_round_robin(leads, [d.id for d in domains], schedules, earliest)
             names = {d.id: d.domain for d in domains}
-            await repo.insert_messages(
+            await repo.copy_messages(
                 session,
                 [
-                    {
-                        "workspace_id": campaign.workspace_id,
-                        "campaign_id": campaign.id,
-                        "lead_id": lead,
-                        "sending_domain_id": domain_id,
-                        "domain_used": names[domain_id],
-                        "scheduled_at": slot.start,
-                        "slot_ends_at": slot.end,
-                    }
+                    repo.new_message(campaign, lead, domain_id, names[domain_id], slot, not_before=earliest)
                     for lead, domain_id, slot in planned
                 ],
             )
-            await repo.count_planned(
-                session, campaign.id, Counter(window.local_date(s.start) for _, _, s in planned)
+            await kpi.bump(session, campaign.id, planned=len(planned))
+            await kpi.bump_days(
+                session, campaign.id, "planned", Counter(window.local_date(s.start) for *_, s in planned)
             )
         log.info("scheduler.campaign.planned", campaign_id=str(campaign_id), messages=len(planned))
         return len(planned)
 
     async def dispatch_due(self) -> int:
-        """Publish `SendMessage` for due slots; one later than its grace gets a new slot."""
+        """Publish `SendMessage` for due slots; one past its grace gets a new slot: a backlog never bursts."""
         now = self._clock()
         async with self._sessions() as session, session.begin():
             rows = await repo.claim_due(session, now, self._settings.dispatch_batch_size)
             due: list[tuple[Any, datetime]] = []
-            late: list[tuple[Any, datetime]] = []
+            late: list[uuid.UUID] = []
             for row in rows:
                 deadline = row.scheduled_at + send_grace(
                     row.min_interval_seconds, self._settings.send_grace_seconds
                 )
-                (due if now <= deadline else late).append((row, deadline))
+                if now <= deadline:
+                    due.append((row, deadline))
+                else:
+                    late.append(row.id)
             await repo.mark_dispatched(session, [row.id for row, _ in due])
             await enqueue(
                 session,
@@ -107,25 +123,116 @@ class Scheduler:
                 ),
             )
             if late:
-                await self._replan_late(session, [row for row, _ in late], now)
+                await self.replan(
+                    session, await repo.unsent_for_update(session, Message.id.in_(late)), now, "late"
+                )
+        DISPATCHED.inc(len(due))
         if rows:
             log.info("scheduler.dispatch.done", dispatched=len(due), replanned=len(late))
         return len(rows)
 
-    async def _replan_late(self, session: AsyncSession, rows: list[Any], now: datetime) -> None:
-        """A backlog never bursts: each late message takes its domain's next free slot from now."""
-        for row in rows:
-            campaign = await repo.campaign_for_update(session, row.campaign_id)
-            domain = await session.get(SendingDomain, row.sending_domain_id)
-            if campaign is None or domain is None:
-                continue
+    async def replan(
+        self, session: AsyncSession, messages: Sequence[Message], now: datetime, why: str
+    ) -> None:
+        """Free the messages' slots and give each its domain's earliest free slot at or after
+        max(now, not_before), in their current order. Moves their timeline days with them."""
+        if not messages:
+            return
+        domains = {
+            m.sending_domain_id: await session.get_one(SendingDomain, m.sending_domain_id) for m in messages
+        }
+        windows = {
+            m.campaign_id: Window.from_dict((await session.get_one(Campaign, m.campaign_id)).window)
+            for m in messages
+        }
+        held = await held_slots(session, list(domains.values()), now, [m.id for m in messages])
+        # One schedule per (campaign, domain): windows differ by campaign, slots are shared by domain.
+        schedules: dict[tuple[uuid.UUID, uuid.UUID], DomainSchedule] = {}
+        moved: Counter[tuple[uuid.UUID, date]] = Counter()
+        for message in messages:
+            key = (message.campaign_id, message.sending_domain_id)
+            domain = domains[message.sending_domain_id]
+            if key not in schedules:
+                schedules[key] = DomainSchedule(
+                    windows[message.campaign_id],
+                    domain.min_interval_seconds,
+                    held[domain.id],
+                    domain.daily_cap,
+                )
+            slot = schedules[key].take(max(now, message.not_before))
+            held[domain.id].append(slot)
+            for (_, domain_id), other in schedules.items():
+                if domain_id == domain.id and other is not schedules[key]:
+                    other.reserve(slot.start)
+            await repo.move_slot(session, message.id, slot)
+            window = windows[message.campaign_id]
+            moved[message.campaign_id, window.local_date(message.scheduled_at)] -= 1
+            moved[message.campaign_id, window.local_date(slot.start)] += 1
+        for campaign_id in windows:
+            days = {day: n for (c, day), n in moved.items() if c == campaign_id}
+            await kpi.bump_days(session, campaign_id, "planned", days)
+        REPLANNED.labels(why).inc(len(messages))
+
+    async def resume_campaign(self, campaign_id: uuid.UUID) -> None:
+        """All unsent messages planned again from max(now, start_at); their old slots are freed."""
+        async with self._sessions() as session, session.begin():
+            campaign = await repo.campaign_for_update(session, campaign_id)
+            if campaign is None or campaign.status not in repo.ACTIVE_CAMPAIGN:
+                return
+            now = max(self._clock(), campaign.start_at or self._clock())
+            messages = await repo.unsent_for_update(session, Message.campaign_id == campaign_id)
+            await self.replan(session, messages, now, "resume")
+        log.info("scheduler.campaign.resumed", campaign_id=str(campaign_id), replanned=len(messages))
+
+    async def pause_campaign(self, campaign_id: uuid.UUID) -> None:
+        """Commands already on their way are void (the sender refuses a paused campaign): take them back."""
+        async with self._sessions() as session, session.begin():
+            await repo.release_dispatched(session, campaign_id)
+
+    async def stop_campaign(self, campaign_id: uuid.UUID) -> None:
+        """The api cancels at once; this catches what was planned meanwhile (a follow-up racing the stop)."""
+        async with self._sessions() as session, session.begin():
+            await cancel_unsent(session, Message.campaign_id == campaign_id)
+
+    async def plan_followup(self, message_id: uuid.UUID) -> bool:
+        """One follow-up per sent original, on the same domain, at the first free slot at or after
+        sent_at + days. Idempotent: a second `MessageSent` finds the follow-up already there."""
+        async with self._sessions() as session, session.begin():
+            found = await repo.followup_context(session, message_id)
+            if found is None or await repo.has_followup(session, message_id):
+                return False
+            original, campaign, _ = found
+            assert original.sent_at is not None
             window = Window.from_dict(campaign.window)
-            schedule = (await domain_schedules(session, [domain], window, now, excluding=[row.id]))[domain.id]
-            slot = schedule.take(now)
-            await repo.move_slot(session, row.id, slot)
-            moved = Counter({window.local_date(slot.start): 1})
-            moved[window.local_date(row.scheduled_at)] -= 1
-            await repo.shift_planned_days(session, campaign.id, dict(moved))
+            due = max(self._clock(), followup_due(window, original.sent_at, campaign.followup_days))
+            domain = await session.get_one(SendingDomain, original.sending_domain_id)
+            slot = (await domain_schedules(session, [domain], window, due))[domain.id].take(due)
+            followup = repo.new_message(
+                campaign,
+                original.lead_id,
+                domain.id,
+                domain.domain,
+                slot,
+                not_before=due,
+                parent_id=original.id,
+            )
+            await repo.copy_messages(session, [followup])
+            await kpi.bump(session, campaign.id, planned=1)
+            await kpi.bump_days(session, campaign.id, "planned", {window.local_date(slot.start): 1})
+        log.info("scheduler.followup.planned", parent_id=str(message_id), scheduled_at=slot.start.isoformat())
+        return True
+
+    async def lead_bounced(self, lead_id: uuid.UUID) -> None:
+        """A hard-bounced lead is never mailed again: its pending messages (follow-ups too) are cancelled."""
+        async with self._sessions() as session, session.begin():
+            cancelled = await cancel_unsent(session, Message.lead_id == lead_id)
+            for campaign_id in cancelled:
+                await repo.complete_if_done(session, campaign_id)
+
+    async def message_settled(self, campaign_id: uuid.UUID) -> None:
+        async with self._sessions() as session, session.begin():
+            if await repo.complete_if_done(session, campaign_id):
+                log.info("scheduler.campaign.completed", campaign_id=str(campaign_id))
 
     async def next_due_in(self) -> float | None:
         async with self._sessions() as session:
@@ -137,13 +244,9 @@ class Scheduler:
         now = self._clock()
         async with self._sessions() as session, session.begin():
             released = await repo.release_lost_dispatches(session, now - timedelta(seconds=120))
-            interrupted = await repo.interrupt_stale_sending(
-                session, now - timedelta(seconds=self._settings.sending_lease_seconds)
-            )
+            lease = timedelta(seconds=self._settings.sending_lease_seconds)
+            interrupted = await repo.interrupt_stale_sending(session, now - lease)
+            for _, campaign_id in interrupted:
+                await kpi.bump(session, campaign_id, failed=1)
         if released or interrupted:
             log.warning("scheduler.reconcile.fixed", released=released, interrupted=len(interrupted))
-
-    async def message_settled(self, campaign_id: uuid.UUID) -> None:
-        async with self._sessions() as session, session.begin():
-            if await repo.complete_if_done(session, campaign_id):
-                log.info("scheduler.campaign.completed", campaign_id=str(campaign_id))

@@ -19,6 +19,7 @@ class Outcome:
     reason: str = ""
     smtp_code: int | None = None
     enhanced_code: str | None = None
+    retryable: bool = True  # only meaningful for FAILED: a template that cannot render never will
 
 
 _ENHANCED = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")

@@ -10,10 +10,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.db import kpi
 from shared.db.models import (
     Campaign,
     CampaignKpi,
-    CampaignKpiDay,
     CampaignStatus,
     Lead,
     LeadStatus,
@@ -28,15 +28,19 @@ from shared.db.models import (
 ACTIVE_CAMPAIGN = (CampaignStatus.SCHEDULED, CampaignStatus.RUNNING)
 
 
+async def campaign_is_active(session: AsyncSession, campaign_id: uuid.UUID) -> bool:
+    """Under a share lock: a pause or stop waits for this transaction; one already committed is seen."""
+    status = await session.scalar(
+        select(Campaign.status).where(Campaign.id == campaign_id).with_for_update(read=True)
+    )
+    return status in ACTIVE_CAMPAIGN
+
+
 async def claim(session: AsyncSession, message_id: uuid.UUID, now: datetime) -> Message | None:
-    """dispatched → sending, only while the campaign is active. None: a duplicate, or nothing to do."""
+    """dispatched → sending. None: a duplicate or a void command, nothing to do."""
     claimed = await session.scalar(
         update(Message)
-        .where(
-            Message.id == message_id,
-            Message.status == MessageStatus.DISPATCHED,
-            Message.campaign_id.in_(select(Campaign.id).where(Campaign.status.in_(ACTIVE_CAMPAIGN))),
-        )
+        .where(Message.id == message_id, Message.status == MessageStatus.DISPATCHED)
         .values(status=MessageStatus.SENDING, claimed_at=now)
         .returning(Message)
     )
@@ -49,6 +53,10 @@ async def claim(session: AsyncSession, message_id: uuid.UUID, now: datetime) -> 
     return claimed
 
 
+async def message_campaign(session: AsyncSession, message_id: uuid.UUID) -> uuid.UUID | None:
+    return await session.scalar(select(Message.campaign_id).where(Message.id == message_id))
+
+
 async def release_late(session: AsyncSession, message_id: uuid.UUID) -> None:
     """Past its deadline: back to planned, so the dispatcher gives it a new slot instead of sending late."""
     await session.execute(
@@ -58,13 +66,42 @@ async def release_late(session: AsyncSession, message_id: uuid.UUID) -> None:
     )
 
 
-async def context(session: AsyncSession, message: Message) -> tuple[Lead, Template, SendingDomain, Campaign]:
+async def is_suppressed(session: AsyncSession, workspace_id: uuid.UUID, email: str) -> bool:
+    domain = email.rsplit("@", 1)[-1].lower()
+    labels = domain.split(".")
+    parents = [".".join(labels[i:]) for i in range(len(labels))]
+    found = await session.scalar(
+        select(Suppression.id)
+        .where(
+            Suppression.workspace_id == workspace_id,
+            (func.lower(Suppression.email) == email.lower()) | func.lower(Suppression.domain).in_(parents),
+        )
+        .limit(1)
+    )
+    return found is not None
+
+
+def may_receive(lead: Lead, is_followup: bool) -> bool:
+    if lead.status in (LeadStatus.UNSUBSCRIBED, LeadStatus.BOUNCED):
+        return False
+    return not (is_followup and lead.status == LeadStatus.REPLIED)
+
+
+async def context(
+    session: AsyncSession, message: Message
+) -> tuple[Lead, Template, SendingDomain, Campaign, str | None]:
     campaign = await session.get_one(Campaign, message.campaign_id)
+    parent_smtp_id = None
+    if message.parent_message_id is not None:
+        parent_smtp_id = await session.scalar(
+            select(Message.smtp_message_id).where(Message.id == message.parent_message_id)
+        )
     return (
         await session.get_one(Lead, message.lead_id),
         await session.get_one(Template, campaign.template_id),
         await session.get_one(SendingDomain, message.sending_domain_id),
         campaign,
+        parent_smtp_id,
     )
 
 
@@ -72,6 +109,15 @@ async def set_smtp_message_id(session: AsyncSession, message_id: uuid.UUID, smtp
     await session.execute(
         update(Message).where(Message.id == message_id).values(smtp_message_id=smtp_message_id)
     )
+
+
+async def cancel(session: AsyncSession, message: Message, reason: str) -> None:
+    await session.execute(
+        update(Message)
+        .where(Message.id == message.id)
+        .values(status=MessageStatus.CANCELLED, last_error=reason)
+    )
+    await kpi.bump(session, message.campaign_id, cancelled=1)
 
 
 async def settle(
@@ -83,7 +129,7 @@ async def settle(
     error: str | None,
     data: dict[str, Any],
 ) -> bool:
-    """sending → outcome, with its KPI counters and event row, guarded so a repeat changes nothing."""
+    """sending → outcome, with its KPI counters and event row; guarded, so a repeat changes nothing."""
     changed = await session.scalar(
         update(Message)
         .where(Message.id == message.id, Message.status == MessageStatus.SENDING)
@@ -92,35 +138,57 @@ async def settle(
     )
     if changed is None:
         return False
+    await record_event(session, message, status, now, data)
+    if status == MessageStatus.SENT:
+        first = func.least(func.coalesce(CampaignKpi.first_sent_at, now), now)
+        last = func.greatest(func.coalesce(CampaignKpi.last_sent_at, now), now)
+        await kpi.bump(session, message.campaign_id, sent=1, first_sent_at=first, last_sent_at=last)
+        await kpi.bump_days(session, message.campaign_id, "sent", {day: 1})
+    elif status == MessageStatus.BOUNCED:
+        await kpi.bump(session, message.campaign_id, bounced=1, bounced_at_smtp=1)
+        await kpi.bump_days(session, message.campaign_id, "bounced", {day: 1})
+    else:
+        await kpi.bump(session, message.campaign_id, failed=1)
+    return True
+
+
+async def plan_retry(
+    session: AsyncSession,
+    message: Message,
+    now: datetime,
+    retry_at: datetime,
+    error: str,
+    data: dict[str, Any],
+) -> bool:
+    """sending → planned again: it waits for its retry as `planned`, with its slot to be chosen by the
+    dispatcher at or after `retry_at` (its old, past slot makes it due at once for re-planning)."""
+    changed = await session.scalar(
+        update(Message)
+        .where(Message.id == message.id, Message.status == MessageStatus.SENDING)
+        .values(
+            status=MessageStatus.PLANNED,
+            retry_count=Message.retry_count + 1,
+            not_before=retry_at,
+            last_error=error,
+        )
+        .returning(Message.id)
+    )
+    if changed is None:
+        return False
+    await record_event(
+        session, message, MessageStatus.FAILED, now, {**data, "retry_at": retry_at.isoformat()}
+    )
+    return True
+
+
+async def record_event(
+    session: AsyncSession, message: Message, kind: str, now: datetime, data: dict[str, Any]
+) -> None:
     session.add(
         MessageEventRow(
-            message_id=message.id, campaign_id=message.campaign_id, kind=status, occurred_at=now, data=data
+            message_id=message.id, campaign_id=message.campaign_id, kind=kind, occurred_at=now, data=data
         )
     )
-    counters: dict[str, Any] = {}
-    if status == MessageStatus.SENT:
-        counters = {
-            "sent": CampaignKpi.sent + 1,
-            "first_sent_at": func.least(func.coalesce(CampaignKpi.first_sent_at, now), now),
-            "last_sent_at": func.greatest(func.coalesce(CampaignKpi.last_sent_at, now), now),
-        }
-    elif status == MessageStatus.BOUNCED:
-        counters = {"bounced": CampaignKpi.bounced + 1, "bounced_at_smtp": CampaignKpi.bounced_at_smtp + 1}
-    elif status == MessageStatus.FAILED:
-        counters = {"failed": CampaignKpi.failed + 1}
-    await session.execute(
-        update(CampaignKpi).where(CampaignKpi.campaign_id == message.campaign_id).values(counters)
-    )
-    if status in (MessageStatus.SENT, MessageStatus.BOUNCED):
-        column = "sent" if status == MessageStatus.SENT else "bounced"
-        statement = insert(CampaignKpiDay).values(campaign_id=message.campaign_id, day=day, **{column: 1})
-        await session.execute(
-            statement.on_conflict_do_update(
-                index_elements=[CampaignKpiDay.campaign_id, CampaignKpiDay.day],
-                set_={column: getattr(CampaignKpiDay, column) + 1},
-            )
-        )
-    return True
 
 
 async def hard_bounce_lead(session: AsyncSession, lead: Lead, reason: str) -> None:

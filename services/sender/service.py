@@ -17,11 +17,17 @@ from shared.clock import Clock
 from shared.db.models import Lead, Message, MessageStatus, SendingDomain, Template
 from shared.events import Event, MessageBounced, MessageFailed, MessageSent, SendMessage
 from shared.messaging import enqueue
+from shared.planning.slots import retry_not_before
 from shared.planning.window import Window
 from shared.settings import Settings
 
 log = structlog.get_logger()
 OUTCOMES = Counter("maildash_sender_outcomes_total", "SMTP attempts by outcome", ["outcome"])
+
+
+def followup_subject(template: Template) -> str:
+    """The template's follow-up subject, else `Re: <original subject>` so the reply threads."""
+    return template.followup_subject or f"Re: {template.subject}"
 
 
 class Sender:
@@ -41,19 +47,28 @@ class Sender:
                 await repo.release_late(session, command.message_id)
                 log.info("sender.message.late", message_id=str(command.message_id))
                 return
+            if not await repo.campaign_is_active(session, command.campaign_id):
+                return  # paused or stopped: the scheduler takes the command back
             message = await repo.claim(session, command.message_id, self._clock())
             if message is None:
                 log.info("sender.message.skipped", message_id=str(command.message_id))
                 return
-            lead, template, domain, campaign = await repo.context(session, message)
+            lead, template, domain, campaign, parent_smtp_id = await repo.context(session, message)
+            if not repo.may_receive(lead, message.is_followup) or await repo.is_suppressed(
+                session, lead.workspace_id, lead.email
+            ):
+                await repo.cancel(session, message, f"lead is {lead.status} or suppressed")
+                return
             smtp_message_id = f"<{message.id}.{message.retry_count}@{domain.domain}>"
             await repo.set_smtp_message_id(session, message.id, smtp_message_id)
         # Committed as `sending`: from here a crash leaves it to the reconciler (`interrupted`).
-        letter = self._letter(message, lead, template, domain, campaign.track_opens, smtp_message_id)
+        letter = self._letter(
+            message, lead, template, domain, campaign.track_opens, smtp_message_id, parent_smtp_id
+        )
         try:
             email = build(letter, self._clock())
         except RenderError as error:
-            outcome = Outcome(Kind.FAILED, str(error))
+            outcome = Outcome(Kind.FAILED, str(error), retryable=False)
         else:
             account = Account(
                 domain.smtp_host,
@@ -66,7 +81,7 @@ class Sender:
             )
             sender = return_path(str(message.id), domain.domain)
             outcome = await deliver(account, email, sender, lead.email, self._settings.smtp_timeout_seconds)
-        await self._settle(message, lead, Window.from_dict(campaign.window), outcome, smtp_message_id)
+        await self._settle(message, Window.from_dict(campaign.window), lead, outcome, smtp_message_id)
 
     def _letter(
         self,
@@ -76,6 +91,7 @@ class Sender:
         domain: SendingDomain,
         track_opens: bool,
         smtp_id: str,
+        parent_smtp_id: str | None,
     ) -> Letter:
         secret = self._settings.tracking_secret
         variables = {
@@ -92,25 +108,23 @@ class Sender:
             from_email=domain.from_email,
             from_name=domain.from_name,
             to_email=lead.email,
-            subject=template.subject,
-            body_html=template.body_html,
-            body_text=template.body_text,
+            subject=followup_subject(template) if message.is_followup else template.subject,
+            body_html=(template.followup_body_html or template.body_html)
+            if message.is_followup
+            else template.body_html,
+            body_text=None if message.is_followup and template.followup_body_html else template.body_text,
             variables=variables,
             tracker_url=self._settings.public_tracker_url.rstrip("/"),
             open_token=tokens.sign_message(secret, "open", str(message.id)) if track_opens else None,
             unsubscribe_token=tokens.sign_message(secret, "unsubscribe", str(message.id)),
             smtp_message_id=smtp_id,
+            in_reply_to=parent_smtp_id if message.is_followup else None,
         )
 
     async def _settle(
-        self, message: Message, lead: Lead, window: Window, outcome: Outcome, smtp_id: str
+        self, message: Message, window: Window, lead: Lead, outcome: Outcome, smtp_id: str
     ) -> None:
         now = self._clock()
-        status = {
-            Kind.SENT: MessageStatus.SENT,
-            Kind.BOUNCED: MessageStatus.BOUNCED,
-            Kind.FAILED: MessageStatus.FAILED,
-        }[outcome.kind]
         data = {
             "smtp_code": outcome.smtp_code,
             "enhanced_code": outcome.enhanced_code,
@@ -120,27 +134,44 @@ class Sender:
             "workspace_id": message.workspace_id,
             "message_id": message.id,
             "campaign_id": message.campaign_id,
+            "lead_id": message.lead_id,
         }
-        event: Event
-        if outcome.kind == Kind.SENT:
-            event = MessageSent(**ids, sent_at=now, smtp_message_id=smtp_id)
-        elif outcome.kind == Kind.BOUNCED:
-            event = MessageBounced(
-                **ids, reason=outcome.reason, smtp_code=outcome.smtp_code, enhanced_code=outcome.enhanced_code
-            )
-        else:
-            event = MessageFailed(
-                **ids, reason=outcome.reason, smtp_code=outcome.smtp_code, enhanced_code=outcome.enhanced_code
-            )
+        codes = {
+            "reason": outcome.reason,
+            "smtp_code": outcome.smtp_code,
+            "enhanced_code": outcome.enhanced_code,
+        }
+        retry_at = None
+        if outcome.kind == Kind.FAILED and outcome.retryable:
+            retry_at = retry_not_before(message.retry_count, now, self._settings.retry_backoff_seconds)
         async with self._sessions() as session, session.begin():
-            if not await repo.settle(
-                session, message, status, now, window.local_date(now), outcome.reason or None, data
-            ):
-                return
-            if outcome.kind == Kind.BOUNCED:
-                await repo.hard_bounce_lead(session, lead, outcome.reason)
-            await enqueue(session, event)
+            event: Event
+            if outcome.kind == Kind.SENT:
+                event = MessageSent(**ids, sent_at=now, smtp_message_id=smtp_id)
+                settled = await repo.settle(
+                    session, message, MessageStatus.SENT, now, window.local_date(now), None, data
+                )
+            elif outcome.kind == Kind.BOUNCED:
+                event = MessageBounced(**ids, **codes)
+                settled = await repo.settle(
+                    session, message, MessageStatus.BOUNCED, now, window.local_date(now), outcome.reason, data
+                )
+                if settled:
+                    await repo.hard_bounce_lead(session, lead, outcome.reason)
+            elif retry_at is not None:
+                event = MessageFailed(**ids, **codes, retry_at=retry_at)
+                settled = await repo.plan_retry(session, message, now, retry_at, outcome.reason, data)
+            else:
+                event = MessageFailed(**ids, **codes)
+                settled = await repo.settle(
+                    session, message, MessageStatus.FAILED, now, window.local_date(now), outcome.reason, data
+                )
+            if settled:
+                await enqueue(session, event)
         OUTCOMES.labels(outcome.kind.value).inc()
         log.info(
-            "sender.message." + outcome.kind.value, message_id=str(message.id), reason=outcome.reason or None
+            f"sender.message.{outcome.kind.value}",
+            message_id=str(message.id),
+            reason=outcome.reason or None,
+            retry_at=retry_at.isoformat() if retry_at else None,
         )

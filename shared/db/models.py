@@ -245,6 +245,9 @@ class Message(Base):
     domain_used: Mapped[str] = mapped_column(Text)
     scheduled_at: Mapped[datetime]
     slot_ends_at: Mapped[datetime]
+    # The earliest moment this message may go (start_at, follow-up due time, retry backoff): every re-plan
+    # takes the domain's earliest free slot at or after max(now, not_before).
+    not_before: Mapped[datetime]
     status: Mapped[str] = mapped_column(String(16), default=MessageStatus.PLANNED)
     is_followup: Mapped[bool] = mapped_column(Boolean, default=False)
     parent_message_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("messages.id"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TypeVar
@@ -57,20 +57,35 @@ class DomainSchedule:
     def _under_cap(self, day: date) -> bool:
         return self.daily_cap is None or self._per_day[day] < self.daily_cap
 
-    def earliest_free(self, earliest: datetime) -> datetime:
+    def _candidates(self, earliest: datetime) -> Iterator[datetime]:
+        """Grid points at or after `earliest`, in order, on days still under the cap."""
         # Without a throttle there is no grid: a message is due at once while the window is open.
-        open_now = self.window.open_until(earliest) is not None
-        if not self.interval and open_now and self._under_cap(self.window.local_date(earliest)):
-            return earliest
+        if not self.interval and self.window.open_until(earliest) is not None:
+            while self._under_cap(self.window.local_date(earliest)):
+                yield earliest
         first_day = self.window.local_date(earliest)
         for day in self.window.days_from(earliest):
             if (day - first_day).days > HORIZON_DAYS:
-                break
-            if not self._under_cap(day):
-                continue
+                return
             for slot in self.window.day_grid(day, int(self.interval.total_seconds())):
-                if slot >= earliest and self._is_free(slot):
-                    return slot
+                if not self._under_cap(day):
+                    break
+                if slot >= earliest:
+                    yield slot
+                    while not self.interval and self._under_cap(day):
+                        yield slot  # no throttle: everyone is due at the window start
+
+    def earliest_free(self, earliest: datetime) -> datetime:
+        for slot in self._candidates(earliest):
+            if self._is_free(slot):
+                return slot
+        raise NoSlotError(f"no open slot within {HORIZON_DAYS} days of {earliest.isoformat()}")
+
+    def free_slots(self, earliest: datetime) -> Iterator[Reservation]:
+        """Reserve and yield successive free slots from `earliest` on: planning n messages costs one pass."""
+        for slot in self._candidates(earliest):
+            if self._is_free(slot):
+                yield self.reserve(slot)
         raise NoSlotError(f"no open slot within {HORIZON_DAYS} days of {earliest.isoformat()}")
 
     def reserve(self, slot: datetime) -> Reservation:
@@ -97,10 +112,20 @@ def plan_round_robin(
     earliest: datetime,
 ) -> list[tuple[Lead, Domain, Reservation]]:
     """Lead i goes to domains[i mod D] and takes that domain's earliest free slot at or after `earliest`."""
+    cursors = {domain: schedules[domain].free_slots(earliest) for domain in domains}
     return [
-        (lead, domains[i % len(domains)], schedules[domains[i % len(domains)]].take(earliest))
+        (lead, domains[i % len(domains)], next(cursors[domains[i % len(domains)]]))
         for i, lead in enumerate(leads)
     ]
+
+
+def retry_not_before(
+    retry_count: int, failed_at: datetime, backoff_seconds: Sequence[int]
+) -> datetime | None:
+    """When the next try may go after a temporary failure (backoff from the failure); None: no tries left."""
+    if retry_count >= len(backoff_seconds):
+        return None
+    return failed_at + timedelta(seconds=backoff_seconds[retry_count])
 
 
 def send_grace(interval_seconds: int, configured: int | None = None) -> timedelta:

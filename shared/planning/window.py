@@ -25,6 +25,11 @@ def is_known_country(country: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=65536)
+def _day_grid(window: Window, day: date, interval_seconds: int) -> tuple[datetime, ...]:
+    return window._compute_day_grid(day, interval_seconds)
+
+
 @dataclass(frozen=True)
 class Window:
     """Open days and hours in local wall-clock time. `end` 24:00 is `time(0)` with `ends_at_midnight`."""
@@ -66,14 +71,17 @@ class Window:
         end = 86400 if self.ends_at_midnight else self.end.hour * 3600 + self.end.minute * 60
         return end - start
 
-    def day_grid(self, day: date, interval_seconds: int) -> list[datetime]:
+    def day_grid(self, day: date, interval_seconds: int) -> tuple[datetime, ...]:
+        return _day_grid(self, day, interval_seconds)
+
+    def _compute_day_grid(self, day: date, interval_seconds: int) -> tuple[datetime, ...]:
         """UTC slot times of one local day: start + k·interval, strictly before end, in wall-clock time.
 
         Local times that do not exist (spring forward) are skipped; a repeated local time (fall back) is used
         once, at its first occurrence. With interval 0 the only slot is the window start.
         """
         if not self.is_open_day(day):
-            return []
+            return ()
         zone = self.zone
         first = datetime.combine(day, self.start)
         span = self._span_seconds()
@@ -84,7 +92,7 @@ class Window:
             moment = local.replace(tzinfo=zone, fold=0).astimezone(UTC)
             if moment.astimezone(zone).replace(tzinfo=None) == local:  # exists on this day
                 slots.append(moment)
-        return slots
+        return tuple(slots)
 
     def open_until(self, moment: datetime) -> datetime | None:
         """The end of the window period containing `moment`, or None when the window is closed then."""

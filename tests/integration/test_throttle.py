@@ -91,6 +91,7 @@ async def test_the_database_refuses_an_overlapping_slot_on_one_domain(
                 domain_used=first.domain_used,
                 scheduled_at=ten_minutes_later,
                 slot_ends_at=ten_minutes_later + timedelta(minutes=20),
+                not_before=ten_minutes_later,
             )
             session.add(twin)
             with pytest.raises(IntegrityError, match="messages_domain_throttle"):

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.planning import DomainSchedule, Reservation, Window, plan_round_robin
-from shared.planning.slots import send_grace
+from shared.planning.slots import retry_not_before, send_grace
 
 NL = holidays.country_holidays("NL")
 
@@ -127,3 +127,20 @@ def test_grace_is_a_quarter_interval_capped_at_a_minute() -> None:
     assert send_grace(120) == timedelta(seconds=30)
     assert send_grace(0) == timedelta(seconds=60)
     assert send_grace(1200, configured=5) == timedelta(seconds=5)
+
+
+def test_without_throttle_everyone_is_due_at_the_next_window_start_up_to_the_cap() -> None:
+    window = Window()
+    evening = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)  # Wednesday, after hours
+    schedule = DomainSchedule(window, 0, daily_cap=3)
+    slots = [schedule.take(evening).start.astimezone(window.zone) for _ in range(4)]
+    thursday_eight = datetime(2026, 11, 26, 8, 0, tzinfo=window.zone)
+    friday_eight = datetime(2026, 11, 27, 8, 0, tzinfo=window.zone)
+    assert slots == [thursday_eight] * 3 + [friday_eight]
+
+
+def test_retry_backoff_counts_from_the_failure_and_runs_out() -> None:
+    failed = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+    assert retry_not_before(0, failed, [300, 600]) == failed + timedelta(minutes=5)
+    assert retry_not_before(1, failed, [300, 600]) == failed + timedelta(minutes=10)
+    assert retry_not_before(2, failed, [300, 600]) is None

@@ -231,6 +231,7 @@ def upgrade() -> None:
         sa.Column("domain_used", sa.Text(), nullable=False),
         sa.Column("scheduled_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("slot_ends_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("not_before", sa.DateTime(timezone=True), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("is_followup", sa.Boolean(), nullable=False),
         sa.Column("parent_message_id", sa.UUID(), nullable=True),

@@ -1,0 +1,29 @@
+"""Message state changes that more than one service makes (stop, unsubscribe, bounce all cancel)."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.db import kpi
+from shared.db.models import Message, MessageStatus
+
+UNSENT = (MessageStatus.PLANNED, MessageStatus.DISPATCHED)
+
+
+async def cancel_unsent(session: AsyncSession, *where: Any) -> Counter[uuid.UUID]:
+    """Cancel unsent messages matching `where`; frees their slots. Returns how many per campaign."""
+    rows = await session.execute(
+        update(Message)
+        .where(Message.status.in_(UNSENT), *where)
+        .values(status=MessageStatus.CANCELLED)
+        .returning(Message.campaign_id)
+    )
+    per_campaign = Counter(campaign_id for (campaign_id,) in rows)
+    for campaign_id, n in per_campaign.items():
+        await kpi.bump(session, campaign_id, cancelled=n)
+    return per_campaign
