@@ -20,7 +20,10 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(raw) != text:  # only the canonical spelling: no two tokens verify for one payload
+        raise ValueError("non-canonical base64")
+    return raw
 
 
 def _mac(secret: str, purpose: Purpose, payload: bytes) -> bytes:

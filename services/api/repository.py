@@ -79,6 +79,9 @@ class Repository:
         )
         return rows.first()
 
+    async def lead_email(self, lead_id: uuid.UUID) -> str:
+        return str(await self.session.scalar(select(Lead.email).where(Lead.id == lead_id)))
+
     async def candidates_by_ids(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, Candidate]:
         rows = await self.session.execute(
             select(Lead.id, Lead.email, Lead.status, self._last_sent(Lead.id)).where(
@@ -132,3 +135,42 @@ async def user_by_email(session: AsyncSession, email: str) -> User | None:
 
 async def workspace(session: AsyncSession, workspace_id: uuid.UUID) -> Workspace | None:
     return await session.get(Workspace, workspace_id)
+
+
+async def message_page(
+    repo: Repository, page: int, page_size: int, filters: dict[str, Any]
+) -> tuple[list[dict[str, Any]], int]:
+    """Messages with their lead's address, newest slot first; `filters` are exact matches on columns."""
+    scope = [Message.workspace_id == repo.workspace_id]
+    for name, value in filters.items():
+        if value is not None:
+            scope.append(getattr(Message, name) == value)
+    total = await repo.session.scalar(select(func.count()).select_from(Message).where(*scope))
+    rows = await repo.session.execute(
+        select(Message, Lead.email)
+        .join(Lead, Lead.id == Message.lead_id)
+        .where(*scope)
+        .order_by(Message.scheduled_at.desc(), Message.id)
+        .offset((page - 1) * page_size)
+        .limit(page_size)
+    )
+    return [message_out(message, email) for message, email in rows], total or 0
+
+
+def message_out(message: Message, lead_email: str) -> dict[str, Any]:
+    ids = ("id", "campaign_id", "lead_id", "parent_message_id")
+    fields = (
+        "domain_used",
+        "scheduled_at",
+        "sent_at",
+        "status",
+        "is_followup",
+        "retry_count",
+        "last_error",
+        "opened_at",
+    )
+    return {
+        **{name: str(value) if (value := getattr(message, name)) is not None else None for name in ids},
+        **{name: getattr(message, name) for name in fields},
+        "lead_email": lead_email,
+    }

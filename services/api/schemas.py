@@ -255,3 +255,19 @@ class CampaignDetailOut(CampaignOut):
     domains_used: list[str]
     kpis: KpisOut
     timeline: list[TimelinePoint]
+
+
+class MessageOut(BaseModel):
+    id: str
+    campaign_id: str
+    lead_id: str
+    lead_email: str
+    domain_used: str
+    scheduled_at: datetime
+    sent_at: datetime | None
+    status: str
+    is_followup: bool
+    parent_message_id: str | None
+    retry_count: int
+    last_error: str | None
+    opened_at: datetime | None

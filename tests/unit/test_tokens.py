@@ -33,3 +33,14 @@ def test_unsubscribe_token_names_its_message() -> None:
     assert tokens.message_of(SECRET, "unsubscribe", token) == MESSAGE
     assert tokens.message_of(SECRET, "open", token) is None
     assert len(token) < 70  # fits on one List-Unsubscribe header line
+
+
+def test_every_single_character_change_is_refused() -> None:
+    token = tokens.sign_message(SECRET, "open", MESSAGE)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    for i, original in enumerate(token):
+        if original == ".":
+            continue
+        for replacement in alphabet.replace(original, ""):
+            altered = token[:i] + replacement + token[i + 1 :]
+            assert not tokens.verify_message(SECRET, "open", altered, MESSAGE), (i, replacement)

@@ -1,15 +1,16 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, get_args
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
-from services.api import service
+from services.api import lifecycle, repository, service
 from services.api.auth import CurrentPrincipal
 from services.api.envelope import Envelope, Page
 from services.api.routes.deps import PageNumber, PageSize, unit_of_work
-from services.api.schemas import CampaignDetailOut, CampaignIn, CampaignOut
-from shared.db.models import Campaign
+from services.api.schemas import CampaignDetailOut, CampaignIn, CampaignOut, MessageOut
+from shared.db.models import Campaign, Message, MessageStatus
+from shared.lifecycle import Action
 
 router = APIRouter(tags=["campaigns"])
 
@@ -33,8 +34,59 @@ async def list_campaigns(
     return {"data": {"items": items, "total": total, "page": page, "page_size": page_size}}
 
 
+@router.get("/campaigns/messages", response_model=Envelope[Page[MessageOut]])
+async def list_messages(
+    request: Request,
+    principal: CurrentPrincipal,
+    page: PageNumber = 1,
+    page_size: PageSize = 20,
+    campaign_id: str | None = None,
+    status: Annotated[MessageStatus | None, Query()] = None,
+    domain: Annotated[str | None, Query(max_length=253)] = None,
+    lead_id: str | None = None,
+    is_followup: bool | None = None,
+) -> dict[str, Any]:
+    ids = {"campaign_id": campaign_id, "lead_id": lead_id}
+    parsed = {name: repository.parse_id(raw) for name, raw in ids.items() if raw is not None}
+    async with unit_of_work(request, principal) as repo:
+        if any(value is None for value in parsed.values()):  # an unknown id matches nothing
+            items: list[dict[str, Any]] = []
+            total = 0
+        else:
+            filters = {**parsed, "status": status, "domain_used": domain, "is_followup": is_followup}
+            items, total = await repository.message_page(repo, page, page_size, filters)
+    return {"data": {"items": items, "total": total, "page": page, "page_size": page_size}}
+
+
+@router.post("/campaigns/messages/{message_id}/resend", response_model=Envelope[MessageOut])
+async def resend_message(request: Request, principal: CurrentPrincipal, message_id: str) -> dict[str, Any]:
+    async with unit_of_work(request, principal) as repo:
+        message = service.not_found_unless(await repo.get(Message, message_id), "message")
+        message = await lifecycle.resend(repo, message)
+        email = await repo.lead_email(message.lead_id)
+        return {"data": repository.message_out(message, email)}
+
+
 @router.get("/campaigns/{campaign_id}", response_model=Envelope[CampaignDetailOut])
 async def get_campaign(request: Request, principal: CurrentPrincipal, campaign_id: str) -> dict[str, Any]:
     async with unit_of_work(request, principal) as repo:
         campaign = service.not_found_unless(await repo.get(Campaign, campaign_id), "campaign")
         return {"data": await service.campaign_detail(repo, campaign)}
+
+
+def add_lifecycle_route(action: Action) -> None:
+    @router.post(
+        f"/campaigns/{{campaign_id}}/{action}",
+        response_model=Envelope[CampaignOut],
+        name=f"{action}_campaign",
+    )
+    async def change(request: Request, principal: CurrentPrincipal, campaign_id: str) -> dict[str, Any]:
+        async with unit_of_work(request, principal) as repo:
+            campaign = service.not_found_unless(await repo.get(Campaign, campaign_id), "campaign")
+            campaign = await lifecycle.change(repo, campaign, action)
+            await repo.session.refresh(campaign)
+            return {"data": service.campaign_out(campaign)}
+
+
+for _action in get_args(Action):
+    add_lifecycle_route(_action)

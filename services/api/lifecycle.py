@@ -1,0 +1,62 @@
+"""Campaign lifecycle and resend: a status change, its immediate effects and its event, in one transaction."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+
+from services.api.envelope import conflict
+from services.api.repository import Repository
+from shared.clock import utcnow
+from shared.db import kpi
+from shared.db.messages import cancel_unsent
+from shared.db.models import Campaign, CampaignStatus, Message, MessageStatus
+from shared.events import CampaignPaused, CampaignResumed, CampaignStarted, CampaignStopped, Event
+from shared.lifecycle import Action, InvalidTransition, transition
+from shared.messaging import enqueue
+
+EVENTS: dict[Action, type[Event]] = {
+    "start": CampaignStarted,
+    "pause": CampaignPaused,
+    "resume": CampaignResumed,
+    "stop": CampaignStopped,
+}
+
+
+async def change(repo: Repository, campaign: Campaign, action: Action) -> Campaign:
+    """Apply `action` or answer 409 changing nothing.
+
+    The campaign row is locked first: a sender's claim holds it in share mode, so `pause` and `stop` return
+    only once no claim can still see the campaign active, and none can start after."""
+    await repo.session.refresh(campaign, with_for_update=True)
+    anything_sent = await repo.session.scalar(
+        select(Message.id).where(Message.campaign_id == campaign.id, Message.sent_at.is_not(None)).limit(1)
+    )
+    try:
+        campaign.status = transition(CampaignStatus(campaign.status), action, anything_sent is not None)
+    except InvalidTransition as error:
+        raise conflict(str(error)) from error
+    if action == "stop":
+        await cancel_unsent(repo.session, Message.campaign_id == campaign.id)
+    await enqueue(repo.session, EVENTS[action](workspace_id=repo.workspace_id, campaign_id=campaign.id))
+    await repo.session.flush()
+    return campaign
+
+
+async def resend(repo: Repository, message: Message) -> Message:
+    """Plan a `failed` message again, like a retry: the scheduler gives it the next free slot from now."""
+    if message.status != MessageStatus.FAILED:
+        raise conflict(f"only a failed message can be resent; this one is {message.status}")
+    campaign = await repo.session.get_one(Campaign, message.campaign_id, with_for_update=True)
+    if campaign.status == CampaignStatus.STOPPED:
+        raise conflict("the campaign is stopped")
+    await repo.session.execute(
+        update(Message)
+        .where(Message.id == message.id)
+        .values(status=MessageStatus.PLANNED, retry_count=Message.retry_count + 1, not_before=utcnow())
+    )
+    await kpi.bump(repo.session, message.campaign_id, failed=-1)
+    if campaign.status == CampaignStatus.COMPLETED:
+        campaign.status = CampaignStatus.RUNNING  # it has something to send again
+    await repo.session.flush()
+    await repo.session.refresh(message)
+    return message

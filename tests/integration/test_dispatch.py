@@ -1,0 +1,100 @@
+"""Dispatch rules against PostgreSQL, driving the use cases directly with a movable clock."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from itertools import pairwise
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.scheduler.service import Scheduler
+from services.sender.service import Sender
+from shared.db import create_engine, session_factory
+from shared.db.models import Campaign, Message
+from shared.events import SendMessage
+from shared.settings import Settings
+from tests.support.api import ALWAYS_OPEN, ApiClient
+from tests.support.clock import MovableClock
+from tests.support.smtp import SmtpSink
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def sessions(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(settings.database_url, pool_size=2)
+    yield session_factory(engine)
+    await engine.dispose()
+
+
+async def planned_campaign(
+    api: ApiClient,
+    scheduler: Scheduler,
+    sessions: async_sessionmaker[AsyncSession],
+    leads: int,
+    interval: int,
+    port: int,
+) -> uuid.UUID:
+    domain = f"dispatch-{uuid.uuid4().hex[:8]}.example"
+    await api.domain(domain, port, interval=interval)
+    lead_ids = [(await api.lead(f"{uuid.uuid4().hex[:8]}@lead.example"))["id"] for _ in range(leads)]
+    template = await api.template()
+    draft = {"start_mode": "draft", "window": ALWAYS_OPEN}
+    campaign_id = uuid.UUID((await api.campaign(template["id"], lead_ids, [domain], schedule=draft))["id"])
+    async with sessions() as session, session.begin():
+        await session.execute(update(Campaign).where(Campaign.id == campaign_id).values(status="scheduled"))
+    assert await scheduler.start_campaign(campaign_id) == leads
+    return campaign_id
+
+
+async def messages_of(sessions: async_sessionmaker[AsyncSession], campaign_id: uuid.UUID) -> list[Message]:
+    async with sessions() as session:
+        rows = await session.scalars(select(Message).where(Message.campaign_id == campaign_id))
+        return sorted(rows, key=lambda m: m.scheduled_at)
+
+
+async def test_a_backlog_after_an_outage_is_replanned_from_now_never_burst(
+    api: ApiClient, settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    clock = MovableClock()
+    scheduler = Scheduler(sessions, settings, clock)
+    campaign_id = await planned_campaign(api, scheduler, sessions, leads=5, interval=600, port=1025)
+
+    clock.advance(timedelta(hours=2))  # the scheduler was down: every slot is now long past
+    assert await scheduler.dispatch_due() >= 5  # (other tests may have left due work too)
+
+    messages = await messages_of(sessions, campaign_id)
+    assert [m.status for m in messages] == ["planned"] * 5  # none dispatched late
+    slots = [m.scheduled_at for m in messages]
+    assert slots[0] >= clock() - timedelta(seconds=1)
+    assert all(b - a >= timedelta(seconds=600) for a, b in pairwise(slots))
+
+
+async def test_stop_while_dispatched_cancels_and_the_sender_sends_nothing(
+    api: ApiClient, settings: Settings, sessions: async_sessionmaker[AsyncSession], smtp_sink: SmtpSink
+) -> None:
+    clock = MovableClock()
+    scheduler = Scheduler(sessions, settings, clock)
+    campaign_id = await planned_campaign(api, scheduler, sessions, leads=1, interval=0, port=smtp_sink.port)
+    assert await scheduler.dispatch_due() >= 1
+    [message] = await messages_of(sessions, campaign_id)
+    assert message.status == "dispatched"
+
+    stopped = await api.http.post(f"/campaigns/{campaign_id}/stop")
+    assert stopped.status_code == 200
+
+    command = SendMessage(
+        workspace_id=message.workspace_id,
+        campaign_id=campaign_id,
+        message_id=message.id,
+        scheduled_at=message.scheduled_at,
+        deadline=message.scheduled_at + timedelta(minutes=1),
+    )
+    await Sender(sessions, settings, clock).handle(command)
+    [after] = await messages_of(sessions, campaign_id)
+    assert after.status == "cancelled"
+    assert smtp_sink.received == []

@@ -1,0 +1,216 @@
+"""Follow-ups, retries, bounces and the lifecycle through the real broker, database and SMTP server.
+
+The scheduler and sender run in-process with a clock the test can move, so "three days later" takes a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from services.scheduler.main import create_app as create_scheduler
+from services.sender.main import create_app as create_sender
+from shared.settings import Settings
+from tests.support.api import ApiClient
+from tests.support.clock import MovableClock
+from tests.support.smtp import SmtpSink, free_port
+from tests.support.stack import inprocess_service
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Pipeline:
+    api: ApiClient
+    sink: SmtpSink
+    clock: MovableClock
+
+    async def campaign(
+        self, leads: int = 1, interval: int = 0, **extra: Any
+    ) -> tuple[dict[str, Any], list[str]]:
+        domain = f"flow-{uuid.uuid4().hex[:8]}.example"
+        await self.api.domain(domain, self.sink.port, interval=interval)
+        lead_ids = [
+            (await self.api.lead(f"{uuid.uuid4().hex[:8]}@lead.example", first_name="Jan"))["id"]
+            for _ in range(leads)
+        ]
+        template = await self.api.template()
+        return await self.api.campaign(template["id"], lead_ids, [domain], **extra), lead_ids
+
+    async def messages(self, campaign_id: str) -> list[dict[str, Any]]:
+        return list(
+            (await self.api.get(f"/campaigns/messages?campaign_id={campaign_id}&page_size=200"))["items"]
+        )
+
+    async def until(self, probe: Callable[[], Awaitable[bool]], seconds: float = 20.0) -> None:
+        for _ in range(int(seconds * 20)):
+            if await probe():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("condition not reached in time")
+
+
+@pytest.fixture
+async def pipeline(api: ApiClient, settings: Settings, smtp_sink: SmtpSink) -> AsyncIterator[Pipeline]:
+    clock = MovableClock()
+    fast_retries = settings.model_copy(update={"retry_backoff_seconds": [1, 2]})
+    async with AsyncExitStack() as stack:
+        for create_app in (create_scheduler, create_sender):
+            await stack.enter_async_context(
+                inprocess_service(create_app, fast_retries, free_port(), clock=clock)
+            )
+        yield Pipeline(api, smtp_sink, clock)
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+async def test_a_followup_threads_under_the_original_days_later(pipeline: Pipeline) -> None:
+    campaign, _ = await pipeline.campaign(followup={"enabled": True, "days": 3})
+    [original] = await pipeline.sink.wait_for(1)
+
+    async def followup_planned() -> bool:
+        return len(await pipeline.messages(campaign["id"])) == 2
+
+    await pipeline.until(followup_planned)
+    sent, followup = sorted(await pipeline.messages(campaign["id"]), key=lambda m: m["is_followup"])
+    assert followup["is_followup"]
+    assert followup["parent_message_id"] == sent["id"]
+    assert followup["domain_used"] == sent["domain_used"]
+    assert at(followup["scheduled_at"]) >= at(sent["sent_at"]) + timedelta(days=3)
+    assert (await pipeline.api.get(f"/campaigns/{campaign['id']}"))["status"] == "running"
+
+    pipeline.clock.advance(timedelta(days=3, minutes=1))
+    _, reply = await pipeline.sink.wait_for(2)
+    assert reply.message["Subject"] == "Re: Hello Jan"
+    assert reply.message["In-Reply-To"] == original.message["Message-ID"]
+    assert reply.message["References"] == original.message["Message-ID"]
+
+    async def completed() -> bool:
+        return (await pipeline.api.get(f"/campaigns/{campaign['id']}"))["status"] == "completed"
+
+    await pipeline.until(completed)
+    kpis = (await pipeline.api.get(f"/campaigns/{campaign['id']}"))["kpis"]
+    assert (kpis["total_planned"], kpis["total_sent"]) == (2, 2)
+
+
+async def test_temporary_failures_retry_twice_then_fail_for_good_and_resend_delivers(
+    pipeline: Pipeline,
+) -> None:
+    pipeline.sink.handler.reply = "451 4.7.1 Greylisted, try again later"
+    campaign, _ = await pipeline.campaign()
+
+    async def failed_for_good() -> bool:
+        messages = await pipeline.messages(campaign["id"])
+        return bool(messages) and messages[0]["status"] == "failed"
+
+    await pipeline.until(failed_for_good)
+    [message] = await pipeline.messages(campaign["id"])
+    assert pipeline.sink.handler.data_started == 3  # the first try and two retries
+    assert message["retry_count"] == 2
+    assert message["last_error"].startswith("451 4.7.1")
+    detail = await pipeline.api.get(f"/campaigns/{campaign['id']}")
+    assert detail["kpis"]["total_failed"] == 1
+    assert detail["status"] == "completed"
+
+    pipeline.sink.handler.reply = "250 2.0.0 OK"
+    resent = await pipeline.api.http.post(f"/campaigns/messages/{message['id']}/resend")
+    assert resent.status_code == 200, resent.text
+    assert resent.json()["data"]["status"] == "planned"
+    await pipeline.sink.wait_for(1)
+    again = await pipeline.api.http.post(f"/campaigns/messages/{message['id']}/resend")
+    assert again.status_code == 409
+
+    async def sent() -> bool:
+        kpis = (await pipeline.api.get(f"/campaigns/{campaign['id']}"))["kpis"]
+        return bool(kpis["total_sent"] == 1 and kpis["total_failed"] == 0)
+
+    await pipeline.until(sent)
+
+
+async def test_a_hard_bounce_suppresses_the_lead_and_plans_no_followup(pipeline: Pipeline) -> None:
+    pipeline.sink.handler.reply = "550 5.1.1 <x@lead.example>: Recipient address rejected"
+    campaign, [lead_id] = await pipeline.campaign(followup={"enabled": True, "days": 1})
+
+    async def bounced() -> bool:
+        return (await pipeline.api.get(f"/campaigns/{campaign['id']}"))["kpis"]["total_bounced"] == 1
+
+    await pipeline.until(bounced)
+    detail = await pipeline.api.get(f"/campaigns/{campaign['id']}")
+    assert detail["kpis"]["bounce_rate"] == 1.0
+    [message] = await pipeline.messages(campaign["id"])
+    assert message["status"] == "bounced"
+    assert (await pipeline.api.get(f"/leads/{lead_id}"))["status"] == "bounced"
+    await asyncio.sleep(0.5)
+    assert len(await pipeline.messages(campaign["id"])) == 1  # no follow-up for a bounced lead
+
+
+async def test_pause_holds_resume_replans_from_now_and_stop_cancels(pipeline: Pipeline) -> None:
+    campaign, _ = await pipeline.campaign(leads=3, interval=3600)  # slots an hour apart, on the full hour
+    cid = campaign["id"]
+
+    async def all_planned() -> bool:
+        return len(await pipeline.messages(cid)) == 3
+
+    await pipeline.until(all_planned)
+    first_slot = min(at(m["scheduled_at"]) for m in await pipeline.messages(cid))
+    pipeline.clock.advance(first_slot - pipeline.clock())
+    await pipeline.sink.wait_for(1)
+    paused = await pipeline.api.http.post(f"/campaigns/{cid}/pause")
+    assert paused.status_code == 200
+    assert paused.json()["data"]["status"] == "paused"
+    assert (await pipeline.api.http.post(f"/campaigns/{cid}/pause")).status_code == 409
+
+    before = {
+        m["id"]: at(m["scheduled_at"]) for m in await pipeline.messages(cid) if m["status"] == "planned"
+    }
+    assert len(before) == 2
+    pipeline.clock.advance(timedelta(days=1))  # a day later, both old slots have passed
+    await asyncio.sleep(1.5)
+    assert len(pipeline.sink.received) == 1  # nothing went out while paused
+
+    resumed = await pipeline.api.http.post(f"/campaigns/{cid}/resume")
+    assert resumed.json()["data"]["status"] == "running"
+
+    async def replanned() -> bool:
+        after = {
+            m["id"]: at(m["scheduled_at"]) for m in await pipeline.messages(cid) if m["status"] == "planned"
+        }
+        return len(after) >= 1 and all(after[i] != before[i] for i in after)
+
+    await pipeline.until(replanned)
+    planned = sorted(at(m["scheduled_at"]) for m in await pipeline.messages(cid) if m["status"] != "sent")
+    assert all(slot >= pipeline.clock() - timedelta(seconds=5) for slot in planned)
+
+    stopped = await pipeline.api.http.post(f"/campaigns/{cid}/stop")
+    assert stopped.json()["data"]["status"] == "stopped"
+    statuses = sorted(m["status"] for m in await pipeline.messages(cid))
+    assert statuses.count("cancelled") == 3 - statuses.count("sent")
+    assert (await pipeline.api.http.post(f"/campaigns/{cid}/resume")).status_code == 409
+    detail = await pipeline.api.get(f"/campaigns/{cid}")
+    assert detail["kpis"]["total_cancelled"] == statuses.count("cancelled")
+    assert detail["kpis"]["total_planned"] == 3
+
+
+async def test_a_draft_waits_until_started(pipeline: Pipeline) -> None:
+    campaign, _ = await pipeline.campaign(schedule={"start_mode": "draft", "window": {"holidays": None}})
+    assert campaign["status"] == "draft"
+    assert (await pipeline.api.http.post(f"/campaigns/{campaign['id']}/pause")).status_code == 409
+    await asyncio.sleep(0.5)
+    assert await pipeline.messages(campaign["id"]) == []
+    started = await pipeline.api.http.post(f"/campaigns/{campaign['id']}/start")
+    assert started.json()["data"]["status"] == "scheduled"
+    assert (await pipeline.api.http.post(f"/campaigns/{campaign['id']}/start")).status_code == 409
+
+    async def planned() -> bool:
+        return len(await pipeline.messages(campaign["id"])) == 1
+
+    await pipeline.until(planned)
