@@ -13,6 +13,7 @@ from shared.db.models import (
     Campaign,
     CampaignKpi,
     CampaignKpiDay,
+    CampaignLead,
     Lead,
     Message,
     SendingDomain,
@@ -78,6 +79,32 @@ class Repository:
             )
         )
         return rows.first()
+
+    async def unsent_initial_messages(self, campaign_id: uuid.UUID) -> list[Message]:
+        rows = await self.session.scalars(
+            select(Message)
+            .where(
+                Message.campaign_id == campaign_id,
+                Message.is_followup.is_(False),
+                Message.status.in_(("planned", "dispatched")),
+            )
+            .order_by(Message.scheduled_at, Message.id)
+        )
+        return list(rows)
+
+    async def campaign_has_messages(self, campaign_id: uuid.UUID) -> bool:
+        found = await self.session.scalar(
+            select(Message.id).where(Message.campaign_id == campaign_id).limit(1)
+        )
+        return found is not None
+
+    async def audience_of(self, campaign_id: uuid.UUID) -> list[uuid.UUID]:
+        rows = await self.session.scalars(
+            select(CampaignLead.lead_id)
+            .where(CampaignLead.campaign_id == campaign_id)
+            .order_by(CampaignLead.position)
+        )
+        return list(rows)
 
     async def lead_email(self, lead_id: uuid.UUID) -> str:
         return str(await self.session.scalar(select(Lead.email).where(Lead.id == lead_id)))

@@ -271,3 +271,34 @@ class MessageOut(BaseModel):
     retry_count: int
     last_error: str | None
     opened_at: datetime | None
+
+
+class Excluded(BaseModel):
+    unsubscribed: int
+    bounced: int
+    suppressed: int
+    recent: int
+    duplicate_domain: int
+
+
+class DaySlots(BaseModel):
+    date: date
+    count: int
+
+
+class PlannedSlot(BaseModel):
+    lead_id: str
+    domain: str
+    scheduled_at: datetime
+
+
+class DryRunOut(BaseModel):
+    audience_count: int
+    excluded: Excluded
+    total_messages: int
+    first_send_at: datetime | None
+    last_send_at: datetime | None
+    per_domain: dict[str, int]
+    per_day: list[DaySlots]
+    slots: list[PlannedSlot]
+    followups_expected: int

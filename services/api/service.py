@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import exists, insert, select
@@ -16,10 +17,21 @@ from services.api.repository import Repository, parse_id
 from services.api.schemas import CampaignIn
 from shared import kpis
 from shared.clock import utcnow
-from shared.db.models import Campaign, CampaignKpi, CampaignLead, CampaignStatus, Template, User, Workspace
+from shared.db.models import (
+    Campaign,
+    CampaignKpi,
+    CampaignLead,
+    CampaignStatus,
+    SendingDomain,
+    Template,
+    User,
+    Workspace,
+)
+from shared.db.slots import domain_schedules, held_slots
 from shared.events import CampaignStarted
 from shared.messaging import enqueue
-from shared.planning import audience
+from shared.planning import DomainSchedule, audience, plan_round_robin
+from shared.planning.summary import summarize
 from shared.planning.window import Window
 
 PAST_TOLERANCE = timedelta(seconds=60)
@@ -76,9 +88,19 @@ def window_dict(payload: CampaignIn) -> dict[str, Any]:
     return payload.schedule.window.model_dump()
 
 
-async def create_campaign(repo: Repository, payload: CampaignIn) -> Campaign:
-    """Validate the wizard payload against the workspace, resolve the audience once, store the campaign and,
-    unless it is a draft, its `CampaignStarted` in the same transaction (outbox)."""
+@dataclass(frozen=True)
+class Wizard:
+    """A wizard payload checked against the workspace, with its audience resolved."""
+
+    template: Template
+    domains: list[SendingDomain]
+    audience: audience.Audience
+    window: Window
+    start_at: datetime | None
+
+
+async def check_wizard(repo: Repository, payload: CampaignIn) -> Wizard:
+    """Every rule a campaign must meet before it is stored (or dry-run); 422 naming the field otherwise."""
     now = utcnow()
     schedule = payload.schedule
     if schedule.start_mode == "at" and schedule.start_at and schedule.start_at < now - PAST_TOLERANCE:
@@ -95,36 +117,90 @@ async def create_campaign(repo: Repository, payload: CampaignIn) -> Campaign:
         raise invalid(
             f"not active sending domains of this workspace: {', '.join(unusable)}", ["body", "domains"]
         )
-
     resolved = await _resolve_audience(repo, payload, now)
+    window = Window.from_dict(window_dict(payload))
+    return Wizard(template, [known[n] for n in names], resolved, window, schedule.start_at)
+
+
+async def create_campaign(repo: Repository, payload: CampaignIn) -> Campaign:
+    """Store the campaign with its resolved audience and, unless it is a draft, its `CampaignStarted` in the
+    same transaction (outbox)."""
+    wizard = await check_wizard(repo, payload)
     campaign = Campaign(
         name=payload.name,
-        status=CampaignStatus.DRAFT if schedule.start_mode == "draft" else CampaignStatus.SCHEDULED,
-        template_id=template.id,
+        status=CampaignStatus.DRAFT if payload.schedule.start_mode == "draft" else CampaignStatus.SCHEDULED,
+        template_id=wizard.template.id,
         followup_enabled=payload.followup.enabled,
         followup_days=payload.followup.days,
         followup_attach_report=payload.followup.attach_report,
         track_opens=payload.tracking.opens,
         track_clicks=payload.tracking.clicks,
-        start_at=schedule.start_at,
+        start_at=wizard.start_at,
         window=window_dict(payload),
-        domains=names,
-        audience_count=len(resolved.lead_ids),
+        domains=[d.domain for d in wizard.domains],
+        audience_count=len(wizard.audience.lead_ids),
+        audience_excluded=wizard.audience.excluded,
     )
     repo.add(campaign)
     await repo.session.flush()
-    if resolved.lead_ids:
-        await repo.session.execute(
-            insert(CampaignLead),
-            [
-                {"campaign_id": campaign.id, "position": i, "lead_id": lead}
-                for i, lead in enumerate(resolved.lead_ids)
-            ],
-        )
+    lead_ids = wizard.audience.lead_ids
+    if lead_ids:
+        rows = [
+            {"campaign_id": campaign.id, "position": i, "lead_id": lead} for i, lead in enumerate(lead_ids)
+        ]
+        await repo.session.execute(insert(CampaignLead), rows)
     repo.session.add(CampaignKpi(campaign_id=campaign.id))
     if campaign.status == CampaignStatus.SCHEDULED:
         await enqueue(repo.session, CampaignStarted(workspace_id=repo.workspace_id, campaign_id=campaign.id))
     return campaign
+
+
+async def dry_run(repo: Repository, payload: CampaignIn) -> dict[str, Any]:
+    """What creating this campaign now would plan, through the planner and reservations a start uses."""
+    wizard = await check_wizard(repo, payload)
+    earliest = max(utcnow(), wizard.start_at or utcnow())
+    schedules = await domain_schedules(repo.session, wizard.domains, wizard.window, earliest, lock=False)
+    planned = plan_round_robin(wizard.audience.lead_ids, [d.id for d in wizard.domains], schedules, earliest)
+    names = {d.id: d.domain for d in wizard.domains}
+    return {
+        "audience_count": len(wizard.audience.lead_ids),
+        "excluded": wizard.audience.excluded,
+        **summarize(
+            [(lead, names[d], slot) for lead, d, slot in planned], wizard.window, payload.followup.enabled
+        ),
+    }
+
+
+async def campaign_dry_run(repo: Repository, campaign: Campaign) -> dict[str, Any]:
+    """What a start or resume now would plan: the leads not yet sent to, re-planned from max(now, start_at)
+    with the campaign's own unsent reservations left out."""
+    window = Window.from_dict(campaign.window)
+    earliest = max(utcnow(), campaign.start_at or utcnow())
+    by_name = await repo.domains_named(campaign.domains)
+    domains = [by_name[n] for n in campaign.domains]
+    unsent = await repo.unsent_initial_messages(campaign.id)
+    if unsent or await repo.campaign_has_messages(campaign.id):
+        held = await held_slots(repo.session, domains, earliest, excluding=[m.id for m in unsent], lock=False)
+        schedules = {
+            d.id: DomainSchedule(window, d.min_interval_seconds, held[d.id], d.daily_cap) for d in domains
+        }
+        planned = [
+            (m.lead_id, m.domain_used, schedules[m.sending_domain_id].take(max(earliest, m.not_before)))
+            for m in unsent
+        ]
+    else:
+        leads = await repo.audience_of(campaign.id)
+        schedules = await domain_schedules(repo.session, domains, window, earliest, lock=False)
+        names = {d.id: d.domain for d in domains}
+        planned = [
+            (lead, names[d], slot)
+            for lead, d, slot in plan_round_robin(leads, [d.id for d in domains], schedules, earliest)
+        ]
+    return {
+        "audience_count": campaign.audience_count,
+        "excluded": {**dict.fromkeys(audience.EXCLUSION_ORDER, 0), **campaign.audience_excluded},
+        **summarize(planned, window, campaign.followup_enabled),
+    }
 
 
 async def _resolve_audience(repo: Repository, payload: CampaignIn, now: Any) -> audience.Audience:

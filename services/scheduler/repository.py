@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.models import (
-    LIVE_SLOT_STATUSES,
     Campaign,
     CampaignLead,
     CampaignStatus,
@@ -40,36 +38,6 @@ COPY_COLUMNS = (
     "parent_message_id",
     "retry_count",
 )
-
-
-async def lock_domains(session: AsyncSession, domain_ids: Iterable[uuid.UUID]) -> None:
-    """Serialise planners per sending domain for this transaction (sorted: no deadlocks).
-
-    The exclusion constraint is the guarantee; the lock spares concurrent planners from colliding on it.
-    """
-    for domain_id in sorted(set(domain_ids)):
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": domain_id.int >> 65})
-
-
-async def reservations(
-    session: AsyncSession, domain_ids: Sequence[uuid.UUID], since: datetime, excluding: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, list[Reservation]]:
-    query = select(Message.sending_domain_id, Message.scheduled_at, Message.slot_ends_at).where(
-        Message.sending_domain_id.in_(domain_ids),
-        Message.status.in_(LIVE_SLOT_STATUSES),
-        Message.scheduled_at >= since,
-    )
-    if excluding:
-        query = query.where(Message.id.not_in(excluding))
-    found: dict[uuid.UUID, list[Reservation]] = {d: [] for d in domain_ids}
-    for domain_id, start, end in await session.execute(query):
-        found[domain_id].append(Reservation(start, end))
-    return found
-
-
-def reservation_horizon(earliest: datetime) -> datetime:
-    # Older reservations cannot overlap a new slot, nor share its local day for the daily cap.
-    return earliest - timedelta(days=2)
 
 
 async def campaign_for_update(session: AsyncSession, campaign_id: uuid.UUID) -> Campaign | None:

@@ -17,34 +17,16 @@ from shared.clock import Clock
 from shared.db import kpi
 from shared.db.messages import cancel_unsent
 from shared.db.models import Campaign, CampaignStatus, Message, SendingDomain
+from shared.db.slots import domain_schedules, held_slots
 from shared.events import SendMessage
 from shared.messaging import enqueue
-from shared.planning import DomainSchedule, Reservation, Window, plan_round_robin
+from shared.planning import DomainSchedule, Window, plan_round_robin
 from shared.planning.slots import send_grace
 from shared.settings import Settings
 
 log = structlog.get_logger()
 DISPATCHED = Metric("maildash_scheduler_dispatched_total", "SendMessage commands issued")
 REPLANNED = Metric("maildash_scheduler_replanned_total", "Messages moved to a new slot", ["why"])
-
-
-async def held_slots(
-    session: AsyncSession,
-    domains: Sequence[SendingDomain],
-    earliest: datetime,
-    excluding: Sequence[uuid.UUID] = (),
-) -> dict[uuid.UUID, list[Reservation]]:
-    """Lock the domains and load every live reservation that could collide with a slot from `earliest` on."""
-    ids = [d.id for d in domains]
-    await repo.lock_domains(session, ids)
-    return await repo.reservations(session, ids, repo.reservation_horizon(earliest), excluding)
-
-
-async def domain_schedules(
-    session: AsyncSession, domains: Sequence[SendingDomain], window: Window, earliest: datetime
-) -> dict[uuid.UUID, DomainSchedule]:
-    held = await held_slots(session, domains, earliest)
-    return {d.id: DomainSchedule(window, d.min_interval_seconds, held[d.id], d.daily_cap) for d in domains}
 
 
 def followup_due(window: Window, sent_at: datetime, days: int) -> datetime:

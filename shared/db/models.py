@@ -194,6 +194,7 @@ class Campaign(Base):
     window: Mapped[dict[str, Any]] = mapped_column()
     domains: Mapped[list[str]] = mapped_column()
     audience_count: Mapped[int] = mapped_column(Integer, default=0)
+    audience_excluded: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 

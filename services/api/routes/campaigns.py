@@ -8,7 +8,7 @@ from services.api import lifecycle, repository, service
 from services.api.auth import CurrentPrincipal
 from services.api.envelope import Envelope, Page
 from services.api.routes.deps import PageNumber, PageSize, unit_of_work
-from services.api.schemas import CampaignDetailOut, CampaignIn, CampaignOut, MessageOut
+from services.api.schemas import CampaignDetailOut, CampaignIn, CampaignOut, DryRunOut, MessageOut
 from shared.db.models import Campaign, Message, MessageStatus
 from shared.lifecycle import Action
 
@@ -22,6 +22,21 @@ async def create_campaign(request: Request, principal: CurrentPrincipal, body: C
         await repo.session.flush()
         await repo.session.refresh(campaign)
         return {"data": await service.campaign_detail(repo, campaign)}
+
+
+@router.post("/campaigns/dry-run", response_model=Envelope[DryRunOut])
+async def dry_run(request: Request, principal: CurrentPrincipal, body: CampaignIn) -> dict[str, Any]:
+    """Plan the wizard payload as a start now would, writing nothing."""
+    async with unit_of_work(request, principal) as repo:
+        return {"data": await service.dry_run(repo, body)}
+
+
+@router.post("/campaigns/{campaign_id}/dry-run", response_model=Envelope[DryRunOut])
+async def campaign_dry_run(request: Request, principal: CurrentPrincipal, campaign_id: str) -> dict[str, Any]:
+    """What a start or resume now would plan, writing nothing."""
+    async with unit_of_work(request, principal) as repo:
+        campaign = service.not_found_unless(await repo.get(Campaign, campaign_id), "campaign")
+        return {"data": await service.campaign_dry_run(repo, campaign)}
 
 
 @router.get("/campaigns", response_model=Envelope[Page[CampaignOut]])

@@ -168,6 +168,7 @@ def upgrade() -> None:
         sa.Column("window", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
         sa.Column("domains", postgresql.ARRAY(sa.Text()), nullable=False),
         sa.Column("audience_count", sa.Integer(), nullable=False),
+        sa.Column("audience_excluded", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.CheckConstraint(
