@@ -21,22 +21,12 @@ from shared.db.slots import domain_schedules, held_slots
 from shared.events import SendMessage
 from shared.messaging import enqueue
 from shared.planning import DomainSchedule, Window, plan_round_robin
-from shared.planning.slots import send_grace
+from shared.planning.slots import followup_due, send_grace
 from shared.settings import Settings
 
 log = structlog.get_logger()
 DISPATCHED = Metric("maildash_scheduler_dispatched_total", "SendMessage commands issued")
 REPLANNED = Metric("maildash_scheduler_replanned_total", "Messages moved to a new slot", ["why"])
-
-
-def followup_due(window: Window, sent_at: datetime, days: int) -> datetime:
-    """`days` calendar days after the send, at the same local wall-clock time."""
-    local = sent_at.astimezone(window.zone)
-    return (
-        (local.replace(tzinfo=None) + timedelta(days=days))
-        .replace(tzinfo=window.zone)
-        .astimezone(sent_at.tzinfo)
-    )
 
 
 class Scheduler:

@@ -38,19 +38,24 @@ async def campaign_is_active(session: AsyncSession, campaign_id: uuid.UUID) -> b
 
 async def claim(session: AsyncSession, message_id: uuid.UUID, now: datetime) -> Message | None:
     """dispatched → sending. None: a duplicate or a void command, nothing to do."""
-    claimed = await session.scalar(
+    # The campaign row stays share-locked here: upgrading it (to mark the campaign running) while a sibling
+    # claim shares it would deadlock, so that happens when the outcome is recorded.
+    return await session.scalar(
         update(Message)
         .where(Message.id == message_id, Message.status == MessageStatus.DISPATCHED)
         .values(status=MessageStatus.SENDING, claimed_at=now)
         .returning(Message)
     )
-    if claimed is not None:
-        await session.execute(
-            update(Campaign)
-            .where(Campaign.id == claimed.campaign_id, Campaign.status == CampaignStatus.SCHEDULED)
-            .values(status=CampaignStatus.RUNNING)
-        )
-    return claimed
+
+
+async def mark_running(session: AsyncSession, campaign_id: uuid.UUID) -> None:
+    """An SMTP transaction happened: the campaign runs. Locks the campaign before its KPI row (the order a
+    stop or pause uses), so outcome and lifecycle transactions cannot deadlock."""
+    await session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.SCHEDULED)
+        .values(status=CampaignStatus.RUNNING)
+    )
 
 
 async def message_campaign(session: AsyncSession, message_id: uuid.UUID) -> uuid.UUID | None:
@@ -138,6 +143,7 @@ async def settle(
     )
     if changed is None:
         return False
+    await mark_running(session, message.campaign_id)
     await record_event(session, message, status, now, data)
     if status == MessageStatus.SENT:
         first = func.least(func.coalesce(CampaignKpi.first_sent_at, now), now)
@@ -175,6 +181,7 @@ async def plan_retry(
     )
     if changed is None:
         return False
+    await mark_running(session, message.campaign_id)
     await record_event(
         session, message, MessageStatus.FAILED, now, {**data, "retry_at": retry_at.isoformat()}
     )

@@ -52,6 +52,10 @@ def _created() -> Mapped[datetime]:
     return mapped_column(server_default=func.now())
 
 
+def _counter() -> Mapped[int]:
+    return mapped_column(Integer, default=0, server_default=text("0"))
+
+
 def _workspace() -> Mapped[uuid.UUID]:
     return mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
 
@@ -230,12 +234,8 @@ class Message(Base):
         Index("messages_in_flight", "status", "claimed_at", postgresql_where=text("status = 'sending'")),
         Index("messages_campaign_status", "campaign_id", "status"),
         Index("messages_lead", "lead_id"),
-        Index(
-            "messages_one_followup",
-            "parent_message_id",
-            unique=True,
-            postgresql_where=text("is_followup"),
-        ),
+        # One follow-up per original; not partial, so it also serves the self-referencing foreign key.
+        Index("messages_one_followup", "parent_message_id", unique=True),
         Index("messages_smtp_message_id", "smtp_message_id", unique=True),
     )
     id: Mapped[uuid.UUID] = _id()
@@ -280,16 +280,16 @@ class CampaignKpi(Base):
     campaign_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
     )
-    planned: Mapped[int] = mapped_column(Integer, default=0)
-    cancelled: Mapped[int] = mapped_column(Integer, default=0)
-    sent: Mapped[int] = mapped_column(Integer, default=0)
-    opened: Mapped[int] = mapped_column(Integer, default=0)
-    opened_human: Mapped[int] = mapped_column(Integer, default=0)
-    opens_total: Mapped[int] = mapped_column(Integer, default=0)
-    bounced: Mapped[int] = mapped_column(Integer, default=0)
-    bounced_at_smtp: Mapped[int] = mapped_column(Integer, default=0)
-    failed: Mapped[int] = mapped_column(Integer, default=0)
-    unsubscribed: Mapped[int] = mapped_column(Integer, default=0)
+    planned: Mapped[int] = _counter()
+    cancelled: Mapped[int] = _counter()
+    sent: Mapped[int] = _counter()
+    opened: Mapped[int] = _counter()
+    opened_human: Mapped[int] = _counter()
+    opens_total: Mapped[int] = _counter()
+    bounced: Mapped[int] = _counter()
+    bounced_at_smtp: Mapped[int] = _counter()
+    failed: Mapped[int] = _counter()
+    unsubscribed: Mapped[int] = _counter()
     first_sent_at: Mapped[datetime | None]
     last_sent_at: Mapped[datetime | None]
 
@@ -302,10 +302,10 @@ class CampaignKpiDay(Base):
         ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
     )
     day: Mapped[date] = mapped_column(Date, primary_key=True)
-    planned: Mapped[int] = mapped_column(Integer, default=0)
-    sent: Mapped[int] = mapped_column(Integer, default=0)
-    opened: Mapped[int] = mapped_column(Integer, default=0)
-    bounced: Mapped[int] = mapped_column(Integer, default=0)
+    planned: Mapped[int] = _counter()
+    sent: Mapped[int] = _counter()
+    opened: Mapped[int] = _counter()
+    bounced: Mapped[int] = _counter()
 
 
 class OutboxRow(Base):

@@ -119,6 +119,14 @@ def plan_round_robin(
     ]
 
 
+def followup_due(window: Window, sent_at: datetime, days: int) -> datetime:
+    """`days` calendar days after the send, at the same local wall-clock time (across clock changes too).
+
+    The follow-up then takes its domain's first free slot at or after this moment, inside the window."""
+    local = sent_at.astimezone(window.zone).replace(tzinfo=None) + timedelta(days=days)
+    return local.replace(tzinfo=window.zone).astimezone(sent_at.tzinfo)
+
+
 def retry_not_before(
     retry_count: int, failed_at: datetime, backoff_seconds: Sequence[int]
 ) -> datetime | None:

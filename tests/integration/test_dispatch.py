@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -98,3 +99,30 @@ async def test_stop_while_dispatched_cancels_and_the_sender_sends_nothing(
     [after] = await messages_of(sessions, campaign_id)
     assert after.status == "cancelled"
     assert smtp_sink.received == []
+
+
+async def test_a_duplicated_send_command_raced_by_two_senders_sends_one_email(
+    api: ApiClient, settings: Settings, sessions: async_sessionmaker[AsyncSession], smtp_sink: SmtpSink
+) -> None:
+    clock = MovableClock()
+    scheduler = Scheduler(sessions, settings, clock)
+    campaign_id = await planned_campaign(api, scheduler, sessions, leads=1, interval=0, port=smtp_sink.port)
+    await scheduler.dispatch_due()
+    [message] = await messages_of(sessions, campaign_id)
+    command = SendMessage(
+        workspace_id=message.workspace_id,
+        campaign_id=campaign_id,
+        message_id=message.id,
+        scheduled_at=message.scheduled_at,
+        deadline=message.scheduled_at + timedelta(minutes=1),
+    )
+    engines = [create_engine(settings.database_url, pool_size=1) for _ in range(2)]
+    try:
+        senders = [Sender(session_factory(e), settings, clock) for e in engines]
+        await asyncio.gather(*(s.handle(command) for s in senders), senders[0].handle(command))
+    finally:
+        for engine in engines:
+            await engine.dispose()
+    assert len(smtp_sink.received) == 1
+    [after] = await messages_of(sessions, campaign_id)
+    assert after.status == "sent"

@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from datetime import timedelta
 from itertools import pairwise
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
@@ -17,6 +18,7 @@ from shared.db import create_engine, session_factory
 from shared.db.models import Campaign, Message
 from shared.settings import Settings
 from tests.support.api import ALWAYS_OPEN, ApiClient
+from tests.support.stack import subprocess_service, with_ports
 
 pytestmark = pytest.mark.integration
 
@@ -98,3 +100,41 @@ async def test_the_database_refuses_an_overlapping_slot_on_one_domain(
                 await session.commit()
     finally:
         await engine.dispose()
+
+
+async def test_two_scheduler_processes_share_the_work_and_never_overlap(
+    api: ApiClient, settings: Settings, tmp_path: Path
+) -> None:
+    domains = [f"procs-{i}-{uuid.uuid4().hex[:6]}.example" for i in range(2)]
+    for name in domains:
+        await api.domain(name, 1025, interval=300)
+    template = await api.template()
+    async with (
+        subprocess_service("scheduler", with_ports(settings, "scheduler"), tmp_path),
+        subprocess_service("scheduler", with_ports(settings, "scheduler"), tmp_path),
+    ):
+        campaigns = []
+        for _ in range(4):  # started back to back: competing consumers plan them at the same moment
+            leads = [(await api.lead(f"{uuid.uuid4().hex[:10]}@procs.example"))["id"] for _ in range(20)]
+            campaigns.append((await api.campaign(template["id"], leads, domains))["id"])
+        ids = [uuid.UUID(c) for c in campaigns]
+        engine = create_engine(settings.database_url, pool_size=1)
+        try:
+            for _ in range(200):
+                async with session_factory(engine)() as session:
+                    rows = (
+                        await session.execute(
+                            select(Message.domain_used, Message.scheduled_at).where(
+                                Message.campaign_id.in_(ids)
+                            )
+                        )
+                    ).all()
+                if len(rows) == 80:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            await engine.dispose()
+    assert len(rows) == 80
+    for name in domains:
+        slots = sorted(at for domain, at in rows if domain == name)
+        assert all(b - a >= timedelta(seconds=300) for a, b in pairwise(slots))

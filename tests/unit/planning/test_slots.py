@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.planning import DomainSchedule, Reservation, Window, plan_round_robin
-from shared.planning.slots import retry_not_before, send_grace
+from shared.planning.slots import followup_due, retry_not_before, send_grace
 
 NL = holidays.country_holidays("NL")
 
@@ -144,3 +144,20 @@ def test_retry_backoff_counts_from_the_failure_and_runs_out() -> None:
     assert retry_not_before(0, failed, [300, 600]) == failed + timedelta(minutes=5)
     assert retry_not_before(1, failed, [300, 600]) == failed + timedelta(minutes=10)
     assert retry_not_before(2, failed, [300, 600]) is None
+
+
+def test_a_followup_due_on_a_saturday_goes_out_on_monday_morning() -> None:
+    window = Window()
+    sent = datetime(2026, 11, 25, 14, 20, tzinfo=window.zone)  # Wednesday 14:20 local
+    due = followup_due(window, sent, 3)  # Saturday 14:20
+    assert due == datetime(2026, 11, 28, 14, 20, tzinfo=window.zone)
+    slot = DomainSchedule(window, 1200).earliest_free(due)
+    assert slot == datetime(2026, 11, 30, 8, 0, tzinfo=window.zone)
+
+
+def test_followup_days_are_calendar_days_across_a_clock_change() -> None:
+    window = Window()
+    sent = datetime(2026, 10, 23, 10, 0, tzinfo=window.zone)  # Friday, summer time
+    assert (
+        followup_due(window, sent, 3).astimezone(window.zone).hour == 10
+    )  # Monday, winter time, still 10:00

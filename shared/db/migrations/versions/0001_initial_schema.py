@@ -187,26 +187,26 @@ def upgrade() -> None:
         "campaign_kpi_days",
         sa.Column("campaign_id", sa.UUID(), nullable=False),
         sa.Column("day", sa.Date(), nullable=False),
-        sa.Column("planned", sa.Integer(), nullable=False),
-        sa.Column("sent", sa.Integer(), nullable=False),
-        sa.Column("opened", sa.Integer(), nullable=False),
-        sa.Column("bounced", sa.Integer(), nullable=False),
+        sa.Column("planned", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("sent", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("opened", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("bounced", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.ForeignKeyConstraint(["campaign_id"], ["campaigns.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("campaign_id", "day"),
     )
     op.create_table(
         "campaign_kpis",
         sa.Column("campaign_id", sa.UUID(), nullable=False),
-        sa.Column("planned", sa.Integer(), nullable=False),
-        sa.Column("cancelled", sa.Integer(), nullable=False),
-        sa.Column("sent", sa.Integer(), nullable=False),
-        sa.Column("opened", sa.Integer(), nullable=False),
-        sa.Column("opened_human", sa.Integer(), nullable=False),
-        sa.Column("opens_total", sa.Integer(), nullable=False),
-        sa.Column("bounced", sa.Integer(), nullable=False),
-        sa.Column("bounced_at_smtp", sa.Integer(), nullable=False),
-        sa.Column("failed", sa.Integer(), nullable=False),
-        sa.Column("unsubscribed", sa.Integer(), nullable=False),
+        sa.Column("planned", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("cancelled", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("sent", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("opened", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("opened_human", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("opens_total", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("bounced", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("bounced_at_smtp", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("failed", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("unsubscribed", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("first_sent_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("last_sent_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(["campaign_id"], ["campaigns.id"], ondelete="CASCADE"),
@@ -290,7 +290,6 @@ def upgrade() -> None:
         "messages",
         ["parent_message_id"],
         unique=True,
-        postgresql_where=sa.text("is_followup"),
     )
     op.create_index("messages_smtp_message_id", "messages", ["smtp_message_id"], unique=True)
     op.create_table(
@@ -326,7 +325,7 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_message_events_campaign_id"), table_name="message_events")
     op.drop_table("message_events")
     op.drop_index("messages_smtp_message_id", table_name="messages")
-    op.drop_index("messages_one_followup", table_name="messages", postgresql_where=sa.text("is_followup"))
+    op.drop_index("messages_one_followup", table_name="messages")
     op.drop_index("messages_lead", table_name="messages")
     op.drop_index("messages_in_flight", table_name="messages", postgresql_where=sa.text("status = 'sending'"))
     op.drop_index("messages_due", table_name="messages", postgresql_where=sa.text("status = 'planned'"))

@@ -1,0 +1,115 @@
+"""Shared by the benchmarks: a throwaway database with a seeded workspace, and result reporting."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import statistics
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from shared.db.migrate import drop_database, ensure_database, upgrade
+from shared.db.notify import asyncpg_dsn
+from shared.settings import Settings
+
+
+@dataclass
+class Result:
+    figure: str
+    ours: float
+    raw: float | None
+    unit: str
+    target: str
+    ok: bool
+
+    @property
+    def ratio(self) -> str:
+        return f"{self.ours / self.raw:.2f}×" if self.raw else "—"
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+@contextlib.contextmanager
+def bench_database(base: Settings) -> Iterator[Settings]:
+    """A fresh, migrated database for one benchmark, dropped afterwards."""
+    import asyncio
+
+    url = base.database_url.rsplit("/", 1)[0] + f"/maildash_bench_{uuid.uuid4().hex[:8]}"
+    asyncio.run(ensure_database(url))
+    upgrade(url)
+    try:
+        yield base.model_copy(update={"database_url": url, "broker_prefix": f"bench-{uuid.uuid4().hex[:8]}"})
+    finally:
+        asyncio.run(drop_database(url))
+
+
+@contextlib.asynccontextmanager
+async def raw_connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(asyncpg_dsn(settings.database_url))
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+async def seed_campaign(
+    settings: Settings, leads: int, domains: int, interval: int, window: dict[str, Any]
+) -> tuple[uuid.UUID, uuid.UUID]:
+    """A workspace, template, `domains` sending domains, `leads` leads and a scheduled campaign over them."""
+    workspace, template, campaign = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    names = [f"d{i}.bench.example" for i in range(domains)]
+    async with raw_connection(settings) as db, db.transaction():
+        await db.execute(
+            "INSERT INTO workspaces (id, name) VALUES ($1, $2)", workspace, f"bench-{workspace.hex[:6]}"
+        )
+        await db.execute(
+            "INSERT INTO templates (id, workspace_id, name, subject, body_html) VALUES ($1, $2, 't', 's', '')",  # noqa: E501
+            template,
+            workspace,
+        )
+        await db.copy_records_to_table(
+            "sending_domains",
+            columns=["id", "workspace_id", "domain", "from_email", "from_name", "smtp_host", "smtp_port",
+                     "smtp_security", "min_interval_seconds", "active"],
+            records=[(uuid.uuid4(), workspace, n, f"s@{n}", "", "127.0.0.1", 1025, "none", interval, True)
+                     for n in names],
+        )  # fmt: skip
+        lead_ids = [uuid.uuid4() for _ in range(leads)]
+        await db.copy_records_to_table(
+            "leads",
+            columns=[
+                "id",
+                "workspace_id",
+                "email",
+                "first_name",
+                "last_name",
+                "company",
+                "tags",
+                "fields",
+                "status",
+            ],
+            records=(
+                (lead, workspace, f"{lead.hex}@lead.example", "", "", "", [], "{}", "active")
+                for lead in lead_ids
+            ),
+        )
+        await db.execute(
+            "INSERT INTO campaigns (id, workspace_id, name, status, template_id, followup_enabled,"
+            ' followup_days, followup_attach_report, track_opens, track_clicks, "window", domains,'
+            " audience_count, audience_excluded) VALUES"
+            " ($1, $2, 'bench', 'scheduled', $3, false, 3, false, true, false, $4::jsonb, $5, $6, '{}')",
+            campaign, workspace, template, json.dumps(window), names, leads,
+        )  # fmt: skip
+        await db.copy_records_to_table(
+            "campaign_leads",
+            columns=["campaign_id", "position", "lead_id"],
+            records=((campaign, i, lead) for i, lead in enumerate(lead_ids)),
+        )
+        await db.execute("INSERT INTO campaign_kpis (campaign_id) VALUES ($1)", campaign)
+    return workspace, campaign
