@@ -34,6 +34,7 @@ from shared.events import (
     CampaignStarted,
     CampaignStopped,
     Event,
+    LeadUnsubscribed,
     MessageBounced,
     MessageFailed,
     MessageSent,
@@ -55,6 +56,7 @@ CONSUMERS: dict[str, tuple[type[Event], ...]] = {
         MessageSent,
         MessageBounced,
         MessageFailed,
+        LeadUnsubscribed,
     ),
     "sender": (SendMessage,),
 }

@@ -15,6 +15,7 @@ from shared.events import (
     CampaignStarted,
     CampaignStopped,
     Event,
+    LeadUnsubscribed,
     MessageBounced,
     MessageFailed,
     MessageSent,
@@ -56,8 +57,12 @@ def build_router(topology: Topology, scheduler: Scheduler) -> RabbitRouter:
     @subscribe(MessageBounced)
     async def message_bounced(event: MessageBounced) -> None:
         if event.lead_id is not None:
-            await scheduler.lead_bounced(event.lead_id)
+            await scheduler.lead_left(event.lead_id)
         await scheduler.message_settled(event.campaign_id)
+
+    @subscribe(LeadUnsubscribed)
+    async def lead_unsubscribed(event: LeadUnsubscribed) -> None:
+        await scheduler.lead_left(event.lead_id)
 
     @subscribe(MessageFailed)
     async def message_failed(event: MessageFailed) -> None:

@@ -194,8 +194,9 @@ class Scheduler:
         log.info("scheduler.followup.planned", parent_id=str(message_id), scheduled_at=slot.start.isoformat())
         return True
 
-    async def lead_bounced(self, lead_id: uuid.UUID) -> None:
-        """A hard-bounced lead is never mailed again: its pending messages (follow-ups too) are cancelled."""
+    async def lead_left(self, lead_id: uuid.UUID) -> None:
+        """A lead that bounced or unsubscribed is never mailed again: its pending messages (follow-ups
+        too) are cancelled, which may finish their campaigns."""
         async with self._sessions() as session, session.begin():
             cancelled = await cancel_unsent(session, Message.lead_id == lead_id)
             for campaign_id in cancelled:

@@ -10,7 +10,19 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db.models import Campaign, CampaignKpi, CampaignKpiDay, Message, MessageEventRow, MessageStatus
+from shared.db import kpi
+from shared.db.messages import cancel_unsent
+from shared.db.models import (
+    Campaign,
+    CampaignKpi,
+    CampaignKpiDay,
+    Lead,
+    LeadStatus,
+    Message,
+    MessageEventRow,
+    MessageStatus,
+    Suppression,
+)
 
 
 async def message_for_open(session: AsyncSession, message_id: uuid.UUID) -> Any:
@@ -68,3 +80,32 @@ async def record_open(
             )
         )
     return first is not None
+
+
+async def unsubscribe(session: AsyncSession, message_id: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """Lead unsubscribed, address suppressed, pending messages cancelled; counted once, on the first call.
+
+    Returns (workspace, lead) when this call unsubscribed the lead, None when the message is unknown or the
+    lead had already unsubscribed."""
+    found = (
+        await session.execute(select(Message.campaign_id, Message.lead_id).where(Message.id == message_id))
+    ).first()
+    if found is None:
+        return None
+    campaign_id, lead_id = found
+    lead = await session.scalar(
+        update(Lead)
+        .where(Lead.id == lead_id, Lead.status != LeadStatus.UNSUBSCRIBED)
+        .values(status=LeadStatus.UNSUBSCRIBED)
+        .returning(Lead)
+    )
+    if lead is None:
+        return None
+    await session.execute(
+        insert(Suppression)
+        .values(workspace_id=lead.workspace_id, email=lead.email.lower(), reason="unsubscribed")
+        .on_conflict_do_nothing()
+    )
+    await kpi.bump(session, campaign_id, unsubscribed=1)
+    await cancel_unsent(session, Message.lead_id == lead_id)
+    return lead.workspace_id, lead_id

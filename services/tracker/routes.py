@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 # The smallest transparent 1×1 GIF.
@@ -24,4 +24,36 @@ async def open_pixel(request: Request) -> Response:
     return Response(PIXEL, media_type="image/gif", headers=PIXEL_HEADERS)
 
 
-routes = [Route("/track/open.gif", open_pixel)]
+MAX_TOKEN = 200
+PAGE = """<!doctype html><html lang="en"><meta charset="utf-8">
+<meta name="viewport" content="width=device-width"><title>{title}</title>
+<body style="font-family:sans-serif;max-width:32em;margin:3em auto">{body}</body></html>"""
+CONFIRM = """<h1>Unsubscribe</h1><p>You will receive no more e-mails from this sender.</p>
+<form method="post"><button type="submit">Unsubscribe</button></form>"""
+
+
+def page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(
+        PAGE.format(title=title, body=body), status_code=status, headers={"Cache-Control": "no-store"}
+    )
+
+
+async def unsubscribe(request: Request) -> Response:
+    """GET shows a confirmation (mail scanners follow links; they must not unsubscribe anyone); POST is the
+    RFC 8058 one-click and takes effect at once. An invalid token is a 404 page."""
+    token = request.path_params["token"]
+    target = request.app.state.tracker.unsubscribe_target(token) if len(token) <= MAX_TOKEN else None
+    if target is None:
+        return page("Link not valid", "<h1>This unsubscribe link is not valid</h1>", status=404)
+    if request.method == "GET":
+        return page("Unsubscribe", CONFIRM)
+    await request.app.state.tracker.unsubscribe(target)
+    return page(
+        "Unsubscribed", "<h1>You are unsubscribed</h1><p>You will receive no more e-mails from us.</p>"
+    )
+
+
+routes = [
+    Route("/track/open.gif", open_pixel),
+    Route("/u/{token}", unsubscribe, methods=["GET", "POST"]),
+]

@@ -11,6 +11,8 @@ from services.tracker import repository as repo
 from services.tracker.machine import is_machine_open
 from shared import tokens
 from shared.clock import Clock
+from shared.events import LeadUnsubscribed
+from shared.messaging import enqueue
 from shared.planning.window import Window
 from shared.settings import Settings
 
@@ -22,6 +24,24 @@ class Tracker:
         self._sessions = sessions
         self._secret = settings.tracking_secret
         self._clock = clock
+
+    def unsubscribe_target(self, token: str) -> uuid.UUID | None:
+        """The message an unsubscribe token names, or None for a forged or malformed one."""
+        message = tokens.message_of(self._secret, "unsubscribe", token)
+        return uuid.UUID(message) if message else None
+
+    async def unsubscribe(self, message_id: uuid.UUID) -> None:
+        """RFC 8058 one-click: takes effect at once; repeating it changes nothing."""
+        async with self._sessions() as session, session.begin():
+            done = await repo.unsubscribe(session, message_id)
+            if done is not None:
+                workspace_id, lead_id = done
+                await enqueue(
+                    session,
+                    LeadUnsubscribed(workspace_id=workspace_id, lead_id=lead_id, message_id=message_id),
+                )
+        if done is not None:
+            log.info("tracker.unsubscribe.done", message_id=str(message_id))
 
     async def record_open(self, message: str, token: str, user_agent: str, ip: str | None) -> bool:
         """True when the hit was recorded (a genuine token for a sent message)."""

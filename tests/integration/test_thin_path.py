@@ -80,3 +80,51 @@ async def test_campaign_travels_from_wizard_to_inbox_to_kpis(
         assert opened["status"] == "completed"
         [today] = opened["timeline"]
         assert (today["planned"], today["sent"], today["opened"]) == (1, 1, 1)
+
+
+async def test_one_click_unsubscribe_from_the_email_header_stops_the_followup(
+    settings: Settings, smtp_sink: SmtpSink, tmp_path: Path
+) -> None:
+    stack_settings = with_ports(settings, "api", "scheduler", "sender", "tracker")
+    async with AsyncExitStack() as stack:
+        services = {
+            name: await stack.enter_async_context(subprocess_service(name, stack_settings, tmp_path))
+            for name in ("api", "scheduler", "sender", "tracker")
+        }
+        api = await stack.enter_async_context(ApiClient(services["api"].url))
+        await api.login()
+        await api.domain("unsub.example", smtp_sink.port)
+        lead = await api.lead("leave@client.example")
+        template = await api.template()
+        campaign = await api.campaign(
+            template["id"], [lead["id"]], ["unsub.example"], followup={"enabled": True, "days": 2}
+        )
+        [mail] = await smtp_sink.wait_for(1)
+        header = mail.message["List-Unsubscribe"]
+        https_link = re.search(r"<(http[^>]+)>", header)
+        assert https_link is not None
+        link = https_link.group(1)
+
+        async def followup_planned() -> bool:
+            listed = await api.get(f"/campaigns/messages?campaign_id={campaign['id']}")
+            return bool(listed["total"] == 2)
+
+        for _ in range(100):
+            if await followup_planned():
+                break
+            await asyncio.sleep(0.1)
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(link)).status_code == 200  # a confirmation page: a GET changes nothing
+            assert (await api.get(f"/leads/{lead['id']}"))["status"] == "active"
+            one_click = await client.post(link, data={"List-Unsubscribe": "One-Click"})
+            assert one_click.status_code == 200
+            assert (await client.post(link)).status_code == 200  # repeating is harmless
+            forged = await client.post(link[:-3] + "xyz")
+            assert forged.status_code == 404
+
+        assert (await api.get(f"/leads/{lead['id']}"))["status"] == "unsubscribed"
+        detail = await api.get(f"/campaigns/{campaign['id']}")
+        assert detail["kpis"]["total_unsubscribed"] == 1
+        assert detail["kpis"]["total_cancelled"] == 1  # the follow-up
+        messages = await api.get(f"/campaigns/messages?campaign_id={campaign['id']}&is_followup=true")
+        assert [m["status"] for m in messages["items"]] == ["cancelled"]
