@@ -22,7 +22,7 @@ from services.scheduler.service import Scheduler
 from shared.clock import utcnow
 from shared.db import create_engine, session_factory
 from shared.events import SendMessage
-from shared.messaging import Topology
+from shared.messaging import Topology, remove_topology
 from shared.settings import Settings
 
 ALWAYS_OPEN = {
@@ -98,7 +98,7 @@ async def measure(settings: Settings, backlog: int) -> dict[str, float]:
         await serving
         await engine.dispose()
         with contextlib.suppress(Exception):
-            await delete_topology(settings)
+            await remove_topology(settings.amqp_url, settings.broker_prefix)
     raw = await raw_round_trips(settings, 200)
     return {
         "backlog": backlog,
@@ -107,17 +107,6 @@ async def measure(settings: Settings, backlog: int) -> dict[str, float]:
         "raw_p50_s": percentile(raw, 0.5),
         "raw_p99_s": percentile(raw, 0.99),
     }
-
-
-async def delete_topology(settings: Settings) -> None:
-    from shared.messaging import create_broker
-
-    broker = create_broker(settings.amqp_url, prefetch=1)
-    await broker.connect()
-    try:
-        await Topology(settings.broker_prefix).delete(broker)
-    finally:
-        await broker.stop()
 
 
 def main() -> None:

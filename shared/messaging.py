@@ -110,6 +110,16 @@ class Topology:
             await channel.close()
 
 
+async def remove_topology(amqp_url: str, prefix: str) -> None:
+    """Delete every queue and exchange of a prefix (test and benchmark runs clean up after themselves)."""
+    broker = create_broker(amqp_url, prefetch=1)
+    await broker.connect()
+    try:
+        await Topology(prefix).delete(broker)
+    finally:
+        await broker.stop()
+
+
 def create_broker(amqp_url: str, prefetch: int, graceful_timeout: float = 30.0) -> RabbitBroker:
     """Publisher confirms on, unroutable publishes raise, prefetch bounds each handler's concurrency."""
     return RabbitBroker(

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from shared.db.migrate import drop_database, upgrade
-from shared.messaging import Topology, create_broker
+from shared.messaging import remove_topology
 from shared.settings import Settings
 from tests.support.smtp import SmtpSink, running_sink
 
@@ -71,17 +71,8 @@ def settings() -> Iterator[Settings]:
             log_format="console",
         )
         yield test_settings
-        asyncio.run(_remove_broker_names(test_settings))
+        asyncio.run(remove_topology(test_settings.amqp_url, test_settings.broker_prefix))
         asyncio.run(drop_database(database_url))
-
-
-async def _remove_broker_names(settings: Settings) -> None:
-    broker = create_broker(settings.amqp_url, prefetch=1)
-    await broker.connect()
-    try:
-        await Topology(settings.broker_prefix).delete(broker)
-    finally:
-        await broker.stop()
 
 
 @pytest.fixture

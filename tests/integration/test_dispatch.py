@@ -52,6 +52,17 @@ async def planned_campaign(
     return campaign_id
 
 
+def send_command(message: Message) -> SendMessage:
+    """The command the dispatcher would publish for this message."""
+    return SendMessage(
+        workspace_id=message.workspace_id,
+        campaign_id=message.campaign_id,
+        message_id=message.id,
+        scheduled_at=message.scheduled_at,
+        deadline=message.scheduled_at + timedelta(minutes=1),
+    )
+
+
 async def messages_of(sessions: async_sessionmaker[AsyncSession], campaign_id: uuid.UUID) -> list[Message]:
     async with sessions() as session:
         rows = await session.scalars(select(Message).where(Message.campaign_id == campaign_id))
@@ -88,13 +99,7 @@ async def test_stop_while_dispatched_cancels_and_the_sender_sends_nothing(
     stopped = await api.http.post(f"/campaigns/{campaign_id}/stop")
     assert stopped.status_code == 200
 
-    command = SendMessage(
-        workspace_id=message.workspace_id,
-        campaign_id=campaign_id,
-        message_id=message.id,
-        scheduled_at=message.scheduled_at,
-        deadline=message.scheduled_at + timedelta(minutes=1),
-    )
+    command = send_command(message)
     await Sender(sessions, settings, clock).handle(command)
     [after] = await messages_of(sessions, campaign_id)
     assert after.status == "cancelled"
@@ -109,13 +114,7 @@ async def test_a_duplicated_send_command_raced_by_two_senders_sends_one_email(
     campaign_id = await planned_campaign(api, scheduler, sessions, leads=1, interval=0, port=smtp_sink.port)
     await scheduler.dispatch_due()
     [message] = await messages_of(sessions, campaign_id)
-    command = SendMessage(
-        workspace_id=message.workspace_id,
-        campaign_id=campaign_id,
-        message_id=message.id,
-        scheduled_at=message.scheduled_at,
-        deadline=message.scheduled_at + timedelta(minutes=1),
-    )
+    command = send_command(message)
     engines = [create_engine(settings.database_url, pool_size=1) for _ in range(2)]
     try:
         senders = [Sender(session_factory(e), settings, clock) for e in engines]
