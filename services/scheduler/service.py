@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.scheduler import repository as repo
 from shared.clock import Clock
 from shared.db import kpi
-from shared.db.messages import cancel_unsent
+from shared.db.messages import cancel_unsent, mark_running
 from shared.db.models import Campaign, CampaignStatus, Message, SendingDomain
 from shared.db.slots import domain_schedules, held_slots
 from shared.events import SendMessage
@@ -219,7 +219,11 @@ class Scheduler:
             released = await repo.release_lost_dispatches(session, now - timedelta(seconds=120))
             lease = timedelta(seconds=self._settings.sending_lease_seconds)
             interrupted = await repo.interrupt_stale_sending(session, now - lease)
-            for _, campaign_id in interrupted:
-                await kpi.bump(session, campaign_id, failed=1)
+            for campaign_id in sorted({campaign_id for _, campaign_id in interrupted}):
+                await mark_running(session, campaign_id)  # its transaction did begin
+                await kpi.bump(
+                    session, campaign_id, failed=sum(1 for _, c in interrupted if c == campaign_id)
+                )
+                await repo.complete_if_done(session, campaign_id)
         if released or interrupted:
             log.warning("scheduler.reconcile.fixed", released=released, interrupted=len(interrupted))

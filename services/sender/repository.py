@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import kpi
+from shared.db.messages import mark_running
 from shared.db.models import (
     Campaign,
     CampaignKpi,
@@ -45,16 +46,6 @@ async def claim(session: AsyncSession, message_id: uuid.UUID, now: datetime) -> 
         .where(Message.id == message_id, Message.status == MessageStatus.DISPATCHED)
         .values(status=MessageStatus.SENDING, claimed_at=now)
         .returning(Message)
-    )
-
-
-async def mark_running(session: AsyncSession, campaign_id: uuid.UUID) -> None:
-    """An SMTP transaction happened: the campaign runs. Locks the campaign before its KPI row (the order a
-    stop or pause uses), so outcome and lifecycle transactions cannot deadlock."""
-    await session.execute(
-        update(Campaign)
-        .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.SCHEDULED)
-        .values(status=CampaignStatus.RUNNING)
     )
 
 

@@ -10,9 +10,19 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import kpi
-from shared.db.models import Message, MessageStatus
+from shared.db.models import Campaign, CampaignStatus, Message, MessageStatus
 
 UNSENT = (MessageStatus.PLANNED, MessageStatus.DISPATCHED)
+
+
+async def mark_running(session: AsyncSession, campaign_id: uuid.UUID) -> None:
+    """An SMTP transaction of the campaign happened: it runs. Locks the campaign before its KPI row (the order
+    a stop or pause uses), so outcome and lifecycle transactions cannot deadlock."""
+    await session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.SCHEDULED)
+        .values(status=CampaignStatus.RUNNING)
+    )
 
 
 async def cancel_unsent(session: AsyncSession, *where: Any) -> Counter[uuid.UUID]:
