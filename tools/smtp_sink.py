@@ -39,6 +39,27 @@ class SinkHandler:
     # Tests set this to hold the DATA phase open, like a slow mail server.
     data_delay: float = 0.0
     data_started: int = 0
+    mail_from_times: list[float] = field(default_factory=list)  # time.monotonic() of each MAIL FROM
+    # Tests set this to answer EHLO slowly, like a server doing reverse-DNS and reputation checks.
+    ehlo_delay: float = 0.0
+    ehlo_started: int = 0
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        self.ehlo_started += 1
+        if self.ehlo_delay:
+            await asyncio.sleep(self.ehlo_delay)
+        session.host_name = hostname
+        return responses
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        self.mail_from_times.append(time.monotonic())
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.data_started += 1

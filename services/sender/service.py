@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
+from email.message import EmailMessage
 
 import structlog
 from prometheus_client import Counter
@@ -11,10 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.sender import repository as repo
 from services.sender.outcome import Kind, Outcome
 from services.sender.render import Letter, RenderError, build, return_path
-from services.sender.smtp import Account, deliver
+from services.sender.smtp import Account, SmtpTransaction
 from shared import crypto, tokens
 from shared.clock import Clock
-from shared.db.models import Lead, Message, MessageStatus, SendingDomain, Template
+from shared.db.models import Campaign, Lead, Message, MessageStatus, SendingDomain, Template
 from shared.events import Event, MessageBounced, MessageFailed, MessageSent, SendMessage
 from shared.messaging import enqueue
 from shared.planning.slots import retry_not_before
@@ -22,6 +24,21 @@ from shared.planning.window import Window
 from shared.settings import Settings
 
 log = structlog.get_logger()
+
+
+@dataclass
+class Attempt:
+    """A claimed message ready for its SMTP transaction (or failed already: its template cannot render)."""
+
+    message: Message
+    lead: Lead
+    campaign: Campaign
+    smtp_id: str
+    email: EmailMessage | None
+    failure: Outcome | None
+    transaction: SmtpTransaction
+
+
 OUTCOMES = Counter("maildash_sender_outcomes_total", "SMTP attempts by outcome", ["outcome"])
 
 
@@ -42,46 +59,58 @@ class Sender:
             await self._handle(command)
 
     async def _handle(self, command: SendMessage) -> None:
+        """Claim → begin the SMTP transaction → commit the claim → RCPT/DATA → record the outcome.
+
+        The claim transaction share-locks the campaign until the server accepted MAIL FROM, so `pause` and
+        `stop` return only once every transaction that will ever start for the campaign has started."""
         async with self._sessions() as session, session.begin():
-            if self._clock() > command.deadline:
-                await repo.release_late(session, command.message_id)
-                log.info("sender.message.late", message_id=str(command.message_id))
+            attempt = await self._claim(session, command)
+            if attempt is None:
                 return
-            if not await repo.campaign_is_active(session, command.campaign_id):
-                return  # paused or stopped: the scheduler takes the command back
-            message = await repo.claim(session, command.message_id, self._clock())
-            if message is None:
-                log.info("sender.message.skipped", message_id=str(command.message_id))
-                return
-            lead, template, domain, campaign, parent_smtp_id = await repo.context(session, message)
-            if not repo.may_receive(lead, message.is_followup) or await repo.is_suppressed(
-                session, lead.workspace_id, lead.email
-            ):
-                await repo.cancel(session, message, f"lead is {lead.status} or suppressed")
-                return
-            smtp_message_id = f"<{message.id}.{message.retry_count}@{domain.domain}>"
-            await repo.set_smtp_message_id(session, message.id, smtp_message_id)
+            sender = return_path(str(attempt.message.id), attempt.message.domain_used)
+            outcome = attempt.failure or await attempt.transaction.begin(sender)
         # Committed as `sending`: from here a crash leaves it to the reconciler (`interrupted`).
-        letter = self._letter(
-            message, lead, template, domain, campaign.track_opens, smtp_message_id, parent_smtp_id
-        )
+        if outcome is None and attempt.email is not None:
+            outcome = await attempt.transaction.finish(attempt.lead.email, attempt.email)
+        assert outcome is not None
+        window = Window.from_dict(attempt.campaign.window)
+        await self._settle(attempt.message, window, attempt.lead, outcome, attempt.smtp_id)
+
+    async def _claim(self, session: AsyncSession, command: SendMessage) -> Attempt | None:
+        if self._clock() > command.deadline:
+            await repo.release_late(session, command.message_id)
+            log.info("sender.message.late", message_id=str(command.message_id))
+            return None
+        if not await repo.campaign_is_active(session, command.campaign_id):
+            return None  # paused or stopped: the scheduler takes the command back
+        message = await repo.claim(session, command.message_id, self._clock())
+        if message is None:
+            log.info("sender.message.skipped", message_id=str(command.message_id))
+            return None
+        lead, template, domain, campaign, parent_smtp_id = await repo.context(session, message)
+        if not repo.may_receive(lead, message.is_followup) or await repo.is_suppressed(
+            session, lead.workspace_id, lead.email
+        ):
+            await repo.cancel(session, message, f"lead is {lead.status} or suppressed")
+            return None
+        smtp_id = f"<{message.id}.{message.retry_count}@{domain.domain}>"
+        await repo.set_smtp_message_id(session, message.id, smtp_id)
+        letter = self._letter(message, lead, template, domain, campaign.track_opens, smtp_id, parent_smtp_id)
+        email, failure = None, None
         try:
             email = build(letter, self._clock())
         except RenderError as error:
-            outcome = Outcome(Kind.FAILED, str(error), retryable=False)
-        else:
-            account = Account(
-                domain.smtp_host,
-                domain.smtp_port,
-                domain.smtp_username,
-                crypto.decrypt(self._settings.encryption_key, domain.smtp_password_encrypted)
-                if domain.smtp_password_encrypted
-                else None,
-                domain.smtp_security,
-            )
-            sender = return_path(str(message.id), domain.domain)
-            outcome = await deliver(account, email, sender, lead.email, self._settings.smtp_timeout_seconds)
-        await self._settle(message, Window.from_dict(campaign.window), lead, outcome, smtp_message_id)
+            failure = Outcome(Kind.FAILED, str(error), retryable=False)
+        password = domain.smtp_password_encrypted
+        account = Account(
+            domain.smtp_host,
+            domain.smtp_port,
+            domain.smtp_username,
+            crypto.decrypt(self._settings.encryption_key, password) if password else None,
+            domain.smtp_security,
+        )
+        transaction = SmtpTransaction(account, self._settings.smtp_timeout_seconds)
+        return Attempt(message, lead, campaign, smtp_id, email, failure, transaction)
 
     def _letter(
         self,

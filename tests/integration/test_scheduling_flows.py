@@ -6,6 +6,7 @@ The scheduler and sender run in-process with a clock the test can move, so "thre
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -214,3 +215,25 @@ async def test_a_draft_waits_until_started(pipeline: Pipeline) -> None:
         return len(await pipeline.messages(campaign["id"])) == 1
 
     await pipeline.until(planned)
+
+
+async def test_no_smtp_transaction_starts_after_pause_returns(pipeline: Pipeline) -> None:
+    # A server slow to greet: senders hold claimed messages a while before their MAIL FROM. The pause lands
+    # in exactly that gap, and must not return before those transactions have begun.
+    pipeline.sink.handler.ehlo_delay = 0.5
+    pipeline.sink.handler.data_delay = 0.5
+    campaign, _ = await pipeline.campaign(leads=12)
+    for _ in range(500):
+        if pipeline.sink.handler.ehlo_started:
+            break
+        await asyncio.sleep(0.01)
+    paused = await pipeline.api.http.post(f"/campaigns/{campaign['id']}/pause")
+    returned_at = time.monotonic()
+    assert paused.status_code == 200
+    await asyncio.sleep(2.5)  # in-flight transactions finish; nothing new may begin
+
+    assert pipeline.sink.handler.mail_from_times
+    assert max(pipeline.sink.handler.mail_from_times) < returned_at
+    statuses = [m["status"] for m in await pipeline.messages(campaign["id"])]
+    assert statuses.count("sent") == len(pipeline.sink.received) < 12
+    assert statuses.count("planned") == 12 - statuses.count("sent")
