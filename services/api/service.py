@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, insert, select
+from sqlalchemy import delete, exists, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.api import repository
@@ -22,6 +22,7 @@ from shared.db.models import (
     CampaignKpi,
     CampaignLead,
     CampaignStatus,
+    LoginFailure,
     SendingDomain,
     Template,
     User,
@@ -35,6 +36,8 @@ from shared.planning.summary import summarize
 from shared.planning.window import Window
 
 PAST_TOLERANCE = timedelta(seconds=60)
+MAX_LOGIN_FAILURES = 5
+LOGIN_WINDOW = timedelta(minutes=15)
 
 
 class Accounts:
@@ -61,11 +64,36 @@ class Accounts:
             )
 
     async def authenticate(self, email: str, password: str) -> Principal | None:
-        async with self._sessions() as session:
+        """The user, or None for a wrong e-mail or password; 429 after too many recent failures."""
+        email = email.lower()
+        async with self._sessions() as session, session.begin():
+            await self._refuse_if_throttled(session, email)
             user = await repository.user_by_email(session, email)
-        if user is None or not passwords.verify(password, user.password_hash):
-            return None
+            if user is None or not passwords.verify(password, user.password_hash):
+                session.add(LoginFailure(email=email))
+                return None
+            await session.execute(delete(LoginFailure).where(LoginFailure.email == email))
         return Principal(user.id, user.workspace_id, user.email, user.is_superuser)
+
+    @staticmethod
+    async def _refuse_if_throttled(session: AsyncSession, email: str) -> None:
+        since = utcnow() - LOGIN_WINDOW
+        recent = list(
+            await session.scalars(
+                select(LoginFailure.at)
+                .where(LoginFailure.email == email, LoginFailure.at > since)
+                .order_by(LoginFailure.at.desc())
+                .limit(MAX_LOGIN_FAILURES)
+            )
+        )
+        if len(recent) >= MAX_LOGIN_FAILURES:
+            retry_after = max(1, int((recent[-1] + LOGIN_WINDOW - utcnow()).total_seconds()) + 1)
+            raise ApiError(
+                429,
+                "too_many_requests",
+                f"too many failed logins for this address; try again in {retry_after} s",
+                {"Retry-After": str(retry_after)},
+            )
 
     async def user_exists(self, user_id: uuid.UUID) -> bool:
         async with self._sessions() as session:

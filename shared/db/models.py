@@ -109,6 +109,16 @@ class User(Base):
     created_at: Mapped[datetime] = _created()
 
 
+class LoginFailure(Base):
+    """Failed logins per address, for throttling password guessing across every api process."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("login_failures_email_at", "email", "at"),)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    email: Mapped[str] = mapped_column(Text)  # lower-cased
+    at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
 class SendingDomain(Base):
     __tablename__ = "sending_domains"
     __table_args__ = (

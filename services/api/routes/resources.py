@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,8 @@ from services.api.schemas import DomainIn, DomainOut, LeadIn, LeadOut, TemplateI
 from services.api.service import not_found_unless
 from shared import crypto
 from shared.db.models import Lead, SendingDomain, Template
+from shared.settings import Settings
+from shared.smtp_hosts import refusal
 
 router = APIRouter()
 
@@ -48,9 +51,23 @@ def _row_out(row: Lead | Template) -> dict[str, Any]:
     }
 
 
+async def check_smtp_host(settings: Settings, host: str, port: int) -> None:
+    """In production, refuse an SMTP host that resolves to a loopback, private or link-local address."""
+    if settings.env != "production" or settings.smtp_allow_private:
+        return
+    try:
+        infos = await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(host, port), timeout=5)
+    except (OSError, TimeoutError) as error:
+        raise invalid(f"SMTP host {host} does not resolve", ["body", "smtp", "host"]) from error
+    reason = refusal(str(info[4][0]) for info in infos)
+    if reason:
+        raise invalid(f"SMTP host {host} is refused: {reason}", ["body", "smtp", "host"])
+
+
 @router.post("/domains", status_code=201, response_model=Envelope[DomainOut], tags=["domains"])
 async def create_domain(request: Request, principal: CurrentPrincipal, body: DomainIn) -> dict[str, Any]:
     settings = request.app.state.runtime.settings
+    await check_smtp_host(settings, body.smtp.host, body.smtp.port)
     async with unit_of_work(request, principal) as repo:
         if await repo.domains_named([body.domain]):
             raise conflict(f"sending domain {body.domain} already exists")

@@ -44,6 +44,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("consumer", "event_id"),
     )
     op.create_table(
+        "login_failures",
+        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
+        sa.Column("email", sa.Text(), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("login_failures_email_at", "login_failures", ["email", "at"], unique=False)
+    op.create_table(
         "workspaces",
         sa.Column("id", sa.UUID(), nullable=False),
         sa.Column("name", sa.Text(), nullable=False),
@@ -352,5 +360,7 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_leads_workspace_id"), table_name="leads")
     op.drop_table("leads")
     op.drop_table("workspaces")
+    op.drop_index("login_failures_email_at", table_name="login_failures")
+    op.drop_table("login_failures")
     op.drop_table("processed_events")
     op.drop_table("outbox")
