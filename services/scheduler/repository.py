@@ -6,8 +6,9 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from shared.db.models import (
     Campaign,
@@ -187,11 +188,32 @@ async def interrupt_stale_sending(session: AsyncSession, claimed_before: datetim
     return list(rows.all())
 
 
+async def owes_followup(session: AsyncSession, campaign_id: uuid.UUID) -> bool:
+    """A sent original whose follow-up is not planned yet (its `MessageSent` is still on its way), for a lead
+    that may still get one: the campaign is not done."""
+    followup = aliased(Message)
+    owed = await session.scalar(
+        select(Message.id)
+        .join(Campaign, Campaign.id == Message.campaign_id)
+        .join(Lead, Lead.id == Message.lead_id)
+        .where(
+            Message.campaign_id == campaign_id,
+            Campaign.followup_enabled.is_(True),
+            Message.is_followup.is_(False),
+            Message.status == MessageStatus.SENT,
+            Lead.status == "active",
+            ~exists().where(followup.parent_message_id == Message.id),
+        )
+        .limit(1)
+    )
+    return owed is not None
+
+
 async def complete_if_done(session: AsyncSession, campaign_id: uuid.UUID) -> bool:
     unfinished = await session.scalar(
         select(Message.id).where(Message.campaign_id == campaign_id, Message.status.in_(UNFINISHED)).limit(1)
     )
-    if unfinished is not None:
+    if unfinished is not None or await owes_followup(session, campaign_id):
         return False
     result = await session.execute(
         update(Campaign)

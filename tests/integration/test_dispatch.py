@@ -125,3 +125,25 @@ async def test_a_duplicated_send_command_raced_by_two_senders_sends_one_email(
     assert len(smtp_sink.received) == 1
     [after] = await messages_of(sessions, campaign_id)
     assert after.status == "sent"
+
+
+async def test_a_campaign_owing_a_followup_is_not_completed_before_it_is_planned(
+    api: ApiClient, settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """The `MessageSent` of another message may be handled between a send and the planning of its
+    follow-up: the completion check must not finish the campaign in that gap."""
+    clock = MovableClock()
+    scheduler = Scheduler(sessions, settings, clock)
+    campaign_id = await planned_campaign(api, scheduler, sessions, leads=1, interval=0, port=1025)
+    async with sessions() as session, session.begin():
+        await session.execute(
+            update(Campaign).where(Campaign.id == campaign_id).values(status="running", followup_enabled=True)
+        )
+        await session.execute(
+            update(Message).where(Message.campaign_id == campaign_id).values(status="sent", sent_at=clock())
+        )
+    await scheduler.message_settled(campaign_id)  # as if another message's outcome arrived first
+    async with sessions() as session:
+        assert (await session.get_one(Campaign, campaign_id)).status == "running"
+    assert await scheduler.plan_followup((await messages_of(sessions, campaign_id))[0].id)
+    assert len(await messages_of(sessions, campaign_id)) == 2
