@@ -176,6 +176,9 @@ class OutboxRelay:
         self._poll_seconds = poll_seconds
 
     async def drain_once(self) -> int:
+        """Publish one batch; only rows RabbitMQ confirmed are deleted, so one bad row holds up nothing else.
+
+        Returns how many were published (0 also when every publish failed: the broker is away)."""
         async with self._sessions() as session, session.begin():
             rows = (
                 await session.execute(
@@ -185,24 +188,32 @@ class OutboxRelay:
                     .with_for_update(skip_locked=True)
                 )
             ).all()
-            if not rows:
-                return 0
-            await asyncio.gather(
-                *(publish(self._broker, self._topology, r.routing_key, r.payload) for r in rows)
+            results = await asyncio.gather(
+                *(publish(self._broker, self._topology, r.routing_key, r.payload) for r in rows),
+                return_exceptions=True,
             )
-            await session.execute(delete(OutboxRow).where(OutboxRow.id.in_([r.id for r in rows])))
-        return len(rows)
+            published = []
+            for row, result in zip(rows, results, strict=True):
+                if isinstance(result, BaseException):
+                    log.warning(
+                        "outbox.publish.failed", row=row.id, routing_key=row.routing_key, error=repr(result)
+                    )
+                else:
+                    published.append(row.id)
+            if published:
+                await session.execute(delete(OutboxRow).where(OutboxRow.id.in_(published)))
+        return len(published)
 
     async def run(self) -> None:
         async with self._listener:
             while True:
                 try:
                     published = await self.drain_once()
-                except Exception as error:  # the broker or database is away: keep the rows, try again later
-                    log.warning("outbox.publish.retry", error=str(error) or type(error).__name__)
+                except Exception as error:  # the database is away: the rows stay, try again later
+                    log.warning("outbox.drain.retry", error=str(error) or type(error).__name__)
                     published = 0
-                    await asyncio.sleep(1.0)
-                if published == 0:
+                if published < self._batch_size:
+                    # Caught up, or the broker is away: sleep until a NOTIFY, at most `poll_seconds`.
                     await self._listener.wait(self._poll_seconds)
 
 

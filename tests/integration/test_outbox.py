@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from services.api.main import create_app as create_api
 from shared.db import create_engine, session_factory
 from shared.db.models import Message, OutboxRow
+from shared.events import CampaignStopped
+from shared.messaging import OutboxRelay, Topology, create_broker
 from shared.settings import Settings
 from tests.support.api import ApiClient
 from tests.support.proxy import tcp_proxy
@@ -73,3 +76,28 @@ async def test_broker_outage_between_commit_and_publish_loses_no_campaign(
         assert await count(settings, Message, campaign["id"]) == 0
         async with subprocess_service("scheduler", with_ports(settings, "scheduler"), tmp_path):
             await wait_until(lambda: count(settings, Message, campaign["id"]), 1)
+
+
+async def test_a_row_that_cannot_be_published_holds_up_nothing_else(settings: Settings) -> None:
+    """A poison row (here: a routing key no queue is bound to) stays and is logged; the rest go out."""
+    engine = create_engine(settings.database_url, pool_size=2)
+    sessions = session_factory(engine)
+    broker = create_broker(settings.amqp_url, prefetch=1)
+    await broker.connect()
+    try:
+        await Topology(settings.broker_prefix).declare(broker)
+        good = CampaignStopped(workspace_id=uuid.uuid4(), campaign_id=uuid.uuid4())
+        async with sessions() as session, session.begin():
+            session.add(OutboxRow(routing_key="nobody.listens", payload={"event_id": str(uuid.uuid4())}))
+            session.add(OutboxRow(routing_key=good.routing_key, payload=good.model_dump(mode="json")))
+        relay = OutboxRelay(sessions, broker, Topology(settings.broker_prefix), settings.database_url)
+        assert await relay.drain_once() >= 1
+        async with sessions() as session:
+            left = list(await session.scalars(select(OutboxRow.routing_key)))
+        assert "nobody.listens" in left
+        assert good.routing_key not in left
+        async with sessions() as session, session.begin():
+            await session.execute(delete(OutboxRow).where(OutboxRow.routing_key == "nobody.listens"))
+    finally:
+        await broker.stop()
+        await engine.dispose()
