@@ -5,8 +5,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request
 
 from services.api.auth import CurrentPrincipal, issue_token
-from services.api.envelope import ApiError, Envelope
-from services.api.schemas import MeOut, TokenOut
+from services.api.envelope import ApiError, Envelope, invalid
+from services.api.schemas import MeOut, TokenOut, storable
 
 router = APIRouter(tags=["auth"])
 
@@ -19,6 +19,11 @@ async def token(
     grant_type: Annotated[str | None, Form(pattern="^password$")] = None,
 ) -> dict[str, Any]:
     """OAuth2 password flow: `username` is the e-mail address. Plain OAuth2 body, no envelope."""
+    try:
+        storable(username)
+        storable(password)
+    except ValueError as error:
+        raise invalid(str(error), ["body", "username"]) from error
     principal = await request.app.state.accounts.authenticate(username, password)
     if principal is None:
         raise ApiError(401, "invalid_credentials", "wrong e-mail or password", {"WWW-Authenticate": "Bearer"})

@@ -57,7 +57,7 @@ async def list_messages(
     page_size: PageSize = 20,
     campaign_id: str | None = None,
     status: Annotated[MessageStatus | None, Query()] = None,
-    domain: Annotated[str | None, Query(max_length=253)] = None,
+    domain: Annotated[str | None, Query(max_length=253, pattern=r"^[A-Za-z0-9.-]+$")] = None,
     lead_id: str | None = None,
     is_followup: bool | None = None,
 ) -> dict[str, Any]:

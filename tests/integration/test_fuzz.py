@@ -1,0 +1,40 @@
+"""No input a client sends gets a 500, and every answer matches the OpenAPI document (schemathesis)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+
+import pytest
+
+from tests.support.api import ApiClient
+
+pytestmark = pytest.mark.integration
+
+
+async def test_text_that_postgresql_cannot_store_is_refused_not_crashed(api: ApiClient) -> None:
+    for name in ("nul\u0000byte", "lone \ud800 surrogate"):
+        body = json.dumps({"name": name, "subject": "s", "body_html": "b"})  # escapes both, as a client may
+        reply = await api.http.post("/templates", content=body, headers={"Content-Type": "application/json"})
+        assert reply.status_code == 422, reply.text
+    login = await api.http.post("/auth/token", data={"username": "a\u0000@example.com", "password": "x"})
+    assert login.status_code == 422
+    assert (await api.http.get("/campaigns/messages?domain=a%00b")).status_code == 422
+
+
+async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
+    api_url: str, api: ApiClient
+) -> None:
+    examples = os.environ.get("MAILDASH_FUZZ_EXAMPLES", "25")
+    st = os.path.join(os.path.dirname(sys.executable), "st")
+    process = await asyncio.create_subprocess_exec(
+        st, "run", f"{api_url}/openapi.json",
+        "-H", f"Authorization: {api.http.headers['Authorization']}",
+        "--checks", "not_a_server_error,response_schema_conformance",
+        "--max-examples", examples, "--seed", "1", "--no-color",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await process.communicate()
+    assert process.returncode == 0, output.decode()[-4000:]
