@@ -1,0 +1,77 @@
+"""The tracker's public endpoints take anything the internet sends: never a 500, never a record for junk."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from services.tracker.main import create_app as create_tracker
+from shared import tokens
+from shared.db import create_engine, session_factory
+from shared.db.models import MessageEventRow
+from shared.settings import Settings
+from tests.support.smtp import free_port
+from tests.support.stack import inprocess_service
+
+pytestmark = pytest.mark.integration
+
+JUNK = [
+    "",
+    "x",
+    "%00",
+    "a" * 5000,
+    "ü.ü",
+    "..",
+    "....",
+    str(uuid.uuid4()),
+    "%ff%fe",
+    "<script>",
+    "../../etc/passwd",
+]
+
+
+@pytest.fixture(scope="module")
+async def tracker_url(settings: Settings) -> AsyncIterator[str]:
+    async with inprocess_service(create_tracker, settings, free_port()) as url:
+        yield url
+
+
+async def events(settings: Settings) -> int:
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        async with session_factory(engine)() as session:
+            return int(await session.scalar(select(func.count()).select_from(MessageEventRow)) or 0)
+    finally:
+        await engine.dispose()
+
+
+async def test_the_pixel_is_always_the_gif_and_junk_records_nothing(
+    tracker_url: str, settings: Settings
+) -> None:
+    before = await events(settings)
+    real_message = str(uuid.uuid4())
+    forged_for_it = tokens.sign_message("not-our-secret", "open", real_message)
+    async with httpx.AsyncClient(base_url=tracker_url) as client:
+        for m in [*JUNK, real_message]:
+            for t in [*JUNK, forged_for_it]:
+                reply = await client.get("/track/open.gif", params={"m": m, "t": t})
+                assert reply.status_code == 200, (m, t)
+                assert reply.headers["content-type"] == "image/gif"
+                assert reply.headers["cache-control"].startswith("no-store")
+        assert (await client.get("/track/open.gif")).status_code == 200
+        assert (await client.get("/track/open.gif?m=%00&t=%00&t=x&m=y")).status_code == 200
+    assert await events(settings) == before
+
+
+async def test_unsubscribe_links_that_are_not_ours_are_404_pages(tracker_url: str) -> None:
+    async with httpx.AsyncClient(base_url=tracker_url) as client:
+        # (dot-only or slashed "tokens" are normalised into other paths before they reach /u/)
+        for token in [t for t in JUNK if t.strip(".") and "/" not in t]:
+            for method in ("GET", "POST"):
+                reply = await client.request(method, f"/u/{token}")
+                assert reply.status_code == 404, (method, token, reply.status_code)
+                assert reply.headers["content-type"].startswith("text/html")
