@@ -6,7 +6,6 @@ them that is a secret, so a forgotten variable stops the service instead of runn
 
 from __future__ import annotations
 
-from datetime import time
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -58,8 +57,8 @@ class Settings(BaseSettings):
     # Sending rules (SPEC §2.2, §2.3, §2.5 defaults)
     window_timezone: str = "Europe/Amsterdam"
     window_days: list[int] = [0, 1, 2, 3, 4]
-    window_start: time = time(8, 0)
-    window_end: time = time(17, 0)
+    window_start: str = Field("08:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    window_end: str = Field("17:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
     window_holidays: str | None = "NL"
     min_interval_seconds: int = Field(1200, ge=0, le=86400)
     send_grace_seconds: int | None = Field(None, ge=0)

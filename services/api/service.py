@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import delete, exists, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -14,7 +15,7 @@ from services.api import repository
 from services.api.auth import Principal, passwords
 from services.api.envelope import ApiError, invalid
 from services.api.repository import Repository, parse_id
-from services.api.schemas import CampaignIn
+from services.api.schemas import CampaignIn, WindowIn
 from shared import kpis
 from shared.clock import utcnow
 from shared.db.models import (
@@ -34,6 +35,7 @@ from shared.messaging import enqueue
 from shared.planning import DomainSchedule, audience, plan_round_robin
 from shared.planning.summary import summarize
 from shared.planning.window import Window
+from shared.settings import Settings
 
 PAST_TOLERANCE = timedelta(seconds=60)
 MAX_LOGIN_FAILURES = 5
@@ -112,8 +114,21 @@ class Accounts:
         }
 
 
-def window_dict(payload: CampaignIn) -> dict[str, Any]:
-    return payload.schedule.window.model_dump()
+def window_dict(payload: CampaignIn, settings: Settings) -> dict[str, Any]:
+    """The campaign window: what the wizard set, the configured defaults (MAILDASH_WINDOW_*) for the rest."""
+    given = payload.schedule.window
+    defaults = {
+        "timezone": settings.window_timezone,
+        "days": settings.window_days,
+        "start": settings.window_start,
+        "end": settings.window_end,
+        "holidays": settings.window_holidays,
+    }
+    try:
+        merged = WindowIn(**{**defaults, **given.model_dump(include=given.model_fields_set)})
+    except ValidationError as error:
+        raise invalid(error.errors()[0]["msg"], ["body", "schedule", "window"]) from error
+    return merged.model_dump()
 
 
 @dataclass(frozen=True)
@@ -123,11 +138,15 @@ class Wizard:
     template: Template
     domains: list[SendingDomain]
     audience: audience.Audience
-    window: Window
+    window_spec: dict[str, Any]  # as stored on the campaign
     start_at: datetime | None
 
+    @property
+    def window(self) -> Window:
+        return Window.from_dict(self.window_spec)
 
-async def check_wizard(repo: Repository, payload: CampaignIn) -> Wizard:
+
+async def check_wizard(repo: Repository, payload: CampaignIn, settings: Settings) -> Wizard:
     """Every rule a campaign must meet before it is stored (or dry-run); 422 naming the field otherwise."""
     now = utcnow()
     schedule = payload.schedule
@@ -146,14 +165,14 @@ async def check_wizard(repo: Repository, payload: CampaignIn) -> Wizard:
             f"not active sending domains of this workspace: {', '.join(unusable)}", ["body", "domains"]
         )
     resolved = await _resolve_audience(repo, payload, now)
-    window = Window.from_dict(window_dict(payload))
+    window = window_dict(payload, settings)
     return Wizard(template, [known[n] for n in names], resolved, window, schedule.start_at)
 
 
-async def create_campaign(repo: Repository, payload: CampaignIn) -> Campaign:
+async def create_campaign(repo: Repository, payload: CampaignIn, settings: Settings) -> Campaign:
     """Store the campaign with its resolved audience and, unless it is a draft, its `CampaignStarted` in the
     same transaction (outbox)."""
-    wizard = await check_wizard(repo, payload)
+    wizard = await check_wizard(repo, payload, settings)
     campaign = Campaign(
         name=payload.name,
         status=CampaignStatus.DRAFT if payload.schedule.start_mode == "draft" else CampaignStatus.SCHEDULED,
@@ -164,7 +183,7 @@ async def create_campaign(repo: Repository, payload: CampaignIn) -> Campaign:
         track_opens=payload.tracking.opens,
         track_clicks=payload.tracking.clicks,
         start_at=wizard.start_at,
-        window=window_dict(payload),
+        window=wizard.window_spec,
         domains=[d.domain for d in wizard.domains],
         audience_count=len(wizard.audience.lead_ids),
         audience_excluded=wizard.audience.excluded,
@@ -183,9 +202,9 @@ async def create_campaign(repo: Repository, payload: CampaignIn) -> Campaign:
     return campaign
 
 
-async def dry_run(repo: Repository, payload: CampaignIn) -> dict[str, Any]:
+async def dry_run(repo: Repository, payload: CampaignIn, settings: Settings) -> dict[str, Any]:
     """What creating this campaign now would plan, through the planner and reservations a start uses."""
-    wizard = await check_wizard(repo, payload)
+    wizard = await check_wizard(repo, payload, settings)
     earliest = max(utcnow(), wizard.start_at or utcnow())
     schedules = await domain_schedules(repo.session, wizard.domains, wizard.window, earliest, lock=False)
     planned = plan_round_robin(wizard.audience.lead_ids, [d.id for d in wizard.domains], schedules, earliest)

@@ -1,4 +1,4 @@
-"""Deliver one `SendMessage`: claim (commit) → render → SMTP → settle (commit). At most once per attempt."""
+"""Deliver one `SendMessage`: claim, render, MAIL FROM (commit); RCPT, DATA; settle (commit). At most once."""
 
 from __future__ import annotations
 

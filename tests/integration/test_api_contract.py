@@ -162,3 +162,22 @@ async def test_health_readiness_and_metrics(api_url: str) -> None:
         assert ready["checks"]["database"] is True
         metrics = await client.get("/metrics")
         assert "python_info" in metrics.text
+
+
+async def test_window_fields_left_out_come_from_the_configured_defaults(settings: Settings) -> None:
+    from services.api.main import create_app as create_api
+    from tests.support.smtp import free_port
+    from tests.support.stack import inprocess_service
+
+    configured = settings.model_copy(update={"window_end": "18:30", "window_days": [0, 1, 2]})
+    async with inprocess_service(create_api, configured, free_port()) as url, ApiClient(url) as api:
+        await api.login()
+        await api.domain(f"win-{uuid.uuid4().hex[:6]}.example", 1025)
+        domain = (await api.get("/domains?page_size=1"))["items"][0]["domain"]
+        lead = await api.lead(f"{uuid.uuid4().hex[:8]}@win.example")
+        template = await api.template()
+        body = {"start_mode": "draft", "window": {"timezone": "UTC"}}
+        campaign = await api.campaign(template["id"], [lead["id"]], [domain], schedule=body)
+    assert campaign["window"] == {
+        "timezone": "UTC", "days": [0, 1, 2], "start": "08:00", "end": "18:30", "holidays": "NL"
+    }  # fmt: skip

@@ -18,7 +18,7 @@ router = APIRouter(tags=["campaigns"])
 @router.post("/campaigns", status_code=201, response_model=Envelope[CampaignDetailOut])
 async def create_campaign(request: Request, principal: CurrentPrincipal, body: CampaignIn) -> dict[str, Any]:
     async with unit_of_work(request, principal) as repo:
-        campaign = await service.create_campaign(repo, body)
+        campaign = await service.create_campaign(repo, body, request.app.state.runtime.settings)
         await repo.session.flush()
         await repo.session.refresh(campaign)
         return {"data": await service.campaign_detail(repo, campaign)}
@@ -28,7 +28,7 @@ async def create_campaign(request: Request, principal: CurrentPrincipal, body: C
 async def dry_run(request: Request, principal: CurrentPrincipal, body: CampaignIn) -> dict[str, Any]:
     """Plan the wizard payload as a start now would, writing nothing."""
     async with unit_of_work(request, principal) as repo:
-        return {"data": await service.dry_run(repo, body)}
+        return {"data": await service.dry_run(repo, body, request.app.state.runtime.settings)}
 
 
 @router.post("/campaigns/{campaign_id}/dry-run", response_model=Envelope[DryRunOut])
