@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email import policy
@@ -46,6 +47,7 @@ class Letter:
     unsubscribe_token: str
     smtp_message_id: str
     in_reply_to: str | None = None
+    click_signer: Callable[[str], str] | None = None  # url → its signed token; None: click tracking off
 
 
 def _render(env: SandboxedEnvironment, source: str, variables: dict[str, Any], part: str) -> str:
@@ -104,6 +106,26 @@ def unsubscribe_url(letter: Letter) -> str:
     return f"{letter.tracker_url}/u/{letter.unsubscribe_token}"
 
 
+_LINK = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
+
+
+def track_links(letter: Letter, body: str) -> str:
+    """Point every http(s) link, but the unsubscribe link, at the tracker's signed click redirect."""
+    signer = letter.click_signer
+    if signer is None:
+        return body
+
+    def rewrite(match: re.Match[str]) -> str:
+        url = html.unescape(match.group(3)).strip()
+        if not url.lower().startswith(("http://", "https://")) or url == unsubscribe_url(letter):
+            return match.group(0)
+        query = urlencode({"m": letter.message_id, "u": url, "t": signer(url)})
+        tracked = f"{letter.tracker_url}/track/click?{query}"
+        return f"{match.group(1)}{match.group(2)}{html.escape(tracked)}{match.group(2)}"
+
+    return _LINK.sub(rewrite, body)
+
+
 def _with_pixel(body: str, url: str) -> str:
     img = f'<img src="{html.escape(url)}" width="1" height="1" alt="" style="display:none">'
     closing = body.lower().rfind("</body>")
@@ -121,6 +143,7 @@ def build(letter: Letter, now: datetime) -> EmailMessage:
         if letter.body_text
         else html_to_text(body_html)
     )
+    body_html = track_links(letter, body_html)
     if letter.open_token:
         body_html = _with_pixel(body_html, pixel_url(letter))
 

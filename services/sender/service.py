@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from email.message import EmailMessage
+from functools import partial
 
 import structlog
 from prometheus_client import Counter
@@ -95,7 +96,16 @@ class Sender:
             return None
         smtp_id = f"<{message.id}.{message.retry_count}@{domain.domain}>"
         await repo.set_smtp_message_id(session, message.id, smtp_id)
-        letter = self._letter(message, lead, template, domain, campaign.track_opens, smtp_id, parent_smtp_id)
+        letter = self._letter(
+            message,
+            lead,
+            template,
+            domain,
+            campaign.track_opens,
+            campaign.track_clicks,
+            smtp_id,
+            parent_smtp_id,
+        )
         email, failure = None, None
         try:
             email = build(letter, self._clock())
@@ -119,6 +129,7 @@ class Sender:
         template: Template,
         domain: SendingDomain,
         track_opens: bool,
+        track_clicks: bool,
         smtp_id: str,
         parent_smtp_id: str | None,
     ) -> Letter:
@@ -145,6 +156,9 @@ class Sender:
             variables=variables,
             tracker_url=self._settings.public_tracker_url.rstrip("/"),
             open_token=tokens.sign_message(secret, "open", str(message.id)) if track_opens else None,
+            click_signer=partial(tokens.sign_message, secret, "click", str(message.id))
+            if track_clicks
+            else None,
             unsubscribe_token=tokens.sign_message(secret, "unsubscribe", str(message.id)),
             smtp_message_id=smtp_id,
             in_reply_to=parent_smtp_id if message.is_followup else None,

@@ -109,3 +109,17 @@ async def unsubscribe(session: AsyncSession, message_id: uuid.UUID) -> tuple[uui
     await kpi.bump(session, campaign_id, unsubscribed=1)
     await cancel_unsent(session, Message.lead_id == lead_id)
     return lead.workspace_id, lead_id
+
+
+async def record_click(
+    session: AsyncSession, message_id: uuid.UUID, now: datetime, data: dict[str, Any]
+) -> bool:
+    campaign_id = await session.scalar(select(Message.campaign_id).where(Message.id == message_id))
+    if campaign_id is None:
+        return False
+    session.add(
+        MessageEventRow(
+            message_id=message_id, campaign_id=campaign_id, kind="clicked", occurred_at=now, data=data
+        )
+    )
+    return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 # The smallest transparent 1×1 GIF.
@@ -24,7 +24,19 @@ async def open_pixel(request: Request) -> Response:
     return Response(PIXEL, media_type="image/gif", headers=PIXEL_HEADERS)
 
 
+async def click(request: Request) -> Response:
+    """302 only to a URL signed for this message when it was sent; anything else is 400 (no open redirect)."""
+    params = request.query_params
+    message, url, token = params.get("m", ""), params.get("u", ""), params.get("t", "")
+    if len(url) <= MAX_URL and len(message) <= MAX_PARAM and len(token) <= MAX_PARAM:
+        agent = request.headers.get("user-agent", "")
+        if await request.app.state.tracker.follow_click(message, url, token, agent):
+            return RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
+    return PlainTextResponse("this link is not valid", status_code=400)
+
+
 MAX_TOKEN = 200
+MAX_URL = 4096
 PAGE = """<!doctype html><html lang="en"><meta charset="utf-8">
 <meta name="viewport" content="width=device-width"><title>{title}</title>
 <body style="font-family:sans-serif;max-width:32em;margin:3em auto">{body}</body></html>"""
@@ -55,5 +67,6 @@ async def unsubscribe(request: Request) -> Response:
 
 routes = [
     Route("/track/open.gif", open_pixel),
+    Route("/track/click", click),
     Route("/u/{token}", unsubscribe, methods=["GET", "POST"]),
 ]

@@ -43,6 +43,16 @@ class Tracker:
         if done is not None:
             log.info("tracker.unsubscribe.done", message_id=str(message_id))
 
+    async def follow_click(self, message: str, url: str, token: str, user_agent: str) -> bool:
+        """True (and the click recorded) only when the token signs exactly this message and this URL."""
+        if not tokens.verify_message(self._secret, "click", token, message, url):
+            return False
+        async with self._sessions() as session, session.begin():
+            await repo.record_click(
+                session, uuid.UUID(message), self._clock(), {"url": url, "user_agent": user_agent[:500]}
+            )
+        return True
+
     async def record_open(self, message: str, token: str, user_agent: str, ip: str | None) -> bool:
         """True when the hit was recorded (a genuine token for a sent message)."""
         if not tokens.verify_message(self._secret, "open", token, message):

@@ -48,8 +48,11 @@ async def test_campaign_travels_from_wizard_to_inbox_to_kpis(
     api = stack_api
     await api.domain("thin.example", smtp_sink.port)
     lead = await api.lead("jan@client.example", first_name="Jan", company="Client BV")
-    template = await api.template()
-    campaign = await api.campaign(template["id"], [lead["id"]], ["thin.example"])
+    template = await api.template(
+        body_html='<p>Hi {{ first_name }} from {{ company }}</p><a href="https://offer.example/?a=1&amp;b=2">offer</a>'
+    )
+    tracking = {"opens": True, "clicks": True}
+    campaign = await api.campaign(template["id"], [lead["id"]], ["thin.example"], tracking=tracking)
     assert campaign["status"] == "scheduled"
     assert campaign["audience_count"] == 1
 
@@ -76,6 +79,11 @@ async def test_campaign_travels_from_wizard_to_inbox_to_kpis(
         forged = await browser.get(pixel.group(1).replace("&amp;", "&")[:-2] + "xx")
         assert forged.status_code == 200
         hit = await browser.get(pixel.group(1).replace("&amp;", "&"), headers={"User-Agent": "Mozilla/5.0"})
+        tracked_link = re.search(r'href="([^"]+/track/click[^"]+)"', html)
+        assert tracked_link is not None
+        followed = await browser.get(tracked_link.group(1).replace("&amp;", "&"))
+        assert followed.status_code == 302
+        assert followed.headers["location"] == "https://offer.example/?a=1&b=2"
     assert hit.status_code == 200
     assert hit.headers["content-type"] == "image/gif"
     assert hit.headers["cache-control"].startswith("no-store")

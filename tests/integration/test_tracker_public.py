@@ -75,3 +75,26 @@ async def test_unsubscribe_links_that_are_not_ours_are_404_pages(tracker_url: st
                 reply = await client.request(method, f"/u/{token}")
                 assert reply.status_code == 404, (method, token, reply.status_code)
                 assert reply.headers["content-type"].startswith("text/html")
+
+
+async def test_click_redirects_only_to_the_url_signed_for_that_message(
+    tracker_url: str, settings: Settings
+) -> None:
+    message = str(uuid.uuid4())
+    url = "https://shop.example/offer?id=7"
+    token = tokens.sign_message(settings.tracking_secret, "click", message, url)
+    async with httpx.AsyncClient(base_url=tracker_url) as client:
+        ok = await client.get("/track/click", params={"m": message, "u": url, "t": token})
+        assert ok.status_code == 302
+        assert ok.headers["location"] == url
+        for m, u, t in [
+            (message, "https://evil.example/", token),  # another URL with a genuine token
+            (str(uuid.uuid4()), url, token),  # another message
+            (message, url, token[:-2] + "xx"),  # altered token
+            (message, url, ""),
+            ("", "", ""),
+            (message, url + "x" * 5000, token),
+        ]:
+            refused = await client.get("/track/click", params={"m": m, "u": u, "t": t})
+            assert refused.status_code == 400, (m, u, t)
+            assert "location" not in refused.headers

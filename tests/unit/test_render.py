@@ -82,3 +82,25 @@ def test_html_to_text_keeps_links_and_paragraphs() -> None:
 
 def test_return_path_names_the_message() -> None:
     assert return_path("1234-abcd", "out.example") == "bounce+1234abcd@out.example"
+
+
+def test_click_tracking_rewrites_web_links_but_not_unsubscribe_or_mailto() -> None:
+    source = letter(
+        body_html=(
+            '<p><a href="https://shop.example/a?x=1&amp;y=2">shop</a> <a href="mailto:a@b.example">mail</a> '
+            '<a href="{{ unsubscribe_url }}">unsubscribe</a></p>'
+        ),
+        click_signer=lambda url: tokens.sign_message(
+            "s", "click", "00000000-0000-0000-0000-000000000001", url
+        ),
+    )
+    html = parsed(source).get_body(("html",)).get_content()
+    assert "https://t.example/track/click?" in html
+    assert "u=https%3A%2F%2Fshop.example%2Fa%3Fx%3D1%26y%3D2" in html  # the unescaped href, signed
+    assert 'href="mailto:a@b.example"' in html
+    assert f'href="https://t.example/u/{source.unsubscribe_token}"' in html
+
+
+def test_links_are_left_alone_without_click_tracking() -> None:
+    html = parsed(letter(body_html='<a href="https://shop.example/">x</a>')).get_body(("html",)).get_content()
+    assert 'href="https://shop.example/"' in html
