@@ -181,3 +181,31 @@ async def test_window_fields_left_out_come_from_the_configured_defaults(settings
     assert campaign["window"] == {
         "timezone": "UTC", "days": [0, 1, 2], "start": "08:00", "end": "18:30", "holidays": "NL"
     }  # fmt: skip
+
+
+async def test_lists_filter_as_documented(api: ApiClient) -> None:
+    marker = uuid.uuid4().hex[:8]
+    tagged = await api.lead(f"{marker}-a@filter.example", company=f"Acme {marker}", tags=["vip", marker])
+    await api.lead(f"{marker}-b@filter.example", tags=["other"])
+    by_tag = await api.get(f"/leads?tag={marker}")
+    assert [lead["id"] for lead in by_tag["items"]] == [tagged["id"]]
+    assert (await api.get(f"/leads?search=ACME%20{marker}"))["total"] == 1
+    assert (await api.get(f"/leads?search={marker}&status=active"))["total"] == 2
+    assert (await api.get(f"/leads?search={marker}&status=bounced"))["total"] == 0
+    assert (await api.get("/leads?search=%25"))["total"] >= 0  # a literal %, not a wildcard to the database
+    assert (await api.http.get("/leads?status=nonsense")).status_code == 422
+
+    template = await api.template(name=f"T {marker}")
+    await api.domain(f"{marker}.filter.example", 1025)
+    draft = {"start_mode": "draft"}
+    made = await api.campaign(
+        template["id"], [tagged["id"]], [f"{marker}.filter.example"], name=f"Spring {marker}", schedule=draft
+    )
+    assert [c["id"] for c in (await api.get(f"/campaigns?search=spring%20{marker}"))["items"]] == [made["id"]]
+    assert (await api.get(f"/campaigns?search={marker}&status=draft"))["total"] == 1
+    assert (await api.get(f"/campaigns?search={marker}&status=running"))["total"] == 0
+    assert (await api.get(f"/campaigns?search={marker}&created_from=2999-01-01T00:00:00%2B00:00"))[
+        "total"
+    ] == 0
+    assert (await api.get(f"/templates?search=T%20{marker}"))["total"] == 1
+    assert (await api.get(f"/domains?search={marker}"))["total"] == 1

@@ -3,13 +3,14 @@ from __future__ import annotations
 from typing import Annotated, Any, get_args
 
 from fastapi import APIRouter, Query, Request
+from pydantic import AwareDatetime
 
 from services.api import lifecycle, repository, service
 from services.api.auth import CurrentPrincipal
 from services.api.envelope import Envelope, Page
-from services.api.routes.deps import PageNumber, PageSize, unit_of_work
+from services.api.routes.deps import PageNumber, PageSize, Search, searchable, unit_of_work
 from services.api.schemas import CampaignDetailOut, CampaignIn, CampaignOut, DryRunOut, MessageOut
-from shared.db.models import Campaign, Message, MessageStatus
+from shared.db.models import Campaign, CampaignStatus, Message, MessageStatus
 from shared.lifecycle import Action
 
 router = APIRouter(tags=["campaigns"])
@@ -41,10 +42,27 @@ async def campaign_dry_run(request: Request, principal: CurrentPrincipal, campai
 
 @router.get("/campaigns", response_model=Envelope[Page[CampaignOut]])
 async def list_campaigns(
-    request: Request, principal: CurrentPrincipal, page: PageNumber = 1, page_size: PageSize = 20
+    request: Request,
+    principal: CurrentPrincipal,
+    page: PageNumber = 1,
+    page_size: PageSize = 20,
+    status: CampaignStatus | None = None,
+    search: Search = None,
+    created_from: AwareDatetime | None = None,
+    created_to: AwareDatetime | None = None,
 ) -> dict[str, Any]:
+    """Newest first; `search` matches the name, `created_from` / `created_to` bound the creation time."""
+    where = []
+    if status is not None:
+        where.append(Campaign.status == status)
+    if text := searchable(search, "search"):
+        where.append(Campaign.name.icontains(text, autoescape=True))
+    if created_from is not None:
+        where.append(Campaign.created_at >= created_from)
+    if created_to is not None:
+        where.append(Campaign.created_at <= created_to)
     async with unit_of_work(request, principal) as repo:
-        rows, total = await repo.page(Campaign, page, page_size)
+        rows, total = await repo.page(Campaign, page, page_size, *where)
         items = [service.campaign_out(r) for r in rows]
     return {"data": {"items": items, "total": total, "page": page, "page_size": page_size}}
 

@@ -9,7 +9,9 @@ from typing import Annotated
 from fastapi import Query, Request
 
 from services.api.auth import Principal
+from services.api.envelope import invalid
 from services.api.repository import Repository
+from services.api.schemas import storable
 
 
 @contextlib.asynccontextmanager
@@ -21,3 +23,14 @@ async def unit_of_work(request: Request, principal: Principal) -> AsyncIterator[
 
 PageNumber = Annotated[int, Query(ge=1, le=1_000_000)]
 PageSize = Annotated[int, Query(ge=1, le=200)]
+
+
+def searchable(value: str | None, name: str) -> str | None:
+    """A free-text filter, refused with 422 when PostgreSQL could not compare it."""
+    try:
+        return storable(value)  # type: ignore[no-any-return]
+    except ValueError as error:
+        raise invalid(str(error), ["query", name]) from error
+
+
+Search = Annotated[str | None, Query(max_length=200)]

@@ -9,14 +9,15 @@ from typing import Any
 from fastapi import APIRouter, Request
 from jinja2 import TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
+from sqlalchemy import or_
 
-from services.api.auth import CurrentPrincipal
+from services.api.auth import CurrentPrincipal, Principal
 from services.api.envelope import Envelope, Page, conflict, invalid
-from services.api.routes.deps import PageNumber, PageSize, unit_of_work
+from services.api.routes.deps import PageNumber, PageSize, Search, searchable, unit_of_work
 from services.api.schemas import DomainIn, DomainOut, LeadIn, LeadOut, TemplateIn, TemplateOut
 from services.api.service import not_found_unless
 from shared import crypto
-from shared.db.models import Lead, SendingDomain, Template
+from shared.db.models import Lead, LeadStatus, SendingDomain, Template
 from shared.settings import Settings
 from shared.smtp_hosts import refusal
 
@@ -134,24 +135,33 @@ async def create_template(request: Request, principal: CurrentPrincipal, body: T
 
 
 def add_reads(
-    path: str, model: type[Any], schema: type[Any], to_out: Callable[[Any], dict[str, Any]], what: str
+    path: str,
+    model: type[Any],
+    schema: type[Any],
+    to_out: Callable[[Any], dict[str, Any]],
+    what: str,
+    listed: bool = True,
 ) -> None:
-    """`GET /<path>` (a page) and `GET /<path>/{id}`, scoped to the caller's workspace."""
+    """`GET /<path>` (a page, newest first; `search` over its text columns) and `GET /<path>/{id}`, scoped to
+    the caller's workspace."""
 
-    @router.get(f"/{path}", response_model=Envelope[Page[schema]], tags=[path], name=f"list_{path}")  # type: ignore[valid-type]
     async def list_rows(
-        request: Request, principal: CurrentPrincipal, page: PageNumber = 1, page_size: PageSize = 20
+        request: Request,
+        principal: CurrentPrincipal,
+        page: PageNumber = 1,
+        page_size: PageSize = 20,
+        search: Search = None,
     ) -> dict[str, Any]:
-        async with unit_of_work(request, principal) as repo:
-            rows, total = await repo.page(model, page, page_size)
-            return {
-                "data": {
-                    "items": [to_out(r) for r in rows],
-                    "total": total,
-                    "page": page,
-                    "page_size": page_size,
-                }
-            }
+        return await page_of(request, principal, model, to_out, page, page_size, search)
+
+    if listed:
+        router.add_api_route(
+            f"/{path}",
+            list_rows,
+            response_model=Envelope[Page[schema]],  # type: ignore[valid-type]
+            tags=[path],
+            name=f"list_{path}",
+        )
 
     @router.get(f"/{path}/{{row_id}}", response_model=Envelope[schema], tags=[path], name=f"get_{path}")  # type: ignore[valid-type]
     async def get_row(request: Request, principal: CurrentPrincipal, row_id: str) -> dict[str, Any]:
@@ -159,6 +169,50 @@ def add_reads(
             return {"data": to_out(not_found_unless(await repo.get(model, row_id), what))}
 
 
+async def page_of(
+    request: Request,
+    principal: Principal,
+    model: type[Any],
+    to_out: Callable[[Any], dict[str, Any]],
+    page: int,
+    page_size: int,
+    search: str | None,
+    *where: Any,
+) -> dict[str, Any]:
+    conditions = [*where, *SEARCHED[model](text)] if (text := searchable(search, "search")) else list(where)
+    async with unit_of_work(request, principal) as repo:
+        rows, total = await repo.page(model, page, page_size, *conditions)
+        items = [to_out(r) for r in rows]
+    return {"data": {"items": items, "total": total, "page": page, "page_size": page_size}}
+
+
+@router.get("/leads", response_model=Envelope[Page[LeadOut]], tags=["leads"])
+async def list_leads(
+    request: Request,
+    principal: CurrentPrincipal,
+    page: PageNumber = 1,
+    page_size: PageSize = 20,
+    search: Search = None,
+    status: LeadStatus | None = None,
+    tag: Search = None,
+) -> dict[str, Any]:
+    """Newest first; `search` matches e-mail, names and company, `tag` one of the lead's tags."""
+    where = [] if status is None else [Lead.status == status]
+    if wanted := searchable(tag, "tag"):
+        where.append(Lead.tags.contains([wanted]))
+    return await page_of(request, principal, Lead, _row_out, page, page_size, search, *where)
+
+
+def _matching(*columns: Any) -> Callable[[str], list[Any]]:
+    return lambda text: [or_(*(column.icontains(text, autoescape=True) for column in columns))]
+
+
+SEARCHED: dict[type[Any], Callable[[str], list[Any]]] = {
+    SendingDomain: _matching(SendingDomain.domain, SendingDomain.from_email),
+    Lead: _matching(Lead.email, Lead.first_name, Lead.last_name, Lead.company),
+    Template: _matching(Template.name, Template.subject),
+}
+
 add_reads("domains", SendingDomain, DomainOut, domain_out, "sending domain")
-add_reads("leads", Lead, LeadOut, _row_out, "lead")
+add_reads("leads", Lead, LeadOut, _row_out, "lead", listed=False)
 add_reads("templates", Template, TemplateOut, _row_out, "template")
