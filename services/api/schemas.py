@@ -326,3 +326,10 @@ class DryRunOut(BaseModel):
     per_day: list[DaySlots]
     slots: list[PlannedSlot]
     followups_expected: int
+
+
+class ReportOut(BaseModel):
+    lead_id: str
+    filename: str
+    size: int
+    uploaded_at: datetime

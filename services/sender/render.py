@@ -48,6 +48,7 @@ class Letter:
     smtp_message_id: str
     in_reply_to: str | None = None
     click_signer: Callable[[str], str] | None = None  # url → its signed token; None: click tracking off
+    attachment: tuple[str, bytes] | None = None  # (file name, PDF bytes)
 
 
 def _render(env: SandboxedEnvironment, source: str, variables: dict[str, Any], part: str) -> str:
@@ -162,6 +163,9 @@ def build(letter: Letter, now: datetime) -> EmailMessage:
     email["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     email.set_content(body_text)
     email.add_alternative(body_html, subtype="html")
+    if letter.attachment is not None:
+        filename, content = letter.attachment
+        email.add_attachment(content, maintype="application", subtype="pdf", filename=filename)
     return email
 
 

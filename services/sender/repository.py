@@ -17,6 +17,7 @@ from shared.db.models import (
     CampaignKpi,
     CampaignStatus,
     Lead,
+    LeadReport,
     LeadStatus,
     Message,
     MessageEventRow,
@@ -99,6 +100,15 @@ async def context(
         campaign,
         parent_smtp_id,
     )
+
+
+async def report_of(session: AsyncSession, lead_id: uuid.UUID) -> tuple[str, bytes] | None:
+    row = (
+        await session.execute(
+            select(LeadReport.filename, LeadReport.content).where(LeadReport.lead_id == lead_id)
+        )
+    ).first()
+    return None if row is None else (row.filename, row.content)
 
 
 async def set_smtp_message_id(session: AsyncSession, message_id: uuid.UUID, smtp_message_id: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
 from email.message import EmailMessage
 from functools import partial
@@ -38,6 +39,7 @@ class Attempt:
     email: EmailMessage | None
     failure: Outcome | None
     transaction: SmtpTransaction
+    notes: dict[str, str]  # recorded with the outcome, e.g. whether a report was attached
 
 
 OUTCOMES = Counter("maildash_sender_outcomes_total", "SMTP attempts by outcome", ["outcome"])
@@ -75,7 +77,7 @@ class Sender:
             outcome = await attempt.transaction.finish(attempt.lead.email, attempt.email)
         assert outcome is not None
         window = Window.from_dict(attempt.campaign.window)
-        await self._settle(attempt.message, window, attempt.lead, outcome, attempt.smtp_id)
+        await self._settle(attempt.message, window, attempt.lead, outcome, attempt.smtp_id, attempt.notes)
 
     async def _claim(self, session: AsyncSession, command: SendMessage) -> Attempt | None:
         if self._clock() > command.deadline:
@@ -106,6 +108,11 @@ class Sender:
             smtp_id,
             parent_smtp_id,
         )
+        notes: dict[str, str] = {}
+        if message.is_followup and campaign.followup_attach_report:
+            report = await repo.report_of(session, lead.id)
+            letter = dataclasses.replace(letter, attachment=report)
+            notes["report"] = "attached" if report else "none: the lead has no report"
         email, failure = None, None
         try:
             email = build(letter, self._clock())
@@ -120,7 +127,7 @@ class Sender:
             domain.smtp_security,
         )
         transaction = SmtpTransaction(account, self._settings.smtp_timeout_seconds)
-        return Attempt(message, lead, campaign, smtp_id, email, failure, transaction)
+        return Attempt(message, lead, campaign, smtp_id, email, failure, transaction, notes)
 
     def _letter(
         self,
@@ -165,13 +172,20 @@ class Sender:
         )
 
     async def _settle(
-        self, message: Message, window: Window, lead: Lead, outcome: Outcome, smtp_id: str
+        self,
+        message: Message,
+        window: Window,
+        lead: Lead,
+        outcome: Outcome,
+        smtp_id: str,
+        notes: dict[str, str],
     ) -> None:
         now = self._clock()
         data = {
             "smtp_code": outcome.smtp_code,
             "enhanced_code": outcome.enhanced_code,
             "reason": outcome.reason,
+            **notes,
         }
         ids = {
             "workspace_id": message.workspace_id,

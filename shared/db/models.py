@@ -25,6 +25,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -160,6 +161,16 @@ class Lead(Base):
     status: Mapped[str] = mapped_column(String(16), default=LeadStatus.ACTIVE)
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class LeadReport(Base):
+    """The lead's report (a PDF), attached to follow-ups of campaigns that ask for it."""
+
+    __tablename__ = "lead_reports"
+    lead_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), primary_key=True)
+    filename: Mapped[str] = mapped_column(Text)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    uploaded_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
 class Template(Base):

@@ -209,3 +209,20 @@ async def test_lists_filter_as_documented(api: ApiClient) -> None:
     ] == 0
     assert (await api.get(f"/templates?search=T%20{marker}"))["total"] == 1
     assert (await api.get(f"/domains?search={marker}"))["total"] == 1
+
+
+def test_migrations_go_down_and_up_again(settings: Settings) -> None:
+    """The schema can be rolled back and re-applied (on a database of its own)."""
+    import asyncio
+
+    from alembic import command
+
+    from shared.db.migrate import alembic_config, drop_database, upgrade
+
+    url = settings.database_url.rsplit("/", 1)[0] + f"/maildash_migrations_{uuid.uuid4().hex[:8]}"
+    try:
+        upgrade(url)
+        command.downgrade(alembic_config(url), "base")
+        command.upgrade(alembic_config(url), "head")
+    finally:
+        asyncio.run(drop_database(url))

@@ -15,9 +15,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from services.scheduler.main import create_app as create_scheduler
 from services.sender.main import create_app as create_sender
+from shared.db import create_engine, session_factory
+from shared.db.models import Message, MessageEventRow
 from shared.settings import Settings
 from tests.support.api import ApiClient
 from tests.support.clock import MovableClock
@@ -237,3 +240,57 @@ async def test_no_smtp_transaction_starts_after_pause_returns(pipeline: Pipeline
     statuses = [m["status"] for m in await pipeline.messages(campaign["id"])]
     assert statuses.count("sent") == len(pipeline.sink.received) < 12
     assert statuses.count("planned") == 12 - statuses.count("sent")
+
+
+async def test_followups_attach_the_leads_report_and_record_when_there_is_none(
+    pipeline: Pipeline, settings: Settings
+) -> None:
+    pdf = b"%PDF-1.4\n% a tiny test report\n%%EOF\n"
+    campaign, (with_report, without_report) = await pipeline.campaign(
+        leads=2, followup={"enabled": True, "days": 1, "attach_report": True}
+    )
+    upload = await pipeline.api.http.put(
+        f"/leads/{with_report}/report", files={"file": ("q3-report.pdf", pdf, "application/pdf")}
+    )
+    assert upload.status_code == 200, upload.text
+    await pipeline.sink.wait_for(2)
+
+    async def followups_planned() -> bool:
+        return len(await pipeline.messages(campaign["id"])) == 4
+
+    await pipeline.until(followups_planned)
+    pipeline.clock.advance(timedelta(days=1, minutes=1))
+    mails = await pipeline.sink.wait_for(4)
+    followups = [m.message for m in mails[2:]]
+    by_lead = {m["To"]: m for m in followups}
+    emails = {m["lead_id"]: m["lead_email"] for m in await pipeline.messages(campaign["id"])}
+    attached = [part.get_filename() for part in by_lead[emails[with_report]].iter_attachments()]
+    assert attached == ["q3-report.pdf"]
+    assert list(by_lead[emails[without_report]].iter_attachments()) == []
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        async with session_factory(engine)() as session:
+            notes = {
+                str(lead): data.get("report")
+                for lead, data in await session.execute(
+                    select(Message.lead_id, MessageEventRow.data)
+                    .join(Message, Message.id == MessageEventRow.message_id)
+                    .where(Message.campaign_id == uuid.UUID(campaign["id"]), Message.is_followup.is_(True))
+                )
+            }
+    finally:
+        await engine.dispose()
+    assert notes == {with_report: "attached", without_report: "none: the lead has no report"}
+
+
+async def test_a_report_must_be_a_pdf_of_at_most_5_mb(pipeline: Pipeline) -> None:
+    lead = await pipeline.api.lead(f"{uuid.uuid4().hex[:8]}@report.example")
+    not_pdf = await pipeline.api.http.put(f"/leads/{lead['id']}/report", files={"file": ("x.pdf", b"hello")})
+    assert not_pdf.status_code == 422
+    huge = b"%PDF-" + b"0" * (5 * 1024 * 1024)
+    too_big = await pipeline.api.http.put(f"/leads/{lead['id']}/report", files={"file": ("x.pdf", huge)})
+    assert too_big.status_code == 413
+    unknown = await pipeline.api.http.put(
+        f"/leads/{uuid.uuid4()}/report", files={"file": ("x.pdf", b"%PDF-1")}
+    )
+    assert unknown.status_code == 404

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, File, Request, UploadFile
 from jinja2 import TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy import or_
 
 from services.api.auth import CurrentPrincipal, Principal
-from services.api.envelope import Envelope, Page, conflict, invalid
+from services.api.envelope import ApiError, Envelope, Page, conflict, invalid
 from services.api.routes.deps import PageNumber, PageSize, Search, searchable, unit_of_work
-from services.api.schemas import DomainIn, DomainOut, LeadIn, LeadOut, TemplateIn, TemplateOut
+from services.api.schemas import DomainIn, DomainOut, LeadIn, LeadOut, ReportOut, TemplateIn, TemplateOut
 from services.api.service import not_found_unless
 from shared import crypto
-from shared.db.models import Lead, LeadStatus, SendingDomain, Template
+from shared.db.models import Lead, LeadReport, LeadStatus, SendingDomain, Template
 from shared.settings import Settings
 from shared.smtp_hosts import refusal
 
@@ -216,3 +216,31 @@ SEARCHED: dict[type[Any], Callable[[str], list[Any]]] = {
 add_reads("domains", SendingDomain, DomainOut, domain_out, "sending domain")
 add_reads("leads", Lead, LeadOut, _row_out, "lead", listed=False)
 add_reads("templates", Template, TemplateOut, _row_out, "template")
+
+
+MAX_REPORT_BYTES = 5 * 1024 * 1024
+
+
+@router.put("/leads/{lead_id}/report", response_model=Envelope[ReportOut], tags=["leads"])
+async def upload_report(
+    request: Request, principal: CurrentPrincipal, lead_id: str, file: Annotated[UploadFile, File()]
+) -> dict[str, Any]:
+    """The lead's report (a PDF of at most 5 MB), attached to follow-ups of campaigns with `attach_report`."""
+    content = await file.read(MAX_REPORT_BYTES + 1)
+    if len(content) > MAX_REPORT_BYTES:
+        raise ApiError(413, "payload_too_large", "a report may be at most 5 MB")
+    if not content.startswith(b"%PDF-"):
+        raise invalid("the report must be a PDF file", ["body", "file"])
+    filename = searchable((file.filename or "report.pdf").rsplit("/", 1)[-1][:200], "file") or "report.pdf"
+    async with unit_of_work(request, principal) as repo:
+        lead = not_found_unless(await repo.get(Lead, lead_id), "lead")
+        row = await repo.session.merge(LeadReport(lead_id=lead.id, filename=filename, content=content))
+        await repo.session.flush()
+        await repo.session.refresh(row)
+        out = {
+            "lead_id": str(lead.id),
+            "filename": row.filename,
+            "size": len(content),
+            "uploaded_at": row.uploaded_at,
+        }
+    return {"data": out}

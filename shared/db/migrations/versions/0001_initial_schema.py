@@ -76,6 +76,15 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["workspace_id"], ["workspaces.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
     )
+    op.create_table(
+        "lead_reports",
+        sa.Column("lead_id", sa.UUID(), nullable=False),
+        sa.Column("filename", sa.Text(), nullable=False),
+        sa.Column("content", sa.LargeBinary(), nullable=False),
+        sa.Column("uploaded_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.ForeignKeyConstraint(["lead_id"], ["leads.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("lead_id"),
+    )
     op.create_index(op.f("ix_leads_workspace_id"), "leads", ["workspace_id"], unique=False)
     op.create_index(
         "leads_workspace_email_key", "leads", ["workspace_id", sa.literal_column("lower(email)")], unique=True
@@ -326,6 +335,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("lead_reports")
     for table in NOTIFY_FUNCTIONS:
         op.execute(f"DROP TRIGGER IF EXISTS {table}_notify ON {table}")
         op.execute(f"DROP FUNCTION IF EXISTS notify_{table}()")
