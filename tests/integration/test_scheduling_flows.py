@@ -123,7 +123,11 @@ async def test_temporary_failures_retry_twice_then_fail_for_good_and_resend_deli
     assert message["last_error"].startswith("451 4.7.1")
     detail = await pipeline.api.get(f"/campaigns/{campaign['id']}")
     assert detail["kpis"]["total_failed"] == 1
-    assert detail["status"] == "completed"
+
+    async def completed() -> bool:  # recorded when the scheduler consumes MessageFailed
+        return (await pipeline.api.get(f"/campaigns/{campaign['id']}"))["status"] == "completed"
+
+    await pipeline.until(completed)
 
     pipeline.sink.handler.reply = "250 2.0.0 OK"
     resent = await pipeline.api.http.post(f"/campaigns/messages/{message['id']}/resend")

@@ -91,7 +91,9 @@ async def test_campaign_travels_from_wizard_to_inbox_to_kpis(
     opened = await api.get(f"/campaigns/{campaign['id']}")
     assert opened["kpis"]["total_opened"] == 1
     assert opened["kpis"]["open_rate"] == 1.0
-    assert opened["status"] == "completed"
+    # Completion is recorded when the scheduler consumes MessageSent: asynchronous, so wait for it.
+    done = await wait_for_detail(api, campaign["id"], lambda d: d["status"] == "completed")
+    assert done["status"] == "completed"
     [today] = opened["timeline"]
     assert (today["planned"], today["sent"], today["opened"]) == (1, 1, 1)
 
@@ -116,10 +118,11 @@ async def test_one_click_unsubscribe_from_the_email_header_stops_the_followup(
         listed = await api.get(f"/campaigns/messages?campaign_id={campaign['id']}")
         return bool(listed["total"] == 2)
 
-    for _ in range(100):
+    for _ in range(200):
         if await followup_planned():
             break
         await asyncio.sleep(0.1)
+    assert await followup_planned()
     async with httpx.AsyncClient() as client:
         assert (await client.get(link)).status_code == 200  # a confirmation page: a GET changes nothing
         assert (await api.get(f"/leads/{lead['id']}"))["status"] == "active"

@@ -10,11 +10,19 @@ from dataclasses import dataclass
 
 from tools.smtp_sink import Received, SinkHandler, start
 
+_handed_out: set[int] = set()
+
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A loopback port nobody listens on, never the same twice in one run (the OS may offer one again
+    between our probe and the service's bind)."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 @dataclass

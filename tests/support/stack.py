@@ -92,7 +92,10 @@ async def subprocess_service(
         )
     service = ServiceProcess(name, f"http://127.0.0.1:{port}", process, log_path)
     try:
-        await wait_ready(service.url)
+        try:
+            await wait_ready(service.url)
+        except AssertionError as error:
+            raise AssertionError(f"{error}; its log ends:\n{service.log()[-3000:]}") from error
         yield service
     finally:
         await asyncio.to_thread(service.terminate)
