@@ -337,12 +337,3 @@ class OutboxRow(Base):
     routing_key: Mapped[str] = mapped_column(Text)
     payload: Mapped[dict[str, Any]] = mapped_column()
     created_at: Mapped[datetime] = _created()
-
-
-class ProcessedEvent(Base):
-    """Idempotency ledger for consumers whose effect has no natural status guard."""
-
-    __tablename__ = "processed_events"
-    consumer: Mapped[str] = mapped_column(Text, primary_key=True)
-    event_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    processed_at: Mapped[datetime] = _created()

@@ -35,15 +35,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_table(
-        "processed_events",
-        sa.Column("consumer", sa.Text(), nullable=False),
-        sa.Column("event_id", sa.UUID(), nullable=False),
-        sa.Column(
-            "processed_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
-        ),
-        sa.PrimaryKeyConstraint("consumer", "event_id"),
-    )
-    op.create_table(
         "login_failures",
         sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
         sa.Column("email", sa.Text(), nullable=False),
@@ -372,5 +363,4 @@ def downgrade() -> None:
     op.drop_table("workspaces")
     op.drop_index("login_failures_email_at", table_name="login_failures")
     op.drop_table("login_failures")
-    op.drop_table("processed_events")
     op.drop_table("outbox")
