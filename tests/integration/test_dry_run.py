@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -77,3 +77,24 @@ async def test_wizard_dry_run_matches_what_a_start_then_plans(api: ApiClient, se
         assert datetime.fromisoformat(later["first_send_at"]) > datetime.fromisoformat(plan["last_send_at"])
     finally:
         await engine.dispose()
+
+
+async def test_a_future_start_at_is_where_planning_begins(api: ApiClient) -> None:
+    domain = f"later-{uuid.uuid4().hex[:6]}.example"
+    await api.domain(domain, 1025, interval=1200)
+    leads = [(await api.lead(f"{uuid.uuid4().hex[:8]}@later.example"))["id"] for _ in range(3)]
+    template = await api.template()
+    tomorrow = (utcnow() + timedelta(days=1)).replace(hour=10, minute=5, second=0, microsecond=0)
+    window = {**ALWAYS_OPEN, "timezone": "UTC"}
+    body = {
+        "name": "Later",
+        "template_id": template["id"],
+        "audience": {"mode": "static", "lead_ids": leads},
+        "schedule": {"start_mode": "at", "start_at": tomorrow.isoformat(), "window": window},
+        "domains": [domain],
+    }
+    plan = (await api.http.post("/campaigns/dry-run", json=body)).json()["data"]
+    starts = [datetime.fromisoformat(s["scheduled_at"]) for s in plan["slots"]]
+    # The first grid point (00:00 + k·20 min) at or after 10:05 is 10:20; then one per interval.
+    assert starts == [tomorrow.replace(minute=20) + timedelta(minutes=20 * i) for i in range(3)]
+    assert plan["per_day"] == [{"date": tomorrow.date().isoformat(), "count": 3}]

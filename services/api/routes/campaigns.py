@@ -8,7 +8,7 @@ from pydantic import AwareDatetime
 from services.api import lifecycle, repository, service
 from services.api.auth import CurrentPrincipal
 from services.api.envelope import Envelope, Page
-from services.api.routes.deps import PageNumber, PageSize, Search, searchable, unit_of_work
+from services.api.routes.deps import PageNumber, PageSize, Search, page_of, unit_of_work
 from services.api.schemas import CampaignDetailOut, CampaignIn, CampaignOut, DryRunOut, MessageOut
 from shared.db.models import Campaign, CampaignStatus, Message, MessageStatus
 from shared.lifecycle import Action
@@ -55,16 +55,11 @@ async def list_campaigns(
     where = []
     if status is not None:
         where.append(Campaign.status == status)
-    if text := searchable(search, "search"):
-        where.append(Campaign.name.icontains(text, autoescape=True))
     if created_from is not None:
         where.append(Campaign.created_at >= created_from)
     if created_to is not None:
         where.append(Campaign.created_at <= created_to)
-    async with unit_of_work(request, principal) as repo:
-        rows, total = await repo.page(Campaign, page, page_size, *where)
-        items = [service.campaign_out(r) for r in rows]
-    return {"data": {"items": items, "total": total, "page": page, "page_size": page_size}}
+    return await page_of(request, principal, Campaign, service.campaign_out, page, page_size, search, *where)
 
 
 @router.get("/campaigns/messages", response_model=Envelope[Page[MessageOut]])

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
 
 from fastapi import Query, Request
+from sqlalchemy import or_
 
 from services.api.auth import Principal
 from services.api.envelope import invalid
 from services.api.repository import Repository
 from services.api.schemas import storable
+from shared.db.models import Campaign, Lead, SendingDomain, Template
 
 
 @contextlib.asynccontextmanager
@@ -34,3 +36,32 @@ def searchable(value: str | None, name: str) -> str | None:
 
 
 Search = Annotated[str | None, Query(max_length=200)]
+
+
+def _matching(*columns: Any) -> Callable[[str], list[Any]]:
+    return lambda text: [or_(*(column.icontains(text, autoescape=True) for column in columns))]
+
+
+SEARCHED: dict[type[Any], Callable[[str], list[Any]]] = {
+    SendingDomain: _matching(SendingDomain.domain, SendingDomain.from_email),
+    Lead: _matching(Lead.email, Lead.first_name, Lead.last_name, Lead.company),
+    Template: _matching(Template.name, Template.subject),
+    Campaign: _matching(Campaign.name),
+}
+
+
+async def page_of(
+    request: Request,
+    principal: Principal,
+    model: type[Any],
+    to_out: Callable[[Any], dict[str, Any]],
+    page: int,
+    page_size: int,
+    search: str | None,
+    *where: Any,
+) -> dict[str, Any]:
+    conditions = [*where, *SEARCHED[model](text)] if (text := searchable(search, "search")) else list(where)
+    async with unit_of_work(request, principal) as repo:
+        rows, total = await repo.page(model, page, page_size, *conditions)
+        items = [to_out(r) for r in rows]
+    return {"data": {"items": items, "total": total, "page": page, "page_size": page_size}}

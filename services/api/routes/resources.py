@@ -9,11 +9,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Request, UploadFile
 from jinja2 import TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
-from sqlalchemy import or_
 
-from services.api.auth import CurrentPrincipal, Principal
+from services.api.auth import CurrentPrincipal
 from services.api.envelope import ApiError, Envelope, Page, conflict, invalid
-from services.api.routes.deps import PageNumber, PageSize, Search, searchable, unit_of_work
+from services.api.routes.deps import PageNumber, PageSize, Search, page_of, searchable, unit_of_work
 from services.api.schemas import DomainIn, DomainOut, LeadIn, LeadOut, ReportOut, TemplateIn, TemplateOut
 from services.api.service import not_found_unless
 from shared import crypto
@@ -169,23 +168,6 @@ def add_reads(
             return {"data": to_out(not_found_unless(await repo.get(model, row_id), what))}
 
 
-async def page_of(
-    request: Request,
-    principal: Principal,
-    model: type[Any],
-    to_out: Callable[[Any], dict[str, Any]],
-    page: int,
-    page_size: int,
-    search: str | None,
-    *where: Any,
-) -> dict[str, Any]:
-    conditions = [*where, *SEARCHED[model](text)] if (text := searchable(search, "search")) else list(where)
-    async with unit_of_work(request, principal) as repo:
-        rows, total = await repo.page(model, page, page_size, *conditions)
-        items = [to_out(r) for r in rows]
-    return {"data": {"items": items, "total": total, "page": page, "page_size": page_size}}
-
-
 @router.get("/leads", response_model=Envelope[Page[LeadOut]], tags=["leads"])
 async def list_leads(
     request: Request,
@@ -202,16 +184,6 @@ async def list_leads(
         where.append(Lead.tags.contains([wanted]))
     return await page_of(request, principal, Lead, _row_out, page, page_size, search, *where)
 
-
-def _matching(*columns: Any) -> Callable[[str], list[Any]]:
-    return lambda text: [or_(*(column.icontains(text, autoescape=True) for column in columns))]
-
-
-SEARCHED: dict[type[Any], Callable[[str], list[Any]]] = {
-    SendingDomain: _matching(SendingDomain.domain, SendingDomain.from_email),
-    Lead: _matching(Lead.email, Lead.first_name, Lead.last_name, Lead.company),
-    Template: _matching(Template.name, Template.subject),
-}
 
 add_reads("domains", SendingDomain, DomainOut, domain_out, "sending domain")
 add_reads("leads", Lead, LeadOut, _row_out, "lead", listed=False)
