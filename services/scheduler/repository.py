@@ -115,6 +115,7 @@ async def claim_due(session: AsyncSession, now: datetime, limit: int) -> list[An
             Message.campaign_id,
             Message.sending_domain_id,
             Message.scheduled_at,
+            Message.not_before,
             SendingDomain.min_interval_seconds,
         )
         .join(Campaign, Campaign.id == Message.campaign_id)

@@ -66,20 +66,22 @@ class Scheduler:
         return len(planned)
 
     async def dispatch_due(self) -> int:
-        """Publish `SendMessage` for due slots; one past its grace gets a new slot: a backlog never bursts."""
+        """Publish `SendMessage` for due slots. One past its grace, or one whose slot lies before its
+        `not_before` (a retry waiting for its backoff), gets a new slot: a backlog never bursts."""
         now = self._clock()
         async with self._sessions() as session, session.begin():
             rows = await repo.claim_due(session, now, self._settings.dispatch_batch_size)
             due: list[tuple[Any, datetime]] = []
-            late: list[uuid.UUID] = []
+            replanned: list[uuid.UUID] = []
             for row in rows:
                 deadline = row.scheduled_at + send_grace(
                     row.min_interval_seconds, self._settings.send_grace_seconds
                 )
-                if now <= deadline:
+                # A retry or resend keeps its old slot until re-planned at or after its `not_before`.
+                if now <= deadline and row.not_before <= row.scheduled_at:
                     due.append((row, deadline))
                 else:
-                    late.append(row.id)
+                    replanned.append(row.id)
             await repo.mark_dispatched(session, [row.id for row, _ in due])
             await enqueue(
                 session,
@@ -94,13 +96,12 @@ class Scheduler:
                     for row, deadline in due
                 ),
             )
-            if late:
-                await self.replan(
-                    session, await repo.unsent_for_update(session, Message.id.in_(late)), now, "late"
-                )
+            if replanned:
+                again = await repo.unsent_for_update(session, Message.id.in_(replanned))
+                await self.replan(session, again, now, "due again")
         DISPATCHED.inc(len(due))
         if rows:
-            log.info("scheduler.dispatch.done", dispatched=len(due), replanned=len(late))
+            log.info("scheduler.dispatch.done", dispatched=len(due), replanned=len(replanned))
         return len(rows)
 
     async def replan(

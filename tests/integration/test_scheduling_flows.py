@@ -110,6 +110,7 @@ async def test_temporary_failures_retry_twice_then_fail_for_good_and_resend_deli
     pipeline: Pipeline,
 ) -> None:
     pipeline.sink.handler.reply = "451 4.7.1 Greylisted, try again later"
+    tries_before = len(pipeline.sink.handler.mail_from_times)
     campaign, _ = await pipeline.campaign()
 
     async def failed_for_good() -> bool:
@@ -119,6 +120,9 @@ async def test_temporary_failures_retry_twice_then_fail_for_good_and_resend_deli
     await pipeline.until(failed_for_good)
     [message] = await pipeline.messages(campaign["id"])
     assert pipeline.sink.handler.data_started == 3  # the first try and two retries
+    first, second, third = pipeline.sink.handler.mail_from_times[tries_before:]
+    assert second - first >= 1  # each retry waited for its backoff: 1 s, then 2 s
+    assert third - second >= 2
     assert message["retry_count"] == 2
     assert message["last_error"].startswith("451 4.7.1")
     detail = await pipeline.api.get(f"/campaigns/{campaign['id']}")
