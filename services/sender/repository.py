@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -60,6 +60,41 @@ async def release_late(session: AsyncSession, message_id: uuid.UUID) -> None:
         update(Message)
         .where(Message.id == message_id, Message.status == MessageStatus.DISPATCHED)
         .values(status=MessageStatus.PLANNED)
+    )
+
+
+async def take_domain_turn(
+    session: AsyncSession, domain_id: uuid.UUID, now: datetime, gap: timedelta
+) -> datetime | None:
+    """Record `now` as the domain's last send unless one began less than `gap` ago. None: this transaction
+    has the turn; else when the domain may send again.
+
+    The updated row stays locked until the claim commits, so concurrent senders of one domain queue here
+    and each re-reads the time its predecessor wrote: N workers can never burst one domain."""
+    if gap <= timedelta(0):
+        return None
+    taken = await session.scalar(
+        update(SendingDomain)
+        .where(
+            SendingDomain.id == domain_id,
+            or_(SendingDomain.last_send_at.is_(None), SendingDomain.last_send_at <= now - gap),
+        )
+        .values(last_send_at=now)
+        .returning(SendingDomain.id)
+    )
+    if taken is not None:
+        return None
+    last = await session.scalar(select(SendingDomain.last_send_at).where(SendingDomain.id == domain_id))
+    assert last is not None
+    return last + gap
+
+
+async def defer(session: AsyncSession, message_id: uuid.UUID, not_before: datetime) -> None:
+    """Back to planned, to be given a new slot at or after `not_before`; not a try, so no retry is spent."""
+    await session.execute(
+        update(Message)
+        .where(Message.id == message_id)
+        .values(status=MessageStatus.PLANNED, not_before=not_before)
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from dataclasses import dataclass
+from datetime import timedelta
 from email.message import EmailMessage
 from functools import partial
 
@@ -21,7 +22,7 @@ from shared.clock import Clock
 from shared.db.models import Campaign, Lead, Message, MessageStatus, SendingDomain, Template
 from shared.events import Event, MessageBounced, MessageFailed, MessageSent, SendMessage
 from shared.messaging import enqueue
-from shared.planning.slots import retry_not_before
+from shared.planning.slots import retry_not_before, send_grace
 from shared.planning.window import Window
 from shared.settings import Settings
 
@@ -95,6 +96,15 @@ class Sender:
             session, lead.workspace_id, lead.email
         ):
             await repo.cancel(session, message, f"lead is {lead.status} or suppressed")
+            return None
+        gap = timedelta(seconds=domain.min_interval_seconds) - send_grace(
+            domain.min_interval_seconds, self._settings.send_grace_seconds
+        )
+        if (not_before := await repo.take_domain_turn(session, domain.id, self._clock(), gap)) is not None:
+            await repo.defer(session, message.id, not_before)
+            log.warning(
+                "sender.message.deferred", message_id=str(message.id), not_before=not_before.isoformat()
+            )
             return None
         smtp_id = f"<{message.id}.{message.retry_count}@{domain.domain}>"
         await repo.set_smtp_message_id(session, message.id, smtp_id)

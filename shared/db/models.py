@@ -140,6 +140,8 @@ class SendingDomain(Base):
     min_interval_seconds: Mapped[int] = mapped_column(Integer)
     daily_cap: Mapped[int | None] = mapped_column(Integer)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # When a sender last began an SMTP transaction for this domain: the sender's own throttle guard.
+    last_send_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 

@@ -147,3 +147,38 @@ async def test_a_campaign_owing_a_followup_is_not_completed_before_it_is_planned
         assert (await session.get_one(Campaign, campaign_id)).status == "running"
     assert await scheduler.plan_followup((await messages_of(sessions, campaign_id))[0].id)
     assert len(await messages_of(sessions, campaign_id)) == 2
+
+
+async def test_racing_senders_never_start_two_transactions_on_one_domain_within_its_interval(
+    api: ApiClient, settings: Settings, sessions: async_sessionmaker[AsyncSession], smtp_sink: SmtpSink
+) -> None:
+    """Two messages of one domain dispatched together (as a skewed clock or a manual edit could) and
+    handled by two senders at once: one transaction starts, the other waits for a slot of its own."""
+    clock = MovableClock()
+    scheduler = Scheduler(sessions, settings, clock)
+    campaign_id = await planned_campaign(api, scheduler, sessions, leads=2, interval=120, port=smtp_sink.port)
+    async with sessions() as session, session.begin():
+        await session.execute(
+            update(Message).where(Message.campaign_id == campaign_id).values(status="dispatched")
+        )
+    messages = await messages_of(sessions, campaign_id)
+    clock.advance(messages[0].scheduled_at - clock())
+    engines = [create_engine(settings.database_url, pool_size=1) for _ in range(2)]
+    try:
+        senders = [Sender(session_factory(e), settings, clock) for e in engines]
+        await asyncio.gather(*(s.handle(send_command(m)) for s, m in zip(senders, messages, strict=True)))
+    finally:
+        for engine in engines:
+            await engine.dispose()
+
+    assert len(smtp_sink.received) == 1
+    sent, deferred = sorted(await messages_of(sessions, campaign_id), key=lambda m: m.status != "sent")
+    assert (sent.status, deferred.status) == ("sent", "planned")
+    assert deferred.retry_count == 0
+    gap = timedelta(seconds=120 - 30)  # interval − grace (min(60 s, interval / 4))
+    assert deferred.not_before >= clock() + gap - timedelta(seconds=1)
+
+    assert await scheduler.dispatch_due() >= 1  # re-planned: its new slot respects the interval
+    [replanned] = [m for m in await messages_of(sessions, campaign_id) if m.id == deferred.id]
+    assert replanned.status == "planned"
+    assert replanned.scheduled_at >= deferred.not_before
