@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     # Workers
     sender_concurrency: int = Field(8, ge=1)
     smtp_timeout_seconds: float = Field(30.0, gt=0)
+    smtp_ca_file: str | None = None  # CA bundle for SMTP servers' certificates; the system's when unset
     sending_lease_seconds: int = Field(300, ge=10)
     dispatch_batch_size: int = Field(500, ge=1)
     poll_seconds: float = Field(5.0, gt=0)

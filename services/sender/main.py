@@ -26,6 +26,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Starl
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         async with runtime.serving():
             yield
+        await sender.close()  # after the broker drained: no attempt is using a session any more
 
     app = Starlette(routes=health_routes(runtime.readiness_checks()), lifespan=lifespan)
     app.state.runtime = runtime

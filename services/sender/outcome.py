@@ -25,12 +25,14 @@ class Outcome:
 _ENHANCED = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
 
 
-def from_reply(code: int, text: str) -> Outcome:
+def from_reply(code: int, text: str, for_recipient: bool = True) -> Outcome:
+    """`for_recipient`: the reply to RCPT or DATA. A 5xx before them (login, MAIL FROM, a server that wants
+    STARTTLS) is about our account, not the lead's address: a failure, never a bounce."""
     enhanced = match.group(1) if (match := _ENHANCED.search(text)) else None
     reason = f"{code} {text}".strip()[:1000]
     if 200 <= code < 300:
         return Outcome(Kind.SENT, "", code, enhanced)
-    if 500 <= code < 600:
+    if 500 <= code < 600 and for_recipient:
         return Outcome(Kind.BOUNCED, reason, code, enhanced)
     return Outcome(Kind.FAILED, reason, code, enhanced)
 

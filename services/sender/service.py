@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.sender import repository as repo
 from services.sender.outcome import Kind, Outcome
 from services.sender.render import Letter, RenderError, build, return_path
-from services.sender.smtp import Account, SmtpTransaction
+from services.sender.smtp import Account, SmtpPool, SmtpTransaction
 from shared import crypto, tokens
 from shared.clock import Clock
 from shared.db.models import Campaign, Lead, Message, MessageStatus, SendingDomain, Template
@@ -57,6 +57,11 @@ class Sender:
         self._settings = settings
         self._clock = clock
         self._slots = asyncio.Semaphore(settings.sender_concurrency)
+        self._smtp = SmtpPool(settings.smtp_timeout_seconds, settings.smtp_ca_file)
+
+    async def close(self) -> None:
+        """Log out of the idle SMTP sessions."""
+        await self._smtp.close()
 
     async def handle(self, command: SendMessage) -> None:
         async with self._slots:
@@ -67,12 +72,18 @@ class Sender:
 
         The claim transaction share-locks the campaign until the server accepted MAIL FROM, so `pause` and
         `stop` return only once every transaction that will ever start for the campaign has started."""
-        async with self._sessions() as session, session.begin():
-            attempt = await self._claim(session, command)
-            if attempt is None:
-                return
-            sender = return_path(str(attempt.message.id), attempt.message.domain_used)
-            outcome = attempt.failure or await attempt.transaction.begin(sender)
+        attempt = None
+        try:
+            async with self._sessions() as session, session.begin():
+                attempt = await self._claim(session, command)
+                if attempt is None:
+                    return
+                sender = return_path(str(attempt.message.id), attempt.message.domain_used)
+                outcome = attempt.failure or await attempt.transaction.begin(sender)
+        except BaseException:
+            if attempt is not None:
+                await attempt.transaction.abandon()
+            raise
         # Committed as `sending`: from here a crash leaves it to the reconciler (`interrupted`).
         if outcome is None and attempt.email is not None:
             outcome = await attempt.transaction.finish(attempt.lead.email, attempt.email)
@@ -136,7 +147,7 @@ class Sender:
             crypto.decrypt(self._settings.encryption_key, password) if password else None,
             domain.smtp_security,
         )
-        transaction = SmtpTransaction(account, self._settings.smtp_timeout_seconds)
+        transaction = self._smtp.transaction(account)
         return Attempt(message, lead, campaign, smtp_id, email, failure, transaction, notes)
 
     def _letter(

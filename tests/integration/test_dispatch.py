@@ -119,6 +119,8 @@ async def test_a_duplicated_send_command_raced_by_two_senders_sends_one_email(
     try:
         senders = [Sender(session_factory(e), settings, clock) for e in engines]
         await asyncio.gather(*(s.handle(command) for s in senders), senders[0].handle(command))
+        for sender in senders:
+            await sender.close()
     finally:
         for engine in engines:
             await engine.dispose()
@@ -167,6 +169,8 @@ async def test_racing_senders_never_start_two_transactions_on_one_domain_within_
     try:
         senders = [Sender(session_factory(e), settings, clock) for e in engines]
         await asyncio.gather(*(s.handle(send_command(m)) for s, m in zip(senders, messages, strict=True)))
+        for sender in senders:
+            await sender.close()
     finally:
         for engine in engines:
             await engine.dispose()

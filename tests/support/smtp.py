@@ -7,6 +7,7 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from tools.smtp_sink import Received, SinkHandler, start
 
@@ -45,9 +46,10 @@ class SmtpSink:
 
 
 @contextlib.asynccontextmanager
-async def running_sink() -> AsyncIterator[SmtpSink]:
-    port = free_port()
-    controller, handler = await asyncio.to_thread(start, "127.0.0.1", port)
+async def running_sink(port: int | None = None, **server: Any) -> AsyncIterator[SmtpSink]:
+    """`server`: aiosmtpd options, e.g. `tls_context` and `require_starttls`, or `ssl_context`."""
+    port = port or free_port()
+    controller, handler = await asyncio.to_thread(start, "127.0.0.1", port, **server)
     try:
         yield SmtpSink("127.0.0.1", port, handler)
     finally:

@@ -24,3 +24,9 @@ def test_transport_errors_are_temporary() -> None:
     outcome = from_transport_error("SMTPConnectError: connection refused")
     assert outcome.kind is Kind.FAILED
     assert outcome.smtp_code is None
+
+
+def test_a_5xx_before_the_recipient_is_our_accounts_failure_not_a_bounce() -> None:
+    outcome = from_reply(530, "5.7.0 Must issue a STARTTLS command first", for_recipient=False)
+    assert outcome.kind is Kind.FAILED
+    assert outcome.enhanced_code == "5.7.0"
