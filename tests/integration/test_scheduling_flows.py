@@ -228,26 +228,36 @@ async def test_a_draft_waits_until_started(pipeline: Pipeline) -> None:
     await pipeline.until(planned)
 
 
-async def test_no_smtp_transaction_starts_after_pause_returns(pipeline: Pipeline) -> None:
+async def test_no_smtp_transaction_starts_after_pause_returns(pipeline: Pipeline, settings: Settings) -> None:
     # A server slow to greet: senders hold claimed messages a while before their MAIL FROM. The pause lands
     # in exactly that gap, and must not return before those transactions have begun.
     pipeline.sink.handler.ehlo_delay = 0.5
     pipeline.sink.handler.data_delay = 0.5
-    campaign, _ = await pipeline.campaign(leads=12)
-    for _ in range(500):
-        if pipeline.sink.handler.ehlo_started:
-            break
-        await asyncio.sleep(0.01)
-    paused = await pipeline.api.http.post(f"/campaigns/{campaign['id']}/pause")
-    returned_at = time.monotonic()
-    assert paused.status_code == 200
-    await asyncio.sleep(2.5)  # in-flight transactions finish; nothing new may begin
+    async with AsyncExitStack() as more_workers:  # three senders in all, two at a time each
+        for _ in range(2):
+            await more_workers.enter_async_context(
+                inprocess_service(
+                    create_sender,
+                    settings.model_copy(update={"sender_concurrency": 2}),
+                    free_port(),
+                    clock=pipeline.clock,
+                )
+            )
+        campaign, _ = await pipeline.campaign(leads=24)  # twice what the workers take at once (8 + 2 + 2)
+        for _ in range(500):
+            if pipeline.sink.handler.ehlo_started >= 3:
+                break
+            await asyncio.sleep(0.01)
+        paused = await pipeline.api.http.post(f"/campaigns/{campaign['id']}/pause")
+        returned_at = time.monotonic()
+        assert paused.status_code == 200
+        await asyncio.sleep(2.5)  # in-flight transactions finish; nothing new may begin
 
     assert pipeline.sink.handler.mail_from_times
     assert max(pipeline.sink.handler.mail_from_times) < returned_at
     statuses = [m["status"] for m in await pipeline.messages(campaign["id"])]
-    assert statuses.count("sent") == len(pipeline.sink.received) < 12
-    assert statuses.count("planned") == 12 - statuses.count("sent")
+    assert statuses.count("sent") == len(pipeline.sink.received) < 24
+    assert statuses.count("planned") == 24 - statuses.count("sent")
 
 
 async def test_followups_attach_the_leads_report_and_record_when_there_is_none(
