@@ -16,6 +16,19 @@ from shared.db.migrate import drop_database, ensure_database, upgrade
 from shared.db.notify import asyncpg_dsn
 from shared.settings import Settings
 
+ALWAYS_OPEN = {
+    "timezone": "UTC",
+    "days": [0, 1, 2, 3, 4, 5, 6],
+    "start": "00:00",
+    "end": "24:00",
+    "holidays": None,
+}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
 
 @dataclass
 class Result:
@@ -59,7 +72,12 @@ async def raw_connection(settings: Settings) -> AsyncIterator[asyncpg.Connection
 
 
 async def seed_campaign(
-    settings: Settings, leads: int, domains: int, interval: int, window: dict[str, Any]
+    settings: Settings,
+    leads: int,
+    domains: int,
+    interval: int,
+    window: dict[str, Any],
+    smtp_port: int = 1025,
 ) -> tuple[uuid.UUID, uuid.UUID]:
     """A workspace, template, `domains` sending domains, `leads` leads and a scheduled campaign over them."""
     workspace, template, campaign = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
@@ -77,7 +95,8 @@ async def seed_campaign(
             "sending_domains",
             columns=["id", "workspace_id", "domain", "from_email", "from_name", "smtp_host", "smtp_port",
                      "smtp_security", "min_interval_seconds", "active"],
-            records=[(uuid.uuid4(), workspace, n, f"s@{n}", "", "127.0.0.1", 1025, "none", interval, True)
+            records=[(uuid.uuid4(), workspace, n, f"s@{n}", "", "127.0.0.1", smtp_port, "none", interval,
+                      True)
                      for n in names],
         )  # fmt: skip
         lead_ids = [uuid.uuid4() for _ in range(leads)]

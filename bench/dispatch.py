@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import aio_pika
 import uvicorn
 
-from bench.common import bench_database, seed_campaign
+from bench.common import ALWAYS_OPEN, bench_database, percentile, seed_campaign
 from services.scheduler.main import create_app as create_scheduler
 from services.scheduler.service import Scheduler
 from shared.clock import utcnow
@@ -25,13 +25,6 @@ from shared.events import SendMessage
 from shared.messaging import Topology, remove_topology
 from shared.settings import Settings
 
-ALWAYS_OPEN = {
-    "timezone": "UTC",
-    "days": [0, 1, 2, 3, 4, 5, 6],
-    "start": "00:00",
-    "end": "24:00",
-    "holidays": None,
-}
 OFFICE_HOURS = {
     "timezone": "Europe/Amsterdam",
     "days": [0, 1, 2, 3, 4],
@@ -39,11 +32,6 @@ OFFICE_HOURS = {
     "end": "17:00",
     "holidays": "NL",
 }
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def raw_round_trips(settings: Settings, count: int) -> list[float]:

@@ -92,9 +92,11 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=1025)
     parser.add_argument("--dir", type=Path, default=Path("var/mail"))
+    parser.add_argument("--discard", action="store_true", help="write no files (for benchmarks)")
     args = parser.parse_args()
-    controller, _ = start(args.host, args.port, args.dir)
-    print(f"smtp sink on {args.host}:{args.port}, keeping mail in {args.dir}/", flush=True)
+    controller, _ = start(args.host, args.port, None if args.discard else args.dir)
+    kept = "discarding mail" if args.discard else f"keeping mail in {args.dir}/"
+    print(f"smtp sink on {args.host}:{args.port}, {kept}", flush=True)
     try:
         while True:
             time.sleep(3600)

@@ -54,7 +54,7 @@ async def resend(repo: Repository, message: Message) -> Message:
         .where(Message.id == message.id)
         .values(status=MessageStatus.PLANNED, retry_count=Message.retry_count + 1, not_before=utcnow())
     )
-    await kpi.bump(repo.session, message.campaign_id, failed=-1)
+    await kpi.bump(repo.session, message.campaign_id, message.id, failed=-1)
     if campaign.status == CampaignStatus.COMPLETED:
         campaign.status = CampaignStatus.RUNNING  # it has something to send again
     await repo.session.flush()

@@ -9,10 +9,9 @@ from typing import Any, TypeVar
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.db import kpi
 from shared.db.models import (
     Campaign,
-    CampaignKpi,
-    CampaignKpiDay,
     CampaignLead,
     Lead,
     Message,
@@ -22,6 +21,7 @@ from shared.db.models import (
     User,
     Workspace,
 )
+from shared.kpis import Counters
 from shared.planning.audience import Candidate
 
 Owned = TypeVar("Owned", Campaign, Lead, SendingDomain, Template, Suppression, Message)
@@ -143,16 +143,8 @@ class Repository:
         ).all()
         return [r.email for r in rows if r.email], [r.domain for r in rows if r.domain]
 
-    async def kpi_rows(self, campaign_id: uuid.UUID) -> tuple[CampaignKpi | None, dict[date, dict[str, int]]]:
-        counters = await self.session.get(CampaignKpi, campaign_id)
-        days = await self.session.scalars(
-            select(CampaignKpiDay).where(CampaignKpiDay.campaign_id == campaign_id)
-        )
-        by_day = {
-            d.day: {"planned": d.planned, "sent": d.sent, "opened": d.opened, "bounced": d.bounced}
-            for d in days
-        }
-        return counters, by_day
+    async def kpis(self, campaign_id: uuid.UUID) -> tuple[Counters, dict[date, dict[str, int]]]:
+        return await kpi.totals(self.session, campaign_id), await kpi.days(self.session, campaign_id)
 
 
 async def user_by_email(session: AsyncSession, email: str) -> User | None:

@@ -273,18 +273,13 @@ async def _resolve_audience(repo: Repository, payload: CampaignIn, now: Any) -> 
 
 
 async def campaign_detail(repo: Repository, campaign: Campaign) -> dict[str, Any]:
-    counters, days = await repo.kpi_rows(campaign.id)
+    counters, days = await repo.kpis(campaign.id)
     window = Window.from_dict(campaign.window)
-    values = (
-        kpis.Counters(**{f: getattr(counters, f) for f in kpis.Counters.__dataclass_fields__})
-        if counters
-        else kpis.Counters()
-    )
     return {
         **campaign_out(campaign),
         "audience_count": campaign.audience_count,
         "domains_used": campaign.domains[: campaign.audience_count],
-        "kpis": kpis.kpis(values, window),
+        "kpis": kpis.kpis(counters, window),
         "timeline": kpis.timeline(days, window.local_date(utcnow())),
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from html.parser import HTMLParser
 from typing import Any, ClassVar
 from urllib.parse import urlencode
 
-from jinja2 import TemplateError
+from jinja2 import Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 _env = SandboxedEnvironment(autoescape=False)
@@ -51,9 +52,15 @@ class Letter:
     attachment: tuple[str, bytes] | None = None  # (file name, PDF bytes)
 
 
+@functools.lru_cache(maxsize=512)
+def _compiled(env: SandboxedEnvironment, source: str) -> Template:
+    """Compiling costs far more than rendering, and a campaign renders the same few sources for every lead."""
+    return env.from_string(source)
+
+
 def _render(env: SandboxedEnvironment, source: str, variables: dict[str, Any], part: str) -> str:
     try:
-        return env.from_string(source).render(variables)
+        return _compiled(env, source).render(variables)
     except TemplateError as error:
         raise RenderError(f"template {part} failed to render: {error}") from error
 

@@ -14,7 +14,6 @@ from shared.db import kpi
 from shared.db.messages import mark_running
 from shared.db.models import (
     Campaign,
-    CampaignKpi,
     CampaignStatus,
     Lead,
     LeadReport,
@@ -158,7 +157,7 @@ async def cancel(session: AsyncSession, message: Message, reason: str) -> None:
         .where(Message.id == message.id)
         .values(status=MessageStatus.CANCELLED, last_error=reason)
     )
-    await kpi.bump(session, message.campaign_id, cancelled=1)
+    await kpi.bump(session, message.campaign_id, message.id, cancelled=1)
 
 
 async def settle(
@@ -182,15 +181,13 @@ async def settle(
     await mark_running(session, message.campaign_id)
     await record_event(session, message, status, now, data)
     if status == MessageStatus.SENT:
-        first = func.least(func.coalesce(CampaignKpi.first_sent_at, now), now)
-        last = func.greatest(func.coalesce(CampaignKpi.last_sent_at, now), now)
-        await kpi.bump(session, message.campaign_id, sent=1, first_sent_at=first, last_sent_at=last)
-        await kpi.bump_days(session, message.campaign_id, "sent", {day: 1})
+        await kpi.bump(session, message.campaign_id, message.id, sent_at=now, sent=1)
+        await kpi.bump_days(session, message.campaign_id, "sent", {day: 1}, message.id)
     elif status == MessageStatus.BOUNCED:
-        await kpi.bump(session, message.campaign_id, bounced=1, bounced_at_smtp=1)
-        await kpi.bump_days(session, message.campaign_id, "bounced", {day: 1})
+        await kpi.bump(session, message.campaign_id, message.id, bounced=1, bounced_at_smtp=1)
+        await kpi.bump_days(session, message.campaign_id, "bounced", {day: 1}, message.id)
     else:
-        await kpi.bump(session, message.campaign_id, failed=1)
+        await kpi.bump(session, message.campaign_id, message.id, failed=1)
     return True
 
 

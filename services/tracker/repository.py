@@ -14,8 +14,6 @@ from shared.db import kpi
 from shared.db.messages import cancel_unsent
 from shared.db.models import (
     Campaign,
-    CampaignKpi,
-    CampaignKpiDay,
     Lead,
     LeadStatus,
     Message,
@@ -63,22 +61,16 @@ async def record_open(
             .values(human_opened_at=now)
             .returning(Message.id)
         )
-    counters: dict[str, Any] = {"opens_total": CampaignKpi.opens_total + 1}
-    if first:
-        counters["opened"] = CampaignKpi.opened + 1
-    if first_human:
-        counters["opened_human"] = CampaignKpi.opened_human + 1
-    await session.execute(
-        update(CampaignKpi).where(CampaignKpi.campaign_id == message.campaign_id).values(counters)
+    await kpi.bump(
+        session,
+        message.campaign_id,
+        message.id,
+        opens_total=1,
+        opened=1 if first else 0,
+        opened_human=1 if first_human else 0,
     )
     if first:
-        statement = insert(CampaignKpiDay).values(campaign_id=message.campaign_id, day=day, opened=1)
-        await session.execute(
-            statement.on_conflict_do_update(
-                index_elements=[CampaignKpiDay.campaign_id, CampaignKpiDay.day],
-                set_={"opened": CampaignKpiDay.opened + 1},
-            )
-        )
+        await kpi.bump_days(session, message.campaign_id, "opened", {day: 1}, message.id)
     return first is not None
 
 
@@ -106,7 +98,7 @@ async def unsubscribe(session: AsyncSession, message_id: uuid.UUID) -> tuple[uui
         .values(workspace_id=lead.workspace_id, email=lead.email.lower(), reason="unsubscribed")
         .on_conflict_do_nothing()
     )
-    await kpi.bump(session, campaign_id, unsubscribed=1)
+    await kpi.bump(session, campaign_id, lead_id, unsubscribed=1)
     await cancel_unsent(session, Message.lead_id == lead_id)
     return lead.workspace_id, lead_id
 

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -303,6 +304,7 @@ class CampaignKpi(Base):
     campaign_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
     )
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=0)  # see shared/db/kpi.py
     planned: Mapped[int] = _counter()
     cancelled: Mapped[int] = _counter()
     sent: Mapped[int] = _counter()
@@ -325,6 +327,7 @@ class CampaignKpiDay(Base):
         ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
     )
     day: Mapped[date] = mapped_column(Date, primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=0)
     planned: Mapped[int] = _counter()
     sent: Mapped[int] = _counter()
     opened: Mapped[int] = _counter()
