@@ -2,6 +2,9 @@
 SHELL := /bin/bash
 UV := python3 -m uv
 PY := .venv/bin/python
+# Every service start and test subprocess imports the same modules: let Python keep their bytecode even
+# where the environment asks it not to (importing the api: 6.7 s → 2.0 s here).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: help setup system-packages services migrate run test lint types check unit bench clean
 
@@ -12,7 +15,7 @@ help:
 
 .venv/.synced: pyproject.toml uv.lock
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --frozen --quiet
+	$(UV) sync --frozen --quiet --compile-bytecode
 	@touch $@
 
 setup: .venv/.synced
