@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 T = TypeVar("T")
@@ -86,6 +87,17 @@ def install_error_handlers(app: FastAPI) -> None:
         fields = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
         summary = "; ".join(f"{'.'.join(map(str, f['loc']))}: {f['msg']}" for f in fields[:5])
         return _error(422, "validation_error", f"invalid request: {summary}", fields=fields)
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity_error(_: Request, exc: IntegrityError) -> JSONResponse:
+        # A race the handler's own checks could not see: a concurrent insert of the same name, or a delete of
+        # a row another one started to use. Nothing was written.
+        state = getattr(exc.orig, "sqlstate", None)
+        message = {
+            "23505": "conflicts with an existing row (created at the same time?)",
+            "23503": "still in use by other rows",
+        }.get(state or "", "conflicts with existing data")
+        return _error(409, "conflict", message)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from services.api.envelope import install_error_handlers
-from services.api.routes import accounts, campaigns, resources
+from services.api.routes import accounts, campaigns, editing, imports, resources, suppressions
 from services.api.service import Accounts
 from shared.observability import health_routes
 from shared.runtime import Runtime
@@ -34,7 +34,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
-    for router in (accounts.router, resources.router, campaigns.router):
+    for router in (
+        accounts.router,
+        resources.router,
+        imports.router,
+        editing.router,
+        suppressions.router,
+        campaigns.router,
+    ):
         app.include_router(router, prefix="/api/v1")
     app.router.routes.extend(health_routes(runtime.readiness_checks(), optional=frozenset({"broker"})))
     return app

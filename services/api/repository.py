@@ -22,6 +22,7 @@ from shared.db.models import (
     Workspace,
 )
 from shared.kpis import Counters
+from shared.lifecycle import FINAL
 from shared.planning.audience import Candidate
 
 Owned = TypeVar("Owned", Campaign, Lead, SendingDomain, Template, Suppression, Message)
@@ -71,6 +72,26 @@ class Repository:
             )
         )
         return {row.domain: row for row in rows}
+
+    async def campaigns_using(self, *where: Any) -> list[tuple[str, str]]:
+        """(name, status) of this workspace's campaigns matching `where`, unfinished ones first."""
+        rows = await self.session.execute(
+            select(Campaign.name, Campaign.status)
+            .where(Campaign.workspace_id == self.workspace_id, *where)
+            .order_by(Campaign.status.in_(FINAL), Campaign.created_at.desc())
+            .limit(5)
+        )
+        return [(r.name, r.status) for r in rows]
+
+    async def has_messages(self, *where: Any) -> bool:
+        found = await self.session.scalar(
+            select(Message.id).where(Message.workspace_id == self.workspace_id, *where).limit(1)
+        )
+        return found is not None
+
+    async def delete(self, row: Any) -> None:
+        await self.session.delete(row)
+        await self.session.flush()
 
     async def lead_by_email(self, email: str) -> Lead | None:
         rows = await self.session.scalars(

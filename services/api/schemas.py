@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
 
@@ -58,6 +58,27 @@ class MeOut(BaseModel):
     workspace: dict[str, Any]
 
 
+class WorkspaceIn(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    admin_email: EmailStr
+    admin_password: str = Field(min_length=8, max_length=1024)
+
+
+class WorkspaceRef(BaseModel):
+    id: str
+    name: str
+
+
+class AdminRef(BaseModel):
+    id: str
+    email: str
+
+
+class WorkspaceOut(BaseModel):
+    workspace: WorkspaceRef
+    admin: AdminRef
+
+
 # ── sending domains ────────────────────────────────────────────────────────────────────────────────────
 class SmtpIn(Strict):
     host: str = Field(min_length=1, max_length=253)
@@ -83,6 +104,43 @@ class DomainIn(Strict):
         if not DOMAIN.match(value):
             raise ValueError("not a domain name")
         return value
+
+
+class Patch(Strict):
+    """A partial update: only the fields sent change; `null` only where the field may be empty."""
+
+    NULLABLE: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="after")
+    def _no_null_for_required(self) -> Patch:
+        for name in self.model_fields_set - self.NULLABLE:
+            if getattr(self, name) is None:
+                raise ValueError(f"{name} may not be null")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class SmtpPatch(Patch):
+    NULLABLE = frozenset({"username", "password"})
+    host: str | None = Field(None, min_length=1, max_length=253)
+    port: int | None = Field(None, ge=1, le=65535)
+    username: str | None = Field(None, max_length=320)
+    password: str | None = Field(None, max_length=1024)
+    security: Literal["none", "starttls", "tls"] | None = None
+
+
+class DomainPatch(Patch):
+    """The domain name itself cannot change: campaigns name their domains by it."""
+
+    NULLABLE = frozenset({"daily_cap"})
+    from_email: EmailStr | None = None
+    from_name: str | None = Field(None, max_length=200)
+    smtp: SmtpPatch | None = None
+    min_interval_seconds: int | None = Field(None, ge=0, le=86400)
+    daily_cap: int | None = Field(None, ge=1)
+    active: bool | None = None
 
 
 class SmtpOut(BaseModel):
@@ -115,6 +173,15 @@ class LeadIn(Strict):
     fields: dict[str, str | int | float | bool | None] = Field(default_factory=dict, max_length=100)
 
 
+class LeadPatch(Patch):
+    email: EmailStr | None = None
+    first_name: str | None = Field(None, max_length=200)
+    last_name: str | None = Field(None, max_length=200)
+    company: str | None = Field(None, max_length=200)
+    tags: list[str] | None = Field(None, max_length=50)
+    fields: dict[str, str | int | float | bool | None] | None = Field(None, max_length=100)
+
+
 class LeadOut(Out):
     id: str
     email: str
@@ -134,6 +201,74 @@ class TemplateIn(Strict):
     body_text: str | None = Field(None, max_length=500_000)
     followup_subject: str | None = Field(None, max_length=998)
     followup_body_html: str | None = Field(None, max_length=500_000)
+
+
+class TemplatePatch(Patch):
+    NULLABLE = frozenset({"body_text", "followup_subject", "followup_body_html"})
+    name: str | None = Field(None, min_length=1, max_length=200)
+    subject: str | None = Field(None, min_length=1, max_length=998)
+    body_html: str | None = Field(None, min_length=1, max_length=500_000)
+    body_text: str | None = Field(None, max_length=500_000)
+    followup_subject: str | None = Field(None, max_length=998)
+    followup_body_html: str | None = Field(None, max_length=500_000)
+
+
+class PreviewIn(Strict):
+    lead_id: str = Field(max_length=100)
+    followup: bool = False
+
+
+class PreviewOut(BaseModel):
+    subject: str
+    html: str
+    text: str
+
+
+class SuppressionIn(Strict):
+    email: EmailStr | None = None
+    domain: str | None = Field(None, max_length=253)
+    reason: str = Field("manual", max_length=500)
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.lower().rstrip(".")
+        if not DOMAIN.match(value):
+            raise ValueError("not a domain name")
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SuppressionIn:
+        if (self.email is None) == (self.domain is None):
+            raise ValueError("give exactly one of email or domain")
+        return self
+
+
+class SuppressionOut(BaseModel):
+    id: str
+    email: str | None
+    domain: str | None
+    reason: str
+    created_at: datetime
+
+
+class RowError(BaseModel):
+    row: int
+    error: str
+
+
+class ImportOut(BaseModel):
+    created: int
+    updated: int
+    skipped: int
+    errors: list[RowError]
+
+
+class DeletedOut(BaseModel):
+    id: str
+    deleted: bool = True
 
 
 class TemplateOut(Out):

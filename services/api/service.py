@@ -8,12 +8,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import delete, exists, insert, select
+from sqlalchemy import delete, exists, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.api import repository
 from services.api.auth import Principal, passwords
-from services.api.envelope import ApiError, invalid
+from services.api.envelope import ApiError, conflict, invalid
 from services.api.repository import Repository, parse_id
 from services.api.schemas import CampaignIn, WindowIn
 from shared import kpis
@@ -100,6 +100,28 @@ class Accounts:
     async def user_exists(self, user_id: uuid.UUID) -> bool:
         async with self._sessions() as session:
             return bool(await session.scalar(select(exists().where(User.id == user_id))))
+
+    async def create_workspace(self, name: str, admin_email: str, admin_password: str) -> dict[str, Any]:
+        """A workspace and its first admin, in one transaction: both or neither."""
+        async with self._sessions() as session, session.begin():
+            if await session.scalar(select(Workspace.id).where(func.lower(Workspace.name) == name.lower())):
+                raise conflict(f"a workspace named {name!r} already exists")
+            if await repository.user_by_email(session, admin_email):
+                raise conflict(f"a user with e-mail {admin_email} already exists")
+            workspace = Workspace(name=name)
+            session.add(workspace)
+            await session.flush()
+            admin = User(
+                workspace_id=workspace.id,
+                email=admin_email.lower(),
+                password_hash=passwords.hash(admin_password),
+            )
+            session.add(admin)
+            await session.flush()
+            return {
+                "workspace": {"id": str(workspace.id), "name": workspace.name},
+                "admin": {"id": str(admin.id), "email": admin.email},
+            }
 
     async def me(self, principal: Principal) -> dict[str, Any]:
         async with self._sessions() as session:

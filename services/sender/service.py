@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.sender import repository as repo
 from services.sender.outcome import Kind, Outcome
-from services.sender.render import Letter, RenderError, build, return_path
 from services.sender.smtp import Account, SmtpPool, SmtpTransaction
 from shared import crypto, tokens
 from shared.clock import Clock
@@ -24,6 +23,7 @@ from shared.events import Event, MessageBounced, MessageFailed, MessageSent, Sen
 from shared.messaging import enqueue
 from shared.planning.slots import retry_not_before, send_grace
 from shared.planning.window import Window
+from shared.render import Letter, RenderError, build, lead_variables, return_path
 from shared.settings import Settings
 
 log = structlog.get_logger()
@@ -162,14 +162,6 @@ class Sender:
         parent_smtp_id: str | None,
     ) -> Letter:
         secret = self._settings.tracking_secret
-        variables = {
-            "first_name": lead.first_name,
-            "last_name": lead.last_name,
-            "email": lead.email,
-            "company": lead.company,
-            "fields": lead.fields,
-            "sender_name": domain.from_name,
-        }
         return Letter(
             message_id=str(message.id),
             domain=domain.domain,
@@ -181,7 +173,7 @@ class Sender:
             if message.is_followup
             else template.body_html,
             body_text=None if message.is_followup and template.followup_body_html else template.body_text,
-            variables=variables,
+            variables=lead_variables(lead, domain.from_name),
             tracker_url=self._settings.public_tracker_url.rstrip("/"),
             open_token=tokens.sign_message(secret, "open", str(message.id)) if track_opens else None,
             click_signer=partial(tokens.sign_message, secret, "click", str(message.id))

@@ -4,8 +4,8 @@ from email import message_from_bytes, policy
 
 import pytest
 
-from services.sender.render import Letter, RenderError, build, html_to_text, return_path
 from shared import tokens
+from shared.render import Letter, RenderError, build, html_to_text, return_path
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 
@@ -67,6 +67,12 @@ def test_no_pixel_when_open_tracking_is_off() -> None:
 def test_sandbox_refuses_unsafe_templates_with_a_reason() -> None:
     with pytest.raises(RenderError, match="body_html"):
         build(letter(body_html="{{ ''.__class__.__mro__[1].__subclasses__() }}"), NOW)
+
+
+@pytest.mark.parametrize("source", ["{{ 1 / 0 }}", "{{ first_name | round(2) }}", "{{ fields.a.b.c }}"])
+def test_any_error_inside_a_template_is_a_render_error_not_a_crash(source: str) -> None:
+    with pytest.raises(RenderError, match="body_html failed to render"):
+        build(letter(body_html=source), NOW)
 
 
 def test_subject_cannot_inject_headers() -> None:

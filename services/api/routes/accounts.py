@@ -6,7 +6,7 @@ from fastapi import APIRouter, Form, Request
 
 from services.api.auth import CurrentPrincipal, issue_token
 from services.api.envelope import ApiError, Envelope, invalid
-from services.api.schemas import MeOut, TokenOut, storable
+from services.api.schemas import MeOut, TokenOut, WorkspaceIn, WorkspaceOut, storable
 
 router = APIRouter(tags=["auth"])
 
@@ -38,3 +38,14 @@ async def token(
 @router.get("/auth/me", response_model=Envelope[MeOut])
 async def me(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     return {"data": await request.app.state.accounts.me(principal)}
+
+
+@router.post("/workspaces", status_code=201, response_model=Envelope[WorkspaceOut], tags=["workspaces"])
+async def create_workspace(
+    request: Request, principal: CurrentPrincipal, body: WorkspaceIn
+) -> dict[str, Any]:
+    """Superuser only: a new workspace and its first admin, who logs in with `admin_email`."""
+    if not principal.is_superuser:
+        raise ApiError(403, "forbidden", "only a superuser may create workspaces")
+    accounts = request.app.state.accounts
+    return {"data": await accounts.create_workspace(body.name, str(body.admin_email), body.admin_password)}

@@ -13,7 +13,7 @@ from services.api.auth import Principal
 from services.api.envelope import invalid
 from services.api.repository import Repository
 from services.api.schemas import storable
-from shared.db.models import Campaign, Lead, SendingDomain, Template
+from shared.db.models import Campaign, Lead, SendingDomain, Suppression, Template
 
 
 @contextlib.asynccontextmanager
@@ -47,6 +47,7 @@ SEARCHED: dict[type[Any], Callable[[str], list[Any]]] = {
     Lead: _matching(Lead.email, Lead.first_name, Lead.last_name, Lead.company),
     Template: _matching(Template.name, Template.subject),
     Campaign: _matching(Campaign.name),
+    Suppression: _matching(Suppression.email, Suppression.domain),
 }
 
 

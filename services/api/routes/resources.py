@@ -13,7 +13,16 @@ from jinja2.sandbox import SandboxedEnvironment
 from services.api.auth import CurrentPrincipal
 from services.api.envelope import ApiError, Envelope, Page, conflict, invalid
 from services.api.routes.deps import PageNumber, PageSize, Search, page_of, searchable, unit_of_work
-from services.api.schemas import DomainIn, DomainOut, LeadIn, LeadOut, ReportOut, TemplateIn, TemplateOut
+from services.api.schemas import (
+    DomainIn,
+    DomainOut,
+    LeadIn,
+    LeadOut,
+    ReportOut,
+    TemplateIn,
+    TemplateOut,
+    TemplatePatch,
+)
 from services.api.service import not_found_unless
 from shared import crypto
 from shared.db.models import Lead, LeadReport, LeadStatus, SendingDomain, Template
@@ -43,7 +52,7 @@ def domain_out(row: SendingDomain) -> dict[str, Any]:
     }
 
 
-def _row_out(row: Lead | Template) -> dict[str, Any]:
+def row_out(row: Lead | Template) -> dict[str, Any]:
     return {
         c.key: (str(v) if c.key == "id" else v)
         for c in row.__table__.columns
@@ -103,13 +112,13 @@ async def create_lead(request: Request, principal: CurrentPrincipal, body: LeadI
         repo.add(row)
         await repo.session.flush()
         await repo.session.refresh(row)
-        return {"data": _row_out(row)}
+        return {"data": row_out(row)}
 
 
 _jinja = SandboxedEnvironment()
 
 
-def check_template_syntax(body: TemplateIn) -> None:
+def check_template_syntax(body: TemplateIn | TemplatePatch) -> None:
     for name in ("subject", "body_html", "body_text", "followup_subject", "followup_body_html"):
         source = getattr(body, name)
         if source is None:
@@ -130,7 +139,7 @@ async def create_template(request: Request, principal: CurrentPrincipal, body: T
         repo.add(row)
         await repo.session.flush()
         await repo.session.refresh(row)
-        return {"data": _row_out(row)}
+        return {"data": row_out(row)}
 
 
 def add_reads(
@@ -182,12 +191,12 @@ async def list_leads(
     where = [] if status is None else [Lead.status == status]
     if wanted := searchable(tag, "tag"):
         where.append(Lead.tags.contains([wanted]))
-    return await page_of(request, principal, Lead, _row_out, page, page_size, search, *where)
+    return await page_of(request, principal, Lead, row_out, page, page_size, search, *where)
 
 
 add_reads("domains", SendingDomain, DomainOut, domain_out, "sending domain")
-add_reads("leads", Lead, LeadOut, _row_out, "lead", listed=False)
-add_reads("templates", Template, TemplateOut, _row_out, "template")
+add_reads("leads", Lead, LeadOut, row_out, "lead", listed=False)
+add_reads("templates", Template, TemplateOut, row_out, "template")
 
 
 MAX_REPORT_BYTES = 5 * 1024 * 1024

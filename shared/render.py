@@ -61,8 +61,9 @@ def _compiled(env: SandboxedEnvironment, source: str) -> Template:
 def _render(env: SandboxedEnvironment, source: str, variables: dict[str, Any], part: str) -> str:
     try:
         return _compiled(env, source).render(variables)
-    except TemplateError as error:
-        raise RenderError(f"template {part} failed to render: {error}") from error
+    except Exception as error:  # template code can raise anything (1 / 0, a bad filter argument …)
+        reason = str(error) if isinstance(error, TemplateError) else f"{type(error).__name__}: {error}"
+        raise RenderError(f"template {part} failed to render: {reason}") from error
 
 
 class _TextExtractor(HTMLParser):
@@ -140,7 +141,27 @@ def _with_pixel(body: str, url: str) -> str:
     return body[:closing] + img + body[closing:] if closing >= 0 else body + img
 
 
-def build(letter: Letter, now: datetime) -> EmailMessage:
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    html: str
+    text: str
+
+
+def lead_variables(lead: Any, sender_name: str) -> dict[str, Any]:
+    """What a template may use of a lead (any object with the lead's attributes)."""
+    return {
+        "first_name": lead.first_name,
+        "last_name": lead.last_name,
+        "email": lead.email,
+        "company": lead.company,
+        "fields": lead.fields,
+        "sender_name": sender_name,
+    }
+
+
+def render(letter: Letter) -> Rendered:
+    """Subject and both bodies as the lead will see them: links tracked, pixel in. Also the API's preview."""
     variables = {**letter.variables, "unsubscribe_url": unsubscribe_url(letter)}
     subject = (
         _render(_env, letter.subject, variables, "subject").replace("\r", " ").replace("\n", " ").strip()
@@ -154,11 +175,16 @@ def build(letter: Letter, now: datetime) -> EmailMessage:
     body_html = track_links(letter, body_html)
     if letter.open_token:
         body_html = _with_pixel(body_html, pixel_url(letter))
+    return Rendered(subject, body_html, body_text)
+
+
+def build(letter: Letter, now: datetime) -> EmailMessage:
+    rendered = render(letter)
 
     email = EmailMessage(policy=HEADER_POLICY)
     email["From"] = formataddr((letter.from_name, letter.from_email))
     email["To"] = letter.to_email
-    email["Subject"] = subject
+    email["Subject"] = rendered.subject
     email["Date"] = format_datetime(now)
     email["Message-ID"] = letter.smtp_message_id
     if letter.in_reply_to:
@@ -168,8 +194,8 @@ def build(letter: Letter, now: datetime) -> EmailMessage:
         f"<{unsubscribe_url(letter)}>, <mailto:unsubscribe+{letter.unsubscribe_token}@{letter.domain}>"
     )
     email["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    email.set_content(body_text)
-    email.add_alternative(body_html, subtype="html")
+    email.set_content(rendered.text)
+    email.add_alternative(rendered.html, subtype="html")
     if letter.attachment is not None:
         filename, content = letter.attachment
         email.add_attachment(content, maintype="application", subtype="pdf", filename=filename)

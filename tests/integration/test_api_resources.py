@@ -1,0 +1,287 @@
+"""Workspaces, tenancy, and changing, deleting, importing and previewing resources, over real HTTP."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import delete
+
+from shared.db import create_engine, session_factory
+from shared.db.models import User
+from shared.settings import Settings
+from tests.support.api import ApiClient
+
+pytestmark = pytest.mark.integration
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def new_workspace(api: ApiClient, api_url: str) -> tuple[ApiClient, dict[str, Any]]:
+    email = f"{unique('admin')}@agency.example"
+    created = await api.create(
+        "/workspaces", {"name": unique("agency"), "admin_email": email, "admin_password": "correct horse"}
+    )
+    other = ApiClient(api_url)
+    await other.login(email, "correct horse")
+    return other, created
+
+
+@pytest.fixture
+async def outsider(api: ApiClient, api_url: str) -> AsyncIterator[ApiClient]:
+    """The admin of a second workspace."""
+    other, _ = await new_workspace(api, api_url)
+    async with other:
+        yield other
+
+
+async def test_a_superuser_creates_workspaces_whose_admins_see_only_their_own(
+    api: ApiClient, api_url: str
+) -> None:
+    other, created = await new_workspace(api, api_url)
+    async with other:
+        me = await other.get("/auth/me")
+        assert me["workspace"] == created["workspace"]
+        assert me["user"]["is_superuser"] is False
+        assert (await other.get("/leads"))["total"] == 0
+        refused = await other.http.post(
+            "/workspaces",
+            json={"name": unique("x"), "admin_email": "a@b.example", "admin_password": "12345678"},
+        )
+        assert refused.status_code == 403
+        assert refused.json()["error_code"] == "forbidden"
+
+    again = await api.http.post(
+        "/workspaces",
+        json={
+            "name": created["workspace"]["name"],
+            "admin_email": "new@b.example",
+            "admin_password": "12345678",
+        },
+    )
+    assert again.status_code == 409
+    short = await api.http.post(
+        "/workspaces", json={"name": unique("x"), "admin_email": "c@b.example", "admin_password": "short"}
+    )
+    assert short.status_code == 422
+    assert short.json()["fields"][0]["loc"] == ["body", "admin_password"]
+
+
+async def test_a_token_of_a_deleted_user_is_refused(api: ApiClient, api_url: str, settings: Settings) -> None:
+    other, created = await new_workspace(api, api_url)
+    async with other:
+        assert (await other.http.get("/auth/me")).status_code == 200
+        engine = create_engine(settings.database_url, pool_size=1)
+        try:
+            async with session_factory(engine)() as session, session.begin():
+                await session.execute(delete(User).where(User.id == uuid.UUID(created["admin"]["id"])))
+        finally:
+            await engine.dispose()
+        refused = await other.http.get("/auth/me")
+        assert refused.status_code == 401
+        assert refused.headers["WWW-Authenticate"] == "Bearer"
+
+
+async def test_no_resource_of_one_workspace_is_visible_or_usable_from_another(
+    api: ApiClient, outsider: ApiClient
+) -> None:
+    domain = await api.domain(f"{unique('tenant')}.example", 1025)
+    lead = await api.lead(f"{unique('lead')}@lead.example")
+    template = await api.template()
+    suppression = await api.create("/suppressions", {"email": f"{unique('s')}@x.example"})
+    campaign = await api.campaign(
+        template["id"], [lead["id"]], [domain["domain"]], schedule={"start_mode": "draft"}
+    )
+    rows = {
+        "domains": domain["id"],
+        "leads": lead["id"],
+        "templates": template["id"],
+        "campaigns": campaign["id"],
+    }
+    for path, row_id in rows.items():
+        listed = await outsider.get(f"/{path}")
+        assert row_id not in [item["id"] for item in listed["items"]], path
+        assert (await outsider.http.get(f"/{path}/{row_id}")).status_code == 404, path
+    assert suppression["id"] not in [s["id"] for s in (await outsider.get("/suppressions"))["items"]]
+    assert (await outsider.get(f"/campaigns/messages?campaign_id={campaign['id']}"))["items"] == []
+
+    changes = {"domains": {"active": False}, "leads": {"first_name": "Mallory"}, "templates": {"name": "x"}}
+    for path, body in changes.items():
+        assert (await outsider.http.patch(f"/{path}/{rows[path]}", json=body)).status_code == 404, path
+    for path in ("domains", "leads", "templates", "suppressions"):
+        row_id = suppression["id"] if path == "suppressions" else rows[path]
+        assert (await outsider.http.delete(f"/{path}/{row_id}")).status_code == 404, path
+    for action in ("start", "pause", "resume", "stop", "dry-run"):
+        assert (await outsider.http.post(f"/campaigns/{campaign['id']}/{action}")).status_code == 404, action
+    preview = await outsider.http.post(f"/templates/{template['id']}/preview", json={"lead_id": lead["id"]})
+    assert preview.status_code == 404
+
+    own_template = await outsider.template()
+    own_domain = await outsider.domain(f"{unique('mine')}.example", 1025)
+    for body in (
+        {"template_id": template["id"], "domains": [own_domain["domain"]], "lead_ids": []},
+        {"template_id": own_template["id"], "domains": [domain["domain"]], "lead_ids": []},
+        {"template_id": own_template["id"], "domains": [own_domain["domain"]], "lead_ids": [lead["id"]]},
+    ):
+        wizard = {
+            "name": "borrowed",
+            "template_id": body["template_id"],
+            "audience": {"mode": "static", "lead_ids": body["lead_ids"] or [str(uuid.uuid4())]},
+            "schedule": {"start_mode": "draft"},
+            "domains": body["domains"],
+        }
+        refused = await outsider.http.post("/campaigns", json=wizard)
+        assert refused.status_code == 422, refused.text
+    # Nothing was changed for the owner.
+    assert (await api.get(f"/domains/{domain['id']}"))["active"] is True
+    assert (await api.get(f"/leads/{lead['id']}"))["first_name"] == ""
+
+
+async def test_domains_change_and_delete_unless_a_campaign_uses_them(api: ApiClient) -> None:
+    smtp = {"host": "127.0.0.1", "port": 1025, "security": "none", "password": "s3cret"}
+    domain = await api.domain(f"{unique('edit')}.example", 1025, smtp=smtp)
+    changed = await api.http.patch(
+        f"/domains/{domain['id']}",
+        json={"from_name": "Sales team", "daily_cap": 40, "smtp": {"port": 2525, "password": None}},
+    )
+    assert changed.status_code == 200, changed.text
+    data = changed.json()["data"]
+    assert (data["from_name"], data["daily_cap"], data["smtp"]["port"]) == ("Sales team", 40, 2525)
+    assert data["smtp"]["has_password"] is False
+    assert data["smtp"]["host"] == "127.0.0.1"  # untouched
+    for bad in ({"from_name": None}, {"domain": "other.example"}, {"smtp": {"port": 0}}):
+        refused = await api.http.patch(f"/domains/{domain['id']}", json=bad)
+        assert refused.status_code == 422, bad
+
+    template = await api.template()
+    lead = await api.lead(f"{unique('lead')}@lead.example")
+    campaign = await api.campaign(
+        template["id"], [lead["id"]], [domain["domain"]], schedule={"start_mode": "draft"}
+    )
+    in_use = await api.http.delete(f"/domains/{domain['id']}")
+    assert in_use.status_code == 409
+    assert "stop them first" in in_use.json()["error"]
+    assert (await api.http.delete(f"/templates/{template['id']}")).status_code == 409
+    assert (await api.http.post(f"/campaigns/{campaign['id']}/stop")).status_code == 200
+    finished = await api.http.delete(f"/templates/{template['id']}")
+    assert finished.status_code == 409
+    assert "history" in finished.json()["error"]
+
+    unused = await api.domain(f"{unique('unused')}.example", 1025)
+    deleted = await api.http.delete(f"/domains/{unused['id']}")
+    assert deleted.status_code == 200
+    assert deleted.json()["data"] == {"id": unused["id"], "deleted": True}
+    assert (await api.http.get(f"/domains/{unused['id']}")).status_code == 404
+
+
+async def test_leads_change_refuse_a_taken_address_and_delete(api: ApiClient) -> None:
+    lead = await api.lead(f"{unique('a')}@lead.example", first_name="Jan")
+    taken = await api.lead(f"{unique('b')}@lead.example")
+    changed = await api.http.patch(f"/leads/{lead['id']}", json={"company": "Acme", "tags": ["vip"]})
+    assert changed.status_code == 200
+    assert (changed.json()["data"]["company"], changed.json()["data"]["first_name"]) == ("Acme", "Jan")
+    clash = await api.http.patch(f"/leads/{lead['id']}", json={"email": taken["email"].upper()})
+    assert clash.status_code == 409
+    assert (await api.http.patch(f"/leads/{lead['id']}", json={"email": "not-an-address"})).status_code == 422
+    assert (await api.http.delete(f"/leads/{lead['id']}")).status_code == 200
+    assert (await api.http.get(f"/leads/{lead['id']}")).status_code == 404
+
+
+async def test_templates_change_with_checked_syntax_and_preview_for_a_lead(api: ApiClient) -> None:
+    template = await api.template(body_html="<p>Hi {{ first_name }} of {{ fields.city }}</p>")
+    lead = await api.lead(f"{unique('p')}@lead.example", first_name="Anna", fields={"city": "Utrecht"})
+    broken = await api.http.patch(f"/templates/{template['id']}", json={"subject": "Hi {{ first_name"})
+    assert broken.status_code == 422
+    changed = await api.http.patch(f"/templates/{template['id']}", json={"subject": "For {{ first_name }}"})
+    assert changed.json()["data"]["subject"] == "For {{ first_name }}"
+
+    preview = await api.http.post(f"/templates/{template['id']}/preview", json={"lead_id": lead["id"]})
+    assert preview.status_code == 200, preview.text
+    shown = preview.json()["data"]
+    assert shown["subject"] == "For Anna"
+    assert "Hi Anna of Utrecht" in shown["html"]
+    assert shown["text"].startswith("Hi Anna of Utrecht")
+    followup = await api.http.post(
+        f"/templates/{template['id']}/preview", json={"lead_id": lead["id"], "followup": True}
+    )
+    assert followup.json()["data"]["subject"] == "Re: For Anna"
+    missing = await api.http.post(f"/templates/{template['id']}/preview", json={"lead_id": str(uuid.uuid4())})
+    assert missing.status_code == 404
+
+    failing = await api.template(body_html="{{ 1 / 0 }}")
+    refused = await api.http.post(f"/templates/{failing['id']}/preview", json={"lead_id": lead["id"]})
+    assert refused.status_code == 422
+    assert "failed to render" in refused.json()["error"]
+
+
+async def test_suppressions_add_once_list_and_delete(api: ApiClient) -> None:
+    email = f"{unique('Stop')}@Example.org"
+    first = await api.http.post("/suppressions", json={"email": email, "reason": "asked by phone"})
+    assert first.status_code == 201
+    again = await api.http.post("/suppressions", json={"email": email.lower()})
+    assert again.status_code == 200
+    assert again.json()["data"]["id"] == first.json()["data"]["id"]
+    domain = await api.http.post("/suppressions", json={"domain": f"{unique('competitor')}.example"})
+    assert domain.status_code == 201
+    for bad in ({}, {"email": "a@b.example", "domain": "b.example"}, {"domain": "not a domain"}):
+        assert (await api.http.post("/suppressions", json=bad)).status_code == 422, bad
+    found = await api.get(f"/suppressions?search={email[:10]}")
+    assert [s["email"] for s in found["items"]] == [email.lower()]
+    assert (await api.http.delete(f"/suppressions/{first.json()['data']['id']}")).status_code == 200
+    assert (await api.get(f"/suppressions?search={email[:10]}"))["total"] == 0
+
+
+def upload(content: bytes) -> dict[str, Any]:
+    return {"file": ("leads.csv", content, "text/csv")}
+
+
+async def test_a_csv_import_reports_each_bad_row_and_imports_the_rest(api: ApiClient) -> None:
+    existing = await api.lead(f"{unique('old')}@lead.example", first_name="Old", company="Keep")
+    fresh = f"{unique('new')}@lead.example"
+    csv_text = (
+        "Email,first_name,tags,city\n"
+        f"{fresh},Anna,vip;q3,Utrecht\n"
+        "not-an-address,Bob,,\n"
+        f"{existing['email'].upper()},Renamed,,Delft\n"
+        "\n"
+        f"{fresh},Again,,\n"
+        "x@y.example,too,many,values,here\n"
+    )
+    reply = await api.http.post("/leads/import", files=upload(csv_text.encode()))
+    assert reply.status_code == 200, reply.text
+    result = reply.json()["data"]
+    assert (result["created"], result["updated"], result["skipped"]) == (1, 1, 1)
+    assert [e["row"] for e in result["errors"]] == [3, 7]
+    assert "email" in result["errors"][0]["error"]
+
+    [anna] = (await api.get(f"/leads?search={fresh}"))["items"]
+    assert (anna["first_name"], anna["tags"], anna["fields"]) == ("Anna", ["vip", "q3"], {"city": "Utrecht"})
+    updated = await api.get(f"/leads/{existing['id']}")
+    assert (updated["first_name"], updated["company"], updated["fields"]) == (
+        "Renamed",
+        "Keep",
+        {"city": "Delft"},
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"first_name\nAnna\n", "email"),
+        (b"", "email"),
+        (b"email\nfirst-row@ok.example\n\xff\xfe@x.example\n", "UTF-8"),
+        (b"email,email\na@b.example,c@d.example\n", "twice"),
+    ],
+)
+async def test_a_file_that_is_not_a_lead_csv_is_refused_whole(
+    api: ApiClient, content: bytes, why: str
+) -> None:
+    before = (await api.get("/leads"))["total"]
+    reply = await api.http.post("/leads/import", files=upload(content))
+    assert reply.status_code == 422, reply.text
+    assert why in reply.json()["error"]
+    assert (await api.get("/leads"))["total"] == before
