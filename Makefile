@@ -40,7 +40,7 @@ lint: setup
 	.venv/bin/ruff format --check .
 
 types: setup
-	.venv/bin/mypy shared services tools
+	.venv/bin/mypy shared services tools maildash
 
 test: lint types services system-packages
 	$(PY) -m pytest -q

@@ -1,0 +1,1 @@
+"""Maildash Campaigns command line for operators."""

@@ -1,0 +1,5 @@
+"""`python -m maildash`: see maildash/cli.py."""
+
+from maildash.cli import app
+
+app(prog_name="maildash")
