@@ -92,6 +92,14 @@ class LeadUnsubscribed(Event):
     message_id: uuid.UUID | None = None
 
 
+class LeadReplied(Event):
+    """A person answered `message_id`: the lead gets no more follow-ups."""
+
+    routing_key: ClassVar[str] = "lead.replied"
+    lead_id: uuid.UUID
+    message_id: uuid.UUID
+
+
 ALL_EVENTS: tuple[type[Event], ...] = (
     CampaignStarted,
     CampaignPaused,
@@ -103,4 +111,5 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     MessageFailed,
     MessageOpened,
     LeadUnsubscribed,
+    LeadReplied,
 )

@@ -34,6 +34,7 @@ from shared.events import (
     CampaignStarted,
     CampaignStopped,
     Event,
+    LeadReplied,
     LeadUnsubscribed,
     MessageBounced,
     MessageFailed,
@@ -57,6 +58,7 @@ CONSUMERS: dict[str, tuple[type[Event], ...]] = {
         MessageBounced,
         MessageFailed,
         LeadUnsubscribed,
+        LeadReplied,
     ),
     "sender": (SendMessage,),
 }

@@ -22,6 +22,8 @@ from shared.messaging import remove_topology
 from shared.settings import Settings
 from tests.support.smtp import SmtpSink, running_sink
 
+pytest_plugins = ["tests.support.pipeline"]  # the `pipeline` fixture
+
 LOCAL_DATABASE = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 LOCAL_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 

@@ -15,6 +15,7 @@ from shared.events import (
     CampaignStarted,
     CampaignStopped,
     Event,
+    LeadReplied,
     LeadUnsubscribed,
     MessageBounced,
     MessageFailed,
@@ -63,6 +64,10 @@ def build_router(topology: Topology, scheduler: Scheduler) -> RabbitRouter:
     @subscribe(LeadUnsubscribed)
     async def lead_unsubscribed(event: LeadUnsubscribed) -> None:
         await scheduler.lead_left(event.lead_id)
+
+    @subscribe(LeadReplied)
+    async def lead_replied(event: LeadReplied) -> None:
+        await scheduler.lead_left(event.lead_id, only_followups=True)
 
     @subscribe(MessageFailed)
     async def message_failed(event: MessageFailed) -> None:

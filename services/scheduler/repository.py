@@ -210,6 +210,16 @@ async def owes_followup(session: AsyncSession, campaign_id: uuid.UUID) -> bool:
     return owed is not None
 
 
+async def active_campaigns_of_lead(session: AsyncSession, lead_id: uuid.UUID) -> list[uuid.UUID]:
+    rows = await session.scalars(
+        select(Message.campaign_id)
+        .join(Campaign, Campaign.id == Message.campaign_id)
+        .where(Message.lead_id == lead_id, Campaign.status.in_(ACTIVE_CAMPAIGN))
+        .distinct()
+    )
+    return sorted(rows)
+
+
 async def complete_if_done(session: AsyncSession, campaign_id: uuid.UUID) -> bool:
     unfinished = await session.scalar(
         select(Message.id).where(Message.campaign_id == campaign_id, Message.status.in_(UNFINISHED)).limit(1)

@@ -195,12 +195,14 @@ class Scheduler:
         log.info("scheduler.followup.planned", parent_id=str(message_id), scheduled_at=slot.start.isoformat())
         return True
 
-    async def lead_left(self, lead_id: uuid.UUID) -> None:
-        """A lead that bounced or unsubscribed is never mailed again: its pending messages (follow-ups
-        too) are cancelled, which may finish their campaigns."""
+    async def lead_left(self, lead_id: uuid.UUID, only_followups: bool = False) -> None:
+        """A lead that bounced or unsubscribed is never mailed again, one that replied gets no follow-up:
+        its pending messages are cancelled (the tracker may have done so already), which may finish the
+        campaigns that were waiting only for them."""
         async with self._sessions() as session, session.begin():
-            cancelled = await cancel_unsent(session, Message.lead_id == lead_id)
-            for campaign_id in cancelled:
+            followups = [Message.is_followup.is_(True)] if only_followups else []
+            await cancel_unsent(session, Message.lead_id == lead_id, *followups)
+            for campaign_id in await repo.active_campaigns_of_lead(session, lead_id):
                 await repo.complete_if_done(session, campaign_id)
 
     async def message_settled(self, campaign_id: uuid.UUID) -> None:

@@ -7,7 +7,6 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import kpi
@@ -228,16 +227,4 @@ async def record_event(
         MessageEventRow(
             message_id=message.id, campaign_id=message.campaign_id, kind=kind, occurred_at=now, data=data
         )
-    )
-
-
-async def hard_bounce_lead(session: AsyncSession, lead: Lead, reason: str) -> None:
-    """Never mail this address again: lead bounced and address suppressed."""
-    await session.execute(update(Lead).where(Lead.id == lead.id).values(status=LeadStatus.BOUNCED))
-    await session.execute(
-        insert(Suppression)
-        .values(
-            workspace_id=lead.workspace_id, email=lead.email.lower(), reason=f"hard bounce: {reason}"[:500]
-        )
-        .on_conflict_do_nothing()
     )

@@ -18,6 +18,7 @@ from services.sender.outcome import Kind, Outcome
 from services.sender.smtp import Account, SmtpPool, SmtpTransaction
 from shared import crypto, tokens
 from shared.clock import Clock
+from shared.db.messages import hard_bounce_lead
 from shared.db.models import Campaign, Lead, Message, MessageStatus, SendingDomain, Template
 from shared.events import Event, MessageBounced, MessageFailed, MessageSent, SendMessage
 from shared.messaging import enqueue
@@ -227,7 +228,7 @@ class Sender:
                     session, message, MessageStatus.BOUNCED, now, window.local_date(now), outcome.reason, data
                 )
                 if settled:
-                    await repo.hard_bounce_lead(session, lead, outcome.reason)
+                    await hard_bounce_lead(session, lead.id, lead.workspace_id, lead.email, outcome.reason)
             elif retry_at is not None:
                 event = MessageFailed(**ids, **codes, retry_at=retry_at)
                 settled = await repo.plan_retry(session, message, now, retry_at, outcome.reason, data)

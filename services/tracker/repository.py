@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import kpi
-from shared.db.messages import cancel_unsent
+from shared.db.messages import cancel_unsent, hard_bounce_lead
 from shared.db.models import (
     Campaign,
     Lead,
@@ -115,3 +116,75 @@ async def record_click(
         )
     )
     return True
+
+
+async def message_named(session: AsyncSession, message_id: uuid.UUID | None, smtp_ids: Sequence[str]) -> Any:
+    """The message an inbound mail names: by its id (VERP) or by the Message-ID it was sent with."""
+    named = []
+    if message_id is not None:
+        named.append(Message.id == message_id)
+    if smtp_ids:
+        named.append(Message.smtp_message_id.in_(smtp_ids))
+    if not named:
+        return None
+    return (
+        await session.execute(
+            select(
+                Message.id,
+                Message.workspace_id,
+                Message.campaign_id,
+                Message.lead_id,
+                Message.status,
+                Campaign.window,
+                Lead.email,
+            )
+            .join(Campaign, Campaign.id == Message.campaign_id)
+            .join(Lead, Lead.id == Message.lead_id)
+            .where(or_(*named))
+            .order_by(Message.id != message_id)  # the VERP match wins over a quoted Message-ID
+            .limit(1)
+        )
+    ).first()
+
+
+async def record_event(
+    session: AsyncSession, message: Any, kind: str, now: datetime, data: dict[str, Any]
+) -> None:
+    session.add(
+        MessageEventRow(
+            message_id=message.id, campaign_id=message.campaign_id, kind=kind, occurred_at=now, data=data
+        )
+    )
+
+
+async def record_hard_bounce(
+    session: AsyncSession, message: Any, now: datetime, day: date, reason: str, data: dict[str, Any]
+) -> bool:
+    """sent → bounced, counted once (a repeated DSN changes nothing); the lead never gets mail again."""
+    changed = await session.scalar(
+        update(Message)
+        .where(Message.id == message.id, Message.status == MessageStatus.SENT)
+        .values(status=MessageStatus.BOUNCED, last_error=reason[:1000])
+        .returning(Message.id)
+    )
+    if changed is None:
+        return False
+    await record_event(session, message, MessageStatus.BOUNCED, now, data)
+    await kpi.bump(session, message.campaign_id, message.id, bounced=1)
+    await kpi.bump_days(session, message.campaign_id, "bounced", {day: 1}, message.id)
+    await hard_bounce_lead(session, message.lead_id, message.workspace_id, message.email, reason)
+    await cancel_unsent(session, Message.lead_id == message.lead_id)
+    return True
+
+
+async def record_reply(session: AsyncSession, message: Any, now: datetime, data: dict[str, Any]) -> bool:
+    """The lead replied: no more follow-ups for it. True the first time."""
+    await record_event(session, message, "replied", now, data)
+    replied = await session.scalar(
+        update(Lead)
+        .where(Lead.id == message.lead_id, Lead.status == LeadStatus.ACTIVE)
+        .values(status=LeadStatus.REPLIED)
+        .returning(Lead.id)
+    )
+    await cancel_unsent(session, Message.lead_id == message.lead_id, Message.is_followup.is_(True))
+    return replied is not None

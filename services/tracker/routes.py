@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import base64
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
+
+from services.tracker.inbound import NotUnderstood
 
 # The smallest transparent 1×1 GIF.
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
@@ -65,7 +70,41 @@ async def unsubscribe(request: Request) -> Response:
     )
 
 
+MAX_INBOUND_BYTES = 10 * 1024 * 1024
+
+
+def _answer(status: int, data: Any = None, error: str | None = None, code: str | None = None) -> JSONResponse:
+    body = {"data": data, "error": error} | ({"error_code": code} if code else {})
+    return JSONResponse(body, status_code=status)
+
+
+def inbound_intake(use_case: str) -> Callable[[Request], Awaitable[Response]]:
+    """`POST` the raw e-mail as the body, with the shared secret in `X-Maildash-Secret`; the envelope
+    recipient may come as `?recipient=` (a mail server's pipe knows it). 422 says why a mail was not used."""
+
+    async def intake(request: Request) -> Response:
+        secret = request.app.state.runtime.settings.inbound_secret
+        given = request.headers.get("x-maildash-secret", "")
+        if not hmac.compare_digest(given.encode(), secret.encode()):
+            return _answer(401, error="missing or wrong X-Maildash-Secret header", code="unauthorized")
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_INBOUND_BYTES:
+                return _answer(413, error="an inbound mail may be at most 10 MB", code="payload_too_large")
+        recipient = request.query_params.get("recipient", "")[:320] or None
+        try:
+            result = await getattr(request.app.state.tracker, use_case)(bytes(raw), recipient)
+        except NotUnderstood as error:
+            return _answer(422, error=str(error), code="not_understood")
+        return _answer(200, result)
+
+    return intake
+
+
 routes = [
+    Route("/inbound/bounces", inbound_intake("bounce"), methods=["POST"]),
+    Route("/inbound/replies", inbound_intake("reply"), methods=["POST"]),
     Route("/track/open.gif", open_pixel),
     Route("/track/click", click),
     Route("/u/{token}", unsubscribe, methods=["GET", "POST"]),

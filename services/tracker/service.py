@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.tracker import inbound
 from services.tracker import repository as repo
 from services.tracker.machine import is_machine_open
 from shared import tokens
 from shared.clock import Clock
-from shared.events import LeadUnsubscribed
+from shared.events import LeadReplied, LeadUnsubscribed, MessageBounced
 from shared.messaging import enqueue
 from shared.planning.window import Window
 from shared.settings import Settings
@@ -42,6 +44,72 @@ class Tracker:
                 )
         if done is not None:
             log.info("tracker.unsubscribe.done", message_id=str(message_id))
+
+    async def bounce(self, raw: bytes, recipient: str | None) -> dict[str, Any]:
+        """A DSN: 5.x.x is a hard bounce (message bounced, lead bounced and suppressed, its pending mail
+        cancelled), 4.x.x a soft one (recorded; the remote server keeps trying). Raises NotUnderstood."""
+        found = inbound.read_bounce(raw, recipient)
+        now = self._clock()
+        data = {
+            "status": found.status,
+            "recipient": found.recipient,
+            "diagnostic": found.diagnostic,
+            "dsn": True,
+        }
+        async with self._sessions() as session, session.begin():
+            message = await repo.message_named(session, found.message_id, found.original_ids)
+            if message is None:
+                raise inbound.NotUnderstood("it names no message sent from here")
+            if not found.permanent:
+                await repo.record_event(session, message, "soft_bounced", now, data)
+                outcome, recorded = "soft_bounce", True
+            else:
+                reason = f"{found.status or 'hard bounce'} {found.diagnostic}".strip()
+                day = Window.from_dict(message.window).local_date(now)
+                recorded = await repo.record_hard_bounce(session, message, now, day, reason, data)
+                outcome = "hard_bounce"
+                if recorded:
+                    ids = {
+                        "message_id": message.id,
+                        "campaign_id": message.campaign_id,
+                        "lead_id": message.lead_id,
+                    }
+                    bounced = MessageBounced(
+                        workspace_id=message.workspace_id, **ids, reason=reason, enhanced_code=found.status
+                    )
+                    await enqueue(session, bounced)
+        log.info("tracker.bounce", message_id=str(message.id), outcome=outcome, recorded=recorded)
+        return {"message_id": str(message.id), "outcome": outcome, "recorded": recorded}
+
+    async def reply(self, raw: bytes, recipient: str | None) -> dict[str, Any]:
+        """A reply stops the lead's follow-ups; an automatic one (out of office) is only recorded; a mail to
+        the List-Unsubscribe address unsubscribes. Raises NotUnderstood."""
+        found = inbound.read_reply(raw, recipient)
+        if found.unsubscribe_token is not None:
+            target = self.unsubscribe_target(found.unsubscribe_token)
+            if target is None:
+                raise inbound.NotUnderstood("its unsubscribe address is not one of ours")
+            await self.unsubscribe(target)
+            return {"message_id": str(target), "outcome": "unsubscribed", "recorded": True}
+        now = self._clock()
+        data = {"from": found.sender[:320], "automatic": found.automatic}
+        async with self._sessions() as session, session.begin():
+            message = await repo.message_named(session, None, found.references)
+            if message is None:
+                raise inbound.NotUnderstood("it answers no message sent from here")
+            if found.automatic:
+                await repo.record_event(session, message, "auto_replied", now, data)
+                outcome, recorded = "automatic_reply", True
+            else:
+                recorded = await repo.record_reply(session, message, now, data)
+                outcome = "replied"
+                if recorded:
+                    event = LeadReplied(
+                        workspace_id=message.workspace_id, lead_id=message.lead_id, message_id=message.id
+                    )
+                    await enqueue(session, event)
+        log.info("tracker.reply", message_id=str(message.id), outcome=outcome, recorded=recorded)
+        return {"message_id": str(message.id), "outcome": outcome, "recorded": recorded}
 
     async def follow_click(self, message: str, url: str, token: str, user_agent: str) -> bool:
         """True (and the click recorded) only when the token signs exactly this message and this URL."""

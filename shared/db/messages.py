@@ -7,10 +7,11 @@ from collections import Counter
 from typing import Any
 
 from sqlalchemy import update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import kpi
-from shared.db.models import Campaign, CampaignStatus, Message, MessageStatus
+from shared.db.models import Campaign, CampaignStatus, Lead, LeadStatus, Message, MessageStatus, Suppression
 
 UNSENT = (MessageStatus.PLANNED, MessageStatus.DISPATCHED)
 
@@ -37,3 +38,15 @@ async def cancel_unsent(session: AsyncSession, *where: Any) -> Counter[uuid.UUID
     for campaign_id, n in per_campaign.items():
         await kpi.bump(session, campaign_id, cancelled=n)
     return per_campaign
+
+
+async def hard_bounce_lead(
+    session: AsyncSession, lead_id: uuid.UUID, workspace_id: uuid.UUID, email: str, reason: str
+) -> None:
+    """Never mail this address again: lead bounced and address suppressed."""
+    await session.execute(update(Lead).where(Lead.id == lead_id).values(status=LeadStatus.BOUNCED))
+    await session.execute(
+        insert(Suppression)
+        .values(workspace_id=workspace_id, email=email.lower(), reason=f"hard bounce: {reason}"[:500])
+        .on_conflict_do_nothing()
+    )
