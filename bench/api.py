@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import random
+import sys
 import tempfile
 import time
 import uuid
@@ -28,6 +29,15 @@ CAMPAIGNS = 10_000
 MESSAGES = 1_000_000
 ROUNDS = 50
 WORDS = ["north", "south", "spring", "autumn", "saas", "retail", "agency", "q3", "q4", "webinar"]
+WINDOW = json.dumps(
+    {
+        "timezone": "Europe/Amsterdam",
+        "days": [0, 1, 2, 3, 4],
+        "start": "08:00",
+        "end": "17:00",
+        "holidays": "NL",
+    }
+)
 STATUSES = ["draft", "scheduled", "running", "paused", "completed", "stopped"]
 
 
@@ -59,7 +69,7 @@ async def seed_campaigns(settings: Settings, workspace: uuid.UUID, template: str
                      "followup_days", "followup_attach_report", "track_opens", "track_clicks", "window",
                      "domains", "audience_count", "audience_excluded"],
             records=[(uuid.uuid4(), workspace, f"{rng.choice(WORDS)} {rng.choice(WORDS)} {i}",
-                      rng.choice(STATUSES), uuid.UUID(template), False, 3, False, True, False, "{}", [], 0,
+                      rng.choice(STATUSES), uuid.UUID(template), False, 3, False, True, False, WINDOW, [], 0,
                       "{}")
                      for i in range(CAMPAIGNS)],
         )  # fmt: skip
@@ -100,7 +110,10 @@ async def measure(settings: Settings) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as logs:
         async with (
             subprocess_service("api", with_ports(settings, "api"), Path(logs)) as service,
-            httpx.AsyncClient(base_url=f"{service.url}/api/v1", timeout=600) as http,
+            # uvicorn drops idle connections after 5 s: never reuse one that old (the seeding takes minutes).
+            httpx.AsyncClient(
+                base_url=f"{service.url}/api/v1", timeout=600, limits=httpx.Limits(keepalive_expiry=2)
+            ) as http,
         ):
             token = await http.post(
                 "/auth/token", data={"username": "admin@example.com", "password": "admin"}
@@ -127,7 +140,11 @@ async def measure(settings: Settings) -> dict[str, float]:
             domain = (await http.post("/domains", json=body)).json()["data"]
             campaign = listed["items"][0]["id"]
             await seed_messages(settings, workspace, campaign, domain["id"])
-            results["detail_p50_s"] = await timed(lambda: http.get(f"/campaigns/{campaign}"))
+            try:
+                results["detail_p50_s"] = await timed(lambda: http.get(f"/campaigns/{campaign}"))
+            except httpx.HTTPError:
+                print(service.log()[-3000:], file=sys.stderr)
+                raise
             detail = (await http.get(f"/campaigns/{campaign}")).json()["data"]
             assert detail["kpis"]["total_sent"] == MESSAGES, detail["kpis"]
 
@@ -174,6 +191,8 @@ async def measure(settings: Settings) -> dict[str, float]:
 
 
 def main() -> None:
+    global MESSAGES
+    MESSAGES = int(sys.argv[1]) if len(sys.argv) > 1 else MESSAGES
     with bench_database(Settings()) as settings, contextlib.suppress(KeyboardInterrupt):
         print(json.dumps(asyncio.run(measure(settings))))
 

@@ -34,8 +34,10 @@ class Received:
 class SinkHandler:
     directory: Path | None = None
     received: list[Received] = field(default_factory=list)
-    # Tests set this to answer with an SMTP error instead of 250 (e.g. "550 5.1.1 no such user").
+    # Tests set this to answer with an SMTP error instead of 250 (e.g. "550 5.1.1 no such user"),
+    # for everyone or (reply_to) for one recipient.
     reply: str = "250 2.0.0 OK: queued"
+    reply_to: dict[str, str] = field(default_factory=dict)
     # Tests set this to hold the DATA phase open, like a slow mail server.
     data_delay: float = 0.0
     data_started: int = 0
@@ -65,15 +67,16 @@ class SinkHandler:
         self.data_started += 1
         if self.data_delay:
             await asyncio.sleep(self.data_delay)
-        if not self.reply.startswith("250"):
-            return self.reply
+        reply = next((self.reply_to[r] for r in envelope.rcpt_tos if r in self.reply_to), self.reply)
+        if not reply.startswith("250"):
+            return reply
         content = envelope.original_content or b""
         mail = Received(str(envelope.mail_from), list(envelope.rcpt_tos), content)
         self.received.append(mail)
         if self.directory is not None:
             name = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}.eml"
             (self.directory / name).write_bytes(mail.data)
-        return self.reply
+        return reply
 
 
 def start(

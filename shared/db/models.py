@@ -207,7 +207,11 @@ class Suppression(Base):
 
 class Campaign(Base):
     __tablename__ = "campaigns"
-    __table_args__ = (_check_in("status", CampaignStatus),)
+    __table_args__ = (
+        _check_in("status", CampaignStatus),
+        Index("campaigns_name_trgm", "name", postgresql_using="gin", postgresql_ops={"name": "gin_trgm_ops"}),
+        Index("campaigns_listing", "workspace_id", "status", text("created_at DESC"), "id"),
+    )
     id: Mapped[uuid.UUID] = _id()
     workspace_id: Mapped[uuid.UUID] = _workspace()
     name: Mapped[str] = mapped_column(Text)

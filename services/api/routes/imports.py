@@ -8,27 +8,29 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import uuid
 from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, File, Request, UploadFile
 from pydantic import ValidationError
-from sqlalchemy import func, literal_column, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import text
 
 from services.api.auth import CurrentPrincipal
 from services.api.envelope import Envelope, invalid
 from services.api.repository import Repository
 from services.api.routes.deps import unit_of_work
 from services.api.schemas import ImportOut, LeadIn
-from shared.db.models import Lead
+from shared.db.models import LeadStatus
 
 router = APIRouter(tags=["leads"])
 log = structlog.get_logger()
 
 NAMED = ("email", "first_name", "last_name", "company", "tags")  # any other column is a custom field
-BATCH = 1000
+COPIED = ["id", "workspace_id", "email", "first_name", "last_name", "company", "tags", "fields", "status"]
+SCRATCH = "lead_import"
+BATCH = 5000
 MAX_REPORTED_ERRORS = 1000
 
 
@@ -52,7 +54,8 @@ class _Import:
         self.created = self.updated = self.skipped = 0
         self.errors: list[dict[str, Any]] = []
         self._seen: set[str] = set()
-        self._batch: list[dict[str, Any]] = []
+        self._batch: list[tuple[Any, ...]] = []
+        self._scratch = False
 
     def error(self, row: int, reason: str) -> None:
         if len(self.errors) < MAX_REPORTED_ERRORS:
@@ -70,27 +73,53 @@ class _Import:
             self.skipped += 1  # the file named this address before: its first row counts
             return None
         self._seen.add(email)
-        self._batch.append({"id": uuid.uuid4(), "workspace_id": self.repo.workspace_id, **lead.model_dump()})
+        self._batch.append(
+            (
+                uuid.uuid4(),
+                self.repo.workspace_id,
+                lead.email,
+                lead.first_name,
+                lead.last_name,
+                lead.company,
+                lead.tags,
+                json.dumps(lead.fields),
+                LeadStatus.ACTIVE.value,
+            )
+        )
         if len(self._batch) >= BATCH:
             await self.flush()
         return None
 
     async def flush(self) -> None:
-        """Insert new leads; for existing ones change only the columns the file has (fields are merged)."""
+        """COPY the batch into a scratch table, then upsert it: new leads are inserted, existing ones get
+        only the columns the file has (their custom fields merged)."""
         if not self._batch:
             return
-        statement = insert(Lead).values(self._batch)
-        changes: dict[str, Any] = {
-            c: statement.excluded[c] for c in NAMED if c in self.columns and c != "email"
-        }
-        changes["fields"] = Lead.fields.op("||")(statement.excluded.fields)
-        changes["updated_at"] = func.now()
-        upsert: Any = statement.on_conflict_do_update(
-            index_elements=[Lead.workspace_id, text("lower(email)")], set_=changes
-        ).returning(literal_column("xmax = 0"))  # true where the row was inserted, not updated
-        inserted = list(await self.repo.session.scalars(upsert))
-        self.created += sum(inserted)
-        self.updated += len(inserted) - sum(inserted)
+        session = self.repo.session
+        if not self._scratch:
+            scratch = f"CREATE TEMP TABLE {SCRATCH} (LIKE leads INCLUDING DEFAULTS) ON COMMIT DROP"
+            await session.execute(text(scratch))
+            self._scratch = True
+        driver = (await (await session.connection()).get_raw_connection()).driver_connection
+        assert driver is not None
+        await driver.copy_records_to_table(SCRATCH, records=self._batch, columns=COPIED)
+        updated = [f"{c} = excluded.{c}" for c in NAMED if c in self.columns and c != "email"]
+        updated += ["fields = leads.fields || excluded.fields", "updated_at = now()"]
+        columns = ", ".join(COPIED)
+        created, total = (
+            await session.execute(
+                text(
+                    f"WITH upserted AS (INSERT INTO leads ({columns}) SELECT {columns} FROM {SCRATCH}"  # noqa: S608
+                    " ON CONFLICT (workspace_id, lower(email)) DO UPDATE SET "
+                    + ", ".join(updated)
+                    + " RETURNING xmax = 0 AS created)"  # xmax 0: the row was inserted, not updated
+                    " SELECT count(*) FILTER (WHERE created), count(*) FROM upserted"
+                )
+            )
+        ).one()
+        await session.execute(text(f"TRUNCATE {SCRATCH}"))
+        self.created += created
+        self.updated += total - created
         self._batch.clear()
 
     def result(self) -> dict[str, Any]:
