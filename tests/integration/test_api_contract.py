@@ -51,6 +51,22 @@ async def test_every_resource_requires_a_valid_bearer_token(api_url: str, settin
                 assert reply.headers["www-authenticate"] == "Bearer"
 
 
+async def test_every_operation_of_the_openapi_document_but_login_needs_a_token(api_url: str) -> None:
+    async with httpx.AsyncClient(base_url=api_url) as client:
+        document = (await client.get("/openapi.json")).json()
+        operations = [
+            (method, path.replace("{", "").replace("}", "").split("/"))
+            for path, item in document["paths"].items()
+            for method in item
+            if path != "/api/v1/auth/token"
+        ]
+        assert len(operations) >= 30
+        for method, parts in operations:
+            path = "/".join(str(uuid.uuid4()) if part.endswith("_id") else part for part in parts)
+            reply = await client.request(method.upper(), path, json={})
+            assert reply.status_code == 401, (method, path, reply.text)
+
+
 async def test_login_with_a_wrong_password_is_refused(api_url: str) -> None:
     async with httpx.AsyncClient(base_url=f"{api_url}/api/v1") as client:
         reply = await client.post("/auth/token", data={"username": "admin@example.com", "password": "nope"})
