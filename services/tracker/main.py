@@ -19,9 +19,11 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Starl
     settings = settings or Settings()
     runtime = Runtime.build(settings)
 
+    tracker = Tracker(runtime.sessions, settings, clock)
+
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        async with runtime.serving():
+        async with runtime.serving(tracker.opens.run()):
             yield
 
     app = Starlette(
@@ -29,5 +31,5 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Starl
         lifespan=lifespan,
     )
     app.state.runtime = runtime
-    app.state.tracker = Tracker(runtime.sessions, settings, clock)
+    app.state.tracker = tracker
     return app

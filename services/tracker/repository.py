@@ -24,57 +24,6 @@ from shared.db.models import (
 )
 
 
-async def message_for_open(session: AsyncSession, message_id: uuid.UUID) -> Any:
-    return (
-        await session.execute(
-            select(Message.id, Message.campaign_id, Message.sent_at, Campaign.window)
-            .join(Campaign, Campaign.id == Message.campaign_id)
-            .where(Message.id == message_id, Message.status == MessageStatus.SENT)
-        )
-    ).first()
-
-
-async def record_open(
-    session: AsyncSession, message: Any, now: datetime, day: date, is_machine: bool, data: dict[str, Any]
-) -> bool:
-    """Every hit is an event; the first open (and the first human open) count once, guarded by the row."""
-    session.add(
-        MessageEventRow(
-            message_id=message.id,
-            campaign_id=message.campaign_id,
-            kind="opened",
-            occurred_at=now,
-            is_machine=is_machine,
-            data=data,
-        )
-    )
-    first = await session.scalar(
-        update(Message)
-        .where(Message.id == message.id, Message.opened_at.is_(None))
-        .values(opened_at=now)
-        .returning(Message.id)
-    )
-    first_human = None
-    if not is_machine:
-        first_human = await session.scalar(
-            update(Message)
-            .where(Message.id == message.id, Message.human_opened_at.is_(None))
-            .values(human_opened_at=now)
-            .returning(Message.id)
-        )
-    await kpi.bump(
-        session,
-        message.campaign_id,
-        message.id,
-        opens_total=1,
-        opened=1 if first else 0,
-        opened_human=1 if first_human else 0,
-    )
-    if first:
-        await kpi.bump_days(session, message.campaign_id, "opened", {day: 1}, message.id)
-    return first is not None
-
-
 async def unsubscribe(session: AsyncSession, message_id: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID] | None:
     """Lead unsubscribed, address suppressed, pending messages cancelled; counted once, on the first call.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -25,7 +26,9 @@ async def open_pixel(request: Request) -> Response:
     token = request.query_params.get("t", "")[:MAX_PARAM]
     if message and token:
         ip = request.client.host if request.client else None
-        await request.app.state.tracker.record_open(message, token, request.headers.get("user-agent", ""), ip)
+        agent = request.headers.get("user-agent", "")
+        with contextlib.suppress(Exception):  # logged by the recorder; the reader still gets the image
+            await request.app.state.tracker.record_open(message, token, agent, ip)
     return Response(PIXEL, media_type="image/gif", headers=PIXEL_HEADERS)
 
 

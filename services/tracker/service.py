@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.tracker import inbound
 from services.tracker import repository as repo
-from services.tracker.machine import is_machine_open
+from services.tracker.opens import Hit, OpenRecorder
 from shared import tokens
 from shared.clock import Clock
 from shared.events import LeadReplied, LeadUnsubscribed, MessageBounced
@@ -26,6 +26,7 @@ class Tracker:
         self._sessions = sessions
         self._secret = settings.tracking_secret
         self._clock = clock
+        self.opens = OpenRecorder(sessions)
 
     def unsubscribe_target(self, token: str) -> uuid.UUID | None:
         """The message an unsubscribe token names, or None for a forged or malformed one."""
@@ -122,17 +123,8 @@ class Tracker:
         return True
 
     async def record_open(self, message: str, token: str, user_agent: str, ip: str | None) -> bool:
-        """True when the hit was recorded (a genuine token for a sent message)."""
+        """True once the hit is committed (a genuine token for a sent message); written in a batch."""
         if not tokens.verify_message(self._secret, "open", token, message):
             return False
-        message_id = uuid.UUID(message)  # a genuine token only ever names a real message id
-        now = self._clock()
-        async with self._sessions() as session, session.begin():
-            row = await repo.message_for_open(session, message_id)
-            if row is None:
-                return False
-            machine = is_machine_open(user_agent, ip, row.sent_at, now)
-            day = Window.from_dict(row.window).local_date(now)
-            data = {"user_agent": user_agent[:500], "ip": ip}
-            await repo.record_open(session, row, now, day, machine, data)
-        return True
+        # A genuine token only ever names a real message id.
+        return await self.opens.record(Hit(uuid.UUID(message), self._clock(), user_agent, ip))

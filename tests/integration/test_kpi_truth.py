@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Any
 
 import httpx
 import pytest
@@ -14,7 +13,7 @@ from shared.db import create_engine, kpi, session_factory
 from shared.settings import Settings
 from tests.support.api import ALWAYS_OPEN
 from tests.support.pipeline import Pipeline
-from tests.support.samples import postfix_dsn
+from tests.support.samples import pixel_of, postfix_dsn
 
 pytestmark = pytest.mark.integration
 
@@ -34,12 +33,6 @@ SELECT
     WHERE m.campaign_id = :c AND l.status = 'unsubscribed') AS total_unsubscribed
 FROM messages WHERE campaign_id = :c
 """
-
-
-def pixel_of(mail: Any) -> str:
-    html = mail.message.get_body(("html",)).get_content()
-    start = html.index("/track/open.gif?")
-    return html[start : html.index('"', start)].replace("&amp;", "&")
 
 
 async def test_served_kpis_equal_the_truth_after_a_mixed_run(pipeline: Pipeline, settings: Settings) -> None:

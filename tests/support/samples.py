@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def postfix_dsn(
     verp: str, original_id: str, status: str = "5.1.1", action: str = "failed", to: str | None = None
@@ -53,3 +55,10 @@ Message-ID: {original_id}
 
 --B0UND--
 """.encode()
+
+
+def pixel_of(mail: Any) -> str:
+    """The path and query of the open pixel in a received e-mail."""
+    html = mail.message.get_body(("html",)).get_content()
+    start = html.index("/track/open.gif?")
+    return html[start : html.index('"', start)].replace("&amp;", "&")

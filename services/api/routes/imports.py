@@ -100,6 +100,7 @@ class _Import:
             scratch = f"CREATE TEMP TABLE {SCRATCH} (LIKE leads INCLUDING DEFAULTS) ON COMMIT DROP"
             await session.execute(text(scratch))
             self._scratch = True
+        # asyncpg's COPY, on the connection of the transaction the statement above began.
         driver = (await (await session.connection()).get_raw_connection()).driver_connection
         assert driver is not None
         await driver.copy_records_to_table(SCRATCH, records=self._batch, columns=COPIED)

@@ -1,0 +1,69 @@
+"""Open hits from several tracker processes at once: every hit recorded, the first open counted once."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select, update
+
+from shared.db import create_engine, session_factory
+from shared.db.models import Message, MessageEventRow
+from shared.settings import Settings
+from tests.support.pipeline import Pipeline
+from tests.support.samples import pixel_of
+from tests.support.stack import subprocess_service, with_ports
+
+pytestmark = pytest.mark.integration
+
+PROCESSES, HITS = 3, 60
+
+
+async def test_concurrent_first_opens_from_several_trackers_count_once(
+    pipeline: Pipeline, settings: Settings, tmp_path: Path
+) -> None:
+    campaign, _ = await pipeline.campaign()
+    mail = (await pipeline.sink.wait_for(len(pipeline.sink.received) + 1))[-1]
+    [message] = await pipeline.messages(campaign["id"])
+    engine = create_engine(settings.database_url, pool_size=1)
+    sessions = session_factory(engine)
+    try:
+        async with sessions() as session, session.begin():  # sent an hour ago: these are people, not scanners
+            await session.execute(
+                update(Message)
+                .where(Message.id == uuid.UUID(message["id"]))
+                .values(sent_at=func.now() - func.make_interval(0, 0, 0, 0, 1))
+            )
+        async with AsyncExitStack() as stack:
+            trackers = [
+                await stack.enter_async_context(
+                    subprocess_service("tracker", with_ports(settings, "tracker"), tmp_path)
+                )
+                for _ in range(PROCESSES)
+            ]
+            pixel = pixel_of(mail)
+            async with httpx.AsyncClient() as client:
+                replies = await asyncio.gather(
+                    *(
+                        client.get(
+                            f"{trackers[i % PROCESSES].url}{pixel}", headers={"User-Agent": "Mozilla/5.0"}
+                        )
+                        for i in range(HITS)
+                    )
+                )
+        assert {r.status_code for r in replies} == {200}
+        async with sessions() as session:
+            events = await session.scalar(
+                select(func.count())
+                .where(MessageEventRow.message_id == uuid.UUID(message["id"]))
+                .where(MessageEventRow.kind == "opened")
+            )
+    finally:
+        await engine.dispose()
+    kpis = (await pipeline.api.get(f"/campaigns/{campaign['id']}"))["kpis"]
+    assert events == HITS  # every hit is an event, committed before its GIF went out
+    assert (kpis["total_opened"], kpis["total_opened_human"]) == (1, 1)
