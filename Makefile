@@ -6,7 +6,7 @@ PY := .venv/bin/python
 # where the environment asks it not to (importing the api: 6.7 s → 2.0 s here).
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help setup system-packages services migrate run test lint types check unit bench clean
+.PHONY: help setup system-packages bench-packages services migrate run test lint types check unit bench clean
 
 help:
 	@echo "make run    set up and run api, scheduler, sender, tracker and a local SMTP sink"
@@ -20,11 +20,16 @@ help:
 
 setup: .venv/.synced
 
-# nginx runs the gateway test (deploy/nginx.conf); installed from Debian's packages where we may.
+# nginx runs the gateway test (deploy/nginx.conf), wrk the tracker benchmark; from Debian's packages where we may.
 system-packages:
 	@command -v nginx >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light) >/dev/null 2>&1; } \
 		|| echo "note: nginx not installed; the gateway test will be skipped"
+
+bench-packages: system-packages
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk) >/dev/null 2>&1; } \
+		|| echo "note: wrk not installed; the tracker benchmark cannot run"
 
 services: setup
 	@$(PY) -m tools.check_services --start
@@ -48,7 +53,7 @@ test: lint types services system-packages
 unit: setup
 	$(PY) -m pytest -q tests/unit
 
-bench: services
+bench: services bench-packages
 	$(PY) -m bench
 
 clean:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 
-from services.tracker.routes import routes
+from services.tracker.routes import OpenPixel, routes
 from services.tracker.service import Tracker
 from shared.clock import Clock, utcnow
 from shared.observability import health_routes
@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Starl
         routes=[*routes, *health_routes(runtime.readiness_checks(), optional=frozenset({"broker"}))],
         lifespan=lifespan,
     )
+    app.add_middleware(OpenPixel, tracker=tracker)
     app.state.runtime = runtime
     app.state.tracker = tracker
     return app

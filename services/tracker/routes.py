@@ -6,13 +6,16 @@ import base64
 import contextlib
 import hmac
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.tracker.inbound import NotUnderstood
+from services.tracker.service import Tracker
 
 # The smallest transparent 1×1 GIF.
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
@@ -20,16 +23,39 @@ PIXEL_HEADERS = {"Cache-Control": "no-store, max-age=0", "Pragma": "no-cache"}
 MAX_PARAM = 512
 
 
-async def open_pixel(request: Request) -> Response:
-    """Always the GIF with 200: a forged or malformed token looks like a valid one and records nothing."""
-    message = request.query_params.get("m", "")[:MAX_PARAM]
-    token = request.query_params.get("t", "")[:MAX_PARAM]
-    if message and token:
-        ip = request.client.host if request.client else None
-        agent = request.headers.get("user-agent", "")
-        with contextlib.suppress(Exception):  # logged by the recorder; the reader still gets the image
-            await request.app.state.tracker.record_open(message, token, agent, ip)
-    return Response(PIXEL, media_type="image/gif", headers=PIXEL_HEADERS)
+class OpenPixel:
+    """`GET /track/open.gif` as a bare ASGI handler in front of the app: it serves every open of every e-mail,
+    so it skips routing and the middleware stack that the other endpoints keep.
+
+    Always the GIF with 200: a forged or malformed token looks like a valid one and records nothing."""
+
+    PATH = "/track/open.gif"
+    HEADERS: ClassVar[list[tuple[bytes, bytes]]] = [
+        (b"content-type", b"image/gif"),
+        (b"content-length", str(len(PIXEL)).encode()),
+        *((name.lower().encode(), value.encode()) for name, value in PIXEL_HEADERS.items()),
+    ]
+
+    def __init__(self, app: ASGIApp, tracker: Tracker) -> None:
+        self.app = app
+        self.tracker = tracker
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != self.PATH or scope["method"] not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        try:
+            params = dict(parse_qsl(scope["query_string"].decode("latin-1"), max_num_fields=10))
+        except ValueError:
+            params = {}
+        message, token = params.get("m", "")[:MAX_PARAM], params.get("t", "")[:MAX_PARAM]
+        if message and token:
+            agent = next((v for k, v in scope["headers"] if k == b"user-agent"), b"").decode("latin-1")
+            ip = scope["client"][0] if scope.get("client") else None
+            with contextlib.suppress(Exception):  # logged by the recorder; the reader still gets the image
+                await self.tracker.record_open(message, token, agent, ip)
+        await send({"type": "http.response.start", "status": 200, "headers": self.HEADERS})
+        await send({"type": "http.response.body", "body": PIXEL if scope["method"] == "GET" else b""})
 
 
 async def click(request: Request) -> Response:
@@ -108,7 +134,6 @@ def inbound_intake(use_case: str) -> Callable[[Request], Awaitable[Response]]:
 routes = [
     Route("/inbound/bounces", inbound_intake("bounce"), methods=["POST"]),
     Route("/inbound/replies", inbound_intake("reply"), methods=["POST"]),
-    Route("/track/open.gif", open_pixel),
     Route("/track/click", click),
     Route("/u/{token}", unsubscribe, methods=["GET", "POST"]),
 ]
