@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import bench_database, median, raw_connection
+from bench.common import LEAD_COLUMNS, bench_database, median, raw_connection
 from shared.settings import Settings
 from tests.support.stack import subprocess_service, with_ports
 
@@ -157,21 +157,7 @@ async def measure(settings: Settings) -> dict[str, float]:
             for i in range(LEADS)
         ]  # fmt: skip
         started = time.perf_counter()
-        await db.copy_records_to_table(
-            "leads",
-            columns=[
-                "id",
-                "workspace_id",
-                "email",
-                "first_name",
-                "last_name",
-                "company",
-                "tags",
-                "fields",
-                "status",
-            ],
-            records=rows,
-        )
+        await db.copy_records_to_table("leads", columns=LEAD_COLUMNS, records=rows)
         results["raw_import_s"] = time.perf_counter() - started
 
         async def raw_list() -> None:

@@ -16,6 +16,17 @@ from shared.db.migrate import drop_database, ensure_database, upgrade
 from shared.db.notify import asyncpg_dsn
 from shared.settings import Settings
 
+LEAD_COLUMNS = [
+    "id",
+    "workspace_id",
+    "email",
+    "first_name",
+    "last_name",
+    "company",
+    "tags",
+    "fields",
+    "status",
+]
 ALWAYS_OPEN = {
     "timezone": "UTC",
     "days": [0, 1, 2, 3, 4, 5, 6],
@@ -102,17 +113,7 @@ async def seed_campaign(
         lead_ids = [uuid.uuid4() for _ in range(leads)]
         await db.copy_records_to_table(
             "leads",
-            columns=[
-                "id",
-                "workspace_id",
-                "email",
-                "first_name",
-                "last_name",
-                "company",
-                "tags",
-                "fields",
-                "status",
-            ],
+            columns=LEAD_COLUMNS,
             records=(
                 (lead, workspace, f"{lead.hex}@lead.example", "", "", "", [], "{}", "active")
                 for lead in lead_ids

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -142,28 +142,23 @@ def _lifecycle(context: typer.Context, campaign_id: str, action: str) -> None:
         console.print(f"campaign {data['name']!r} is {data['status']}")
 
 
-@campaign.command("start")
-def start(context: typer.Context, campaign_id: str) -> None:
-    """Start a draft campaign."""
-    _lifecycle(context, campaign_id, "start")
+LIFECYCLE = {
+    "start": "Start a draft campaign.",
+    "pause": "Pause: returns once no new e-mail of the campaign can start.",
+    "resume": "Resume a paused campaign, planning its unsent e-mails from now.",
+    "stop": "Stop for good: unsent e-mails are cancelled.",
+}
 
 
-@campaign.command("pause")
-def pause(context: typer.Context, campaign_id: str) -> None:
-    """Pause: returns once no new e-mail of the campaign can start."""
-    _lifecycle(context, campaign_id, "pause")
+def _lifecycle_command(action: str) -> Callable[[typer.Context, str], None]:
+    def command(context: typer.Context, campaign_id: str) -> None:
+        _lifecycle(context, campaign_id, action)
+
+    return command
 
 
-@campaign.command("resume")
-def resume(context: typer.Context, campaign_id: str) -> None:
-    """Resume a paused campaign, planning its unsent e-mails from now."""
-    _lifecycle(context, campaign_id, "resume")
-
-
-@campaign.command("stop")
-def stop(context: typer.Context, campaign_id: str) -> None:
-    """Stop for good: unsent e-mails are cancelled."""
-    _lifecycle(context, campaign_id, "stop")
+for _action, _help in LIFECYCLE.items():
+    campaign.command(_action, help=_help)(_lifecycle_command(_action))
 
 
 @campaign.command("show")

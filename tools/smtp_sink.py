@@ -42,6 +42,7 @@ class SinkHandler:
     data_delay: float = 0.0
     data_started: int = 0
     mail_from_times: list[float] = field(default_factory=list)  # time.monotonic() of each MAIL FROM
+    mail_froms: list[tuple[float, str]] = field(default_factory=list)  # (time.monotonic(), address)
     # Tests set this to answer EHLO slowly, like a server doing reverse-DNS and reputation checks.
     ehlo_delay: float = 0.0
     ehlo_started: int = 0
@@ -58,7 +59,9 @@ class SinkHandler:
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        self.mail_from_times.append(time.monotonic())
+        now = time.monotonic()
+        self.mail_from_times.append(now)
+        self.mail_froms.append((now, address))
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 OK"

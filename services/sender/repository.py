@@ -10,7 +10,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import kpi
-from shared.db.messages import mark_running
+from shared.db.messages import mark_running, record_event
 from shared.db.models import (
     Campaign,
     CampaignStatus,
@@ -18,7 +18,6 @@ from shared.db.models import (
     LeadReport,
     LeadStatus,
     Message,
-    MessageEventRow,
     MessageStatus,
     SendingDomain,
     Suppression,
@@ -85,6 +84,14 @@ async def take_domain_turn(
     last = await session.scalar(select(SendingDomain.last_send_at).where(SendingDomain.id == domain_id))
     assert last is not None
     return last + gap
+
+
+async def mark_domain_send(session: AsyncSession, domain_id: uuid.UUID, at: datetime) -> None:
+    await session.execute(
+        update(SendingDomain)
+        .where(SendingDomain.id == domain_id)
+        .values(last_send_at=func.greatest(SendingDomain.last_send_at, at))
+    )
 
 
 async def defer(session: AsyncSession, message_id: uuid.UUID, not_before: datetime) -> None:
@@ -218,13 +225,3 @@ async def plan_retry(
         session, message, MessageStatus.FAILED, now, {**data, "retry_at": retry_at.isoformat()}
     )
     return True
-
-
-async def record_event(
-    session: AsyncSession, message: Message, kind: str, now: datetime, data: dict[str, Any]
-) -> None:
-    session.add(
-        MessageEventRow(
-            message_id=message.id, campaign_id=message.campaign_id, kind=kind, occurred_at=now, data=data
-        )
-    )

@@ -42,6 +42,7 @@ class Attempt:
     failure: Outcome | None
     transaction: SmtpTransaction
     notes: dict[str, str]  # recorded with the outcome, e.g. whether a report was attached
+    throttled: bool  # the domain has an interval: this transaction holds its turn
 
 
 OUTCOMES = Counter("maildash_sender_outcomes_total", "SMTP attempts by outcome", ["outcome"])
@@ -81,6 +82,10 @@ class Sender:
                     return
                 sender = return_path(str(attempt.message.id), attempt.message.domain_used)
                 outcome = attempt.failure or await attempt.transaction.begin(sender)
+                if outcome is None and attempt.throttled:
+                    # The domain's last send is when its server accepted MAIL FROM: what the next turn counts
+                    # from. The row is still locked by this claim.
+                    await repo.mark_domain_send(session, attempt.message.sending_domain_id, self._clock())
         except BaseException:
             if attempt is not None:
                 await attempt.transaction.abandon()
@@ -149,7 +154,8 @@ class Sender:
             domain.smtp_security,
         )
         transaction = self._smtp.transaction(account)
-        return Attempt(message, lead, campaign, smtp_id, email, failure, transaction, notes)
+        throttled = gap > timedelta(0)
+        return Attempt(message, lead, campaign, smtp_id, email, failure, transaction, notes, throttled)
 
     def _letter(
         self,

@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import kpi
-from shared.db.messages import cancel_unsent, hard_bounce_lead
+from shared.db.messages import cancel_unsent, hard_bounce_lead, record_event
 from shared.db.models import (
     Campaign,
     Lead,
@@ -94,16 +94,6 @@ async def message_named(session: AsyncSession, message_id: uuid.UUID | None, smt
             .limit(1)
         )
     ).first()
-
-
-async def record_event(
-    session: AsyncSession, message: Any, kind: str, now: datetime, data: dict[str, Any]
-) -> None:
-    session.add(
-        MessageEventRow(
-            message_id=message.id, campaign_id=message.campaign_id, kind=kind, occurred_at=now, data=data
-        )
-    )
 
 
 async def record_hard_bounce(

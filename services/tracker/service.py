@@ -13,6 +13,7 @@ from services.tracker import repository as repo
 from services.tracker.opens import Hit, OpenRecorder
 from shared import tokens
 from shared.clock import Clock
+from shared.db.messages import record_event
 from shared.events import LeadReplied, LeadUnsubscribed, MessageBounced
 from shared.messaging import enqueue
 from shared.planning.window import Window
@@ -62,7 +63,7 @@ class Tracker:
             if message is None:
                 raise inbound.NotUnderstood("it names no message sent from here")
             if not found.permanent:
-                await repo.record_event(session, message, "soft_bounced", now, data)
+                await record_event(session, message, "soft_bounced", now, data)
                 outcome, recorded = "soft_bounce", True
             else:
                 reason = f"{found.status or 'hard bounce'} {found.diagnostic}".strip()
@@ -99,7 +100,7 @@ class Tracker:
             if message is None:
                 raise inbound.NotUnderstood("it answers no message sent from here")
             if found.automatic:
-                await repo.record_event(session, message, "auto_replied", now, data)
+                await record_event(session, message, "auto_replied", now, data)
                 outcome, recorded = "automatic_reply", True
             else:
                 recorded = await repo.record_reply(session, message, now, data)

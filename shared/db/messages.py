@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import update
@@ -11,7 +12,16 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import kpi
-from shared.db.models import Campaign, CampaignStatus, Lead, LeadStatus, Message, MessageStatus, Suppression
+from shared.db.models import (
+    Campaign,
+    CampaignStatus,
+    Lead,
+    LeadStatus,
+    Message,
+    MessageEventRow,
+    MessageStatus,
+    Suppression,
+)
 
 UNSENT = (MessageStatus.PLANNED, MessageStatus.DISPATCHED)
 
@@ -49,4 +59,15 @@ async def hard_bounce_lead(
         insert(Suppression)
         .values(workspace_id=workspace_id, email=email.lower(), reason=f"hard bounce: {reason}"[:500])
         .on_conflict_do_nothing()
+    )
+
+
+async def record_event(
+    session: AsyncSession, message: Any, kind: str, now: datetime, data: dict[str, Any]
+) -> None:
+    """One line of a message's history (`message` has `id` and `campaign_id`)."""
+    session.add(
+        MessageEventRow(
+            message_id=message.id, campaign_id=message.campaign_id, kind=kind, occurred_at=now, data=data
+        )
     )

@@ -63,6 +63,18 @@ def send_command(message: Message) -> SendMessage:
     )
 
 
+async def race(settings: Settings, clock: MovableClock, commands: list[SendMessage]) -> None:
+    """Two senders, each with its own database connection, handle `commands` (alternating) all at once."""
+    engines = [create_engine(settings.database_url, pool_size=2) for _ in range(2)]
+    senders = [Sender(session_factory(e), settings, clock) for e in engines]
+    try:
+        await asyncio.gather(*(senders[i % 2].handle(c) for i, c in enumerate(commands)))
+    finally:
+        for sender, engine in zip(senders, engines, strict=True):
+            await sender.close()
+            await engine.dispose()
+
+
 async def messages_of(sessions: async_sessionmaker[AsyncSession], campaign_id: uuid.UUID) -> list[Message]:
     async with sessions() as session:
         rows = await session.scalars(select(Message).where(Message.campaign_id == campaign_id))
@@ -115,15 +127,7 @@ async def test_a_duplicated_send_command_raced_by_two_senders_sends_one_email(
     await scheduler.dispatch_due()
     [message] = await messages_of(sessions, campaign_id)
     command = send_command(message)
-    engines = [create_engine(settings.database_url, pool_size=1) for _ in range(2)]
-    try:
-        senders = [Sender(session_factory(e), settings, clock) for e in engines]
-        await asyncio.gather(*(s.handle(command) for s in senders), senders[0].handle(command))
-        for sender in senders:
-            await sender.close()
-    finally:
-        for engine in engines:
-            await engine.dispose()
+    await race(settings, clock, [command, command, command])  # the third on the first sender again
     assert len(smtp_sink.received) == 1
     [after] = await messages_of(sessions, campaign_id)
     assert after.status == "sent"
@@ -165,15 +169,7 @@ async def test_racing_senders_never_start_two_transactions_on_one_domain_within_
         )
     messages = await messages_of(sessions, campaign_id)
     clock.advance(messages[0].scheduled_at - clock())
-    engines = [create_engine(settings.database_url, pool_size=1) for _ in range(2)]
-    try:
-        senders = [Sender(session_factory(e), settings, clock) for e in engines]
-        await asyncio.gather(*(s.handle(send_command(m)) for s, m in zip(senders, messages, strict=True)))
-        for sender in senders:
-            await sender.close()
-    finally:
-        for engine in engines:
-            await engine.dispose()
+    await race(settings, clock, [send_command(m) for m in messages])
 
     assert len(smtp_sink.received) == 1
     sent, deferred = sorted(await messages_of(sessions, campaign_id), key=lambda m: m.status != "sent")

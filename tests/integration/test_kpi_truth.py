@@ -7,32 +7,14 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from sqlalchemy import text
 
-from shared.db import create_engine, kpi, session_factory
 from shared.settings import Settings
 from tests.support.api import ALWAYS_OPEN
 from tests.support.pipeline import Pipeline
 from tests.support.samples import pixel_of, postfix_dsn
+from tests.support.truth import kpi_days, kpi_truth
 
 pytestmark = pytest.mark.integration
-
-# Recomputed from messages, message events and leads only: no counter is read.
-TRUTH = """
-WITH accepted AS (SELECT DISTINCT message_id FROM message_events WHERE kind = 'sent' AND campaign_id = :c)
-SELECT
-  count(*) AS total_planned,
-  count(*) FILTER (WHERE status = 'cancelled') AS total_cancelled,
-  (SELECT count(*) FROM accepted) AS total_sent,
-  count(*) FILTER (WHERE opened_at IS NOT NULL) AS total_opened,
-  count(*) FILTER (WHERE human_opened_at IS NOT NULL) AS total_opened_human,
-  count(*) FILTER (WHERE status = 'bounced') AS total_bounced,
-  count(*) FILTER (WHERE status = 'bounced' AND id NOT IN (SELECT message_id FROM accepted)) AS at_smtp,
-  count(*) FILTER (WHERE status = 'failed') AS total_failed,
-  (SELECT count(DISTINCT l.id) FROM leads l JOIN messages m ON m.lead_id = l.id
-    WHERE m.campaign_id = :c AND l.status = 'unsubscribed') AS total_unsubscribed
-FROM messages WHERE campaign_id = :c
-"""
 
 
 async def test_served_kpis_equal_the_truth_after_a_mixed_run(pipeline: Pipeline, settings: Settings) -> None:
@@ -81,15 +63,8 @@ async def test_served_kpis_equal_the_truth_after_a_mixed_run(pipeline: Pipeline,
 
     await pipeline.until(completed, seconds=30)
 
-    engine = create_engine(settings.database_url, pool_size=1)
-    try:
-        async with session_factory(engine)() as session:
-            truth = dict(
-                (await session.execute(text(TRUTH), {"c": uuid.UUID(campaign["id"])})).one()._mapping
-            )
-            per_day = await kpi.days(session, uuid.UUID(campaign["id"]))
-    finally:
-        await engine.dispose()
+    truth = await kpi_truth(settings, uuid.UUID(campaign["id"]))
+    per_day = await kpi_days(settings, uuid.UUID(campaign["id"]))
     served = await pipeline.api.get(f"/campaigns/{campaign['id']}")
     kpis = served["kpis"]
     at_smtp = truth.pop("at_smtp")

@@ -37,6 +37,14 @@ router = APIRouter()
 UNSENT = (MessageStatus.PLANNED, MessageStatus.DISPATCHED, MessageStatus.SENDING)
 
 
+async def _changed(repo: Repository, row: Any, changes: dict[str, Any]) -> Any:
+    for name, value in changes.items():
+        setattr(row, name, value)
+    await repo.session.flush()
+    await repo.session.refresh(row)
+    return row
+
+
 def _deleted(row: Any) -> dict[str, Any]:
     return {"data": {"id": str(row.id), "deleted": True}}
 
@@ -64,18 +72,13 @@ async def update_domain(
         row = not_found_unless(await repo.get(SendingDomain, domain_id), "sending domain")
         if "host" in smtp or "port" in smtp:
             await check_smtp_host(settings, smtp.get("host", row.smtp_host), smtp.get("port", row.smtp_port))
-        for name, value in changes.items():
-            setattr(row, name, value)
         for name, value in smtp.items():
             if name == "password":
-                row.smtp_password_encrypted = (
-                    crypto.encrypt(settings.encryption_key, value) if value else None
-                )
+                encrypted = crypto.encrypt(settings.encryption_key, value) if value else None
+                changes["smtp_password_encrypted"] = encrypted
             else:
-                setattr(row, f"smtp_{name}", value)
-        await repo.session.flush()
-        await repo.session.refresh(row)
-        return {"data": domain_out(row)}
+                changes[f"smtp_{name}"] = value
+        return {"data": domain_out(await _changed(repo, row, changes))}
 
 
 @router.delete("/domains/{domain_id}", response_model=Envelope[DeletedOut], tags=["domains"])
@@ -99,11 +102,7 @@ async def update_lead(
         email = changes.get("email")
         if email and email.lower() != row.email.lower() and await repo.lead_by_email(email):
             raise conflict(f"a lead with e-mail {email} already exists")
-        for name, value in changes.items():
-            setattr(row, name, value)
-        await repo.session.flush()
-        await repo.session.refresh(row)
-        return {"data": row_out(row)}
+        return {"data": row_out(await _changed(repo, row, changes))}
 
 
 @router.delete("/leads/{lead_id}", response_model=Envelope[DeletedOut], tags=["leads"])
@@ -127,11 +126,7 @@ async def update_template(
     check_template_syntax(body)
     async with unit_of_work(request, principal) as repo:
         row = not_found_unless(await repo.get(Template, template_id), "template")
-        for name, value in body.changes().items():
-            setattr(row, name, value)
-        await repo.session.flush()
-        await repo.session.refresh(row)
-        return {"data": row_out(row)}
+        return {"data": row_out(await _changed(repo, row, body.changes()))}
 
 
 @router.delete("/templates/{template_id}", response_model=Envelope[DeletedOut], tags=["templates"])

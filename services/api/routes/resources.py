@@ -143,6 +143,7 @@ async def create_template(request: Request, principal: CurrentPrincipal, body: T
 
 
 def add_reads(
+    router: APIRouter,
     path: str,
     model: type[Any],
     schema: type[Any],
@@ -194,9 +195,9 @@ async def list_leads(
     return await page_of(request, principal, Lead, row_out, page, page_size, search, *where)
 
 
-add_reads("domains", SendingDomain, DomainOut, domain_out, "sending domain")
-add_reads("leads", Lead, LeadOut, row_out, "lead", listed=False)
-add_reads("templates", Template, TemplateOut, row_out, "template")
+add_reads(router, "domains", SendingDomain, DomainOut, domain_out, "sending domain")
+add_reads(router, "leads", Lead, LeadOut, row_out, "lead", listed=False)
+add_reads(router, "templates", Template, TemplateOut, row_out, "template")
 
 
 MAX_REPORT_BYTES = 5 * 1024 * 1024

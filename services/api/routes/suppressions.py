@@ -8,8 +8,9 @@ from fastapi import APIRouter, Request, Response
 from sqlalchemy import func, select
 
 from services.api.auth import CurrentPrincipal
-from services.api.envelope import Envelope, Page
-from services.api.routes.deps import PageNumber, PageSize, Search, page_of, unit_of_work
+from services.api.envelope import Envelope
+from services.api.routes.deps import unit_of_work
+from services.api.routes.resources import add_reads
 from services.api.schemas import DeletedOut, SuppressionIn, SuppressionOut
 from services.api.service import not_found_unless
 from shared.db.models import Suppression
@@ -27,15 +28,7 @@ def suppression_out(row: Suppression) -> dict[str, Any]:
     }
 
 
-@router.get("/suppressions", response_model=Envelope[Page[SuppressionOut]])
-async def list_suppressions(
-    request: Request,
-    principal: CurrentPrincipal,
-    page: PageNumber = 1,
-    page_size: PageSize = 20,
-    search: Search = None,
-) -> dict[str, Any]:
-    return await page_of(request, principal, Suppression, suppression_out, page, page_size, search)
+add_reads(router, "suppressions", Suppression, SuppressionOut, suppression_out, "suppression")
 
 
 @router.post(

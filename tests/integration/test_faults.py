@@ -1,0 +1,191 @@
+"""A campaign under faults, the scheduler and senders as separate processes, judged from the SMTP sink and
+the database only: every message ends final, no e-mail arrives twice, no domain is burst, KPIs are the truth.
+
+`make test` runs these; `make faults` runs them with a larger campaign (MAILDASH_FAULT_LEADS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from itertools import pairwise
+from pathlib import Path
+
+import aio_pika
+import pytest
+from sqlalchemy import select
+
+from shared.db import create_engine, session_factory
+from shared.db.models import Campaign, Message
+from shared.events import SendMessage
+from shared.messaging import Topology
+from shared.settings import Settings
+from tests.support.api import ALWAYS_OPEN, ApiClient
+from tests.support.smtp import SmtpSink
+from tests.support.stack import subprocess_service, with_ports
+from tests.support.truth import kpi_truth
+
+pytestmark = pytest.mark.integration
+
+LEADS = int(os.environ.get("MAILDASH_FAULT_LEADS", "200"))
+DOMAINS = 10
+INTERVAL = 1  # seconds between two e-mails of one domain
+GRACE = 0.25  # min(60 s, interval / 4)
+VERP = re.compile(r"bounce\+([0-9a-f]{32})@")
+FINAL = {"sent", "bounced", "failed", "cancelled"}
+# The sink and the senders read different clocks (monotonic and wall): allow them 10 ms of disagreement.
+JITTER = 0.01
+
+
+async def start_campaign(api: ApiClient, sink: SmtpSink) -> tuple[uuid.UUID, list[str]]:
+    tag = uuid.uuid4().hex[:8]
+    domains = [f"fault{i}-{tag}.example" for i in range(DOMAINS)]
+    for name in domains:
+        await api.domain(name, sink.port, interval=INTERVAL)
+    csv = "email,tags\n" + "".join(f"lead{i}-{tag}@lead{i % 37}.example,{tag}\n" for i in range(LEADS))
+    imported = await api.http.post("/leads/import", files={"file": ("leads.csv", csv.encode(), "text/csv")})
+    assert imported.json()["data"]["created"] == LEADS, imported.text
+    template = await api.template()
+    campaign = await api.create(
+        "/campaigns",
+        {
+            "name": f"fault {tag}",
+            "template_id": template["id"],
+            "audience": {"mode": "tags", "tags": [tag]},
+            "schedule": {"start_mode": "now", "window": ALWAYS_OPEN},
+            "domains": domains,
+        },
+    )
+    return uuid.UUID(campaign["id"]), domains
+
+
+async def until_finished(settings: Settings, campaign_id: uuid.UUID, seconds: float) -> None:
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        for _ in range(int(seconds * 4)):
+            async with session_factory(engine)() as session:
+                status = await session.scalar(select(Campaign.status).where(Campaign.id == campaign_id))
+            if status == "completed":
+                return
+            await asyncio.sleep(0.25)
+        raise AssertionError(f"campaign still {status} after {seconds} s")
+    finally:
+        await engine.dispose()
+
+
+async def judge(
+    api: ApiClient, settings: Settings, sink: SmtpSink, campaign_id: uuid.UUID, domains: list[str]
+) -> dict[str, int]:
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        async with session_factory(engine)() as session:
+            rows = (
+                await session.execute(
+                    select(Message.id, Message.status, Message.last_error).where(
+                        Message.campaign_id == campaign_id
+                    )
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    ours = {row.id.hex: row for row in rows}
+    assert len(ours) == LEADS
+    assert {row.status for row in rows} <= FINAL
+    assert all(row.last_error for row in rows if row.status == "failed"), "a failure without its reason"
+
+    delivered = [m for m in (VERP.search(r.mail_from) for r in sink.received) if m and m.group(1) in ours]
+    ids = [m.group(1) for m in delivered]
+    assert len(ids) == len(set(ids)), "an e-mail reached the sink twice"
+    assert set(ids) == {key for key, row in ours.items() if row.status == "sent"}
+
+    starts: dict[str, list[float]] = defaultdict(list)
+    for at, address in sink.handler.mail_froms:
+        if (match := VERP.search(address)) and match.group(1) in ours:
+            starts[address.rsplit("@", 1)[1]].append(at)
+    for domain in domains:
+        gaps = [b - a for a, b in pairwise(sorted(starts[domain]))]
+        assert min(gaps, default=INTERVAL) >= INTERVAL - GRACE - JITTER, f"{domain} burst: {min(gaps):.3f} s"
+
+    truth = await kpi_truth(settings, campaign_id)
+    truth.pop("at_smtp")
+    kpis = (await api.get(f"/campaigns/{campaign_id}"))["kpis"]
+    assert {name: kpis[name] for name in truth} == truth
+    return {status: sum(1 for row in rows if row.status == status) for status in FINAL}
+
+
+@pytest.fixture
+def fault_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"retry_backoff_seconds": [1, 2], "poll_seconds": 0.5})
+
+
+async def services(
+    stack: AsyncExitStack, settings: Settings, tmp_path: Path, schedulers: int, senders: int
+) -> None:
+    for name, count in (("scheduler", schedulers), ("sender", senders)):
+        for _ in range(count):
+            await stack.enter_async_context(subprocess_service(name, with_ports(settings, name), tmp_path))
+
+
+@pytest.fixture
+async def duplicator(settings: Settings) -> AsyncIterator[None]:
+    """Every `SendMessage` delivered twice: a second copy of each is published as it passes."""
+    topology = Topology(settings.broker_prefix)
+    connection = await aio_pika.connect(settings.amqp_url)
+    channel = await connection.channel()
+    events = await channel.get_exchange(topology.events.name)
+    queue = await channel.declare_queue(exclusive=True)
+    await queue.bind(events, routing_key=SendMessage.routing_key)
+
+    async def copy(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        async with message.process():
+            if not (message.headers or {}).get("x-test-copy"):
+                again = aio_pika.Message(message.body, headers={"x-test-copy": True}, delivery_mode=2)
+                await events.publish(again, routing_key=SendMessage.routing_key)
+
+    tag = await queue.consume(copy)
+    yield
+    await queue.cancel(tag)
+    await connection.close()
+
+
+async def test_every_send_command_delivered_twice_sends_each_email_once(
+    api: ApiClient, fault_settings: Settings, smtp_sink: SmtpSink, tmp_path: Path, duplicator: None
+) -> None:
+    async with AsyncExitStack() as stack:
+        await services(stack, fault_settings, tmp_path, schedulers=1, senders=2)
+        campaign_id, domains = await start_campaign(api, smtp_sink)
+        await until_finished(fault_settings, campaign_id, seconds=LEADS / DOMAINS * INTERVAL * 3 + 30)
+    counts = await judge(api, fault_settings, smtp_sink, campaign_id, domains)
+    assert counts["sent"] == LEADS
+
+
+async def test_two_schedulers_and_three_senders_share_one_campaign(
+    api: ApiClient, fault_settings: Settings, smtp_sink: SmtpSink, tmp_path: Path
+) -> None:
+    async with AsyncExitStack() as stack:
+        await services(stack, fault_settings, tmp_path, schedulers=2, senders=3)
+        campaign_id, domains = await start_campaign(api, smtp_sink)
+        await until_finished(fault_settings, campaign_id, seconds=LEADS / DOMAINS * INTERVAL * 3 + 30)
+    counts = await judge(api, fault_settings, smtp_sink, campaign_id, domains)
+    assert counts["sent"] == LEADS
+
+
+async def test_a_server_answering_4xx_for_a_while_loses_nothing(
+    api: ApiClient, fault_settings: Settings, smtp_sink: SmtpSink, tmp_path: Path
+) -> None:
+    async with AsyncExitStack() as stack:
+        await services(stack, fault_settings, tmp_path, schedulers=1, senders=2)
+        smtp_sink.handler.reply = "451 4.3.2 System not accepting network messages"
+        campaign_id, domains = await start_campaign(api, smtp_sink)
+        await asyncio.sleep(4)
+        smtp_sink.handler.reply = "250 2.0.0 OK: queued"
+        await until_finished(fault_settings, campaign_id, seconds=LEADS / DOMAINS * INTERVAL * 3 + 60)
+    counts = await judge(api, fault_settings, smtp_sink, campaign_id, domains)
+    assert counts["sent"] + counts["failed"] == LEADS
+    assert counts["sent"] > 0
+    assert smtp_sink.handler.data_started > len(smtp_sink.received)  # the 4xx answers really happened
