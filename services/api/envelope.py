@@ -101,5 +101,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("api.request.crashed", path=request.url.path)
-        return _error(500, "internal_error", "internal error; the request was logged")
+        request_id = getattr(request.state, "request_id", "-")
+        log.exception("api.request.crashed", path=request.url.path, request_id=request_id)
+        message = f"internal error; it was logged as request {request_id}: quote that when reporting it"
+        return _error(500, "internal_error", message, {"X-Request-ID": request_id})

@@ -11,7 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from services.api.envelope import install_error_handlers
 from services.api.routes import accounts, campaigns, editing, imports, resources, suppressions
 from services.api.service import Accounts
-from shared.observability import health_routes
+from shared.observability import RequestIds, health_routes
 from shared.runtime import Runtime
 from shared.settings import Settings
 
@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = runtime
     app.state.accounts = Accounts(runtime.sessions)
     install_error_handlers(app)
+    app.add_middleware(RequestIds)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]

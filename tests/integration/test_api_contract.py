@@ -242,3 +242,26 @@ def test_migrations_go_down_and_up_again(settings: Settings) -> None:
         command.upgrade(alembic_config(url), "head")
     finally:
         asyncio.run(drop_database(url))
+
+
+async def test_every_answer_names_its_request_and_a_crash_says_which(settings: Settings) -> None:
+    from services.api.main import create_app
+
+    app = create_app(settings)
+
+    @app.get("/api/v1/test-crash")
+    async def crash() -> None:
+        raise RuntimeError("a bug with internals: password=hunter2")
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        given = await client.get("/api/v1/nothing-here", headers={"X-Request-ID": "trace-42"})
+        assert given.headers["x-request-id"] == "trace-42"
+        made = await client.get("/api/v1/nothing-here", headers={"X-Request-ID": "bad id\x7f"})
+        assert len(made.headers["x-request-id"]) == 32  # an unusable id is replaced by a fresh one
+        crashed = await client.get("/api/v1/test-crash", headers={"X-Request-ID": "trace-43"})
+    assert crashed.status_code == 500
+    body = crashed.json()
+    assert (body["data"], body["error_code"]) == (None, "internal_error")
+    assert "trace-43" in body["error"]
+    assert "hunter2" not in crashed.text
