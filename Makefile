@@ -52,7 +52,7 @@ test: lint types services system-packages
 
 # The fault suite with the campaign of issue 7 (2,000 leads over 10 domains); `make test` runs it with 200.
 faults: services
-	MAILDASH_FAULT_LEADS=2000 $(PY) -m pytest -q -o timeout=1800 tests/integration/test_faults.py
+	MAILDASH_FAULT_LEADS=2000 MAILDASH_FAULT_RESTARTS=1 $(PY) -m pytest -q -o timeout=1800 tests/integration/test_faults.py
 
 unit: setup
 	$(PY) -m pytest -q tests/unit

@@ -11,6 +11,7 @@ from functools import partial
 
 import structlog
 from prometheus_client import Counter
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.sender import repository as repo
@@ -95,7 +96,24 @@ class Sender:
             outcome = await attempt.transaction.finish(attempt.lead.email, attempt.email)
         assert outcome is not None
         window = Window.from_dict(attempt.campaign.window)
-        await self._settle(attempt.message, window, attempt.lead, outcome, attempt.smtp_id, attempt.notes)
+        await self._settle_surely(attempt, window, outcome)
+
+    async def _settle_surely(self, attempt: Attempt, window: Window, outcome: Outcome) -> None:
+        """The server has answered: record it, retrying while the database is away (recording is guarded,
+        so a retry never counts twice). Giving up would leave a delivered e-mail to be marked interrupted."""
+        delay, deadline = 0.5, asyncio.get_running_loop().time() + self._settings.sending_lease_seconds / 2
+        while True:
+            try:
+                await self._settle(
+                    attempt.message, window, attempt.lead, outcome, attempt.smtp_id, attempt.notes
+                )
+                return
+            except (OSError, SQLAlchemyError) as error:
+                if asyncio.get_running_loop().time() + delay > deadline:
+                    raise
+                log.warning("sender.settle.retry", message_id=str(attempt.message.id), error=str(error)[:200])
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     async def _claim(self, session: AsyncSession, command: SendMessage) -> Attempt | None:
         if self._clock() > command.deadline:

@@ -189,3 +189,54 @@ async def test_a_server_answering_4xx_for_a_while_loses_nothing(
     assert counts["sent"] + counts["failed"] == LEADS
     assert counts["sent"] > 0
     assert smtp_sink.handler.data_started > len(smtp_sink.received)  # the 4xx answers really happened
+
+
+# Restarting the machine's own PostgreSQL and RabbitMQ: only under `make faults`, never in `make test`.
+restarts = pytest.mark.skipif(
+    os.environ.get("MAILDASH_FAULT_RESTARTS") != "1",
+    reason="restarts the local services: run by `make faults`",
+)
+
+
+async def command(*argv: str) -> None:
+    process = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL)
+    assert await process.wait() == 0, argv
+
+
+async def some_sent(sink: SmtpSink, count: int = 20) -> None:
+    await sink.wait_for(len(sink.received) + count, timeout=60)
+
+
+@restarts
+async def test_rabbitmq_stopped_and_started_mid_campaign_loses_nothing(
+    api: ApiClient, fault_settings: Settings, smtp_sink: SmtpSink, tmp_path: Path
+) -> None:
+    async with AsyncExitStack() as stack:
+        await services(stack, fault_settings, tmp_path, schedulers=1, senders=2)
+        campaign_id, domains = await start_campaign(api, smtp_sink)
+        await some_sent(smtp_sink)
+        try:
+            await command("rabbitmqctl", "-q", "stop_app")
+            await asyncio.sleep(5)
+        finally:
+            await command("rabbitmqctl", "-q", "start_app")
+        # A dispatch whose command the broker lost is released after 120 s, then sent.
+        await until_finished(fault_settings, campaign_id, seconds=LEADS / DOMAINS * INTERVAL * 3 + 200)
+    counts = await judge(api, fault_settings, smtp_sink, campaign_id, domains)
+    assert counts["sent"] == LEADS
+
+
+@restarts
+async def test_postgresql_restarted_mid_campaign_loses_nothing(
+    api: ApiClient, fault_settings: Settings, smtp_sink: SmtpSink, tmp_path: Path
+) -> None:
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    async with AsyncExitStack() as stack:
+        await services(stack, fault_settings, tmp_path, schedulers=1, senders=2)
+        campaign_id, domains = await start_campaign(api, smtp_sink)
+        await some_sent(smtp_sink)
+        await command("pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart")
+        await until_finished(fault_settings, campaign_id, seconds=LEADS / DOMAINS * INTERVAL * 3 + 200)
+    counts = await judge(api, fault_settings, smtp_sink, campaign_id, domains)
+    # A sender that got the server's answer while the database was away records it once it is back.
+    assert counts["sent"] == LEADS
