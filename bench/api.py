@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import LEAD_COLUMNS, bench_database, median, raw_connection
+from bench.common import LEAD_COLUMNS, OFFICE_HOURS, bench_database, median, raw_connection
 from shared.settings import Settings
 from tests.support.stack import subprocess_service, with_ports
 
@@ -29,15 +29,7 @@ CAMPAIGNS = 10_000
 MESSAGES = 1_000_000
 ROUNDS = 50
 WORDS = ["north", "south", "spring", "autumn", "saas", "retail", "agency", "q3", "q4", "webinar"]
-WINDOW = json.dumps(
-    {
-        "timezone": "Europe/Amsterdam",
-        "days": [0, 1, 2, 3, 4],
-        "start": "08:00",
-        "end": "17:00",
-        "holidays": "NL",
-    }
-)
+WINDOW = json.dumps(OFFICE_HOURS)
 STATUSES = ["draft", "scheduled", "running", "paused", "completed", "stopped"]
 
 

@@ -36,6 +36,15 @@ ALWAYS_OPEN = {
 }
 
 
+OFFICE_HOURS = {
+    "timezone": "Europe/Amsterdam",
+    "days": [0, 1, 2, 3, 4],
+    "start": "08:00",
+    "end": "17:00",
+    "holidays": "NL",
+}
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]

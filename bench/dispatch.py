@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import aio_pika
 import uvicorn
 
-from bench.common import ALWAYS_OPEN, bench_database, percentile, seed_campaign
+from bench.common import ALWAYS_OPEN, OFFICE_HOURS, bench_database, percentile, seed_campaign
 from services.scheduler.main import create_app as create_scheduler
 from services.scheduler.service import Scheduler
 from shared.clock import utcnow
@@ -24,14 +24,6 @@ from shared.db import create_engine, session_factory
 from shared.events import SendMessage
 from shared.messaging import Topology, remove_topology
 from shared.settings import Settings
-
-OFFICE_HOURS = {
-    "timezone": "Europe/Amsterdam",
-    "days": [0, 1, 2, 3, 4],
-    "start": "08:00",
-    "end": "17:00",
-    "holidays": "NL",
-}
 
 
 async def raw_round_trips(settings: Settings, count: int) -> list[float]:

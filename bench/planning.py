@@ -12,24 +12,16 @@ import sys
 import time
 import uuid
 
-from bench.common import bench_database, median, raw_connection, seed_campaign
+from bench.common import OFFICE_HOURS, bench_database, median, raw_connection, seed_campaign
 from services.scheduler import repository
 from services.scheduler.service import Scheduler
 from shared.clock import utcnow
 from shared.db import create_engine, session_factory
 from shared.settings import Settings
 
-WINDOW = {
-    "timezone": "Europe/Amsterdam",
-    "days": [0, 1, 2, 3, 4],
-    "start": "08:00",
-    "end": "17:00",
-    "holidays": "NL",
-}
-
 
 async def measure(settings: Settings, leads: int, domains: int, rounds: int) -> dict[str, float]:
-    _, campaign_id = await seed_campaign(settings, leads, domains, 1200, WINDOW)
+    _, campaign_id = await seed_campaign(settings, leads, domains, 1200, OFFICE_HOURS)
     engine = create_engine(settings.database_url, pool_size=2)
     scheduler = Scheduler(session_factory(engine), settings, utcnow)
     ours, raw = [], []

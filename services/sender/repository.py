@@ -47,10 +47,6 @@ async def claim(session: AsyncSession, message_id: uuid.UUID, now: datetime) -> 
     )
 
 
-async def message_campaign(session: AsyncSession, message_id: uuid.UUID) -> uuid.UUID | None:
-    return await session.scalar(select(Message.campaign_id).where(Message.id == message_id))
-
-
 async def release_late(session: AsyncSession, message_id: uuid.UUID) -> None:
     """Past its deadline: back to planned, so the dispatcher gives it a new slot instead of sending late."""
     await session.execute(

@@ -11,7 +11,7 @@ import os
 import re
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from itertools import pairwise
 from pathlib import Path
@@ -153,39 +153,50 @@ async def duplicator(settings: Settings) -> AsyncIterator[None]:
     await connection.close()
 
 
+async def run_under(
+    fault: Callable[[], Awaitable[None]] | None,
+    api: ApiClient,
+    settings: Settings,
+    sink: SmtpSink,
+    tmp_path: Path,
+    schedulers: int = 1,
+    senders: int = 2,
+    extra_seconds: float = 30,
+) -> dict[str, int]:
+    """Start the services and a campaign, bring on `fault` while it runs, wait for the end and judge it."""
+    async with AsyncExitStack() as stack:
+        await services(stack, settings, tmp_path, schedulers, senders)
+        campaign_id, domains = await start_campaign(api, sink)
+        if fault is not None:
+            await fault()
+        await until_finished(settings, campaign_id, seconds=LEADS / DOMAINS * INTERVAL * 3 + extra_seconds)
+    return await judge(api, settings, sink, campaign_id, domains)
+
+
 async def test_every_send_command_delivered_twice_sends_each_email_once(
     api: ApiClient, fault_settings: Settings, smtp_sink: SmtpSink, tmp_path: Path, duplicator: None
 ) -> None:
-    async with AsyncExitStack() as stack:
-        await services(stack, fault_settings, tmp_path, schedulers=1, senders=2)
-        campaign_id, domains = await start_campaign(api, smtp_sink)
-        await until_finished(fault_settings, campaign_id, seconds=LEADS / DOMAINS * INTERVAL * 3 + 30)
-    counts = await judge(api, fault_settings, smtp_sink, campaign_id, domains)
+    counts = await run_under(None, api, fault_settings, smtp_sink, tmp_path)
     assert counts["sent"] == LEADS
 
 
 async def test_two_schedulers_and_three_senders_share_one_campaign(
     api: ApiClient, fault_settings: Settings, smtp_sink: SmtpSink, tmp_path: Path
 ) -> None:
-    async with AsyncExitStack() as stack:
-        await services(stack, fault_settings, tmp_path, schedulers=2, senders=3)
-        campaign_id, domains = await start_campaign(api, smtp_sink)
-        await until_finished(fault_settings, campaign_id, seconds=LEADS / DOMAINS * INTERVAL * 3 + 30)
-    counts = await judge(api, fault_settings, smtp_sink, campaign_id, domains)
+    counts = await run_under(None, api, fault_settings, smtp_sink, tmp_path, schedulers=2, senders=3)
     assert counts["sent"] == LEADS
 
 
 async def test_a_server_answering_4xx_for_a_while_loses_nothing(
     api: ApiClient, fault_settings: Settings, smtp_sink: SmtpSink, tmp_path: Path
 ) -> None:
-    async with AsyncExitStack() as stack:
-        await services(stack, fault_settings, tmp_path, schedulers=1, senders=2)
-        smtp_sink.handler.reply = "451 4.3.2 System not accepting network messages"
-        campaign_id, domains = await start_campaign(api, smtp_sink)
+    smtp_sink.handler.reply = "451 4.3.2 System not accepting network messages"
+
+    async def recover_after_4_s() -> None:
         await asyncio.sleep(4)
         smtp_sink.handler.reply = "250 2.0.0 OK: queued"
-        await until_finished(fault_settings, campaign_id, seconds=LEADS / DOMAINS * INTERVAL * 3 + 60)
-    counts = await judge(api, fault_settings, smtp_sink, campaign_id, domains)
+
+    counts = await run_under(recover_after_4_s, api, fault_settings, smtp_sink, tmp_path, extra_seconds=60)
     assert counts["sent"] + counts["failed"] == LEADS
     assert counts["sent"] > 0
     assert smtp_sink.handler.data_started > len(smtp_sink.received)  # the 4xx answers really happened
@@ -211,18 +222,16 @@ async def some_sent(sink: SmtpSink, count: int = 20) -> None:
 async def test_rabbitmq_stopped_and_started_mid_campaign_loses_nothing(
     api: ApiClient, fault_settings: Settings, smtp_sink: SmtpSink, tmp_path: Path
 ) -> None:
-    async with AsyncExitStack() as stack:
-        await services(stack, fault_settings, tmp_path, schedulers=1, senders=2)
-        campaign_id, domains = await start_campaign(api, smtp_sink)
+    async def broker_away_for_5_s() -> None:
         await some_sent(smtp_sink)
         try:
             await command("rabbitmqctl", "-q", "stop_app")
             await asyncio.sleep(5)
         finally:
             await command("rabbitmqctl", "-q", "start_app")
-        # A dispatch whose command the broker lost is released after 120 s, then sent.
-        await until_finished(fault_settings, campaign_id, seconds=LEADS / DOMAINS * INTERVAL * 3 + 200)
-    counts = await judge(api, fault_settings, smtp_sink, campaign_id, domains)
+
+    # A dispatch whose command the broker lost is released after 120 s, then sent.
+    counts = await run_under(broker_away_for_5_s, api, fault_settings, smtp_sink, tmp_path, extra_seconds=200)
     assert counts["sent"] == LEADS
 
 
@@ -231,12 +240,11 @@ async def test_postgresql_restarted_mid_campaign_loses_nothing(
     api: ApiClient, fault_settings: Settings, smtp_sink: SmtpSink, tmp_path: Path
 ) -> None:
     version = sorted(os.listdir("/etc/postgresql"))[-1]
-    async with AsyncExitStack() as stack:
-        await services(stack, fault_settings, tmp_path, schedulers=1, senders=2)
-        campaign_id, domains = await start_campaign(api, smtp_sink)
+
+    async def database_restart() -> None:
         await some_sent(smtp_sink)
         await command("pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart")
-        await until_finished(fault_settings, campaign_id, seconds=LEADS / DOMAINS * INTERVAL * 3 + 200)
-    counts = await judge(api, fault_settings, smtp_sink, campaign_id, domains)
+
+    counts = await run_under(database_restart, api, fault_settings, smtp_sink, tmp_path, extra_seconds=200)
     # A sender that got the server's answer while the database was away records it once it is back.
     assert counts["sent"] == LEADS
