@@ -12,8 +12,9 @@ from typing import Any
 
 import asyncpg
 
+from shared.db import asyncpg_dsn
 from shared.db.migrate import drop_database, ensure_database, upgrade
-from shared.db.notify import asyncpg_dsn
+from shared.messaging import remove_topology
 from shared.settings import Settings
 
 LEAD_COLUMNS = [
@@ -70,16 +71,20 @@ def median(values: list[float]) -> float:
 
 @contextlib.contextmanager
 def bench_database(base: Settings) -> Iterator[Settings]:
-    """A fresh, migrated database for one benchmark, dropped afterwards."""
+    """A fresh, migrated database and broker prefix for one benchmark, both removed afterwards."""
     import asyncio
 
     url = base.database_url.rsplit("/", 1)[0] + f"/maildash_bench_{uuid.uuid4().hex[:8]}"
     asyncio.run(ensure_database(url))
     upgrade(url)
+    settings = base.model_copy(update={"database_url": url, "broker_prefix": f"bench-{uuid.uuid4().hex[:8]}"})
     try:
-        yield base.model_copy(update={"database_url": url, "broker_prefix": f"bench-{uuid.uuid4().hex[:8]}"})
+        yield settings
     finally:
         asyncio.run(drop_database(url))
+        # Services declare their quorum queues; left behind, they pile up in the broker run after run.
+        with contextlib.suppress(Exception):
+            asyncio.run(remove_topology(settings.amqp_url, settings.broker_prefix))
 
 
 @contextlib.asynccontextmanager

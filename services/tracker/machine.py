@@ -6,6 +6,7 @@ security scanners announce themselves; and nobody reads an e-mail within seconds
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from datetime import datetime, timedelta
 
@@ -27,10 +28,15 @@ TOO_SOON = timedelta(seconds=10)
 
 
 def is_machine_open(user_agent: str, ip: str | None, sent_at: datetime | None, opened_at: datetime) -> bool:
+    if sent_at is not None and opened_at - sent_at < TOO_SOON:
+        return True
+    return is_machine_client(user_agent, ip)
+
+
+@functools.lru_cache(maxsize=4096)  # the same few agents and proxy addresses fetch most images
+def is_machine_client(user_agent: str, ip: str | None) -> bool:
     agent = user_agent.lower()
     if any(marker in agent for marker in SCANNER_AGENTS):
-        return True
-    if sent_at is not None and opened_at - sent_at < TOO_SOON:
         return True
     if ip:
         try:

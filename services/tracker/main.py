@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from services.tracker.routes import OpenPixel, routes
 from services.tracker.service import Tracker
@@ -15,7 +16,7 @@ from shared.runtime import Runtime
 from shared.settings import Settings
 
 
-def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Starlette:
+def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> ASGIApp:
     settings = settings or Settings()
     runtime = Runtime.build(settings)
 
@@ -30,7 +31,6 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Starl
         routes=[*routes, *health_routes(runtime.readiness_checks(), optional=frozenset({"broker"}))],
         lifespan=lifespan,
     )
-    app.add_middleware(OpenPixel, tracker=tracker)
     app.state.runtime = runtime
     app.state.tracker = tracker
-    return app
+    return OpenPixel(app, tracker)  # outermost: the pixel skips even Starlette's error middleware

@@ -21,6 +21,7 @@ from services.tracker.service import Tracker
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 PIXEL_HEADERS = {"Cache-Control": "no-store, max-age=0", "Pragma": "no-cache"}
 MAX_PARAM = 512
+MAX_AGENT = 500
 
 
 class OpenPixel:
@@ -50,7 +51,8 @@ class OpenPixel:
             params = {}
         message, token = params.get("m", "")[:MAX_PARAM], params.get("t", "")[:MAX_PARAM]
         if message and token:
-            agent = next((v for k, v in scope["headers"] if k == b"user-agent"), b"").decode("latin-1")
+            header = next((v for k, v in scope["headers"] if k == b"user-agent"), b"")
+            agent = header[:MAX_AGENT].decode("latin-1")
             ip = scope["client"][0] if scope.get("client") else None
             with contextlib.suppress(Exception):  # logged by the recorder; the reader still gets the image
                 await self.tracker.record_open(message, token, agent, ip)

@@ -27,7 +27,7 @@ class Tracker:
         self._sessions = sessions
         self._secret = settings.tracking_secret
         self._clock = clock
-        self.opens = OpenRecorder(sessions)
+        self.opens = OpenRecorder(settings.database_url)
 
     def unsubscribe_target(self, token: str) -> uuid.UUID | None:
         """The message an unsubscribe token names, or None for a forged or malformed one."""

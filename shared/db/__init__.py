@@ -1,5 +1,6 @@
 """Database access: engine and session factory. Models live in `shared.db.models`."""
 
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 
@@ -9,3 +10,8 @@ def create_engine(database_url: str, pool_size: int = 10) -> AsyncEngine:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def asyncpg_dsn(database_url: str) -> str:
+    """The same database for a bare asyncpg connection (hot paths, LISTEN, COPY)."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)

@@ -12,11 +12,8 @@ from types import TracebackType
 from typing import Any
 
 import asyncpg
-from sqlalchemy.engine import make_url
 
-
-def asyncpg_dsn(database_url: str) -> str:
-    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+from shared.db import asyncpg_dsn
 
 
 class Listener:
