@@ -7,7 +7,6 @@ an open token can never be replayed as an unsubscribe token.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import uuid
 from typing import Literal
@@ -27,7 +26,7 @@ def _unb64(text: str) -> bytes:
 
 
 def _mac(secret: str, purpose: Purpose, payload: bytes) -> bytes:
-    return hmac.new(secret.encode(), purpose.encode() + b"|" + payload, hashlib.sha256).digest()[:16]
+    return hmac.digest(secret.encode(), purpose.encode() + b"|" + payload, "sha256")[:16]
 
 
 def sign(secret: str, purpose: Purpose, payload: str) -> str:
