@@ -7,7 +7,6 @@ Run as `python -m bench.dispatch BACKLOG`; prints JSON.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import sys
 import time
@@ -22,7 +21,7 @@ from services.scheduler.service import Scheduler
 from shared.clock import utcnow
 from shared.db import create_engine, session_factory
 from shared.events import SendMessage
-from shared.messaging import Topology, remove_topology
+from shared.messaging import Topology
 from shared.settings import Settings
 
 
@@ -77,8 +76,6 @@ async def measure(settings: Settings, backlog: int) -> dict[str, float]:
         server.should_exit = True
         await serving
         await engine.dispose()
-        with contextlib.suppress(Exception):
-            await remove_topology(settings.amqp_url, settings.broker_prefix)
     raw = await raw_round_trips(settings, 200)
     return {
         "backlog": backlog,

@@ -25,7 +25,7 @@ from services.scheduler.service import Scheduler
 from shared.clock import utcnow
 from shared.db import create_engine, session_factory
 from shared.events import SendMessage
-from shared.messaging import Topology, create_broker, publish, remove_topology
+from shared.messaging import Topology, create_broker, publish
 from shared.settings import Settings
 from tests.support.smtp import free_port
 from tests.support.stack import subprocess_service, with_ports
@@ -149,13 +149,9 @@ async def bare(count: int, port: int, sessions: int) -> float:
 
 async def measure(settings: Settings, count: int) -> dict[str, float]:
     port = free_port()
-    try:
-        with smtp_sink(port):
-            figures = await ours(settings, count, port)
-            raw_rate = await bare(count, port, SENDERS * settings.sender_concurrency)
-    finally:
-        with contextlib.suppress(Exception):
-            await remove_topology(settings.amqp_url, settings.broker_prefix)
+    with smtp_sink(port):
+        figures = await ours(settings, count, port)
+        raw_rate = await bare(count, port, SENDERS * settings.sender_concurrency)
     return {"count": count, **figures, "raw_rate": raw_rate}
 
 
