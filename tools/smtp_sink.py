@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -43,6 +44,9 @@ class SinkHandler:
     data_started: int = 0
     mail_from_times: list[float] = field(default_factory=list)  # time.monotonic() of each MAIL FROM
     mail_froms: list[tuple[float, str]] = field(default_factory=list)  # (time.monotonic(), address)
+    # Tests set this to act while a DATA phase is open (kill the client, say); a reply it returns is answered
+    # instead, and the e-mail is then not kept.
+    on_data: Callable[[Session], Awaitable[str | None]] | None = None
     # Tests set this to answer EHLO slowly, like a server doing reverse-DNS and reputation checks.
     ehlo_delay: float = 0.0
     ehlo_started: int = 0
@@ -70,6 +74,8 @@ class SinkHandler:
         self.data_started += 1
         if self.data_delay:
             await asyncio.sleep(self.data_delay)
+        if self.on_data is not None and (instead := await self.on_data(session)):
+            return instead
         reply = next((self.reply_to[r] for r in envelope.rcpt_tos if r in self.reply_to), self.reply)
         if not reply.startswith("250"):
             return reply
