@@ -25,6 +25,7 @@ from shared.planning.window import Window
 log = structlog.get_logger()
 MAX_BATCH = 1000
 WRITERS = 2
+APPLICATION_NAME = "maildash-tracker-opens"  # how the writers show in pg_stat_activity
 
 LOCK_MESSAGES = """
 SELECT m.id, m.campaign_id, m.sent_at, m.opened_at, m.human_opened_at, c."window"::text AS "window"
@@ -127,7 +128,9 @@ class OpenRecorder:
     async def _connection(self, shard: int) -> asyncpg.Connection:
         connection = self._connections[shard]
         if connection is None or connection.is_closed():
-            connection = self._connections[shard] = await asyncpg.connect(self._dsn, timeout=5)
+            connection = self._connections[shard] = await asyncpg.connect(
+                self._dsn, timeout=5, server_settings={"application_name": APPLICATION_NAME}
+            )
         return connection
 
     def _drop_connection(self, shard: int) -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
+from services.tracker.opens import APPLICATION_NAME, WRITERS
 from shared.db import create_engine, session_factory
 from shared.db.models import Message, MessageEventRow
 from shared.settings import Settings
@@ -67,3 +68,45 @@ async def test_concurrent_first_opens_from_several_trackers_count_once(
     kpis = (await pipeline.api.get(f"/campaigns/{campaign['id']}"))["kpis"]
     assert events == HITS  # every hit is an event, committed before its GIF went out
     assert (kpis["total_opened"], kpis["total_opened_human"]) == (1, 1)
+
+
+async def test_open_writers_reconnect_after_losing_their_database_connection(
+    pipeline: Pipeline, settings: Settings
+) -> None:
+    campaign, _ = await pipeline.campaign()
+    mail = (await pipeline.sink.wait_for(len(pipeline.sink.received) + 1))[-1]
+    [message] = await pipeline.messages(campaign["id"])
+    pixel = f"{pipeline.tracker_url}{pixel_of(mail)}"
+    engine = create_engine(settings.database_url, pool_size=1)
+    sessions = session_factory(engine)
+
+    async def opens() -> int:
+        async with sessions() as session:
+            return int(
+                await session.scalar(
+                    select(func.count())
+                    .where(MessageEventRow.message_id == uuid.UUID(message["id"]))
+                    .where(MessageEventRow.kind == "opened")
+                )
+                or 0
+            )
+
+    try:
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(pixel)).status_code == 200
+            assert await opens() == 1
+            async with sessions() as session:
+                cut = await session.scalar(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                        " WHERE application_name = :name AND datname = current_database()"
+                    ),
+                    {"name": APPLICATION_NAME},
+                )
+            assert cut >= 1
+            await asyncio.sleep(0.5)  # the server has closed those connections; the writers see them closed
+            replies = [(await client.get(pixel)).status_code for _ in range(2 * WRITERS)]
+            assert replies == [200] * 2 * WRITERS
+            assert await opens() == 1 + 2 * WRITERS  # every writer reconnected: no hit was lost
+    finally:
+        await engine.dispose()
