@@ -19,14 +19,14 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Starl
     settings = settings or Settings()
     # Prefetch matches the concurrency: a worker holds no more messages than it can work on.
     runtime = Runtime.build(settings, prefetch=settings.sender_concurrency)
-    sender = Sender(runtime.sessions, settings, clock)
+    sender = Sender(settings, clock)
     runtime.broker.include_router(build_router(runtime.topology, sender))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        async with runtime.serving():
+        # The sender closes after the broker drained: no attempt is using a connection any more.
+        async with sender, runtime.serving():
             yield
-        await sender.close()  # after the broker drained: no attempt is using a session any more
 
     app = Starlette(routes=health_routes(runtime.readiness_checks()), lifespan=lifespan)
     app.state.runtime = runtime

@@ -6,23 +6,20 @@ import asyncio
 import dataclasses
 from dataclasses import dataclass
 from datetime import timedelta
-from email.message import EmailMessage
 from functools import partial
 
+import asyncpg
 import structlog
 from prometheus_client import Counter
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.sender import repository as repo
 from services.sender.outcome import Kind, Outcome
+from services.sender.repository import Claim
 from services.sender.smtp import Account, SmtpPool, SmtpTransaction
 from shared import crypto, tokens
 from shared.clock import Clock
-from shared.db.messages import hard_bounce_lead
-from shared.db.models import Campaign, Lead, Message, MessageStatus, SendingDomain, Template
+from shared.db.models import MessageStatus
 from shared.events import Event, MessageBounced, MessageFailed, MessageSent, SendMessage
-from shared.messaging import enqueue
 from shared.planning.slots import retry_not_before, send_grace
 from shared.planning.window import Window
 from shared.render import Letter, RenderError, build, lead_variables, return_path
@@ -35,11 +32,8 @@ log = structlog.get_logger()
 class Attempt:
     """A claimed message ready for its SMTP transaction (or failed already: its template cannot render)."""
 
-    message: Message
-    lead: Lead
-    campaign: Campaign
-    smtp_id: str
-    email: EmailMessage | None
+    message: Claim
+    email: bytes | None  # as it goes on the wire
     failure: Outcome | None
     transaction: SmtpTransaction
     notes: dict[str, str]  # recorded with the outcome, e.g. whether a report was attached
@@ -49,22 +43,35 @@ class Attempt:
 OUTCOMES = Counter("maildash_sender_outcomes_total", "SMTP attempts by outcome", ["outcome"])
 
 
-def followup_subject(template: Template) -> str:
+def followup_subject(message: Claim) -> str:
     """The template's follow-up subject, else `Re: <original subject>` so the reply threads."""
-    return template.followup_subject or f"Re: {template.subject}"
+    return message.followup_subject or f"Re: {message.subject}"
 
 
 class Sender:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings, clock: Clock) -> None:
-        self._sessions = sessions
+    """Open with `async with`: a pool of database connections (one per concurrent attempt at most)."""
+
+    def __init__(self, settings: Settings, clock: Clock) -> None:
         self._settings = settings
         self._clock = clock
         self._slots = asyncio.Semaphore(settings.sender_concurrency)
         self._smtp = SmtpPool(settings.smtp_timeout_seconds, settings.smtp_ca_file)
+        self._pool: asyncpg.Pool | None = None
 
-    async def close(self) -> None:
-        """Log out of the idle SMTP sessions."""
+    async def __aenter__(self) -> Sender:
+        self._pool = await repo.connect_pool(self._settings.database_url, self._settings.sender_concurrency)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        """Log out of the idle SMTP sessions; close the database connections."""
         await self._smtp.close()
+        if self._pool is not None:
+            await self._pool.close()
+
+    @property
+    def _db(self) -> asyncpg.Pool:
+        assert self._pool is not None, "use the sender as `async with Sender(...)`"
+        return self._pool
 
     async def handle(self, command: SendMessage) -> None:
         async with self._slots:
@@ -77,8 +84,8 @@ class Sender:
         `stop` return only once every transaction that will ever start for the campaign has started."""
         attempt = None
         try:
-            async with self._sessions() as session, session.begin():
-                attempt = await self._claim(session, command)
+            async with self._db.acquire() as db, db.transaction():
+                attempt = await self._claim(db, command)
                 if attempt is None:
                     return
                 sender = return_path(str(attempt.message.id), attempt.message.domain_used)
@@ -86,76 +93,58 @@ class Sender:
                 if outcome is None and attempt.throttled:
                     # The domain's last send is when its server accepted MAIL FROM: what the next turn counts
                     # from. The row is still locked by this claim.
-                    await repo.mark_domain_send(session, attempt.message.sending_domain_id, self._clock())
+                    await repo.mark_domain_send(db, attempt.message.sending_domain_id, self._clock())
         except BaseException:
             if attempt is not None:
                 await attempt.transaction.abandon()
             raise
         # Committed as `sending`: from here a crash leaves it to the reconciler (`interrupted`).
         if outcome is None and attempt.email is not None:
-            outcome = await attempt.transaction.finish(attempt.lead.email, attempt.email)
+            outcome = await attempt.transaction.finish(attempt.message.email, attempt.email)
         assert outcome is not None
-        window = Window.from_dict(attempt.campaign.window)
-        await self._settle_surely(attempt, window, outcome)
+        await self._settle_surely(attempt, outcome)
 
-    async def _settle_surely(self, attempt: Attempt, window: Window, outcome: Outcome) -> None:
+    async def _settle_surely(self, attempt: Attempt, outcome: Outcome) -> None:
         """The server has answered: record it, retrying while the database is away (recording is guarded,
         so a retry never counts twice). Giving up would leave a delivered e-mail to be marked interrupted."""
         delay, deadline = 0.5, asyncio.get_running_loop().time() + self._settings.sending_lease_seconds / 2
         while True:
             try:
-                await self._settle(
-                    attempt.message, window, attempt.lead, outcome, attempt.smtp_id, attempt.notes
-                )
+                await self._settle(attempt.message, outcome, attempt.notes)
                 return
-            except (OSError, SQLAlchemyError) as error:
+            except repo.TRANSIENT as error:
                 if asyncio.get_running_loop().time() + delay > deadline:
                     raise
                 log.warning("sender.settle.retry", message_id=str(attempt.message.id), error=str(error)[:200])
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
-    async def _claim(self, session: AsyncSession, command: SendMessage) -> Attempt | None:
+    async def _claim(self, db: asyncpg.Connection, command: SendMessage) -> Attempt | None:
         if self._clock() > command.deadline:
-            await repo.release_late(session, command.message_id)
+            await repo.release_late(db, command.message_id)
             log.info("sender.message.late", message_id=str(command.message_id))
             return None
-        if not await repo.campaign_is_active(session, command.campaign_id):
-            return None  # paused or stopped: the scheduler takes the command back
-        message = await repo.claim(session, command.message_id, self._clock())
+        message = await repo.claim(db, command.message_id, command.campaign_id, self._clock())
         if message is None:
+            # A duplicate, or the campaign is paused or stopped: the scheduler takes the command back.
             log.info("sender.message.skipped", message_id=str(command.message_id))
             return None
-        lead, template, domain, campaign, parent_smtp_id = await repo.context(session, message)
-        if not repo.may_receive(lead, message.is_followup) or await repo.is_suppressed(
-            session, lead.workspace_id, lead.email
-        ):
-            await repo.cancel(session, message, f"lead is {lead.status} or suppressed")
+        if not message.may_receive:
+            await repo.cancel(db, message, f"lead is {message.lead_status} or suppressed")
             return None
-        gap = timedelta(seconds=domain.min_interval_seconds) - send_grace(
-            domain.min_interval_seconds, self._settings.send_grace_seconds
+        gap = timedelta(seconds=message.min_interval_seconds) - send_grace(
+            message.min_interval_seconds, self._settings.send_grace_seconds
         )
-        if (not_before := await repo.take_domain_turn(session, domain.id, self._clock(), gap)) is not None:
-            await repo.defer(session, message.id, not_before)
+        if not_before := await repo.take_domain_turn(db, message.sending_domain_id, self._clock(), gap):
+            await repo.defer(db, message.id, not_before)
             log.warning(
                 "sender.message.deferred", message_id=str(message.id), not_before=not_before.isoformat()
             )
             return None
-        smtp_id = f"<{message.id}.{message.retry_count}@{domain.domain}>"
-        await repo.set_smtp_message_id(session, message.id, smtp_id)
-        letter = self._letter(
-            message,
-            lead,
-            template,
-            domain,
-            campaign.track_opens,
-            campaign.track_clicks,
-            smtp_id,
-            parent_smtp_id,
-        )
+        letter = self._letter(message)
         notes: dict[str, str] = {}
-        if message.is_followup and campaign.followup_attach_report:
-            report = await repo.report_of(session, lead.id)
+        if message.is_followup and message.followup_attach_report:
+            report = await repo.report_of(db, message.lead_id)
             letter = dataclasses.replace(letter, attachment=report)
             notes["report"] = "attached" if report else "none: the lead has no report"
         email, failure = None, None
@@ -163,61 +152,41 @@ class Sender:
             email = build(letter, self._clock())
         except RenderError as error:
             failure = Outcome(Kind.FAILED, str(error), retryable=False)
-        password = domain.smtp_password_encrypted
+        password = message.smtp_password_encrypted
         account = Account(
-            domain.smtp_host,
-            domain.smtp_port,
-            domain.smtp_username,
+            message.smtp_host,
+            message.smtp_port,
+            message.smtp_username,
             crypto.decrypt(self._settings.encryption_key, password) if password else None,
-            domain.smtp_security,
+            message.smtp_security,
         )
         transaction = self._smtp.transaction(account)
-        throttled = gap > timedelta(0)
-        return Attempt(message, lead, campaign, smtp_id, email, failure, transaction, notes, throttled)
+        return Attempt(message, email, failure, transaction, notes, throttled=gap > timedelta(0))
 
-    def _letter(
-        self,
-        message: Message,
-        lead: Lead,
-        template: Template,
-        domain: SendingDomain,
-        track_opens: bool,
-        track_clicks: bool,
-        smtp_id: str,
-        parent_smtp_id: str | None,
-    ) -> Letter:
+    def _letter(self, message: Claim) -> Letter:
         secret = self._settings.tracking_secret
+        followup = message.is_followup
         return Letter(
             message_id=str(message.id),
-            domain=domain.domain,
-            from_email=domain.from_email,
-            from_name=domain.from_name,
-            to_email=lead.email,
-            subject=followup_subject(template) if message.is_followup else template.subject,
-            body_html=(template.followup_body_html or template.body_html)
-            if message.is_followup
-            else template.body_html,
-            body_text=None if message.is_followup and template.followup_body_html else template.body_text,
-            variables=lead_variables(lead, domain.from_name),
+            domain=message.domain,
+            from_email=message.from_email,
+            from_name=message.from_name,
+            to_email=message.email,
+            subject=followup_subject(message) if followup else message.subject,
+            body_html=(message.followup_body_html or message.body_html) if followup else message.body_html,
+            body_text=None if followup and message.followup_body_html else message.body_text,
+            variables=lead_variables(message, message.from_name),
             tracker_url=self._settings.public_tracker_url.rstrip("/"),
-            open_token=tokens.sign_message(secret, "open", str(message.id)) if track_opens else None,
+            open_token=tokens.sign_message(secret, "open", str(message.id)) if message.track_opens else None,
             click_signer=partial(tokens.sign_message, secret, "click", str(message.id))
-            if track_clicks
+            if message.track_clicks
             else None,
             unsubscribe_token=tokens.sign_message(secret, "unsubscribe", str(message.id)),
-            smtp_message_id=smtp_id,
-            in_reply_to=parent_smtp_id if message.is_followup else None,
+            smtp_message_id=message.smtp_message_id,
+            in_reply_to=message.parent_smtp_message_id if followup else None,
         )
 
-    async def _settle(
-        self,
-        message: Message,
-        window: Window,
-        lead: Lead,
-        outcome: Outcome,
-        smtp_id: str,
-        notes: dict[str, str],
-    ) -> None:
+    async def _settle(self, message: Claim, outcome: Outcome, notes: dict[str, str]) -> None:
         now = self._clock()
         data = {
             "smtp_code": outcome.smtp_code,
@@ -239,30 +208,21 @@ class Sender:
         retry_at = None
         if outcome.kind == Kind.FAILED and outcome.retryable:
             retry_at = retry_not_before(message.retry_count, now, self._settings.retry_backoff_seconds)
-        async with self._sessions() as session, session.begin():
-            event: Event
-            if outcome.kind == Kind.SENT:
-                event = MessageSent(**ids, sent_at=now, smtp_message_id=smtp_id)
-                settled = await repo.settle(
-                    session, message, MessageStatus.SENT, now, window.local_date(now), None, data
-                )
-            elif outcome.kind == Kind.BOUNCED:
-                event = MessageBounced(**ids, **codes)
-                settled = await repo.settle(
-                    session, message, MessageStatus.BOUNCED, now, window.local_date(now), outcome.reason, data
-                )
-                if settled:
-                    await hard_bounce_lead(session, lead.id, lead.workspace_id, lead.email, outcome.reason)
-            elif retry_at is not None:
-                event = MessageFailed(**ids, **codes, retry_at=retry_at)
-                settled = await repo.plan_retry(session, message, now, retry_at, outcome.reason, data)
-            else:
-                event = MessageFailed(**ids, **codes)
-                settled = await repo.settle(
-                    session, message, MessageStatus.FAILED, now, window.local_date(now), outcome.reason, data
-                )
-            if settled:
-                await enqueue(session, event)
+        if retry_at is not None:
+            data["retry_at"] = retry_at.isoformat()
+        event: Event
+        if outcome.kind == Kind.SENT:
+            event = MessageSent(**ids, sent_at=now, smtp_message_id=message.smtp_message_id)
+        elif outcome.kind == Kind.BOUNCED:
+            event = MessageBounced(**ids, **codes)
+        else:
+            event = MessageFailed(**ids, **codes, retry_at=retry_at)
+        day = Window.from_dict(message.window).local_date(now)
+        async with self._db.acquire() as db:
+            await repo.settle(
+                db, message, MessageStatus(outcome.kind.value), now, day, outcome.reason or None, data, event,
+                retry_at,
+            )  # fmt: skip
         OUTCOMES.labels(outcome.kind.value).inc()
         log.info(
             f"sender.message.{outcome.kind.value}",

@@ -14,7 +14,6 @@ import contextlib
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from email.message import EmailMessage
 
 import aiosmtplib
 
@@ -122,12 +121,12 @@ class SmtpTransaction:
         self._client = client
         return None
 
-    async def finish(self, recipient: str, email: EmailMessage) -> Outcome:
+    async def finish(self, recipient: str, email: bytes) -> Outcome:
         assert self._client is not None, "finish() follows a begin() that succeeded"
         client, self._client = self._client, None
         try:
             await client.rcpt(recipient)
-            reply = await client.data(email.as_bytes())
+            reply = await client.data(email)
         except FAILURES as error:
             await _close(client)
             return _outcome(error, for_recipient=True)

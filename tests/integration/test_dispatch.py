@@ -64,15 +64,10 @@ def send_command(message: Message) -> SendMessage:
 
 
 async def race(settings: Settings, clock: MovableClock, commands: list[SendMessage]) -> None:
-    """Two senders, each with its own database connection, handle `commands` (alternating) all at once."""
-    engines = [create_engine(settings.database_url, pool_size=2) for _ in range(2)]
-    senders = [Sender(session_factory(e), settings, clock) for e in engines]
-    try:
+    """Two senders, each with its own database connections, handle `commands` (alternating) all at once."""
+    async with Sender(settings, clock) as first, Sender(settings, clock) as second:
+        senders = [first, second]
         await asyncio.gather(*(senders[i % 2].handle(c) for i, c in enumerate(commands)))
-    finally:
-        for sender, engine in zip(senders, engines, strict=True):
-            await sender.close()
-            await engine.dispose()
 
 
 async def messages_of(sessions: async_sessionmaker[AsyncSession], campaign_id: uuid.UUID) -> list[Message]:
@@ -112,7 +107,8 @@ async def test_stop_while_dispatched_cancels_and_the_sender_sends_nothing(
     assert stopped.status_code == 200
 
     command = send_command(message)
-    await Sender(sessions, settings, clock).handle(command)
+    async with Sender(settings, clock) as sender:
+        await sender.handle(command)
     [after] = await messages_of(sessions, campaign_id)
     assert after.status == "cancelled"
     assert smtp_sink.received == []

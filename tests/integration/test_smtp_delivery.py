@@ -27,13 +27,13 @@ async def pool(tls: TlsFiles) -> AsyncIterator[SmtpPool]:
     await pool.close()
 
 
-def letter(number: int = 1) -> EmailMessage:
+def letter(number: int = 1) -> bytes:
     email = EmailMessage()
     email["From"] = "sales@acme.example"
     email["To"] = "jan@lead.example"
     email["Subject"] = f"Hello {number}"
     email.set_content("Hi Jan")
-    return email
+    return email.as_bytes()
 
 
 async def deliver(pool: SmtpPool, account: Account, number: int = 1) -> Outcome:

@@ -32,7 +32,7 @@ def letter(**changes: object) -> Letter:
 
 
 def parsed(source: Letter):  # type: ignore[no-untyped-def]
-    return message_from_bytes(build(source, NOW).as_bytes(), policy=policy.default)
+    return message_from_bytes(build(source, NOW), policy=policy.default)
 
 
 def test_headers_carry_threading_unsubscribe_and_one_click() -> None:
@@ -47,6 +47,35 @@ def test_headers_carry_threading_unsubscribe_and_one_click() -> None:
     )
     assert email["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert email["From"] == "Anna de Vries <anna@out.example>"
+
+
+def test_non_ascii_text_is_encoded_for_the_wire_and_reads_back_unchanged() -> None:
+    subject = "Één vraag over {{ company }}, " + "ß" * 80
+    source = letter(from_name="Zoë Müller", subject=subject, body_html="<p>Café " + "é" * 1200 + "</p>")
+    wire = build(source, NOW)
+    assert wire.isascii()  # no 8-bit data: any server takes it
+    assert all(len(line) <= 78 for line in wire.split(b"\r\n") if line.startswith((b"Subject", b" =?")))
+    email = message_from_bytes(wire, policy=policy.default)
+    assert email["Subject"] == "Één vraag over <Client & Co>, " + "ß" * 80
+    assert email["From"] == "Zoë Müller <anna@out.example>"
+    assert "Café " + "é" * 1200 in email.get_body(("html",)).get_content()
+
+
+def test_ascii_parts_stay_7bit_and_long_lines_become_quoted_printable() -> None:
+    short, long = parsed(letter()), parsed(letter(body_html="<p>" + "x" * 2000 + "</p>"))
+    assert [p["Content-Transfer-Encoding"] for p in short.iter_parts()] == ["7bit", "7bit"]
+    assert long.get_body(("html",))["Content-Transfer-Encoding"] == "quoted-printable"
+    assert "x" * 2000 in long.get_body(("html",)).get_content()
+
+
+def test_a_report_is_attached_beside_the_alternative_parts() -> None:
+    email = parsed(letter(attachment=("Rapport café.pdf", b"%PDF-1.4 report")))
+    assert email.get_content_type() == "multipart/mixed"
+    [attachment] = email.iter_attachments()
+    assert attachment.get_filename() == "Rapport café.pdf"
+    assert attachment.get_content() == b"%PDF-1.4 report"
+    assert email.get_body(("plain",)).get_content().startswith("Dear Jan")
+    assert "MIME-Version" not in attachment
 
 
 def test_html_is_escaped_and_carries_the_pixel_text_part_is_derived() -> None:
