@@ -46,6 +46,7 @@ log = structlog.get_logger()
 
 DELIVERY_LIMIT = 5
 OUTBOX_CHANNEL = "maildash_outbox"
+OUTBOX_LINGER_SECONDS = 0.02
 
 # Which service consumes which event: one queue each.
 CONSUMERS: dict[str, tuple[type[Event], ...]] = {
@@ -217,6 +218,9 @@ class OutboxRelay:
                 if published < self._batch_size:
                     # Caught up, or the broker is away: sleep until a NOTIFY, at most `poll_seconds`.
                     await self._listener.wait(self._poll_seconds)
+                    # Every service's relay hears every NOTIFY: waking each for every single commit
+                    # had them race for one row at a time. A short linger lets a burst become one batch.
+                    await asyncio.sleep(OUTBOX_LINGER_SECONDS)
 
 
 @contextlib.asynccontextmanager
