@@ -58,7 +58,7 @@ class Result:
     raw: float | None
     unit: str
     target: str
-    ok: bool
+    ok: bool | None  # None: a figure to report, without a target
 
     @property
     def ratio(self) -> str:
