@@ -108,9 +108,9 @@ def _original_ids(mail: Message) -> tuple[str, ...]:
     return tuple(dict.fromkeys(ids))
 
 
-def _recipient(field: str | None) -> str | None:
-    """`rfc822; jan@example.com` → `jan@example.com`."""
-    return field.split(";", 1)[-1].strip() or None if field else None
+def _recipient(field: object) -> str | None:
+    """`rfc822; jan@example.com` → `jan@example.com`. (A field with 8-bit bytes comes as a `Header`.)"""
+    return str(field or "").split(";", 1)[-1].strip() or None
 
 
 def read_bounce(raw: bytes, envelope_recipient: str | None = None) -> Bounce:
@@ -141,8 +141,11 @@ def read_bounce(raw: bytes, envelope_recipient: str | None = None) -> Bounce:
         permanent = bool(permanent_set)
         addresses = permanent_set or temporary
         recipient = sorted(addresses)[0].decode("utf-8", "replace") if addresses else None
-        first_part = mail.get_payload(0) if mail.is_multipart() else mail.get_payload()
-        status_match = ENHANCED.search(str(first_part))
+        # The notification's text, decoded leniently: a mangled charset must not stop the reading.
+        first_part = mail.get_payload(0) if mail.is_multipart() else mail
+        parts = list(first_part.walk()) if isinstance(first_part, Message) else []
+        text = " ".join(_bytes(part).decode("utf-8", "replace") for part in parts)
+        status_match = ENHANCED.search(text)
         status = status_match.group(0) if status_match and status_match.group(1) != "2" else None
         diagnostic = str(mail.get("Subject", ""))
     if message_id is None and not original_ids:

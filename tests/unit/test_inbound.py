@@ -167,6 +167,15 @@ def test_what_is_not_a_usable_bounce_is_refused_with_a_reason(raw: bytes, why: s
         read_bounce(raw)
 
 
+def test_8_bit_bytes_in_the_status_fields_still_read_as_a_bounce() -> None:
+    """compat32 hands such a field over as a `Header`, not a str (found by the tracker fuzz)."""
+    raw = postfix_dsn(VERP, ORIGINAL_ID).replace(b"rfc822; jan@", b"rfc822; j\xe4n\xff@")
+    bounce = read_bounce(raw)
+    assert bounce.permanent
+    assert bounce.recipient is not None
+    assert "@lead.example" in bounce.recipient
+
+
 def test_a_reply_threaded_by_references_only() -> None:
     raw = f"""From: Jan <jan@lead.example>
 To: sales@acme-mail.example
