@@ -1,0 +1,166 @@
+"""Bad input at volume on the tracker's public endpoints, aimed at a real sent e-mail: forged and mangled
+tokens, huge and repeated query strings, malformed DSNs. Never a 5xx, and nothing recorded for any of it;
+then the genuine links do record, so the counting itself is shown to work.
+
+`MAILDASH_FUZZ_CASES` sets how many cases each endpoint gets (seeded: a failure can be replayed).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import string
+import uuid
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from shared.db import create_engine, session_factory
+from shared.db.models import Lead, Message, MessageEventRow, Suppression
+from shared.settings import Settings
+from tests.support.pipeline import Pipeline
+from tests.support.samples import pixel_of, postfix_dsn
+
+pytestmark = pytest.mark.integration
+
+CASES = int(os.environ.get("MAILDASH_FUZZ_CASES", "150"))
+TOKEN_ALPHABET = string.ascii_letters + string.digits + "-_.=%+/~ü\u0000\u202e😀"
+
+
+def mangled(rng: random.Random, genuine: str) -> str:
+    """A value a scanner, a broken mail client or an attacker might send instead of `genuine`."""
+    match rng.randrange(7):
+        case 0:  # one character changed
+            i = rng.randrange(len(genuine))
+            return genuine[:i] + rng.choice(TOKEN_ALPHABET.replace(genuine[i], "")) + genuine[i + 1 :]
+        case 1:
+            return genuine[: rng.randrange(len(genuine))]
+        case 2:
+            return genuine + "".join(rng.choices(TOKEN_ALPHABET, k=rng.randint(1, 50)))
+        case 3:
+            return "".join(rng.choices(TOKEN_ALPHABET, k=rng.randint(0, 300)))
+        case 4:
+            return rng.choice(string.printable) * rng.randint(1_000, 20_000)  # within httpx's URL limit
+        case 5:
+            return genuine.swapcase()
+        case _:
+            return "".join(rng.sample(genuine, len(genuine)))
+
+
+def malformed_dsn(rng: random.Random, dsn: bytes) -> bytes:
+    match rng.randrange(6):
+        case 0:
+            return dsn[: rng.randrange(len(dsn))]
+        case 1:  # bytes flipped here and there
+            data = bytearray(dsn)
+            for _ in range(rng.randint(1, 40)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            return bytes(data)
+        case 2:
+            return rng.randbytes(rng.randint(0, 20_000))
+        case 3:  # the report part without its boundary
+            return dsn.replace(b"--B0UND", b"--" + rng.randbytes(6))
+        case 4:  # headers only, or a body only
+            head, _, body = dsn.partition(b"\n\n")
+            return rng.choice([head, body])
+        case _:
+            return dsn.replace(b"Status: ", b"Status: " + rng.randbytes(8))
+
+
+async def footprint(settings: Settings, message_id: uuid.UUID, lead_email: str) -> dict[str, Any]:
+    """Everything the tracker can record about this e-mail and its lead."""
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        async with session_factory(engine)() as session:
+            message = await session.get_one(Message, message_id)
+            events = await session.scalar(
+                select(func.count())
+                .select_from(MessageEventRow)
+                .where(MessageEventRow.message_id == message_id)
+            )
+            lead = await session.scalar(select(Lead.status).where(Lead.id == message.lead_id))
+            suppressed = await session.scalar(
+                select(func.count()).select_from(Suppression).where(Suppression.email == lead_email)
+            )
+            return {
+                "status": message.status,
+                "opened_at": message.opened_at,
+                "events": events,
+                "lead": lead,
+                "suppressed": suppressed,
+            }
+    finally:
+        await engine.dispose()
+
+
+async def test_the_public_endpoints_take_junk_at_volume_without_5xx_or_any_record(
+    pipeline: Pipeline, settings: Settings
+) -> None:
+    campaign, [lead_id] = await pipeline.campaign(leads=1)
+    lead_email = (await pipeline.api.get(f"/leads/{lead_id}"))["email"]
+
+    async def sent() -> bool:
+        return [m["status"] for m in await pipeline.messages(campaign["id"])] == ["sent"]
+
+    await pipeline.until(sent)
+    [message] = await pipeline.messages(campaign["id"])
+    message_id = uuid.UUID(message["id"])
+    [mail] = [m for m in pipeline.sink.received if m.rcpt_tos == [lead_email]]
+    pixel = httpx.URL(pixel_of(mail))
+    open_token = pixel.params["t"]
+    unsubscribe_url = httpx.URL(mail.message["List-Unsubscribe"].split("<")[1].split(">")[0])
+    unsubscribe_token = unsubscribe_url.path.rsplit("/", 1)[1]
+    dsn = postfix_dsn(mail.mail_from, mail.message["Message-ID"])
+    before = await footprint(settings, message_id, lead_email)
+    assert before["lead"] == "active"
+    assert before["opened_at"] is None
+
+    rng = random.Random(20261126)
+    answers: list[tuple[str, int]] = []
+    secret = {"X-Maildash-Secret": settings.inbound_secret}
+    async with httpx.AsyncClient(base_url=pipeline.tracker_url, timeout=30) as tracker:
+        for _ in range(CASES):
+            token = mangled(rng, open_token)
+            reply = await tracker.get("/track/open.gif", params={"m": message["id"], "t": token})
+            answers.append(("open", reply.status_code))
+            assert reply.headers["content-type"] == "image/gif"
+            keys = rng.choices("mtxu", k=rng.randint(1, 40))
+            repeated = [(key, mangled(rng, open_token)[:500]) for key in keys]
+            reply = await tracker.get("/track/open.gif", params=[("m", message["id"]), *repeated])
+            answers.append(("open, repeated keys", reply.status_code))
+            reply = await tracker.get(
+                "/track/click", params={"m": message["id"], "u": "https://evil.example/", "t": token}
+            )
+            answers.append(("click", reply.status_code))
+            for method in ("GET", "POST"):
+                reply = await tracker.request(method, f"/u/{quote(mangled(rng, unsubscribe_token), safe='')}")
+                answers.append((f"unsubscribe {method}", reply.status_code))
+        assert await footprint(settings, message_id, lead_email) == before  # nothing recorded for junk
+
+        # The genuine links do record: the footprint could have moved.
+        assert (await tracker.get(str(pixel))).status_code == 200
+        assert (await tracker.post(f"/u/{unsubscribe_token}")).status_code == 200
+        genuine = await footprint(settings, message_id, lead_email)
+        assert genuine["opened_at"] is not None
+        assert genuine["lead"] == "unsubscribed"
+        assert genuine["events"] > before["events"]
+
+        for _ in range(CASES):
+            body = malformed_dsn(rng, dsn)
+            reply = await tracker.post("/inbound/bounces", content=body, headers=secret)
+            answers.append(("bounce", reply.status_code))
+            now = await footprint(settings, message_id, lead_email)
+            if reply.status_code == 200:
+                genuine = now  # a mangled DSN can still be a readable bounce
+            assert now == genuine, (reply.status_code, body[:300])
+
+    server_errors = [(what, status) for what, status in answers if status >= 500]
+    assert not server_errors, server_errors[:10]
+    assert {status for what, status in answers if what.startswith("open")} == {200}
+    assert {status for what, status in answers if what == "click"} == {400}
+    # (an empty token: Starlette redirects `/u/` to `/u`, which is a 404)
+    assert {status for what, status in answers if what.startswith("unsubscribe")} <= {404, 307}
+    assert {status for what, status in answers if what == "bounce"} <= {200, 413, 422}
