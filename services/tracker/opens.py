@@ -1,5 +1,6 @@
-"""Recording open hits in batches: every hit waits for the commit of its batch (durable before its GIF goes
-out), and one transaction of two statements carries all the hits that arrived meanwhile.
+"""Recording open hits in batches: a hit is queued and its request answered at once; one transaction of two
+statements carries all the hits that arrived while the previous batch was written, and a graceful stop
+writes what is still queued.
 
 First opens are decided under row locks taken in id order: concurrent tracker processes that see the same
 message serialise on it, so the first open is counted once however many processes race.
@@ -11,7 +12,7 @@ import asyncio
 import json
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -65,7 +66,6 @@ class Hit:
     at: datetime
     user_agent: str
     ip: str | None
-    recorded: asyncio.Future[bool] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 class OpenRecorder:
@@ -84,11 +84,11 @@ class OpenRecorder:
         for shard in range(WRITERS):
             self._idle_writers.put_nowait(shard)
 
-    async def record(self, hit: Hit) -> bool:
-        """True once the hit is committed; False for a message that is not a sent one."""
+    def record(self, hit: Hit) -> None:
+        """Queue the hit for the next batch; nobody waits for it (a hit of a message that is not a sent one
+        is dropped there)."""
         self._waiting.append(hit)
         self._arrived.set()
-        return await hit.recorded
 
     async def run(self) -> None:
         """Hand whatever has arrived to the next idle writer, again and again."""
@@ -105,23 +105,19 @@ class OpenRecorder:
                 task.add_done_callback(writing.discard)
         finally:
             await asyncio.gather(*writing, return_exceptions=True)
+            while self._waiting:  # what arrived before the stop is written before the connections close
+                batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+                await self._write_batch(batch, 0)
             for connection in self._connections:
                 if connection is not None:
                     await connection.close(timeout=2)
 
     async def _write_batch(self, batch: list[Hit], shard: int) -> None:
         try:
-            recorded = await self._write(batch, shard)
-        except Exception as error:
+            await self._write(batch, shard)
+        except Exception:
             log.exception("tracker.opens.write_failed", hits=len(batch))
             self._drop_connection(shard)
-            for hit in batch:
-                if not hit.recorded.done():
-                    hit.recorded.set_exception(error)
-        else:
-            for hit, ok in zip(batch, recorded, strict=True):
-                if not hit.recorded.done():
-                    hit.recorded.set_result(ok)
         finally:
             self._idle_writers.put_nowait(shard)
 
@@ -139,7 +135,7 @@ class OpenRecorder:
         if connection is not None:
             connection.terminate()
 
-    async def _write(self, batch: list[Hit], shard: int) -> list[bool]:
+    async def _write(self, batch: list[Hit], shard: int) -> None:
         db = await self._connection(shard)
         async with db.transaction():
             locked = await db.fetch(LOCK_MESSAGES, list({hit.message_id for hit in batch}))
@@ -156,7 +152,6 @@ class OpenRecorder:
                     *columns(kpis, 5),
                     *columns([(*key, n) for key, n in counts.days], 4),
                 )
-        return [hit.message_id in rows for hit in batch]
 
 
 def columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
