@@ -107,13 +107,15 @@ class Sender:
     async def _settle_surely(self, attempt: Attempt, outcome: Outcome) -> None:
         """The server has answered: record it, retrying while the database is away (recording is guarded,
         so a retry never counts twice). Giving up would leave a delivered e-mail to be marked interrupted."""
-        delay, deadline = 0.5, asyncio.get_running_loop().time() + self._settings.sending_lease_seconds / 2
+        delay, deadline = 0.5, None
         while True:
             try:
                 await self._settle(attempt.message, outcome, attempt.notes)
                 return
             except repo.TRANSIENT as error:
-                if asyncio.get_running_loop().time() + delay > deadline:
+                now = asyncio.get_running_loop().time()
+                deadline = deadline or now + self._settings.sending_lease_seconds / 2
+                if now + delay > deadline:
                     raise
                 log.warning("sender.settle.retry", message_id=str(attempt.message.id), error=str(error)[:200])
                 await asyncio.sleep(delay)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
@@ -53,8 +54,8 @@ class OpenPixel:
             header = next((v for k, v in scope["headers"] if k == b"user-agent"), b"")
             agent = header[:MAX_AGENT].decode("latin-1")
             ip = scope["client"][0] if scope.get("client") else None
-            # Queued, not awaited: the reader has nothing to wait for; it is in the KPIs milliseconds later.
-            self.tracker.record_open(message, token, agent, ip)
+            with contextlib.suppress(Exception):  # logged by the recorder; the reader still gets the image
+                await self.tracker.record_open(message, token, agent, ip)
         await send({"type": "http.response.start", "status": 200, "headers": self.HEADERS})
         await send({"type": "http.response.body", "body": PIXEL if scope["method"] == "GET" else b""})
 

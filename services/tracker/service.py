@@ -123,8 +123,9 @@ class Tracker:
             )
         return True
 
-    def record_open(self, message: str, token: str, user_agent: str, ip: str | None) -> None:
-        """A genuine token's hit is queued for the next batch (milliseconds); anything else is ignored."""
-        if tokens.verify_message(self._secret, "open", token, message):
-            # A genuine token only ever names a real message id.
-            self.opens.record(Hit(uuid.UUID(message), self._clock(), user_agent, ip))
+    async def record_open(self, message: str, token: str, user_agent: str, ip: str | None) -> bool:
+        """True once the hit is committed (a genuine token for a sent message); written in a batch."""
+        if not tokens.verify_message(self._secret, "open", token, message):
+            return False
+        # A genuine token only ever names a real message id.
+        return await self.opens.record(Hit(uuid.UUID(message), self._clock(), user_agent, ip))
