@@ -1,14 +1,16 @@
 """Is an open hit likely a machine rather than a person? Pure (SPEC §2.6).
 
 Apple Mail Privacy Protection fetches every image through Apple's proxies with a generic Mozilla user agent;
-security scanners announce themselves; and nobody reads an e-mail within seconds of its sending.
+security scanners announce themselves; and nobody reads an e-mail within seconds of its sending. The client
+rules are here; the time rule (TOO_SOON) is applied where the send time is at hand, in the batch statement of
+`services/tracker/opens.py`.
 """
 
 from __future__ import annotations
 
 import functools
 import ipaddress
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 # Apple's published egress ranges for Mail Privacy Protection (the densest blocks).
 APPLE_MPP_NETWORKS = tuple(
@@ -25,12 +27,6 @@ SCANNER_AGENTS = (
     "scanner",
 )
 TOO_SOON = timedelta(seconds=10)
-
-
-def is_machine_open(user_agent: str, ip: str | None, sent_at: datetime | None, opened_at: datetime) -> bool:
-    if sent_at is not None and opened_at - sent_at < TOO_SOON:
-        return True
-    return is_machine_client(user_agent, ip)
 
 
 @functools.lru_cache(maxsize=4096)  # the same few agents and proxy addresses fetch most images

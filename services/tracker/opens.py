@@ -1,61 +1,83 @@
 """Recording open hits in batches: every hit waits for the commit of its batch (durable before its GIF goes
-out), and one transaction of two statements carries all the hits that arrived meanwhile.
+out), and one statement carries all the hits that arrived meanwhile: one round trip, committed on its own.
 
-First opens are decided under row locks taken in id order: concurrent tracker processes that see the same
-message serialise on it, so the first open is counted once however many processes race.
+First opens are decided in that statement under row locks taken in id order: concurrent tracker processes that
+see the same message serialise on it, so the first open is counted once however many processes race.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
-from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from typing import Any
+from datetime import datetime
 
 import asyncpg
 import structlog
 
-from services.tracker.machine import is_machine_open
+from services.tracker.machine import TOO_SOON, is_machine_client
 from shared.db import asyncpg_dsn
-from shared.planning.window import Window
 
 log = structlog.get_logger()
 MAX_BATCH = 1000
 WRITERS = 2
 APPLICATION_NAME = "maildash-tracker-opens"  # how the writers show in pg_stat_activity
 
-LOCK_MESSAGES = """
-SELECT m.id, m.campaign_id, m.sent_at, m.opened_at, m.human_opened_at, c."window"::text AS "window"
-FROM messages m JOIN campaigns c ON c.id = m.campaign_id
-WHERE m.id = ANY($1::uuid[]) AND m.status = 'sent'
-ORDER BY m.id
-FOR UPDATE OF m
-"""
-# Everything a batch adds, in one statement (one round trip): its events, its first opens, its counters.
-WRITE_BATCH = """
-WITH events AS (
+# A batch of hits ($1–$5, in arrival order) into events, first opens and both counter tables; returns the
+# messages that are sent ones (hits of any other are dropped). A hit is a machine open when its client is
+# (decided in Python, $5) or when it came within TOO_SOON ($6) of the send. The first hit of a message not
+# opened before is its first open (counted on the campaign day it fell on, in the window's zone); the first
+# non-machine hit of one not opened by a person before is its first human open. $7: the writer's KPI shard.
+RECORD_BATCH = """
+WITH hits AS (
+  SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::bool[])
+    WITH ORDINALITY AS h(message_id, at, user_agent, ip, machine_client, arrival)
+), locked AS (
+  SELECT m.id, m.campaign_id, m.sent_at, m.opened_at, m.human_opened_at, c."window"->>'timezone' AS zone
+  FROM messages m JOIN campaigns c ON c.id = m.campaign_id
+  WHERE m.id = ANY($1::uuid[]) AND m.status = 'sent'
+  ORDER BY m.id
+  FOR UPDATE OF m
+), scored AS (
+  SELECT h.message_id, h.at, h.user_agent, h.ip, h.arrival, l.campaign_id, l.opened_at, l.human_opened_at,
+    l.zone, h.machine_client OR coalesce(h.at - l.sent_at < $6::interval, false) AS machine
+  FROM hits h JOIN locked l ON l.id = h.message_id
+), firsts AS (
+  SELECT message_id, campaign_id, zone,
+    CASE WHEN bool_and(opened_at IS NULL) THEN (array_agg(at ORDER BY arrival))[1] END AS opened,
+    CASE WHEN bool_and(human_opened_at IS NULL)
+      THEN (array_agg(at ORDER BY arrival) FILTER (WHERE NOT machine))[1] END AS opened_human
+  FROM scored GROUP BY message_id, campaign_id, zone
+), events AS (
   INSERT INTO message_events (message_id, campaign_id, kind, occurred_at, is_machine, data)
-  SELECT m, c, 'opened', t, x, jsonb_build_object('user_agent', ua, 'ip', ip)
-  FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::bool[], $5::text[], $6::text[])
-    AS v(m, c, t, x, ua, ip)
+  SELECT message_id, campaign_id, 'opened', at, machine,
+    jsonb_build_object('user_agent', user_agent, 'ip', ip)
+  FROM scored ORDER BY arrival
 ), first_opens AS (
-  UPDATE messages SET opened_at = v.t, human_opened_at = COALESCE(human_opened_at, v.h)
-  FROM unnest($7::uuid[], $8::timestamptz[], $9::timestamptz[]) AS v(id, t, h)
-  WHERE messages.id = v.id
+  UPDATE messages m
+  SET opened_at = coalesce(m.opened_at, f.opened),
+    human_opened_at = coalesce(m.human_opened_at, f.opened_human)
+  FROM firsts f
+  WHERE m.id = f.message_id AND (f.opened IS NOT NULL OR f.opened_human IS NOT NULL)
 ), campaigns AS (
-  INSERT INTO campaign_kpis (campaign_id, shard, opens_total, opened, opened_human)
-  SELECT * FROM unnest($10::uuid[], $11::smallint[], $12::int[], $13::int[], $14::int[])
+  INSERT INTO campaign_kpis AS k (campaign_id, shard, opens_total, opened, opened_human)
+  SELECT campaign_id, $7, t.hits, count(f.opened), count(f.opened_human)
+  FROM (SELECT campaign_id, count(*) AS hits FROM scored GROUP BY campaign_id) AS t
+  JOIN firsts AS f USING (campaign_id)
+  GROUP BY campaign_id, t.hits
+  ORDER BY campaign_id
   ON CONFLICT (campaign_id, shard) DO UPDATE SET
-    opens_total = campaign_kpis.opens_total + excluded.opens_total,
-    opened = campaign_kpis.opened + excluded.opened,
-    opened_human = campaign_kpis.opened_human + excluded.opened_human
+    opens_total = k.opens_total + excluded.opens_total,
+    opened = k.opened + excluded.opened,
+    opened_human = k.opened_human + excluded.opened_human
+), days AS (
+  INSERT INTO campaign_kpi_days AS k (campaign_id, day, shard, opened)
+  SELECT campaign_id, (opened AT TIME ZONE zone)::date, $7, count(*)
+  FROM firsts WHERE opened IS NOT NULL
+  GROUP BY 1, 2 ORDER BY 1, 2
+  ON CONFLICT (campaign_id, day, shard) DO UPDATE SET opened = k.opened + excluded.opened
 )
-INSERT INTO campaign_kpi_days (campaign_id, day, shard, opened)
-SELECT * FROM unnest($15::uuid[], $16::date[], $17::smallint[], $18::int[])
-ON CONFLICT (campaign_id, day, shard) DO UPDATE SET opened = campaign_kpi_days.opened + excluded.opened
+SELECT id FROM locked
 """
 
 
@@ -147,68 +169,15 @@ class OpenRecorder:
 
     async def _write(self, batch: list[Hit], shard: int) -> list[bool]:
         db = await self._connection(shard)
-        async with db.transaction():
-            locked = await db.fetch(LOCK_MESSAGES, list({hit.message_id for hit in batch}))
-            rows = {row["id"]: row for row in locked}
-            counts = tally(batch, rows, shard)
-            if counts.events:
-                kpis = [
-                    (c, s, n["opens_total"], n["opened"], n["opened_human"]) for (c, s), n in counts.campaigns
-                ]
-                await db.execute(
-                    WRITE_BATCH,
-                    *columns(counts.events, 6),
-                    *columns([(m, *times) for m, times in counts.first.items()], 3),
-                    *columns(kpis, 5),
-                    *columns([(*key, n) for key, n in counts.days], 4),
-                )
-        return [hit.message_id in rows for hit in batch]
-
-
-def columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    """Rows as one array per column, for `unnest`: one statement writes them all."""
-    return [list(values) for values in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
-
-
-@dataclass
-class Tally:
-    events: list[tuple[Any, ...]]  # (message, campaign, at, is_machine, user agent, ip)
-    first: dict[uuid.UUID, tuple[datetime, datetime | None]]  # message → (opened_at, human_opened_at)
-    campaigns: list[tuple[tuple[uuid.UUID, int], Counter[str]]]  # (campaign, shard) → counts, sorted
-    days: list[tuple[tuple[uuid.UUID, date, int], int]]  # (campaign, local day, shard) → first opens, sorted
-
-
-def tally(batch: list[Hit], rows: dict[uuid.UUID, Any], shard: int) -> Tally:
-    """What a batch of hits adds, given the locked message rows: pure."""
-    opened = {m: r["opened_at"] for m, r in rows.items()}
-    human = {m: r["human_opened_at"] for m, r in rows.items()}
-    windows: dict[uuid.UUID, Window] = {}
-    events: list[tuple[Any, ...]] = []
-    campaigns: dict[tuple[uuid.UUID, int], Counter[str]] = {}
-    days: Counter[tuple[uuid.UUID, date, int]] = Counter()
-    changed: set[uuid.UUID] = set()
-    for hit in batch:
-        row = rows.get(hit.message_id)
-        if row is None:
-            continue
-        machine = is_machine_open(hit.user_agent, hit.ip, row["sent_at"], hit.at)
-        events.append((hit.message_id, row["campaign_id"], hit.at, machine, hit.user_agent, hit.ip))
-        counts = campaigns.setdefault((row["campaign_id"], shard), Counter())
-        counts["opens_total"] += 1
-        if opened[hit.message_id] is None:
-            opened[hit.message_id] = hit.at
-            counts["opened"] += 1
-            window = windows.get(row["campaign_id"]) or Window.from_dict(json.loads(row["window"]))
-            windows[row["campaign_id"]] = window
-            days[(row["campaign_id"], window.local_date(hit.at), shard)] += 1
-            changed.add(hit.message_id)
-        if not machine and human[hit.message_id] is None:
-            human[hit.message_id] = hit.at
-            counts["opened_human"] += 1
-            changed.add(hit.message_id)
-    return Tally(
-        events,
-        {m: (opened[m], human[m]) for m in sorted(changed)},
-        sorted(campaigns.items()),
-        sorted(days.items()),
-    )
+        rows = await db.fetch(
+            RECORD_BATCH,
+            [hit.message_id for hit in batch],
+            [hit.at for hit in batch],
+            [hit.user_agent for hit in batch],
+            [hit.ip for hit in batch],
+            [is_machine_client(hit.user_agent, hit.ip) for hit in batch],
+            TOO_SOON,
+            shard,
+        )
+        sent = {row["id"] for row in rows}
+        return [hit.message_id in sent for hit in batch]

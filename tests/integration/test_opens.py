@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from contextlib import AsyncExitStack
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -110,3 +111,42 @@ async def test_open_writers_reconnect_after_losing_their_database_connection(
             assert await opens() == 1 + 2 * WRITERS  # every writer reconnected: no hit was lost
     finally:
         await engine.dispose()
+
+
+async def test_an_open_right_after_the_send_is_a_machine_one_and_a_later_one_is_human(
+    pipeline: Pipeline, settings: Settings
+) -> None:
+    """The first hit is the first open whoever made it; the first human hit is counted on its own. A hit
+    within 10 s of the send is a machine whatever its client; an hour later the same browser is a person."""
+    campaign, _ = await pipeline.campaign()
+    mail = (await pipeline.sink.wait_for(len(pipeline.sink.received) + 1))[-1]
+    [message] = await pipeline.messages(campaign["id"])
+    pixel = f"{pipeline.tracker_url}{pixel_of(mail)}"
+    browser = {"User-Agent": "Mozilla/5.0 (Macintosh) Thunderbird"}
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(pixel, headers=browser)).status_code == 200
+            after_first = (await pipeline.api.get(f"/campaigns/{campaign['id']}"))["kpis"]
+            pipeline.clock.advance(timedelta(hours=1))
+            for _ in range(2):
+                assert (await client.get(pixel, headers=browser)).status_code == 200
+        async with session_factory(engine)() as session:
+            flags = list(
+                await session.scalars(
+                    select(MessageEventRow.is_machine)
+                    .where(MessageEventRow.message_id == uuid.UUID(message["id"]))
+                    .where(MessageEventRow.kind == "opened")
+                    .order_by(MessageEventRow.id)
+                )
+            )
+            row = await session.get_one(Message, uuid.UUID(message["id"]))
+    finally:
+        await engine.dispose()
+    assert (after_first["total_opened"], after_first["total_opened_human"]) == (1, 0)
+    assert flags == [True, False, False]
+    assert row.opened_at is not None
+    assert row.human_opened_at is not None
+    assert row.human_opened_at - row.opened_at >= timedelta(hours=1)
+    kpis = (await pipeline.api.get(f"/campaigns/{campaign['id']}"))["kpis"]
+    assert (kpis["total_opened"], kpis["total_opened_human"]) == (1, 1)
