@@ -44,6 +44,10 @@ class SinkHandler:
     data_started: int = 0
     mail_from_times: list[float] = field(default_factory=list)  # time.monotonic() of each MAIL FROM
     mail_froms: list[tuple[float, str]] = field(default_factory=list)  # (time.monotonic(), address)
+    # The MAIL FROMs whose transaction went on to DATA: e-mails put on the wire, not a client that vanished
+    # between MAIL FROM and DATA.
+    sends: list[tuple[float, str]] = field(default_factory=list)
+    _mail_from_at: dict[Session, float] = field(default_factory=dict)  # the open transaction's MAIL FROM
     # Tests set this to act while a DATA phase is open (kill the client, say); a reply it returns is answered
     # instead, and the e-mail is then not kept.
     on_data: Callable[[Session], Awaitable[str | None]] | None = None
@@ -66,12 +70,14 @@ class SinkHandler:
         now = time.monotonic()
         self.mail_from_times.append(now)
         self.mail_froms.append((now, address))
+        self._mail_from_at[session] = now
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.data_started += 1
+        self.sends.append((self._mail_from_at.pop(session), str(envelope.mail_from)))
         if self.data_delay:
             await asyncio.sleep(self.data_delay)
         if self.on_data is not None and (instead := await self.on_data(session)):

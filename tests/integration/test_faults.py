@@ -109,8 +109,11 @@ async def judge(
     interrupted = {key for key, row in ours.items() if row.last_error == "interrupted"}
     assert sent <= set(ids) <= sent | interrupted
 
+    # A real send is a transaction that reached DATA. A sender SIGKILLed between its server's 250 to MAIL FROM
+    # and its claim's commit leaves a MAIL FROM without DATA and without its domain turn recorded: the next
+    # sender may then start sooner after that empty transaction, never sooner after a real send.
     starts: dict[str, list[float]] = defaultdict(list)
-    for at, address in sink.handler.mail_froms:
+    for at, address in sink.handler.sends:
         if (match := VERP.search(address)) and match.group(1) in ours:
             starts[address.rsplit("@", 1)[1]].append(at)
     for domain in domains:
