@@ -39,10 +39,13 @@ async def planned_campaign(
     leads: int,
     interval: int,
     port: int,
+    emails: list[str] | None = None,
 ) -> uuid.UUID:
+    """`leads` leads at random addresses, or the leads of `emails`."""
     domain = f"dispatch-{uuid.uuid4().hex[:8]}.example"
     await api.domain(domain, port, interval=interval)
-    lead_ids = [(await api.lead(f"{uuid.uuid4().hex[:8]}@lead.example"))["id"] for _ in range(leads)]
+    emails = emails or [f"{uuid.uuid4().hex[:8]}@lead.example" for _ in range(leads)]
+    lead_ids = [(await api.lead(email))["id"] for email in emails]
     template = await api.template()
     draft = {"start_mode": "draft", "window": ALWAYS_OPEN}
     campaign_id = uuid.UUID((await api.campaign(template["id"], lead_ids, [domain], schedule=draft))["id"])
@@ -179,3 +182,34 @@ async def test_racing_senders_never_start_two_transactions_on_one_domain_within_
     await scheduler.dispatch_due()
     [again] = [m for m in await messages_of(sessions, campaign_id) if m.id == deferred.id]
     assert again.scheduled_at >= deferred.not_before
+
+
+async def test_an_address_suppressed_after_planning_is_cancelled_at_send_time_never_sent(
+    api: ApiClient, settings: Settings, sessions: async_sessionmaker[AsyncSession], smtp_sink: SmtpSink
+) -> None:
+    """Suppressions are checked right before the SMTP transaction: by address (any case), and by domain,
+    which also covers its subdomains."""
+    tag = uuid.uuid4().hex[:8]
+    by_parent, by_address, kept = f"jan@mx.{tag}.example", f"Piet@other-{tag}.example", f"ok@ok-{tag}.example"
+    clock = MovableClock()
+    scheduler = Scheduler(sessions, settings, clock)
+    campaign_id = await planned_campaign(
+        api,
+        scheduler,
+        sessions,
+        leads=3,
+        interval=0,
+        port=smtp_sink.port,
+        emails=[by_parent, by_address, kept],
+    )
+    for suppression in ({"domain": f"{tag}.example"}, {"email": by_address.upper()}):
+        assert (await api.http.post("/suppressions", json=suppression)).status_code == 201
+    await scheduler.dispatch_due()
+    messages = await messages_of(sessions, campaign_id)
+    async with Sender(settings, clock) as sender:
+        for message in messages:
+            await sender.handle(send_command(message))
+    leads = {m.id: (await api.get(f"/leads/{m.lead_id}"))["email"] for m in messages}
+    statuses = {leads[m.id]: m.status for m in await messages_of(sessions, campaign_id)}
+    assert statuses == {by_parent: "cancelled", by_address: "cancelled", kept: "sent"}
+    assert [mail.rcpt_tos for mail in smtp_sink.received] == [[kept]]
