@@ -275,13 +275,12 @@ async def settle(
     data: dict[str, Any],
     event: Event,
     retry_at: datetime | None = None,
-) -> bool:
+) -> None:
     """sending → sent, bounced or failed; with `retry_at`, a failure that is not final: planned again, its
-    slot chosen by the dispatcher at or after `retry_at`. False: settled before, nothing changed."""
+    slot chosen by the dispatcher at or after `retry_at`. A message settled before is left as it is."""
     final = retry_at is None
     counts = [int(final and status == counted) for counted in COUNTED]
-    settled: int = await db.fetchval(
+    await db.execute(
         SETTLE, message.id, status if final else MessageStatus.PLANNED, error, retry_at, status, now, data,
         shard_of(message.id), *counts, day, event.routing_key, event.model_dump(mode="json"),
     )  # fmt: skip
-    return settled > 0

@@ -123,9 +123,8 @@ class Tracker:
             )
         return True
 
-    async def record_open(self, message: str, token: str, user_agent: str, ip: str | None) -> bool:
-        """True once the hit is committed (a genuine token for a sent message); written in a batch."""
-        if not tokens.verify_message(self._secret, "open", token, message):
-            return False
-        # A genuine token only ever names a real message id.
-        return await self.opens.record(Hit(uuid.UUID(message), self._clock(), user_agent, ip))
+    async def record_open(self, message: str, token: str, user_agent: str, ip: str | None) -> None:
+        """A genuine token's hit returns once its batch is committed; anything else records nothing."""
+        if tokens.verify_message(self._secret, "open", token, message):
+            # A genuine token only ever names a real message id.
+            await self.opens.record(Hit(uuid.UUID(message), self._clock(), user_agent, ip))
