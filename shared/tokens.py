@@ -62,9 +62,12 @@ def sign_message(secret: str, purpose: Purpose, message_id: str, extra: str = ""
 
 
 def verify_message(secret: str, purpose: Purpose, token: str, message_id: str, extra: str = "") -> bool:
-    expected = _message_payload(message_id, extra)
-    payload = verify(secret, purpose, token)
-    return expected is not None and payload is not None and hmac.compare_digest(payload, expected)
+    """Whether the token is the one `sign_message` gives for this message (and extra): a token has one
+    spelling only, so signing again and comparing is the whole check."""
+    payload = _message_payload(message_id, extra)
+    if payload is None or not token.isascii():  # compare_digest takes ASCII text only
+        return False
+    return hmac.compare_digest(token, sign(secret, purpose, payload))
 
 
 def message_of(secret: str, purpose: Purpose, token: str) -> str | None:
