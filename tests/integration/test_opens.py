@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select, text, update
 
-from services.tracker.opens import APPLICATION_NAME, WRITERS
+from services.tracker.opens import APPLICATION_NAME
 from shared.db import create_engine, session_factory
 from shared.db.models import Message, MessageEventRow
 from shared.settings import Settings
@@ -71,7 +71,7 @@ async def test_concurrent_first_opens_from_several_trackers_count_once(
     assert (kpis["total_opened"], kpis["total_opened_human"]) == (1, 1)
 
 
-async def test_open_writers_reconnect_after_losing_their_database_connection(
+async def test_the_open_writer_reconnects_after_losing_its_database_connection(
     pipeline: Pipeline, settings: Settings
 ) -> None:
     campaign, _ = await pipeline.campaign()
@@ -105,10 +105,10 @@ async def test_open_writers_reconnect_after_losing_their_database_connection(
                     {"name": APPLICATION_NAME},
                 )
             assert cut >= 1
-            await asyncio.sleep(0.5)  # the server has closed those connections; the writers see them closed
-            replies = [(await client.get(pixel)).status_code for _ in range(2 * WRITERS)]
-            assert replies == [200] * 2 * WRITERS
-            assert await opens() == 1 + 2 * WRITERS  # every writer reconnected: no hit was lost
+            await asyncio.sleep(0.5)  # the server has closed the connection; the writer sees it closed
+            replies = [(await client.get(pixel)).status_code for _ in range(3)]
+            assert replies == [200] * 3
+            assert await opens() == 1 + 3  # the writer reconnected: no hit was lost
     finally:
         await engine.dispose()
 
