@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -23,3 +24,22 @@ async def api(api_url: str) -> AsyncIterator[ApiClient]:
     async with ApiClient(api_url) as client:
         await client.login()
         yield client
+
+
+FIGURES = pytest.StashKey[dict[str, dict[str, Any]]]()
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """What a test measured, printed at the end of the run (each fault case reports its own figures)."""
+    found: dict[str, Any] = {}
+    request.config.stash.setdefault(FIGURES, {})[request.node.name] = found
+    return found
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    measured = {name: found for name, found in config.stash.get(FIGURES, {}).items() if found}
+    if measured:
+        terminalreporter.section("figures")
+        for name, found in measured.items():
+            terminalreporter.line(f"{name}: " + ", ".join(f"{key} {value}" for key, value in found.items()))

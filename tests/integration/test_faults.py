@@ -10,6 +10,7 @@ import asyncio
 import os
 import re
 import signal
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -83,7 +84,7 @@ async def until_finished(settings: Settings, campaign_id: uuid.UUID, seconds: fl
 
 async def judge(
     api: ApiClient, settings: Settings, sink: SmtpSink, campaign_id: uuid.UUID, domains: list[str]
-) -> dict[str, int]:
+) -> dict[str, Any]:
     engine = create_engine(settings.database_url, pool_size=1)
     try:
         async with session_factory(engine)() as session:
@@ -116,16 +117,22 @@ async def judge(
     for at, address in sink.handler.sends:
         if (match := VERP.search(address)) and match.group(1) in ours:
             starts[address.rsplit("@", 1)[1]].append(at)
+    closest = INTERVAL
     for domain in domains:
         gaps = [b - a for a, b in pairwise(sorted(starts[domain]))]
         assert min(gaps, default=INTERVAL) >= INTERVAL - GRACE - JITTER, f"{domain} burst: {min(gaps):.3f} s"
+        closest = min([closest, *gaps])
 
     truth = await kpi_truth(settings, campaign_id)
     truth.pop("at_smtp")
     kpis = (await api.get(f"/campaigns/{campaign_id}"))["kpis"]
     assert {name: kpis[name] for name in truth} == truth
-    counts = {status: sum(1 for row in rows if row.status == status) for status in FINAL}
-    return counts | {"delivered_interrupted": len(set(ids) & interrupted)}
+    counts = {status: sum(1 for row in rows if row.status == status) for status in sorted(FINAL)}
+    return counts | {
+        "delivered_interrupted": len(set(ids) & interrupted),
+        "at_sink": len(ids),
+        "closest_sends_of_a_domain_s": round(closest, 3),
+    }
 
 
 @pytest.fixture
@@ -176,36 +183,46 @@ async def run_under(
     settings: Settings,
     sink: SmtpSink,
     tmp_path: Path,
+    figures: dict[str, Any],
     schedulers: int = 1,
     senders: int = 2,
     extra_seconds: float = 30,
-) -> dict[str, int]:
-    """Start the services and a campaign, bring on `fault` while it runs, wait for the end and judge it."""
+) -> dict[str, Any]:
+    """Start the services and a campaign, bring on `fault` while it runs, wait for the end and judge it.
+    The judgement's counts go into `figures`, with the campaign's wall time."""
+    started = time.monotonic()
     async with AsyncExitStack() as stack:
         sender_processes = await services(stack, settings, tmp_path, schedulers, senders)
         campaign_id, domains = await start_campaign(api, sink)
         if fault is not None:
             await fault(sender_processes)
         await until_finished(settings, campaign_id, seconds=LEADS / DOMAINS * INTERVAL * 3 + extra_seconds)
-    return await judge(api, settings, sink, campaign_id, domains)
+    counts = await judge(api, settings, sink, campaign_id, domains)
+    figures.update(messages=LEADS, **counts, seconds=round(time.monotonic() - started))
+    return counts
 
 
 async def test_every_send_command_delivered_twice_sends_each_email_once(
-    api: ApiClient, fault_settings: Settings, smtp_sink: SmtpSink, tmp_path: Path, duplicator: None
+    api: ApiClient,
+    fault_settings: Settings,
+    smtp_sink: SmtpSink,
+    tmp_path: Path,
+    figures: dict[str, Any],
+    duplicator: None,
 ) -> None:
-    counts = await run_under(None, api, fault_settings, smtp_sink, tmp_path)
+    counts = await run_under(None, api, fault_settings, smtp_sink, tmp_path, figures)
     assert counts["sent"] == LEADS
 
 
 async def test_two_schedulers_and_three_senders_share_one_campaign(
-    api: ApiClient, fault_settings: Settings, smtp_sink: SmtpSink, tmp_path: Path
+    api: ApiClient, fault_settings: Settings, smtp_sink: SmtpSink, tmp_path: Path, figures: dict[str, Any]
 ) -> None:
-    counts = await run_under(None, api, fault_settings, smtp_sink, tmp_path, schedulers=2, senders=3)
+    counts = await run_under(None, api, fault_settings, smtp_sink, tmp_path, figures, schedulers=2, senders=3)
     assert counts["sent"] == LEADS
 
 
 async def test_a_server_answering_4xx_for_a_while_loses_nothing(
-    api: ApiClient, fault_settings: Settings, smtp_sink: SmtpSink, tmp_path: Path
+    api: ApiClient, fault_settings: Settings, smtp_sink: SmtpSink, tmp_path: Path, figures: dict[str, Any]
 ) -> None:
     smtp_sink.handler.reply = "451 4.3.2 System not accepting network messages"
 
@@ -213,7 +230,9 @@ async def test_a_server_answering_4xx_for_a_while_loses_nothing(
         await asyncio.sleep(4)
         smtp_sink.handler.reply = "250 2.0.0 OK: queued"
 
-    counts = await run_under(recover_after_4_s, api, fault_settings, smtp_sink, tmp_path, extra_seconds=60)
+    counts = await run_under(
+        recover_after_4_s, api, fault_settings, smtp_sink, tmp_path, figures, extra_seconds=60
+    )
     assert counts["sent"] + counts["failed"] == LEADS
     assert counts["sent"] > 0
     assert smtp_sink.handler.data_started > len(smtp_sink.received)  # the 4xx answers really happened
@@ -251,13 +270,18 @@ def kill_a_sender_in_data(sink: SmtpSink, senders: list[ServiceProcess], ack: bo
 
 @pytest.mark.parametrize("ack", [False, True], ids=["during-data", "during-ack"])
 async def test_a_sender_killed_mid_transaction_loses_nothing_and_sends_nothing_twice(
-    api: ApiClient, lease_settings: Settings, smtp_sink: SmtpSink, tmp_path: Path, ack: bool
+    api: ApiClient,
+    lease_settings: Settings,
+    smtp_sink: SmtpSink,
+    tmp_path: Path,
+    figures: dict[str, Any],
+    ack: bool,
 ) -> None:
     async def sigkill(senders: list[ServiceProcess]) -> None:
         await some_sent(smtp_sink)
         await asyncio.wait_for(kill_a_sender_in_data(smtp_sink, senders, ack).wait(), 30)
 
-    counts = await run_under(sigkill, api, lease_settings, smtp_sink, tmp_path, extra_seconds=60)
+    counts = await run_under(sigkill, api, lease_settings, smtp_sink, tmp_path, figures, extra_seconds=60)
     assert counts["sent"] + counts["failed"] == LEADS
     assert counts["failed"] >= 1  # the killed sender's e-mail in DATA, at least
     if ack:  # the server took that one: delivered, and recorded as interrupted, not as sent
@@ -284,7 +308,7 @@ async def some_sent(sink: SmtpSink, count: int = 20) -> None:
 
 @restarts
 async def test_rabbitmq_stopped_and_started_mid_campaign_loses_nothing(
-    api: ApiClient, fault_settings: Settings, smtp_sink: SmtpSink, tmp_path: Path
+    api: ApiClient, fault_settings: Settings, smtp_sink: SmtpSink, tmp_path: Path, figures: dict[str, Any]
 ) -> None:
     async def broker_away_for_5_s(_: list[ServiceProcess]) -> None:
         await some_sent(smtp_sink)
@@ -295,13 +319,15 @@ async def test_rabbitmq_stopped_and_started_mid_campaign_loses_nothing(
             await command("rabbitmqctl", "-q", "start_app")
 
     # A dispatch whose command the broker lost is released after 120 s, then sent.
-    counts = await run_under(broker_away_for_5_s, api, fault_settings, smtp_sink, tmp_path, extra_seconds=200)
+    counts = await run_under(
+        broker_away_for_5_s, api, fault_settings, smtp_sink, tmp_path, figures, extra_seconds=200
+    )
     assert counts["sent"] == LEADS
 
 
 @restarts
 async def test_postgresql_restarted_mid_campaign_loses_nothing(
-    api: ApiClient, fault_settings: Settings, smtp_sink: SmtpSink, tmp_path: Path
+    api: ApiClient, fault_settings: Settings, smtp_sink: SmtpSink, tmp_path: Path, figures: dict[str, Any]
 ) -> None:
     version = sorted(os.listdir("/etc/postgresql"))[-1]
 
@@ -309,6 +335,8 @@ async def test_postgresql_restarted_mid_campaign_loses_nothing(
         await some_sent(smtp_sink)
         await command("pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart")
 
-    counts = await run_under(database_restart, api, fault_settings, smtp_sink, tmp_path, extra_seconds=200)
+    counts = await run_under(
+        database_restart, api, fault_settings, smtp_sink, tmp_path, figures, extra_seconds=200
+    )
     # A sender that got the server's answer while the database was away records it once it is back.
     assert counts["sent"] == LEADS
