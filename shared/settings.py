@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     api_port: int = 8000
     tracker_host: str = "127.0.0.1"
     tracker_port: int = 8001
+    worker_host: str = "127.0.0.1"  # the scheduler's and senders' health and metrics
     scheduler_port: int = 8002
     sender_port: int = 8003
     public_tracker_url: str = "http://127.0.0.1:8001"

@@ -1,4 +1,4 @@
 from services.scheduler.main import create_app
 from shared.serve import serve
 
-serve("scheduler", create_app, lambda s: (s.api_host, s.scheduler_port))
+serve("scheduler", create_app, lambda s: (s.worker_host, s.scheduler_port))
