@@ -14,7 +14,7 @@ from sqlalchemy import func, select, text, update
 
 from services.tracker.opens import APPLICATION_NAME
 from shared.db import create_engine, session_factory
-from shared.db.models import Message, MessageEventRow
+from shared.db.models import CampaignKpi, Message, MessageEventRow
 from shared.settings import Settings
 from tests.support.pipeline import Pipeline
 from tests.support.samples import pixel_of
@@ -64,10 +64,16 @@ async def test_concurrent_first_opens_from_several_trackers_count_once(
                 .where(MessageEventRow.message_id == uuid.UUID(message["id"]))
                 .where(MessageEventRow.kind == "opened")
             )
+            hits_counted = await session.scalar(
+                select(func.sum(CampaignKpi.opens_total)).where(
+                    CampaignKpi.campaign_id == uuid.UUID(campaign["id"])
+                )
+            )
     finally:
         await engine.dispose()
     kpis = (await pipeline.api.get(f"/campaigns/{campaign['id']}"))["kpis"]
     assert events == HITS  # every hit is an event, committed before its GIF went out
+    assert hits_counted == HITS  # and counted, the repeats of a message opened before too
     assert (kpis["total_opened"], kpis["total_opened_human"]) == (1, 1)
 
 
