@@ -1,8 +1,10 @@
-"""Open hits from several tracker processes at once: every hit recorded, the first open counted once."""
+"""Open hits: from several tracker processes at once, and across a shutdown, every hit that got its GIF is
+recorded, and the first open is counted once."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import uuid
 from contextlib import AsyncExitStack
 from datetime import timedelta
@@ -23,6 +25,7 @@ from tests.support.stack import subprocess_service, with_ports
 pytestmark = pytest.mark.integration
 
 PROCESSES, HITS = 3, 60
+CLIENTS, HITS_PER_CLIENT = 32, 500
 
 
 async def test_concurrent_first_opens_from_several_trackers_count_once(
@@ -156,3 +159,63 @@ async def test_an_open_right_after_the_send_is_a_machine_one_and_a_later_one_is_
     assert row.human_opened_at - row.opened_at >= timedelta(hours=1)
     kpis = (await pipeline.api.get(f"/campaigns/{campaign['id']}"))["kpis"]
     assert (kpis["total_opened"], kpis["total_opened_human"]) == (1, 1)
+
+
+async def test_sigterm_while_hits_wait_for_their_commit_loses_no_hit_that_was_answered(
+    pipeline: Pipeline, settings: Settings, tmp_path: Path
+) -> None:
+    """The test holds the message's row lock, so hits wait for their batch's commit; SIGTERM comes then.
+    uvicorn drains those requests, the lock goes, the batch commits, and only then the writer stops: every
+    hit that got its GIF is recorded. A tracker that answered before the commit loses the waiting batch."""
+    campaign, _ = await pipeline.campaign()
+    mail = (await pipeline.sink.wait_for(len(pipeline.sink.received) + 1))[-1]
+    [message] = await pipeline.messages(campaign["id"])
+    message_id = uuid.UUID(message["id"])
+    engine = create_engine(settings.database_url, pool_size=2)
+
+    async def recorded() -> int:
+        async with session_factory(engine)() as session:
+            return int(
+                await session.scalar(
+                    select(func.count())
+                    .where(MessageEventRow.message_id == message_id)
+                    .where(MessageEventRow.kind == "opened")
+                )
+                or 0
+            )
+
+    try:
+        async with (
+            subprocess_service("tracker", with_ports(settings, "tracker"), tmp_path) as tracker,
+            httpx.AsyncClient(timeout=30) as client,
+        ):
+
+            async def hits() -> list[int | None]:
+                """Hit after hit on one connection, until the shutdown refuses one."""
+                replies: list[int | None] = []
+                while len(replies) < HITS_PER_CLIENT:
+                    try:
+                        replies.append((await client.get(f"{tracker.url}{pixel_of(mail)}")).status_code)
+                    except httpx.HTTPError:
+                        replies.append(None)
+                        break
+                return replies
+
+            clients = [asyncio.create_task(hits()) for _ in range(CLIENTS)]
+            while await recorded() < 50:  # noqa: ASYNC110 (the hits are on their way)
+                await asyncio.sleep(0.01)
+            async with engine.connect() as holder:
+                await holder.execute(select(Message.id).where(Message.id == message_id).with_for_update())
+                before = await recorded()
+                await asyncio.sleep(0.5)  # the next batch waits for the lock, its hits for their GIFs
+                tracker.process.send_signal(signal.SIGTERM)
+                await asyncio.sleep(0.5)
+                await holder.rollback()
+            exit_code = await asyncio.to_thread(tracker.terminate)
+            replies = [reply for done in await asyncio.gather(*clients) for reply in done]
+        assert exit_code == -signal.SIGTERM, tracker.log()
+        assert "Traceback" not in tracker.log()
+        assert None in replies  # requests after the shutdown were refused
+        assert await recorded() >= replies.count(200) > before
+    finally:
+        await engine.dispose()
