@@ -94,9 +94,9 @@ class Hit:
 class OpenRecorder:
     """One writer on a database connection of its own: while a batch is in flight, the next one gathers.
 
-    One writer, not more: a batch's statement has a fixed cost (about half a millisecond of PostgreSQL's time
-    here), and under load one writer's bigger batches spread it over more hits than two writers' smaller
-    ones. The pixel benchmark gave one writer 8% more hits per second than two, with a lower p99.
+    One writer, not more: a batch's statement takes about half a millisecond however few hits it carries, and
+    under load one writer's bigger batches spread that over more hits than two writers' smaller ones. The
+    pixel benchmark gave one writer 8% more hits per second than two, with a lower p99.
     The writer speaks asyncpg directly: this is the tracker's hottest path."""
 
     def __init__(self, database_url: str) -> None:
