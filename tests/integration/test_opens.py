@@ -9,6 +9,7 @@ import uuid
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -21,6 +22,7 @@ from shared.settings import Settings
 from tests.support.pipeline import Pipeline
 from tests.support.samples import pixel_of
 from tests.support.stack import subprocess_service, with_ports
+from tests.support.truth import kpi_days
 
 pytestmark = pytest.mark.integration
 
@@ -159,6 +161,25 @@ async def test_an_open_right_after_the_send_is_a_machine_one_and_a_later_one_is_
     assert row.human_opened_at - row.opened_at >= timedelta(hours=1)
     kpis = (await pipeline.api.get(f"/campaigns/{campaign['id']}"))["kpis"]
     assert (kpis["total_opened"], kpis["total_opened_human"]) == (1, 1)
+
+
+async def test_a_first_open_counts_on_the_local_day_of_the_campaign_window(
+    pipeline: Pipeline, settings: Settings
+) -> None:
+    """At 23:30 UTC it is already the next day in Amsterdam, the zone of the test campaigns' window: the first
+    open is counted on that local day in the timeline's store (SPEC §2.6)."""
+    campaign, _ = await pipeline.campaign()
+    mail = (await pipeline.sink.wait_for(len(pipeline.sink.received) + 1))[-1]
+    now = pipeline.clock()
+    late = now.replace(hour=23, minute=30, second=0, microsecond=0)
+    late += timedelta(days=1) if late <= now else timedelta(0)
+    pipeline.clock.advance(late - now)
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(f"{pipeline.tracker_url}{pixel_of(mail)}")).status_code == 200
+    local_day = late.astimezone(ZoneInfo("Europe/Amsterdam")).date()
+    assert local_day != late.date()
+    days = await kpi_days(settings, uuid.UUID(campaign["id"]))
+    assert {day: row["opened"] for day, row in days.items() if row.get("opened")} == {local_day: 1}
 
 
 async def test_sigterm_while_hits_wait_for_their_commit_loses_no_hit_that_was_answered(
