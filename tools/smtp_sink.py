@@ -43,7 +43,6 @@ class SinkHandler:
     data_delay: float = 0.0
     data_started: int = 0
     mail_from_times: list[float] = field(default_factory=list)  # time.monotonic() of each MAIL FROM
-    mail_froms: list[tuple[float, str]] = field(default_factory=list)  # (time.monotonic(), address)
     # The MAIL FROMs whose transaction went on to DATA: e-mails put on the wire, not a client that vanished
     # between MAIL FROM and DATA.
     sends: list[tuple[float, str]] = field(default_factory=list)
@@ -69,7 +68,6 @@ class SinkHandler:
     ) -> str:
         now = time.monotonic()
         self.mail_from_times.append(now)
-        self.mail_froms.append((now, address))
         self._mail_from_at[session] = now
         envelope.mail_from = address
         envelope.mail_options.extend(options)
