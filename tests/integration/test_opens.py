@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 from sqlalchemy import func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.tracker.opens import APPLICATION_NAME
 from shared.db import create_engine, session_factory
@@ -28,6 +29,17 @@ pytestmark = pytest.mark.integration
 
 PROCESSES, HITS = 3, 60
 CLIENTS, HITS_PER_CLIENT = 32, 500
+
+
+async def open_events(sessions: async_sessionmaker[AsyncSession], message_id: str | uuid.UUID) -> int:
+    """How many open hits of the message are recorded, read from the events."""
+    async with sessions() as session:
+        count = await session.scalar(
+            select(func.count())
+            .where(MessageEventRow.message_id == uuid.UUID(str(message_id)))
+            .where(MessageEventRow.kind == "opened")
+        )
+    return int(count or 0)
 
 
 async def test_concurrent_first_opens_from_several_trackers_count_once(
@@ -63,12 +75,8 @@ async def test_concurrent_first_opens_from_several_trackers_count_once(
                     )
                 )
         assert {r.status_code for r in replies} == {200}
+        events = await open_events(sessions, message["id"])
         async with sessions() as session:
-            events = await session.scalar(
-                select(func.count())
-                .where(MessageEventRow.message_id == uuid.UUID(message["id"]))
-                .where(MessageEventRow.kind == "opened")
-            )
             hits_counted = await session.scalar(
                 select(func.sum(CampaignKpi.opens_total)).where(
                     CampaignKpi.campaign_id == uuid.UUID(campaign["id"])
@@ -92,21 +100,10 @@ async def test_the_open_writer_reconnects_after_losing_its_database_connection(
     engine = create_engine(settings.database_url, pool_size=1)
     sessions = session_factory(engine)
 
-    async def opens() -> int:
-        async with sessions() as session:
-            return int(
-                await session.scalar(
-                    select(func.count())
-                    .where(MessageEventRow.message_id == uuid.UUID(message["id"]))
-                    .where(MessageEventRow.kind == "opened")
-                )
-                or 0
-            )
-
     try:
         async with httpx.AsyncClient() as client:
             assert (await client.get(pixel)).status_code == 200
-            assert await opens() == 1
+            assert await open_events(sessions, message["id"]) == 1
             async with sessions() as session:
                 cut = await session.scalar(
                     text(
@@ -119,7 +116,8 @@ async def test_the_open_writer_reconnects_after_losing_its_database_connection(
             await asyncio.sleep(0.5)  # the server has closed the connection; the writer sees it closed
             replies = [(await client.get(pixel)).status_code for _ in range(3)]
             assert replies == [200] * 3
-            assert await opens() == 1 + 3  # the writer reconnected: no hit was lost
+            # The writer reconnected: no hit was lost.
+            assert await open_events(sessions, message["id"]) == 1 + 3
     finally:
         await engine.dispose()
 
@@ -193,17 +191,7 @@ async def test_sigterm_while_hits_wait_for_their_commit_loses_no_hit_that_was_an
     [message] = await pipeline.messages(campaign["id"])
     message_id = uuid.UUID(message["id"])
     engine = create_engine(settings.database_url, pool_size=2)
-
-    async def recorded() -> int:
-        async with session_factory(engine)() as session:
-            return int(
-                await session.scalar(
-                    select(func.count())
-                    .where(MessageEventRow.message_id == message_id)
-                    .where(MessageEventRow.kind == "opened")
-                )
-                or 0
-            )
+    sessions = session_factory(engine)
 
     try:
         async with (
@@ -223,11 +211,11 @@ async def test_sigterm_while_hits_wait_for_their_commit_loses_no_hit_that_was_an
                 return replies
 
             clients = [asyncio.create_task(hits()) for _ in range(CLIENTS)]
-            while await recorded() < 50:  # noqa: ASYNC110 (the hits are on their way)
+            while await open_events(sessions, message_id) < 50:  # noqa: ASYNC110 (the hits are on their way)
                 await asyncio.sleep(0.01)
             async with engine.connect() as holder:
                 await holder.execute(select(Message.id).where(Message.id == message_id).with_for_update())
-                before = await recorded()
+                before = await open_events(sessions, message_id)
                 await asyncio.sleep(0.5)  # the next batch waits for the lock, its hits for their GIFs
                 tracker.process.send_signal(signal.SIGTERM)
                 await asyncio.sleep(0.5)
@@ -237,6 +225,6 @@ async def test_sigterm_while_hits_wait_for_their_commit_loses_no_hit_that_was_an
         assert exit_code == -signal.SIGTERM, tracker.log()
         assert "Traceback" not in tracker.log()
         assert None in replies  # requests after the shutdown were refused
-        assert await recorded() >= replies.count(200) > before
+        assert await open_events(sessions, message_id) >= replies.count(200) > before
     finally:
         await engine.dispose()
