@@ -19,9 +19,11 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 
 app = typer.Typer(help="Maildash Campaigns for operators.", no_args_is_help=True)
 workspace = typer.Typer(help="Workspaces (superuser).", no_args_is_help=True)
+user = typer.Typer(help="Users (superuser).", no_args_is_help=True)
 leads = typer.Typer(help="Leads.", no_args_is_help=True)
 campaign = typer.Typer(help="Campaigns.", no_args_is_help=True)
 app.add_typer(workspace, name="workspace")
+app.add_typer(user, name="user")
 app.add_typer(leads, name="leads")
 app.add_typer(campaign, name="campaign")
 
@@ -94,6 +96,24 @@ def create_workspace(
     with context.obj.client() as client:
         body = {"name": name, "admin_email": admin_email, "admin_password": admin_password}
         show(answer(client.post("/workspaces", json=body)))
+
+
+@user.command("deactivate")
+def deactivate_user(context: typer.Context, email: str) -> None:
+    """Lock a user out at once: no more logins, and the tokens they hold stop working."""
+    _set_active(context, email, "deactivate")
+
+
+@user.command("activate")
+def activate_user(context: typer.Context, email: str) -> None:
+    """Let a deactivated user log in again."""
+    _set_active(context, email, "activate")
+
+
+def _set_active(context: typer.Context, email: str, action: str) -> None:
+    with context.obj.client() as client:
+        data = answer(client.post(f"/users/{action}", json={"email": email}))
+        console.print(f"user {data['email']} is {'active' if data['active'] else 'deactivated'}")
 
 
 def _chunks(path: Path, progress: Progress) -> Iterator[bytes]:

@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     admin_password: str = DEV_SECRETS["admin_password"]
     jwt_audience: str = "maildash"
     jwt_ttl_seconds: int = Field(3600, ge=60)
+    # Argon2 runs in this many threads per api process (each hash takes ~0.15 s and ~1.4 cores here); at most
+    # `password_hash_queue` more logins wait for one, and any beyond that are answered 429 at once.
+    password_hash_workers: int = Field(2, ge=1)
+    password_hash_queue: int = Field(32, ge=0)
 
     # HTTP
     api_host: str = "127.0.0.1"

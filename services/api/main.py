@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from services.api.auth import Passwords
 from services.api.envelope import install_error_handlers
 from services.api.routes import accounts, campaigns, editing, imports, resources, suppressions
 from services.api.service import Accounts
@@ -19,16 +20,18 @@ from shared.settings import Settings
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     runtime = Runtime.build(settings)
+    passwords = Passwords(settings.password_hash_workers, settings.password_hash_queue)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await app.state.accounts.ensure_superuser(settings.admin_email, settings.admin_password)
-        async with runtime.serving():
-            yield
+        with contextlib.closing(passwords):
+            await app.state.accounts.ensure_superuser(settings.admin_email, settings.admin_password)
+            async with runtime.serving():
+                yield
 
     app = FastAPI(title="Maildash Campaigns API", version="0.1.0", lifespan=lifespan)
     app.state.runtime = runtime
-    app.state.accounts = Accounts(runtime.sessions)
+    app.state.accounts = Accounts(runtime.sessions, passwords)
     install_error_handlers(app)
     app.add_middleware(RequestIds)
     if settings.cors_origins:

@@ -116,6 +116,18 @@ class WorkspaceOut(BaseModel):
     admin: AdminRef
 
 
+class UserRef(Strict):
+    email: Email
+
+
+class UserOut(BaseModel):
+    id: str
+    email: str
+    workspace_id: str
+    is_superuser: bool
+    active: bool
+
+
 # ── sending domains ────────────────────────────────────────────────────────────────────────────────────
 class SmtpIn(Strict):
     host: str = Field(min_length=1, max_length=253)

@@ -8,12 +8,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import delete, exists, func, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.api import repository
-from services.api.auth import Principal, passwords
-from services.api.envelope import ApiError, conflict, invalid
+from services.api.auth import Passwords, Principal
+from services.api.envelope import ApiError, conflict, invalid, not_found
 from services.api.repository import Repository, parse_id
 from services.api.schemas import CampaignIn, WindowIn
 from shared import kpis
@@ -40,69 +40,110 @@ from shared.settings import Settings
 PAST_TOLERANCE = timedelta(seconds=60)
 MAX_LOGIN_FAILURES = 5
 LOGIN_WINDOW = timedelta(minutes=15)
+# Each login attempt deletes at most this many expired failures: a steady cost per attempt that still outpaces
+# the one row an attempt adds, so the table holds little more than the attempts of the last window.
+EXPIRED_FAILURES_PER_ATTEMPT = 100
+LOGIN_LOCKS = 0x4C4F47  # advisory lock class of the per-address login locks ("LOG")
 
 
 class Accounts:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], passwords: Passwords) -> None:
         self._sessions = sessions
+        self._passwords = passwords
 
     async def ensure_superuser(self, email: str, password: str) -> None:
         """First start: the bootstrap superuser in a workspace named `default`."""
-        async with self._sessions() as session, session.begin():
+        async with self._sessions() as session:
             if await repository.user_by_email(session, email):
                 return
+        password_hash = await self._passwords.hash(password)
+        async with self._sessions() as session, session.begin():
+            if await repository.user_by_email(session, email):
+                return  # another api process started at the same time
             default = await session.scalar(select(Workspace).where(Workspace.name == "default"))
             if default is None:
                 default = Workspace(name="default")
                 session.add(default)
                 await session.flush()
             session.add(
-                User(
-                    workspace_id=default.id,
-                    email=email,
-                    password_hash=passwords.hash(password),
-                    is_superuser=True,
-                )
+                User(workspace_id=default.id, email=email, password_hash=password_hash, is_superuser=True)
             )
 
     async def authenticate(self, email: str, password: str) -> Principal | None:
-        """The user, or None for a wrong e-mail or password; 429 after too many recent failures."""
+        """The user, or None for a wrong e-mail or password; 429 after too many recent failures, 403 for a
+        deactivated user's right password. Unknown addresses cost the same time and count the same way, so
+        that neither tells whether an account exists."""
         email = email.lower()
+        with self._passwords.admitted():
+            user = await self._count_attempt(email)
+            verified = await self._passwords.verify(password, user.password_hash if user else None)
+        if user is None or not verified:
+            return None
         async with self._sessions() as session, session.begin():
-            await self._refuse_if_throttled(session, email)
-            user = await repository.user_by_email(session, email)
-            if user is None or not passwords.verify(password, user.password_hash):
-                session.add(LoginFailure(email=email))
-                return None
             await session.execute(delete(LoginFailure).where(LoginFailure.email == email))
+        if not user.active:
+            raise ApiError(403, "forbidden", "this account is deactivated; ask an administrator")
         return Principal(user.id, user.workspace_id, user.email, user.is_superuser)
 
-    @staticmethod
-    async def _refuse_if_throttled(session: AsyncSession, email: str) -> None:
-        since = utcnow() - LOGIN_WINDOW
-        recent = list(
-            await session.scalars(
-                select(LoginFailure.at)
-                .where(LoginFailure.email == email, LoginFailure.at > since)
-                .order_by(LoginFailure.at.desc())
-                .limit(MAX_LOGIN_FAILURES)
+    async def _count_attempt(self, email: str) -> User | None:
+        """Count this attempt as a failure before its password is checked (a success clears the count), under
+        a lock on the address: parallel guesses, in any number of api processes, get at most
+        MAX_LOGIN_FAILURES passwords checked per window. Also deletes a few expired failures."""
+        async with self._sessions() as session, session.begin():
+            await session.execute(select(func.pg_advisory_xact_lock(LOGIN_LOCKS, func.hashtext(email))))
+            since = utcnow() - LOGIN_WINDOW
+            recent = list(
+                await session.scalars(
+                    select(LoginFailure.at)
+                    .where(LoginFailure.email == email, LoginFailure.at > since)
+                    .order_by(LoginFailure.at.desc())
+                    .limit(MAX_LOGIN_FAILURES)
+                )
             )
-        )
-        if len(recent) >= MAX_LOGIN_FAILURES:
-            retry_after = max(1, int((recent[-1] + LOGIN_WINDOW - utcnow()).total_seconds()) + 1)
-            raise ApiError(
-                429,
-                "too_many_requests",
-                f"too many failed logins for this address; try again in {retry_after} s",
-                {"Retry-After": str(retry_after)},
+            if len(recent) >= MAX_LOGIN_FAILURES:
+                retry_after = max(1, int((recent[-1] + LOGIN_WINDOW - utcnow()).total_seconds()) + 1)
+                raise ApiError(
+                    429,
+                    "too_many_requests",
+                    f"too many failed logins for this address; try again in {retry_after} s",
+                    {"Retry-After": str(retry_after)},
+                )
+            session.add(LoginFailure(email=email))
+            expired = (
+                select(LoginFailure.id)
+                .where(LoginFailure.at <= since)
+                .limit(EXPIRED_FAILURES_PER_ATTEMPT)
+                .with_for_update(skip_locked=True)
             )
+            await session.execute(delete(LoginFailure).where(LoginFailure.id.in_(expired.scalar_subquery())))
+            return await repository.user_by_email(session, email)
 
-    async def user_exists(self, user_id: uuid.UUID) -> bool:
+    async def principal(self, user_id: uuid.UUID) -> Principal | None:
+        """The user as they are now, or None when deleted or deactivated: one indexed read per request."""
         async with self._sessions() as session:
-            return bool(await session.scalar(select(exists().where(User.id == user_id))))
+            row = (
+                await session.execute(
+                    select(User.id, User.workspace_id, User.email, User.is_superuser).where(
+                        User.id == user_id, User.active
+                    )
+                )
+            ).first()
+        return Principal(*row) if row else None
+
+    async def set_active(self, by: Principal, email: str, *, active: bool) -> dict[str, Any]:
+        """Deactivate (or reactivate) a user: their tokens stop working with the next request."""
+        if not active and email.lower() == by.email.lower():
+            raise conflict("you cannot deactivate yourself")
+        async with self._sessions() as session, session.begin():
+            user = await repository.user_by_email(session, email)
+            if user is None:
+                raise not_found("user")
+            user.active = active
+            return user_out(user)
 
     async def create_workspace(self, name: str, admin_email: str, admin_password: str) -> dict[str, Any]:
         """A workspace and its first admin, in one transaction: both or neither."""
+        password_hash = await self._passwords.hash(admin_password)
         async with self._sessions() as session, session.begin():
             if await session.scalar(select(Workspace.id).where(func.lower(Workspace.name) == name.lower())):
                 raise conflict(f"a workspace named {name!r} already exists")
@@ -114,7 +155,7 @@ class Accounts:
             admin = User(
                 workspace_id=workspace.id,
                 email=admin_email.lower(),
-                password_hash=passwords.hash(admin_password),
+                password_hash=password_hash,
             )
             session.add(admin)
             await session.flush()
@@ -134,6 +175,16 @@ class Accounts:
             },
             "workspace": {"id": str(principal.workspace_id), "name": workspace.name if workspace else None},
         }
+
+
+def user_out(user: User) -> dict[str, Any]:
+    return {
+        "id": str(user.id),
+        "email": user.email,
+        "workspace_id": str(user.workspace_id),
+        "is_superuser": user.is_superuser,
+        "active": user.active,
+    }
 
 
 def window_dict(payload: CampaignIn, settings: Settings) -> dict[str, Any]:

@@ -108,14 +108,18 @@ class User(Base):
     email: Mapped[str] = mapped_column(Text)
     password_hash: Mapped[str] = mapped_column(Text)
     is_superuser: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A deactivated user can neither log in nor use a token issued before (checked on every request).
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
     created_at: Mapped[datetime] = _created()
 
 
 class LoginFailure(Base):
-    """Failed logins per address, for throttling password guessing across every api process."""
+    """Failed logins per address, for throttling password guessing across every api process. An attempt
+    counts here from before its password is checked until it succeeds; rows older than the throttle window
+    are deleted by later attempts."""
 
     __tablename__ = "login_failures"
-    __table_args__ = (Index("login_failures_email_at", "email", "at"),)
+    __table_args__ = (Index("login_failures_email_at", "email", "at"), Index("login_failures_at", "at"))
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     email: Mapped[str] = mapped_column(Text)  # lower-cased
     at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -2,44 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.support.api import ApiClient
-from tests.support.stack import ROOT
+from tests.support.cli import maildash
 
 pytestmark = pytest.mark.integration
-
-
-async def maildash(
-    api_url: str, *args: str, email: str = "admin@example.com", password: str = "admin"
-) -> str:
-    env = {
-        **os.environ,
-        "MAILDASH_CLI_API_URL": api_url,
-        "MAILDASH_CLI_EMAIL": email,
-        "MAILDASH_CLI_PASSWORD": password,
-        "COLUMNS": "200",
-    }
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "maildash", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise AssertionError(f"exit {done.returncode}: {done.stderr}")
-    return done.stdout + done.stderr
 
 
 async def test_an_operator_creates_a_workspace_imports_leads_and_runs_a_campaign(

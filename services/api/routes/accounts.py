@@ -4,9 +4,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 
-from services.api.auth import CurrentPrincipal, issue_token
+from services.api.auth import CurrentPrincipal, Principal, issue_token
 from services.api.envelope import ApiError, Envelope, invalid
-from services.api.schemas import MeOut, TokenOut, WorkspaceIn, WorkspaceOut, storable
+from services.api.schemas import MeOut, TokenOut, UserOut, UserRef, WorkspaceIn, WorkspaceOut, storable
 
 router = APIRouter(tags=["auth"])
 
@@ -45,7 +45,25 @@ async def create_workspace(
     request: Request, principal: CurrentPrincipal, body: WorkspaceIn
 ) -> dict[str, Any]:
     """Superuser only: a new workspace and its first admin, who logs in with `admin_email`."""
-    if not principal.is_superuser:
-        raise ApiError(403, "forbidden", "only a superuser may create workspaces")
+    superuser_only(principal, "create workspaces")
     accounts = request.app.state.accounts
     return {"data": await accounts.create_workspace(body.name, str(body.admin_email), body.admin_password)}
+
+
+@router.post("/users/deactivate", response_model=Envelope[UserOut], tags=["users"])
+async def deactivate_user(request: Request, principal: CurrentPrincipal, body: UserRef) -> dict[str, Any]:
+    """Superuser only: the user can no longer log in, and every token they hold stops working at once."""
+    superuser_only(principal, "deactivate users")
+    return {"data": await request.app.state.accounts.set_active(principal, body.email, active=False)}
+
+
+@router.post("/users/activate", response_model=Envelope[UserOut], tags=["users"])
+async def activate_user(request: Request, principal: CurrentPrincipal, body: UserRef) -> dict[str, Any]:
+    """Superuser only: a deactivated user may log in again."""
+    superuser_only(principal, "activate users")
+    return {"data": await request.app.state.accounts.set_active(principal, body.email, active=True)}
+
+
+def superuser_only(principal: Principal, what: str) -> None:
+    if not principal.is_superuser:
+        raise ApiError(403, "forbidden", f"only a superuser may {what}")
