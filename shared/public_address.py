@@ -19,13 +19,10 @@ import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 
-IPv4Block = ipaddress.IPv4Network
-IPv6Block = ipaddress.IPv6Network
-
 # IANA IPv4 Special-Purpose Address Registry, plus multicast. Every block is refused, also the few the
 # registry calls globally reachable (192.0.0.9 and .10, AS112, AMT): they are anycast services that answer at
 # the nearest, often on-site, server, and no mail server lives there.
-SPECIAL_IPV4: tuple[tuple[IPv4Block, str], ...] = tuple(
+SPECIAL_IPV4: tuple[tuple[ipaddress.IPv4Network, str], ...] = tuple(
     (ipaddress.IPv4Network(block), what)
     for block, what in (
         ("0.0.0.0/8", "a 'this network' address (RFC 791)"),
@@ -55,7 +52,7 @@ SPECIAL_IPV4: tuple[tuple[IPv4Block, str], ...] = tuple(
 # IANA IPv6 Special-Purpose Address Registry, plus multicast and the other blocks outside global unicast
 # (2000::/3) that have a name. The embedding blocks (IPv4-mapped, NAT64 64:ff9b::/96, 6to4, Teredo) are
 # unwrapped before this table is read.
-SPECIAL_IPV6: tuple[tuple[IPv6Block, str], ...] = tuple(
+SPECIAL_IPV6: tuple[tuple[ipaddress.IPv6Network, str], ...] = tuple(
     (ipaddress.IPv6Network(block), what)
     for block, what in (
         ("::/128", "the unspecified address (RFC 4291)"),

@@ -31,8 +31,9 @@ _html_env = SandboxedEnvironment(autoescape=True)
 
 
 # compat32's MIME classes take headers as given: several times cheaper than `EmailMessage`, which parses
-# every header set on it, and sending is the product's hottest path. ASCII headers are not folded, so
-# List-Unsubscribe and Message-ID stay plain; a non-ASCII subject becomes RFC 2047 words of at most 76.
+# every header set on it, and sending is the product's hottest path. Taken as given, a value must not hold
+# anything Python reads as a line break: every value passes `one_line`. ASCII headers are not folded, so
+# List-Unsubscribe and Message-ID stay plain; a non-ASCII subject or display name becomes RFC 2047 words.
 WIRE_POLICY = policy.compat32.clone(linesep="\r\n", max_line_length=998)
 UTF8_QUOTED_PRINTABLE = Charset("utf-8")
 UTF8_QUOTED_PRINTABLE.body_encoding = QP

@@ -144,7 +144,6 @@ class SmtpPool:
                 sock.close()
             log.info("sender.smtp.unreachable", host=account.host, port=account.port, error=repr(error))
             raise NoSmtpServer from error
-        self.opened += 1
         try:
             if account.security == "starttls":
                 await client.starttls()
@@ -153,6 +152,7 @@ class SmtpPool:
         except FAILURES:
             await _close(client)
             raise
+        self.opened += 1
         return client
 
     async def idle_session(self, account: Account) -> aiosmtplib.SMTP | None:
