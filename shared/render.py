@@ -24,17 +24,22 @@ from urllib.parse import urlencode
 from jinja2 import Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
+from shared.headers import one_line
+
 _env = SandboxedEnvironment(autoescape=False)
 _html_env = SandboxedEnvironment(autoescape=True)
 
 
 # compat32's MIME classes take headers as given: several times cheaper than `EmailMessage`, which parses
-# every header set on it, and sending is the product's hottest path. ASCII headers are not folded, so
-# List-Unsubscribe and Message-ID stay plain; a non-ASCII subject becomes RFC 2047 words of at most 76.
+# every header set on it, and sending is the product's hottest path. Taken as given, a value must not hold
+# anything Python reads as a line break: every value passes `one_line`. ASCII headers are not folded, so
+# List-Unsubscribe and Message-ID stay plain; a non-ASCII subject or display name becomes RFC 2047 words.
 WIRE_POLICY = policy.compat32.clone(linesep="\r\n", max_line_length=998)
 UTF8_QUOTED_PRINTABLE = Charset("utf-8")
 UTF8_QUOTED_PRINTABLE.body_encoding = QP
 MessagePart = TypeVar("MessagePart", bound=Message)
+# "Subject: " and an unfolded ASCII subject of this length make SMTP's longest line, 998 octets.
+SUBJECT_MAX_CHARS = 989
 
 
 class RenderError(ValueError):
@@ -198,25 +203,45 @@ def build(letter: Letter, now: datetime) -> bytes:
     if letter.attachment is not None:
         filename, content = letter.attachment
         report = MIMEApplication(content, "pdf", policy=WIRE_POLICY)
-        report.add_header("Content-Disposition", "attachment", filename=("utf-8", "", filename))
+        name = one_line(filename) or "report.pdf"  # RFC 2231 escapes it; a blank name would be no parameter
+        report.add_header("Content-Disposition", "attachment", filename=("utf-8", "", name))
         parts = [_inner(email), _inner(report)]
         email = MIMEMultipart("mixed", boundary=_boundary(), policy=WIRE_POLICY, _subparts=parts)
-    email["From"] = formataddr((letter.from_name, letter.from_email), charset="utf-8")
-    email["To"] = letter.to_email
-    subject = rendered.subject
-    if not subject.isascii():
-        subject = Header(subject, "utf-8", header_name="Subject").encode(linesep="\r\n")
-    email["Subject"] = subject
+    # Every header value passes `one_line` (or is ours alone, like Date): no input can add, end or split one.
+    email["From"] = _mailbox(letter.from_name, letter.from_email)
+    email["To"] = one_line(letter.to_email)
+    email["Subject"] = _encoded(_subject(rendered.subject), "Subject")
     email["Date"] = format_datetime(now)
-    email["Message-ID"] = letter.smtp_message_id
-    if letter.in_reply_to:
-        email["In-Reply-To"] = letter.in_reply_to
-        email["References"] = letter.in_reply_to
-    email["List-Unsubscribe"] = (
+    email["Message-ID"] = one_line(letter.smtp_message_id)
+    if thread := one_line(letter.in_reply_to or ""):
+        email["In-Reply-To"] = thread
+        email["References"] = thread
+    email["List-Unsubscribe"] = one_line(
         f"<{unsubscribe_url(letter)}>, <mailto:unsubscribe+{letter.unsubscribe_token}@{letter.domain}>"
     )
     email["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     return email.as_bytes()
+
+
+def _subject(rendered: str) -> str:
+    subject = one_line(rendered)
+    if len(subject) > SUBJECT_MAX_CHARS:
+        raise RenderError(
+            f"template subject renders to {len(subject)} characters; at most {SUBJECT_MAX_CHARS} fit a header"
+        )
+    return subject
+
+
+def _mailbox(name: str, address: str) -> str:
+    name, address = one_line(name), one_line(address)
+    if name.isascii():
+        return formataddr((name, address))
+    return f"{_encoded(name, 'From')} <{address}>"
+
+
+def _encoded(text: str, header: str) -> str:
+    """ASCII as it is; anything else as RFC 2047 words of at most 76 characters, folded between words."""
+    return text if text.isascii() else Header(text, "utf-8", header_name=header).encode(linesep="\r\n")
 
 
 def _boundary() -> str:

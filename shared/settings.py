@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"
 
+    @property
+    def private_hosts_allowed(self) -> bool:
+        """Whether tenants may name hosts on non-public addresses: in development (a local SMTP sink), or when
+        the operator says so."""
+        return self.env != "production" or self.smtp_allow_private
+
     @model_validator(mode="after")
     def _refuse_dev_secrets_in_production(self) -> Settings:
         if self.env != "production":

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import ipaddress
 import re
 from datetime import date, datetime
 from typing import Annotated, Any, ClassVar, Literal
@@ -19,14 +21,19 @@ from pydantic import (
     model_validator,
 )
 
+from shared.headers import UNSAFE_IN_HEADER
 from shared.planning.window import is_known_country
 
 HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
-DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+# \Z, not $: `$` also matches before a final newline, which would let "a.example\n" through.
+DOMAIN = re.compile(r"^(?=.{1,253}\Z)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}\Z")
+HOST_NAME = re.compile(
+    r"(?=.{1,253}\Z)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\.?\Z", re.I
+)
 
 
 # An ASCII dot-atom local part, which email-validator accepts as it is; anything else takes the full check.
-LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z")
 
 
 @functools.lru_cache(maxsize=65_536)
@@ -49,6 +56,37 @@ def email_address(value: str) -> str:
 
 
 Email = Annotated[str, AfterValidator(email_address), WithJsonSchema({"type": "string", "format": "email"})]
+
+
+def sender_address(value: str) -> str:
+    """A From address goes into the header and the envelope as it is: ASCII, its domain in IDNA (xn--) form
+    (we do not speak SMTPUTF8)."""
+    ascii_form = validate_email(value, check_deliverability=False).ascii_email
+    if ascii_form is None:
+        raise ValueError("a sender address needs an ASCII local part")
+    return str(ascii_form)
+
+
+def header_safe(value: str) -> str:
+    """A tenant's text that goes into a header as it is: refused, not cleaned, when it could break one."""
+    if UNSAFE_IN_HEADER.search(value):
+        raise ValueError("may not contain line breaks or control characters")
+    return value
+
+
+def smtp_host(value: str) -> str:
+    """A host name or an IP address without a zone: nothing a resolver or SMTP could read as more."""
+    with contextlib.suppress(ValueError):
+        if "%" not in value and ipaddress.ip_address(value):
+            return value
+    if not HOST_NAME.match(value):
+        raise ValueError("not a host name or IP address")
+    return value
+
+
+SenderEmail = Annotated[Email, AfterValidator(sender_address)]
+DisplayName = Annotated[str, AfterValidator(header_safe)]
+SmtpHost = Annotated[str, AfterValidator(smtp_host)]
 
 
 def storable(value: Any) -> Any:
@@ -130,7 +168,7 @@ class UserOut(BaseModel):
 
 # ── sending domains ────────────────────────────────────────────────────────────────────────────────────
 class SmtpIn(Strict):
-    host: str = Field(min_length=1, max_length=253)
+    host: SmtpHost = Field(min_length=1, max_length=253)
     port: int = Field(ge=1, le=65535)
     username: str | None = Field(None, max_length=320)
     password: str | None = Field(None, max_length=1024)
@@ -139,8 +177,8 @@ class SmtpIn(Strict):
 
 class DomainIn(Strict):
     domain: str = Field(max_length=253)
-    from_email: Email
-    from_name: str = Field("", max_length=200)
+    from_email: SenderEmail
+    from_name: DisplayName = Field("", max_length=200)
     smtp: SmtpIn
     min_interval_seconds: int | None = Field(None, ge=0, le=86400)
     daily_cap: int | None = Field(None, ge=1)
@@ -173,7 +211,7 @@ class Patch(Strict):
 
 class SmtpPatch(Patch):
     NULLABLE = frozenset({"username", "password"})
-    host: str | None = Field(None, min_length=1, max_length=253)
+    host: SmtpHost | None = Field(None, min_length=1, max_length=253)
     port: int | None = Field(None, ge=1, le=65535)
     username: str | None = Field(None, max_length=320)
     password: str | None = Field(None, max_length=1024)
@@ -184,8 +222,8 @@ class DomainPatch(Patch):
     """The domain name itself cannot change: campaigns name their domains by it."""
 
     NULLABLE = frozenset({"daily_cap"})
-    from_email: Email | None = None
-    from_name: str | None = Field(None, max_length=200)
+    from_email: SenderEmail | None = None
+    from_name: DisplayName | None = Field(None, max_length=200)
     smtp: SmtpPatch | None = None
     min_interval_seconds: int | None = Field(None, ge=0, le=86400)
     daily_cap: int | None = Field(None, ge=1)

@@ -55,7 +55,9 @@ class Sender:
         self._settings = settings
         self._clock = clock
         self._slots = asyncio.Semaphore(settings.sender_concurrency)
-        self._smtp = SmtpPool(settings.smtp_timeout_seconds, settings.smtp_ca_file)
+        self._smtp = SmtpPool(
+            settings.smtp_timeout_seconds, settings.smtp_ca_file, allow_private=settings.private_hosts_allowed
+        )
         self._pool: asyncpg.Pool | None = None
 
     async def __aenter__(self) -> Sender:

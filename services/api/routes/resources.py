@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -26,8 +25,8 @@ from services.api.schemas import (
 from services.api.service import not_found_unless
 from shared import crypto
 from shared.db.models import Lead, LeadReport, LeadStatus, SendingDomain, Template
+from shared.public_address import UnusableHost, resolve_public
 from shared.settings import Settings
-from shared.smtp_hosts import refusal
 
 router = APIRouter()
 
@@ -61,16 +60,14 @@ def row_out(row: Lead | Template) -> dict[str, Any]:
 
 
 async def check_smtp_host(settings: Settings, host: str, port: int) -> None:
-    """In production, refuse an SMTP host that resolves to a loopback, private or link-local address."""
-    if settings.env != "production" or settings.smtp_allow_private:
+    """Refuse an SMTP host that does not resolve, or resolves to an address that is not public (in production,
+    unless the operator allows private hosts). The sender judges it again at every connection."""
+    if settings.private_hosts_allowed:
         return
     try:
-        infos = await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(host, port), timeout=5)
-    except (OSError, TimeoutError) as error:
-        raise invalid(f"SMTP host {host} does not resolve", ["body", "smtp", "host"]) from error
-    reason = refusal(str(info[4][0]) for info in infos)
-    if reason:
-        raise invalid(f"SMTP host {host} is refused: {reason}", ["body", "smtp", "host"])
+        await resolve_public(host, port, allow_private=False, timeout=5)
+    except UnusableHost as error:
+        raise invalid(f"SMTP host {error}", ["body", "smtp", "host"]) from error
 
 
 @router.post("/domains", status_code=201, response_model=Envelope[DomainOut], tags=["domains"])
