@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import resource
 import signal
@@ -31,7 +32,7 @@ from shared.settings import Settings
 log = structlog.get_logger()
 
 ROOT = Path(__file__).resolve().parents[2]  # where `python -m services…` finds the code
-NICENESS = 10  # the pixel and PostgreSQL come first; a reader gets the CPU they leave
+NICENESS = 10  # above the tracker's: the pixel and PostgreSQL come first, a reader gets the CPU they leave
 READY = b"maildash-reader-ready\n"
 REQUEST = struct.Struct(">II")  # sizes of the envelope recipient and of the raw mail that follow
 ANSWER_SIZE = struct.Struct(">I")
@@ -138,6 +139,8 @@ class MailReaders:
             stdout=asyncio.subprocess.PIPE,
             cwd=ROOT,
         )
+        # At once, before its interpreter has imported much: the tracker's CPU first, from the start.
+        os.setpriority(os.PRIO_PROCESS, process.pid, os.getpriority(os.PRIO_PROCESS, 0) + NICENESS)
         assert process.stdin is not None
         assert process.stdout is not None
         reader = _Reader(process, process.stdin, process.stdout)
@@ -181,8 +184,10 @@ def serve(argv: list[str]) -> None:
     """A reader process: answers one mail after another until the tracker closes its stdin."""
     limits, memory_mb = Limits(**json.loads(argv[0])), int(argv[1])
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the tracker, which then ends its readers
+    # flufl.bounce logs a traceback whenever one of its detectors trips over a mail; the mail is refused with
+    # the reason, so the log needs no traceback per hostile mail.
+    logging.getLogger("flufl.bounce").disabled = True
     resource.setrlimit(resource.RLIMIT_AS, (memory_mb * 1024 * 1024, memory_mb * 1024 * 1024))
-    os.nice(NICENESS)
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # anything else printed goes to the log, not an answer
     requests = sys.stdin.buffer
