@@ -141,11 +141,11 @@ def _cut_short(mail: Message) -> None:
     lines, chars = SCAN_LINES, SCAN_CHARS
     for part in mail.walk():
         payload = part.get_payload()
-        if isinstance(payload, str):
-            kept = "".join(payload[:chars].splitlines(keepends=True)[:lines])
-            lines -= kept.count("\n")
-            chars -= len(kept)
-            part.set_payload(kept)
+        if isinstance(payload, str):  # lines as flufl.bounce reads them: split at "\n" only
+            kept = payload[:chars].split("\n", lines)[:lines]
+            lines -= len(kept)
+            part.set_payload("\n".join(kept))
+            chars -= len(part.get_payload())
 
 
 def _text(value: object, limit: int) -> str:

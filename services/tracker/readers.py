@@ -139,13 +139,13 @@ class MailReaders:
             stdout=asyncio.subprocess.PIPE,
             cwd=ROOT,
         )
-        # At once, before its interpreter has imported much: the tracker's CPU first, from the start.
-        os.setpriority(os.PRIO_PROCESS, process.pid, os.getpriority(os.PRIO_PROCESS, 0) + NICENESS)
         assert process.stdin is not None
         assert process.stdout is not None
         reader = _Reader(process, process.stdin, process.stdout)
         self._readers.add(reader)
         try:
+            # At once, before its interpreter has imported much: the tracker's CPU first, from the start.
+            os.setpriority(os.PRIO_PROCESS, process.pid, os.getpriority(os.PRIO_PROCESS, 0) + NICENESS)
             if await reader.answers.readexactly(len(READY)) != READY:
                 raise RuntimeError("a mail reader process answered garbage at its start")
         except BaseException:
