@@ -17,11 +17,11 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
-from tests.support.stack import ROOT
-
+ROOT = Path(__file__).resolve().parents[2]
 READY = b"sampling\n"
 
 
@@ -35,6 +35,8 @@ class Samples:
         return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
     def summary(self) -> str:
+        if not self.seconds:
+            return "no samples"
         return (
             f"{len(self.seconds)} samples, p50 {self.quantile(0.5) * 1000:.1f} ms, "
             f"p99 {self.quantile(0.99) * 1000:.1f} ms, max {max(self.seconds) * 1000:.1f} ms"
