@@ -78,6 +78,16 @@ class Settings(BaseSettings):
     dispatch_batch_size: int = Field(500, ge=1)
     poll_seconds: float = Field(5.0, gt=0)
 
+    # Inbound mail at the tracker (`/inbound/*`): what one mail may be, and the processes that read it
+    inbound_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)  # 413 beyond
+    inbound_max_parts: int = Field(1000, ge=1)  # 422 beyond, as for the four below
+    inbound_max_depth: int = Field(32, ge=1, le=200)  # deeper, the stdlib's parser would recurse too far
+    inbound_max_header_lines: int = Field(1000, ge=10)  # in one part's header block
+    inbound_max_header_bytes: int = Field(256 * 1024, ge=1024)  # one part's header block
+    inbound_read_seconds: float = Field(5.0, gt=0)  # a reader still busy then is killed and replaced
+    inbound_readers: int = Field(2, ge=1)  # reader processes of one tracker
+    inbound_reader_memory_mb: int = Field(512, ge=128)  # address space of a reader process
+
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"
 
