@@ -2,6 +2,7 @@
 
 import csv
 import io
+import itertools
 
 import pytest
 from hypothesis import given, settings
@@ -19,7 +20,7 @@ def streamed(data: bytes, cuts: list[int], max_record_chars: int = 10_000) -> li
     stream = CsvStream(max_record_chars)
     records = []
     bounds = sorted({0, *(c % (len(data) + 1) for c in cuts), len(data)})
-    for start, end in zip(bounds, bounds[1:], strict=False):
+    for start, end in itertools.pairwise(bounds):
         records += stream.feed(data[start:end])
     records += stream.feed(b"", final=True)
     return records
@@ -37,7 +38,7 @@ def test_any_cutting_reads_the_records_the_whole_file_holds(text: str, bom: bool
 
 
 def test_a_quoted_line_break_split_byte_by_byte() -> None:
-    data = 'email,note\r\na@b.example,"two\r\nlines, one ""quote"""\r\nc@d.example,x'.encode()
+    data = b'email,note\r\na@b.example,"two\r\nlines, one ""quote"""\r\nc@d.example,x'
     assert streamed(data, list(range(len(data)))) == whole_file(data)
     assert whole_file(data)[1] == (3, ["a@b.example", 'two\r\nlines, one "quote"'])
 
