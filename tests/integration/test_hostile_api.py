@@ -474,7 +474,7 @@ async def test_the_planner_skips_a_fine_grid_under_a_small_daily_cap_and_refuses
 
 
 # ── the CSV import streams ─────────────────────────────────────────────────────────────────────────────
-async def test_a_csv_import_is_read_as_it_arrives_and_refused_whole_beyond_its_limits(
+async def test_a_csv_import_is_read_as_it_arrives_and_refused_whole_beyond_its_limits_or_of_another_type(
     api: ApiClient, api_url: str, world: dict[str, Any], rows: Any
 ) -> None:
     before = await rows()
@@ -490,22 +490,33 @@ async def test_a_csv_import_is_read_as_it_arrives_and_refused_whole_beyond_its_l
     many = "email\n" + "".join(f"row{i}-{uuid.uuid4().hex[:6]}@many.example\n" for i in range(5001))
     reply = await api.http.post("/leads/import", files={"file": ("many.csv", many.encode(), "text/csv")})
     assert "5,000 rows" in refused(reply, 413)["error"]
-    # Anything but a multipart upload with a `file` part is refused, never a crash.
+    # Anything but a multipart upload with a `file` part is refused, never a crash; other routes likewise
+    # refuse a body of a type they do not take.
     csv = b"email\nct@lead.example\n"
-    for content_type, content in [
+    cut = (f"multipart/form-data; boundary={BOUNDARY}", multipart_head() + csv)  # the body ends in the file
+    other_part = (
+        f"multipart/form-data; boundary={BOUNDARY}",
+        multipart_head("other") + csv + f"\r\n--{BOUNDARY}--\r\n".encode(),
+    )
+    wrong = [
         ("text/csv", csv),
         ("application/json", b'{"file": "email"}'),
         ("multipart/form-data", csv),
         ("multipart/form-data; boundary=x", csv),
-        (
-            f"multipart/form-data; boundary={BOUNDARY}",
-            multipart_head("other") + csv + f"\r\n--{BOUNDARY}--\r\n".encode(),
-        ),
-        (f"multipart/form-data; boundary={BOUNDARY}", multipart_head() + csv),
+        ("application/x-www-form-urlencoded", b"file=x"),
+    ]
+    for method, path, bodies in [
+        ("POST", "/leads/import", [*wrong, cut, other_part]),
+        ("PUT", f"/leads/{world['lead']['id']}/report", [*wrong, cut, other_part]),
+        ("POST", "/leads", wrong),
+        ("POST", "/auth/token", [*wrong[:4], cut]),
     ]:
-        reply = await api.http.post("/leads/import", content=content, headers={"Content-Type": content_type})
-        assert 400 <= reply.status_code < 500, (content_type, reply.text)
-        refused(reply, reply.status_code)
+        for content_type, content in bodies:
+            reply = await api.http.request(
+                method, path, content=content, headers={"Content-Type": content_type}
+            )
+            assert 400 <= reply.status_code < 500, (path, content_type, reply.text)
+            refused(reply, reply.status_code)
     assert await rows() == before
 
 
