@@ -69,7 +69,7 @@ async def rows(settings: Settings) -> AsyncIterator[Any]:
     async def count() -> dict[str, int]:
         async with sessions() as session:
             query = " UNION ALL ".join(f"SELECT '{t}', count(*) FROM {t}" for t in TABLES)  # noqa: S608
-            return dict((await session.execute(text(query))).all())  # type: ignore[arg-type]
+            return dict((await session.execute(text(query))).all())
 
     yield count
     await engine.dispose()

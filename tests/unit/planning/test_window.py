@@ -116,7 +116,7 @@ def test_window_from_its_stored_form() -> None:
 )
 def test_a_name_outside_the_packages_lists_is_refused(names: dict[str, str]) -> None:
     with pytest.raises(ValueError, match="unknown"):
-        Window(**names)  # type: ignore[arg-type]
+        Window(**names)
 
 
 def test_alpha_3_country_codes_name_the_same_calendars() -> None:
