@@ -24,7 +24,6 @@ from shared.planning.window import is_known_country, is_known_timezone
 # Every input is bounded: strings and lists by length, numbers by the range of the column they go to.
 EMAIL_MAX = 254  # RFC 5321: a forward path of 256 octets, less its angle brackets
 ID_MAX = 100  # ids are opaque strings (UUIDs today)
-NAME_MAX = 200
 TAG_MAX = 100
 FIELD_KEY_MAX = 100
 FIELD_VALUE_MAX = 5000
@@ -69,7 +68,7 @@ Id = Annotated[str, Field(max_length=ID_MAX)]
 Tag = Annotated[str, Field(max_length=TAG_MAX)]
 DomainName = Annotated[str, Field(max_length=253)]
 # A custom field holds text, a 64-bit integer, a finite number (JSON has no NaN or Infinity, nor has JSONB),
-# a boolean or null; an integer beyond 64 bits is kept as a number.
+# a boolean or null; an integer beyond 64 bits becomes a floating-point number.
 FieldValue = (
     Annotated[str, Field(max_length=FIELD_VALUE_MAX)]
     | Annotated[int, Field(ge=INT8_MIN, le=INT8_MAX)]
@@ -136,7 +135,7 @@ class MeOut(BaseModel):
 
 
 class WorkspaceIn(Strict):
-    name: str = Field(min_length=1, max_length=NAME_MAX)
+    name: str = Field(min_length=1, max_length=200)
     admin_email: Email
     admin_password: str = Field(min_length=8, max_length=1024)
 
@@ -166,9 +165,9 @@ class SmtpIn(Strict):
 
 
 class DomainIn(Strict):
-    domain: DomainName
+    domain: str = Field(max_length=253)
     from_email: Email
-    from_name: str = Field("", max_length=NAME_MAX)
+    from_name: str = Field("", max_length=200)
     smtp: SmtpIn
     min_interval_seconds: int | None = Field(None, ge=0, le=86400)
     daily_cap: int | None = Field(None, ge=1, le=INT4_MAX)
@@ -213,7 +212,7 @@ class DomainPatch(Patch):
 
     NULLABLE = frozenset({"daily_cap"})
     from_email: Email | None = None
-    from_name: str | None = Field(None, max_length=NAME_MAX)
+    from_name: str | None = Field(None, max_length=200)
     smtp: SmtpPatch | None = None
     min_interval_seconds: int | None = Field(None, ge=0, le=86400)
     daily_cap: int | None = Field(None, ge=1, le=INT4_MAX)
@@ -243,18 +242,18 @@ class DomainOut(BaseModel):
 # ── leads and templates ────────────────────────────────────────────────────────────────────────────────
 class LeadIn(Strict):
     email: Email
-    first_name: str = Field("", max_length=NAME_MAX)
-    last_name: str = Field("", max_length=NAME_MAX)
-    company: str = Field("", max_length=NAME_MAX)
+    first_name: str = Field("", max_length=200)
+    last_name: str = Field("", max_length=200)
+    company: str = Field("", max_length=200)
     tags: list[Tag] = Field(default_factory=list, max_length=50)
     fields: CustomFields = Field(default_factory=dict, max_length=100)
 
 
 class LeadPatch(Patch):
     email: Email | None = None
-    first_name: str | None = Field(None, max_length=NAME_MAX)
-    last_name: str | None = Field(None, max_length=NAME_MAX)
-    company: str | None = Field(None, max_length=NAME_MAX)
+    first_name: str | None = Field(None, max_length=200)
+    last_name: str | None = Field(None, max_length=200)
+    company: str | None = Field(None, max_length=200)
     tags: list[Tag] | None = Field(None, max_length=50)
     fields: CustomFields | None = Field(None, max_length=100)
 
@@ -272,7 +271,7 @@ class LeadOut(Out):
 
 
 class TemplateIn(Strict):
-    name: str = Field(min_length=1, max_length=NAME_MAX)
+    name: str = Field(min_length=1, max_length=200)
     subject: str = Field(min_length=1, max_length=998)
     body_html: str = Field(min_length=1, max_length=500_000)
     body_text: str | None = Field(None, max_length=500_000)
@@ -282,7 +281,7 @@ class TemplateIn(Strict):
 
 class TemplatePatch(Patch):
     NULLABLE = frozenset({"body_text", "followup_subject", "followup_body_html"})
-    name: str | None = Field(None, min_length=1, max_length=NAME_MAX)
+    name: str | None = Field(None, min_length=1, max_length=200)
     subject: str | None = Field(None, min_length=1, max_length=998)
     body_html: str | None = Field(None, min_length=1, max_length=500_000)
     body_text: str | None = Field(None, max_length=500_000)
@@ -303,7 +302,7 @@ class PreviewOut(BaseModel):
 
 class SuppressionIn(Strict):
     email: Email | None = None
-    domain: DomainName | None = None
+    domain: str | None = Field(None, max_length=253)
     reason: str = Field("manual", max_length=500)
 
     @field_validator("domain")
@@ -435,7 +434,7 @@ class TrackingIn(Strict):
 
 
 class CampaignIn(Strict):
-    name: str = Field(min_length=1, max_length=NAME_MAX)
+    name: str = Field(min_length=1, max_length=200)
     template_id: Id
     audience: AudienceIn
     schedule: ScheduleIn = Field(default_factory=ScheduleIn)
