@@ -70,6 +70,15 @@ class Settings(BaseSettings):
     retry_backoff_seconds: list[int] = [300, 600]
     smtp_allow_private: bool = False
 
+    # What one request may send the api (README "Limits"); each is checked while the body streams in.
+    api_body_max_bytes: int = Field(1024 * 1024, ge=1024)  # every JSON or form body not named below
+    campaign_body_max_bytes: int = Field(8 * 1024 * 1024, ge=1024)  # a wizard payload with static lead ids
+    report_max_bytes: int = Field(5 * 1024 * 1024, ge=1)  # one lead's PDF report
+    import_max_bytes: int = Field(50 * 1024 * 1024, ge=1024)  # one CSV import
+    import_max_rows: int = Field(1_000_000, ge=1)
+    # How far ahead a campaign may start: keeps every date the planner sees within a year or so of now.
+    start_horizon_days: int = Field(365, ge=1, le=3650)
+
     # Workers
     sender_concurrency: int = Field(8, ge=1)
     smtp_timeout_seconds: float = Field(30.0, gt=0)

@@ -10,6 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from services.api.auth import Passwords
 from services.api.envelope import install_error_handlers
+from services.api.gate import Gate
 from services.api.routes import accounts, campaigns, editing, imports, resources, suppressions
 from services.api.service import Accounts
 from shared.observability import RequestIds, health_routes
@@ -33,6 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = runtime
     app.state.accounts = Accounts(runtime.sessions, passwords)
     install_error_handlers(app)
+    app.add_middleware(Gate, settings=settings)  # inside RequestIds: its answers carry the request id too
     app.add_middleware(RequestIds)
     if settings.cors_origins:
         app.add_middleware(

@@ -197,17 +197,16 @@ add_reads(router, "leads", Lead, LeadOut, row_out, "lead", listed=False)
 add_reads(router, "templates", Template, TemplateOut, row_out, "template")
 
 
-MAX_REPORT_BYTES = 5 * 1024 * 1024
-
-
 @router.put("/leads/{lead_id}/report", response_model=Envelope[ReportOut], tags=["leads"])
 async def upload_report(
     request: Request, principal: CurrentPrincipal, lead_id: str, file: Annotated[UploadFile, File()]
 ) -> dict[str, Any]:
-    """The lead's report (a PDF of at most 5 MB), attached to follow-ups of campaigns with `attach_report`."""
-    content = await file.read(MAX_REPORT_BYTES + 1)
-    if len(content) > MAX_REPORT_BYTES:
-        raise ApiError(413, "payload_too_large", "a report may be at most 5 MB")
+    """The lead's report (a PDF of at most MAILDASH_REPORT_MAX_BYTES, 5 MB), attached to follow-ups of
+    campaigns with `attach_report`."""
+    most = request.app.state.runtime.settings.report_max_bytes
+    content = await file.read(most + 1)
+    if len(content) > most:
+        raise ApiError(413, "payload_too_large", f"a report may be at most {most:,} bytes")
     if not content.startswith(b"%PDF-"):
         raise invalid("the report must be a PDF file", ["body", "file"])
     filename = searchable((file.filename or "report.pdf").rsplit("/", 1)[-1][:200], "file") or "report.pdf"
