@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.render import DEFAULT_LIMITS
+
 # Development-only values. Anything listed here is refused when MAILDASH_ENV=production.
 DEV_SECRETS = {
     "jwt_secret": "dev-only-jwt-secret-change-me-not-for-production",
@@ -73,6 +75,13 @@ class Settings(BaseSettings):
     sending_lease_seconds: int = Field(300, ge=10)
     dispatch_batch_size: int = Field(500, ge=1)
     poll_seconds: float = Field(5.0, gt=0)
+
+    # Templates are tenant code (shared/render_pool.py): what one may be, make and take
+    template_source_max_chars: int = Field(DEFAULT_LIMITS.source_chars, ge=1)  # per template field
+    template_output_max_chars: int = Field(DEFAULT_LIMITS.output_chars, ge=1)  # per rendered part
+    template_render_seconds: float = Field(2.0, gt=0)  # compiling and rendering one e-mail, preview or save
+    template_memory_mb: int = Field(256, ge=64)  # address space of each render worker
+    template_workers: int = Field(2, ge=1)  # render worker processes per api and sender process
 
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"
