@@ -1,4 +1,10 @@
-"""Deliver one `SendMessage`: claim, render, MAIL FROM (commit); RCPT, DATA; settle (commit). At most once."""
+"""Deliver one `SendMessage`: claim, render, MAIL FROM (commit); RCPT, DATA; settle (commit). At most once.
+
+Whatever goes wrong with one message ends that message, never the command's delivery: a cause in its data
+(a template over its limits, content an e-mail cannot carry, a password the key cannot decrypt) fails it
+with the reason, a database that went away leaves it to be re-planned. Redelivering the command could only
+fail the same way until it dead-letters, leaving the message `dispatched` and its campaign unfinished.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,6 @@ import asyncio
 import dataclasses
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import partial
 
 import asyncpg
 import structlog
@@ -22,22 +27,28 @@ from shared.db.models import MessageStatus
 from shared.events import Event, MessageBounced, MessageFailed, MessageSent, SendMessage
 from shared.planning.slots import retry_not_before, send_grace
 from shared.planning.window import Window
-from shared.render import Letter, RenderError, build, lead_variables, return_path
+from shared.render import Letter, RenderError, lead_variables, return_path
+from shared.render_pool import RendererUnavailable, RenderPool
 from shared.settings import Settings
 
 log = structlog.get_logger()
 
 
+# The database went away or chose us as a deadlock victim, or no render worker could start: nothing about the
+# message. Its claim is rolled back, so it stays `dispatched` and the scheduler's reconciler re-plans it.
+TRANSIENT = (*repo.TRANSIENT, RendererUnavailable)
+
+
 @dataclass
 class Attempt:
-    """A claimed message ready for its SMTP transaction (or failed already: its template cannot render)."""
+    """A claimed message ready for its SMTP transaction, or failed already (`failure`: it cannot be made)."""
 
     message: Claim
     email: bytes | None  # as it goes on the wire
     failure: Outcome | None
-    transaction: SmtpTransaction
+    transaction: SmtpTransaction | None
     notes: dict[str, str]  # recorded with the outcome, e.g. whether a report was attached
-    throttled: bool  # the domain has an interval: this transaction holds its turn
+    throttled: bool = False  # the domain has an interval: this transaction holds its turn
 
 
 OUTCOMES = Counter("maildash_sender_outcomes_total", "SMTP attempts by outcome", ["outcome"])
@@ -49,24 +60,30 @@ def followup_subject(message: Claim) -> str:
 
 
 class Sender:
-    """Open with `async with`: a pool of database connections (one per concurrent attempt at most)."""
+    """Open with `async with`: a pool of database connections (one per concurrent attempt at most) and the
+    render workers that make the e-mails."""
 
     def __init__(self, settings: Settings, clock: Clock) -> None:
         self._settings = settings
         self._clock = clock
+        self._templates = RenderPool.from_settings(settings)
         self._slots = asyncio.Semaphore(settings.sender_concurrency)
         self._smtp = SmtpPool(settings.smtp_timeout_seconds, settings.smtp_ca_file)
         self._pool: asyncpg.Pool | None = None
 
     async def __aenter__(self) -> Sender:
         self._pool = await repo.connect_pool(self._settings.database_url, self._settings.sender_concurrency)
+        await self._templates.__aenter__()
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        """Log out of the idle SMTP sessions; close the database connections."""
-        await self._smtp.close()
-        if self._pool is not None:
-            await self._pool.close()
+        """Log out of the idle SMTP sessions; close the database connections; stop the render workers."""
+        try:
+            await self._smtp.close()
+            if self._pool is not None:
+                await self._pool.close()
+        finally:
+            await self._templates.__aexit__()
 
     @property
     def _db(self) -> asyncpg.Pool:
@@ -88,21 +105,43 @@ class Sender:
                 attempt = await self._claim(db, command)
                 if attempt is None:
                     return
-                sender = return_path(str(attempt.message.id), attempt.message.domain_used)
-                outcome = attempt.failure or await attempt.transaction.begin(sender)
+                outcome = attempt.failure or await self._begin(attempt)
                 if outcome is None and attempt.throttled:
                     # The domain's last send is when its server accepted MAIL FROM: what the next turn counts
                     # from. The row is still locked by this claim.
                     await repo.mark_domain_send(db, attempt.message.sending_domain_id, self._clock())
-        except BaseException:
-            if attempt is not None:
+        except BaseException as error:
+            if attempt is not None and attempt.transaction is not None:
                 await attempt.transaction.abandon()
-            raise
+            if not isinstance(error, TRANSIENT):
+                raise
+            log.warning(
+                "sender.message.unclaimed", message_id=str(command.message_id), error=str(error)[:200]
+            )
+            return
         # Committed as `sending`: from here a crash leaves it to the reconciler (`interrupted`).
-        if outcome is None and attempt.email is not None:
-            outcome = await attempt.transaction.finish(attempt.message.email, attempt.email)
-        assert outcome is not None
+        if outcome is None:
+            outcome = await self._finish(attempt)
         await self._settle_surely(attempt, outcome)
+
+    async def _begin(self, attempt: Attempt) -> Outcome | None:
+        """MAIL FROM; None when the server accepted it. Nothing has been sent yet whatever goes wrong."""
+        assert attempt.transaction is not None, "a message that can be sent has its transaction"
+        try:
+            return await attempt.transaction.begin(
+                return_path(str(attempt.message.id), attempt.message.domain_used)
+            )
+        except Exception as error:  # the SMTP adapter answers every failure it knows as an outcome
+            return _unexpected("before MAIL FROM was accepted", error)
+
+    async def _finish(self, attempt: Attempt) -> Outcome:
+        """RCPT and DATA. Whether an unexpected error left the e-mail delivered is unknown: never retried."""
+        assert attempt.transaction is not None, "begun, so it has its transaction"
+        assert attempt.email is not None, "begun, so it has its e-mail"
+        try:
+            return await attempt.transaction.finish(attempt.message.email, attempt.email)
+        except Exception as error:
+            return _unexpected("during RCPT or DATA", error)
 
     async def _settle_surely(self, attempt: Attempt, outcome: Outcome) -> None:
         """The server has answered: record it, retrying while the database is away (recording is guarded,
@@ -134,6 +173,11 @@ class Sender:
         if not message.may_receive:
             await repo.cancel(db, message, f"lead is {message.lead_status} or suppressed")
             return None
+        # Made before the domain's turn is taken: a slow template must not hold the domain's row locked, and a
+        # message that fails without sending takes no turn.
+        attempt = await self._prepare(db, message)
+        if attempt.failure is not None:
+            return attempt
         gap = timedelta(seconds=message.min_interval_seconds) - send_grace(
             message.min_interval_seconds, self._settings.send_grace_seconds
         )
@@ -143,27 +187,38 @@ class Sender:
                 "sender.message.deferred", message_id=str(message.id), not_before=not_before.isoformat()
             )
             return None
-        letter = self._letter(message)
+        attempt.throttled = gap > timedelta(0)
+        return attempt
+
+    async def _prepare(self, db: asyncpg.Connection, message: Claim) -> Attempt:
+        """The e-mail (rendered and assembled in a render worker) and the SMTP transaction of a claimed
+        message; failed at once, without retry, when either cannot be made: it would fail again."""
         notes: dict[str, str] = {}
-        if message.is_followup and message.followup_attach_report:
-            report = await repo.report_of(db, message.lead_id)
-            letter = dataclasses.replace(letter, attachment=report)
-            notes["report"] = "attached" if report else "none: the lead has no report"
-        email, failure = None, None
         try:
-            email = build(letter, self._clock())
+            letter = self._letter(message)
+            if message.is_followup and message.followup_attach_report:
+                report = await repo.report_of(db, message.lead_id)
+                letter = dataclasses.replace(letter, attachment=report)
+                notes["report"] = "attached" if report else "none: the lead has no report"
+            email = await self._templates.build(letter, self._clock())
+            transaction = self._smtp.transaction(self._account(message))
+        except TRANSIENT:
+            raise
         except RenderError as error:
-            failure = Outcome(Kind.FAILED, str(error), retryable=False)
+            return Attempt(message, None, Outcome(Kind.FAILED, str(error), retryable=False), None, notes)
+        except Exception as error:
+            return Attempt(message, None, _unexpected("while it was prepared", error), None, notes)
+        return Attempt(message, email, None, transaction, notes)
+
+    def _account(self, message: Claim) -> Account:
         password = message.smtp_password_encrypted
-        account = Account(
+        return Account(
             message.smtp_host,
             message.smtp_port,
             message.smtp_username,
             crypto.decrypt(self._settings.encryption_key, password) if password else None,
             message.smtp_security,
         )
-        transaction = self._smtp.transaction(account)
-        return Attempt(message, email, failure, transaction, notes, throttled=gap > timedelta(0))
 
     def _letter(self, message: Claim) -> Letter:
         secret = self._settings.tracking_secret
@@ -180,9 +235,7 @@ class Sender:
             variables=lead_variables(message, message.from_name),
             tracker_url=self._settings.public_tracker_url.rstrip("/"),
             open_token=tokens.sign_message(secret, "open", str(message.id)) if message.track_opens else None,
-            click_signer=partial(tokens.sign_message, secret, "click", str(message.id))
-            if message.track_clicks
-            else None,
+            click_secret=secret if message.track_clicks else None,
             unsubscribe_token=tokens.sign_message(secret, "unsubscribe", str(message.id)),
             smtp_message_id=message.smtp_message_id,
             in_reply_to=message.parent_smtp_message_id if followup else None,
@@ -232,3 +285,10 @@ class Sender:
             reason=outcome.reason or None,
             retry_at=retry_at.isoformat() if retry_at else None,
         )
+
+
+def _unexpected(when: str, error: Exception) -> Outcome:
+    """An error no step expects, e.g. a stored password the encryption key cannot decrypt: the message
+    fails with it, without retry (it would most likely fail again), and the campaign goes on."""
+    log.error("sender.message.crashed", when=when, error=f"{type(error).__name__}: {error}"[:500])
+    return Outcome(Kind.FAILED, f"failed {when}: {type(error).__name__}: {error}"[:1000], retryable=False)
