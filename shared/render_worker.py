@@ -13,19 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pickle
 import resource
 import signal
 import struct
 import sys
-import time
 from typing import Any, BinaryIO
 
 from shared.render import RenderError, TemplateLimits, build, compile_template, render
 
-# Below the service that owns it: tenant code never takes a core from the requests of every other tenant.
-NICENESS = 5
 REQUEST = struct.Struct("!I")  # length of the pickled job
 ANSWER = struct.Struct("!II")  # lengths of the JSON header and of the raw bytes after it
 READY = {"ready": True}
@@ -68,17 +64,6 @@ def perform(job: tuple[Any, ...], limits: TemplateLimits) -> tuple[dict[str, Any
         return {"error": f"the e-mail cannot be built: {type(error).__name__}: {error}"}, b""
 
 
-def _limit_cpu(seconds: float) -> None:
-    """A backstop should the parent be gone and unable to kill us: SIGXCPU ends the process once this job
-    has used `seconds` more CPU time (whole seconds, rounded up) than the process had used before it."""
-    used = time.process_time()
-    soft = int(used + seconds) + 2
-    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
-    resource.setrlimit(
-        resource.RLIMIT_CPU, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard)
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--source-chars", type=int, required=True)
@@ -87,10 +72,6 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, required=True)
     options = parser.parse_args()
     limits = TemplateLimits(source_chars=options.source_chars, output_chars=options.output_chars)
-    signal.signal(
-        signal.SIGINT, signal.SIG_IGN
-    )  # a Ctrl-C in the terminal is for the service, which stops us
-    os.nice(NICENESS)
     memory = options.memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     requests, answers = sys.stdin.buffer, sys.stdout.buffer
@@ -98,8 +79,12 @@ def main() -> None:
     answers.write(answer_frame(READY))
     answers.flush()
     while (job := read_request(requests)) is not None:
-        _limit_cpu(options.seconds)
-        answers.write(answer_frame(*perform(job, limits)))
+        # Should the service be gone and unable to kill us: SIGPROF (its default action ends the process, even
+        # inside C code) after twice the job's deadline in CPU time. The service's own deadline comes first.
+        signal.setitimer(signal.ITIMER_PROF, 2 * options.seconds + 1)
+        answer = answer_frame(*perform(job, limits))
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        answers.write(answer)
         answers.flush()
 
 

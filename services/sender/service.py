@@ -39,6 +39,15 @@ log = structlog.get_logger()
 TRANSIENT = (*repo.TRANSIENT, RendererUnavailable)
 
 
+@dataclass(frozen=True)
+class Draft:
+    """A message's e-mail as it goes on the wire, made before its claim; or why it cannot be made."""
+
+    email: bytes | None
+    failure: Outcome | None
+    notes: dict[str, str]  # recorded with the outcome, e.g. whether a report was attached
+
+
 @dataclass
 class Attempt:
     """A claimed message ready for its SMTP transaction, or failed already (`failure`: it cannot be made)."""
@@ -95,14 +104,24 @@ class Sender:
             await self._handle(command)
 
     async def _handle(self, command: SendMessage) -> None:
-        """Claim → begin the SMTP transaction → commit the claim → RCPT/DATA → record the outcome.
+        """Make the e-mail → claim → begin the SMTP transaction → commit the claim → RCPT/DATA → record.
 
         The claim transaction share-locks the campaign until the server accepted MAIL FROM, so `pause` and
-        `stop` return only once every transaction that will ever start for the campaign has started."""
+        `stop` return only once every transaction that will ever start for the campaign has started. So the
+        e-mail is made before it, from the message as it is then: a template may take seconds to render,
+        and a lock held that long would keep a pause or stop of its campaign waiting."""
+        if self._clock() > command.deadline:
+            async with self._db.acquire() as db:
+                await repo.release_late(db, command.message_id)
+            log.info("sender.message.late", message_id=str(command.message_id))
+            return
         attempt = None
         try:
+            draft = await self._draft(command)
+            if draft is None:
+                return
             async with self._db.acquire() as db, db.transaction():
-                attempt = await self._claim(db, command)
+                attempt = await self._claim(db, command, draft)
                 if attempt is None:
                     return
                 outcome = attempt.failure or await self._begin(attempt)
@@ -160,24 +179,44 @@ class Sender:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
-    async def _claim(self, db: asyncpg.Connection, command: SendMessage) -> Attempt | None:
-        if self._clock() > command.deadline:
-            await repo.release_late(db, command.message_id)
-            log.info("sender.message.late", message_id=str(command.message_id))
-            return None
+    async def _draft(self, command: SendMessage) -> Draft | None:
+        """The e-mail of the message as it is now (None: there is nothing to claim), made in a render worker
+        with no database connection held; its failure when it cannot be made."""
+        async with self._db.acquire() as db:
+            message = await repo.peek(db, command.message_id, command.campaign_id)
+            if message is None:
+                _skipped(command)
+                return None
+            letter, notes = self._letter(message), {}
+            if message.is_followup and message.followup_attach_report:
+                report = await repo.report_of(db, message.lead_id)
+                letter = dataclasses.replace(letter, attachment=report)
+                notes["report"] = "attached" if report else "none: the lead has no report"
+        try:
+            return Draft(await self._templates.build(letter, self._clock()), None, notes)
+        except TRANSIENT:
+            raise
+        except RenderError as error:
+            return Draft(None, Outcome(Kind.FAILED, str(error), retryable=False), notes)
+        except Exception as error:
+            return Draft(None, _unexpected("while its e-mail was made", error), notes)
+
+    async def _claim(self, db: asyncpg.Connection, command: SendMessage, draft: Draft) -> Attempt | None:
         message = await repo.claim(db, command.message_id, command.campaign_id, self._clock())
         if message is None:
-            # A duplicate, or the campaign is paused or stopped: the scheduler takes the command back.
-            log.info("sender.message.skipped", message_id=str(command.message_id))
+            _skipped(command)
             return None
         if not message.may_receive:
             await repo.cancel(db, message, f"lead is {message.lead_status} or suppressed")
             return None
-        # Made before the domain's turn is taken: a slow template must not hold the domain's row locked, and a
-        # message that fails without sending takes no turn.
-        attempt = await self._prepare(db, message)
-        if attempt.failure is not None:
-            return attempt
+        if draft.failure is not None:  # no SMTP transaction: it takes no turn of the domain
+            return Attempt(message, None, draft.failure, None, draft.notes)
+        try:
+            transaction = self._smtp.transaction(self._account(message))
+        except Exception as error:
+            return Attempt(
+                message, None, _unexpected("before its SMTP transaction", error), None, draft.notes
+            )
         gap = timedelta(seconds=message.min_interval_seconds) - send_grace(
             message.min_interval_seconds, self._settings.send_grace_seconds
         )
@@ -187,28 +226,7 @@ class Sender:
                 "sender.message.deferred", message_id=str(message.id), not_before=not_before.isoformat()
             )
             return None
-        attempt.throttled = gap > timedelta(0)
-        return attempt
-
-    async def _prepare(self, db: asyncpg.Connection, message: Claim) -> Attempt:
-        """The e-mail (rendered and assembled in a render worker) and the SMTP transaction of a claimed
-        message; failed at once, without retry, when either cannot be made: it would fail again."""
-        notes: dict[str, str] = {}
-        try:
-            letter = self._letter(message)
-            if message.is_followup and message.followup_attach_report:
-                report = await repo.report_of(db, message.lead_id)
-                letter = dataclasses.replace(letter, attachment=report)
-                notes["report"] = "attached" if report else "none: the lead has no report"
-            email = await self._templates.build(letter, self._clock())
-            transaction = self._smtp.transaction(self._account(message))
-        except TRANSIENT:
-            raise
-        except RenderError as error:
-            return Attempt(message, None, Outcome(Kind.FAILED, str(error), retryable=False), None, notes)
-        except Exception as error:
-            return Attempt(message, None, _unexpected("while it was prepared", error), None, notes)
-        return Attempt(message, email, None, transaction, notes)
+        return Attempt(message, draft.email, None, transaction, draft.notes, throttled=gap > timedelta(0))
 
     def _account(self, message: Claim) -> Account:
         password = message.smtp_password_encrypted
@@ -292,3 +310,8 @@ def _unexpected(when: str, error: Exception) -> Outcome:
     fails with it, without retry (it would most likely fail again), and the campaign goes on."""
     log.error("sender.message.crashed", when=when, error=f"{type(error).__name__}: {error}"[:500])
     return Outcome(Kind.FAILED, f"failed {when}: {type(error).__name__}: {error}"[:1000], retryable=False)
+
+
+def _skipped(command: SendMessage) -> None:
+    """A duplicate, or the campaign is paused or stopped: the scheduler takes the command back."""
+    log.info("sender.message.skipped", message_id=str(command.message_id))

@@ -228,7 +228,12 @@ async def test_a_message_that_cannot_be_sent_fails_alone_and_nothing_dead_letter
 
 
 def children(pid: int) -> set[int]:
-    return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+    """The processes `pid` started, from any of its threads."""
+    return {
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    }
 
 
 def alive(pid: int) -> bool:
