@@ -175,7 +175,13 @@ def _render(part: str, source: str, variables: dict[str, Any], limits: TemplateL
         raise
     except Exception as error:  # template code can raise anything (1 / 0, a bad filter argument …)
         raise RenderError(f"template {part} failed to render: {_reason(error)}", part) from error
-    return "".join(pieces)
+    text = "".join(pieces)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:  # `'%c' % 55296`: a lone surrogate no e-mail or JSON can carry
+            raise RenderError(f"template {part} renders text that is not valid Unicode", part) from error
+    return text
 
 
 class _TextExtractor(HTMLParser):

@@ -132,6 +132,13 @@ async def test_a_preview_past_the_output_or_memory_limit_answers_422(stack: Stac
     assert refused.json()["fields"][0]["loc"] == ["body", "body_html"]
 
 
+async def test_a_preview_of_text_no_response_can_carry_answers_422(stack: Stack) -> None:
+    template = await stack.api.template(body_html="<p>{{ '%c' % 55296 }}</p>")  # a lone surrogate
+    refused = await preview(stack.api, template, await a_lead(stack.api))
+    assert refused.status_code == 422, refused.text
+    assert "not valid Unicode" in refused.json()["error"]
+
+
 async def test_a_template_cannot_change_lead_data(stack: Stack) -> None:
     template = await stack.api.template(
         subject="{{ fields.update({'city': 'Evil'}) }}Hello", body_html="<p>{{ fields.city }}</p>"

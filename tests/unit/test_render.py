@@ -205,3 +205,8 @@ def test_a_source_over_its_size_limit_is_refused_naming_the_field() -> None:
 def test_a_template_that_cannot_compile_is_refused_with_the_reason(source: str, reason: str) -> None:
     with pytest.raises(RenderError, match=f"body_text: .*{reason}"):
         compile_template("body_text", source, TemplateLimits())
+
+
+def test_text_that_is_not_valid_unicode_is_refused() -> None:
+    with pytest.raises(RenderError, match="subject renders text that is not valid Unicode"):
+        build(letter(subject="Hi {{ '%c' % 55296 }}"), NOW)
