@@ -72,9 +72,16 @@ class _Process:
         assert popen.stdout is not None, "piped"
         loop = asyncio.get_running_loop()
         answers = asyncio.StreamReader()
-        reading, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(answers), popen.stdout)
-        # A request is written whole while the worker waits for it: no flow control needed.
-        requests, _ = await loop.connect_write_pipe(asyncio.BaseProtocol, popen.stdin)
+        try:
+            reading, _ = await loop.connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(answers), popen.stdout
+            )
+            # A request is written whole while the worker waits for it: no flow control needed.
+            requests, _ = await loop.connect_write_pipe(asyncio.BaseProtocol, popen.stdin)
+        except BaseException:
+            popen.kill()
+            await asyncio.to_thread(popen.wait)
+            raise
         return cls(popen, requests, reading, answers)
 
     async def wait(self, timeout: float | None = None) -> int:
@@ -89,6 +96,8 @@ class _Worker:
         self._process: _Process | None = None
 
     async def start(self) -> _Process:
+        if self._process is not None and self._process.popen.poll() is not None:
+            await self.stop()  # it died between jobs (the OOM killer, an operator): not the next job's fault
         if self._process is None:
             self._process = await _Process.start(self._arguments)
         return self._process

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 import uuid
@@ -23,6 +24,8 @@ from services.scheduler.main import create_app as create_scheduler
 from shared import crypto
 from shared.db import asyncpg_dsn
 from shared.messaging import remove_topology
+from shared.render import TemplateLimits
+from shared.render_pool import RenderPool
 from shared.settings import Settings
 from tests.support.api import ApiClient
 from tests.support.broker import dead_letters
@@ -262,3 +265,21 @@ async def test_render_workers_end_with_their_service(
             break
         await asyncio.sleep(0.1)
     assert not any(alive(pid) for pid in workers)
+
+
+def render_workers(pid: int) -> set[int]:
+    return {
+        child for child in children(pid) if b"render_worker" in Path(f"/proc/{child}/cmdline").read_bytes()
+    }
+
+
+async def test_a_render_worker_that_died_between_jobs_is_replaced_before_the_next_one() -> None:
+    async with RenderPool(TemplateLimits(), workers=1, seconds=5.0, memory_mb=256) as pool:
+        await pool.check({"subject": "Hello {{ first_name }}"})
+        [worker] = render_workers(os.getpid())
+        os.kill(worker, signal.SIGKILL)  # as the OOM killer would
+        for _ in range(100):
+            if not alive(worker):
+                break
+            await asyncio.sleep(0.01)
+        await pool.check({"subject": "Hello {{ first_name }}"})  # not blamed on this template
