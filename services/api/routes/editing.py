@@ -13,7 +13,7 @@ from services.api.auth import CurrentPrincipal
 from services.api.envelope import Envelope, conflict
 from services.api.repository import Repository
 from services.api.routes.deps import unit_of_work
-from services.api.routes.resources import check_smtp_host, check_templates, domain_out, renders, row_out
+from services.api.routes.resources import check_smtp_host, check_templates, domain_out, row_out, template_job
 from services.api.schemas import (
     DeletedOut,
     DomainOut,
@@ -168,5 +168,5 @@ async def preview_template(
         unsubscribe_token=tokens.sign_message(settings.tracking_secret, "unsubscribe", message_id),
         smtp_message_id=f"<{message_id}@example.com>",
     )
-    rendered = await renders(request.app.state.templates.render(letter))
+    rendered = await template_job(request.app.state.templates.render(letter))
     return {"data": {"subject": rendered.subject, "html": rendered.html, "text": rendered.text}}

@@ -123,10 +123,11 @@ async def check_templates(request: Request, body: TemplateIn | TemplatePatch) ->
     """422 unless every template field sent compiles within its limits (in a render worker: compiling a
     tenant's template is running its code)."""
     sources = {name: source for name in TEMPLATE_PARTS if (source := getattr(body, name)) is not None}
-    await renders(request.app.state.templates.check(sources))
+    if sources:
+        await template_job(request.app.state.templates.check(sources))
 
 
-async def renders(job: Awaitable[T]) -> T:
+async def template_job(job: Awaitable[T]) -> T:
     """A render pool job, its template's failure answered 422 and a pool that cannot work 503."""
     try:
         return await job
