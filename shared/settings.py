@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.render import DEFAULT_LIMITS
+
 # Development-only values. Anything listed here is refused when MAILDASH_ENV=production.
 DEV_SECRETS = {
     "jwt_secret": "dev-only-jwt-secret-change-me-not-for-production",
@@ -96,6 +98,13 @@ class Settings(BaseSettings):
     inbound_read_seconds: float = Field(5.0, gt=0)  # a reader still busy then is killed and replaced
     inbound_readers: int = Field(2, ge=1)  # reader processes of one tracker
     inbound_reader_memory_mb: int = Field(512, ge=128)  # address space of a reader process
+
+    # Templates are tenant code (shared/render_pool.py): what one may be, make and take
+    template_source_max_chars: int = Field(DEFAULT_LIMITS.source_chars, ge=1)  # per template field
+    template_output_max_chars: int = Field(DEFAULT_LIMITS.output_chars, ge=1)  # per rendered part
+    template_render_seconds: float = Field(2.0, gt=0)  # compiling and rendering one e-mail, preview or save
+    template_memory_mb: int = Field(256, ge=64)  # address space of each render worker
+    template_workers: int = Field(2, ge=1)  # render worker processes per api and sender process
 
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"

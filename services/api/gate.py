@@ -24,11 +24,19 @@ from shared.settings import Settings
 PREFIX = "/api/v1"
 PUBLIC = frozenset({("POST", f"{PREFIX}/auth/token")})
 MULTIPART_ENVELOPE = 64 * 1024  # boundaries and part headers around an uploaded file
+# A template's source fields (subject, bodies, follow-up subject and body) at their size limit, each character
+# at its longest in JSON (a surrogate pair escaped as two \uXXXX: 12 bytes): a template the render limits
+# accept is never refused for its body's size, so its answer is the 422 that names the field.
+TEMPLATE_SOURCE_FIELDS = 5
+JSON_BYTES_PER_CHAR = 12
 
 
 def route_limits(settings: Settings) -> dict[tuple[str, str], int]:
     """Bodies larger than the default (`MAILDASH_API_BODY_MAX_BYTES`), by method and route path."""
+    template = TEMPLATE_SOURCE_FIELDS * JSON_BYTES_PER_CHAR * settings.template_source_max_chars
     return {
+        ("POST", "/templates"): max(template, settings.api_body_max_bytes),
+        ("PATCH", "/templates/{template_id}"): max(template, settings.api_body_max_bytes),
         ("POST", "/leads/import"): settings.import_max_bytes + MULTIPART_ENVELOPE,
         ("PUT", "/leads/{lead_id}/report"): settings.report_max_bytes + MULTIPART_ENVELOPE,
         ("POST", "/campaigns"): settings.campaign_body_max_bytes,

@@ -103,20 +103,9 @@ class Claim:
         return not (self.is_followup and self.lead_status == LeadStatus.REPLIED)
 
 
-# dispatched → sending, under a share lock on the campaign: a pause or stop waits for this transaction, and
-# one already committed leaves the command without a claim. The suppression check uses the unique indexes:
-# the address itself, or its domain or any parent domain of it.
-CLAIM = """
-WITH campaign AS (
-  SELECT * FROM campaigns WHERE id = $2 AND status IN ('scheduled', 'running') FOR SHARE
-), claimed AS (
-  UPDATE messages AS m
-  SET status = 'sending', claimed_at = $3,
-    smtp_message_id = format('<%s.%s@%s>', m.id, m.retry_count, d.domain)
-  FROM campaign, sending_domains AS d
-  WHERE m.id = $1 AND m.status = 'dispatched' AND d.id = m.sending_domain_id
-  RETURNING m.*
-)
+# The message with all its e-mail needs, from `message` (one row of messages' columns) and `campaign`. The
+# suppression check uses the unique indexes: the address itself, or its domain or any parent domain of it.
+_WITH_ALL_IT_NEEDS = """
 SELECT m.id, m.workspace_id, m.campaign_id, m.lead_id, m.sending_domain_id, m.domain_used, m.is_followup,
   m.retry_count, m.smtp_message_id, p.smtp_message_id AS parent_smtp_message_id,
   l.email, l.first_name, l.last_name, l.company, l.fields, l.status AS lead_status,
@@ -132,7 +121,7 @@ SELECT m.id, m.workspace_id, m.campaign_id, m.lead_id, m.sending_domain_id, m.do
   t.subject, t.body_html, t.body_text, t.followup_subject, t.followup_body_html,
   d.domain, d.from_email, d.from_name, d.smtp_host, d.smtp_port, d.smtp_username, d.smtp_password_encrypted,
   d.smtp_security, d.min_interval_seconds
-FROM claimed AS m
+FROM message AS m
 CROSS JOIN campaign AS c
 JOIN leads AS l ON l.id = m.lead_id
 CROSS JOIN LATERAL string_to_array(substring(lower(l.email) FROM '[^@]*$'), '.') AS labels
@@ -140,6 +129,34 @@ JOIN templates AS t ON t.id = c.template_id
 JOIN sending_domains AS d ON d.id = m.sending_domain_id
 LEFT JOIN messages AS p ON p.id = m.parent_message_id
 """
+_SMTP_MESSAGE_ID = "format('<%s.%s@%s>', m.id, m.retry_count, d.domain)"
+
+# dispatched → sending, under a share lock on the campaign: a pause or stop waits for this transaction, and
+# one already committed leaves the command without a claim.
+CLAIM = f"""
+WITH campaign AS (
+  SELECT * FROM campaigns WHERE id = $2 AND status IN ('scheduled', 'running') FOR SHARE
+), message AS (
+  UPDATE messages AS m
+  SET status = 'sending', claimed_at = $3, smtp_message_id = {_SMTP_MESSAGE_ID}
+  FROM campaign, sending_domains AS d
+  WHERE m.id = $1 AND m.status = 'dispatched' AND d.id = m.sending_domain_id
+  RETURNING m.*
+)
+{_WITH_ALL_IT_NEEDS}"""  # noqa: S608 (made of constants only)
+
+# What the claim would return, read without changing or locking anything: the e-mail is made from it before
+# the claim, whose transaction holds the campaign's share lock and must not wait for a template meanwhile.
+PEEK = f"""
+WITH campaign AS (
+  SELECT * FROM campaigns WHERE id = $2 AND status IN ('scheduled', 'running')
+), message AS (
+  SELECT m.id, m.workspace_id, m.campaign_id, m.lead_id, m.sending_domain_id, m.domain_used, m.is_followup,
+    m.retry_count, m.parent_message_id, {_SMTP_MESSAGE_ID} AS smtp_message_id
+  FROM messages AS m JOIN sending_domains AS d ON d.id = m.sending_domain_id
+  WHERE m.id = $1 AND m.status = 'dispatched'
+)
+{_WITH_ALL_IT_NEEDS}"""  # noqa: S608 (made of constants only)
 
 # The outcome in one statement: the message (guarded, so a repeat changes nothing), the campaign marked
 # running, its history, its counters, a hard bounce's lead and suppression, and the event for the outbox.
@@ -209,6 +226,12 @@ async def claim(
 ) -> Claim | None:
     """None: a duplicate or a void command, or the campaign is paused or stopped; nothing to do."""
     row = await db.fetchrow(CLAIM, message_id, campaign_id, now)
+    return None if row is None else Claim(**row)
+
+
+async def peek(db: asyncpg.Connection, message_id: uuid.UUID, campaign_id: uuid.UUID) -> Claim | None:
+    """The claim as it would be now, without making it (None: there would be nothing to claim)."""
+    row = await db.fetchrow(PEEK, message_id, campaign_id)
     return None if row is None else Claim(**row)
 
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, File, Request, UploadFile
-from jinja2 import TemplateSyntaxError
-from jinja2.sandbox import SandboxedEnvironment
 
 from services.api.auth import CurrentPrincipal
 from services.api.envelope import ApiError, Envelope, Page, conflict, invalid
@@ -26,9 +24,12 @@ from services.api.service import not_found_unless
 from shared import crypto
 from shared.db.models import Lead, LeadReport, LeadStatus, SendingDomain, Template
 from shared.public_address import UnusableHost, resolve_public
+from shared.render import RenderError
+from shared.render_pool import RendererUnavailable
 from shared.settings import Settings
 
 router = APIRouter()
+T = TypeVar("T")
 
 
 def domain_out(row: SendingDomain) -> dict[str, Any]:
@@ -112,25 +113,30 @@ async def create_lead(request: Request, principal: CurrentPrincipal, body: LeadI
         return {"data": row_out(row)}
 
 
-_jinja = SandboxedEnvironment()
+TEMPLATE_PARTS = ("subject", "body_html", "body_text", "followup_subject", "followup_body_html")
 
 
-def check_template_syntax(body: TemplateIn | TemplatePatch) -> None:
-    for name in ("subject", "body_html", "body_text", "followup_subject", "followup_body_html"):
-        source = getattr(body, name)
-        if source is None:
-            continue
-        try:
-            _jinja.parse(source)
-        except TemplateSyntaxError as error:
-            raise invalid(
-                f"{name}: template syntax error on line {error.lineno}: {error.message}", ["body", name]
-            ) from error
+async def check_templates(request: Request, body: TemplateIn | TemplatePatch) -> None:
+    """422 unless every template field sent compiles within its limits (in a render worker: compiling a
+    tenant's template is running its code)."""
+    sources = {name: source for name in TEMPLATE_PARTS if (source := getattr(body, name)) is not None}
+    if sources:
+        await template_job(request.app.state.templates.check(sources))
+
+
+async def template_job(job: Awaitable[T]) -> T:
+    """A render pool job, its template's failure answered 422 and a pool that cannot work 503."""
+    try:
+        return await job
+    except RenderError as error:
+        raise invalid(str(error), ["body", error.part] if error.part else ["body"]) from error
+    except RendererUnavailable as error:
+        raise ApiError(503, "unavailable", "templates cannot be rendered right now; try again") from error
 
 
 @router.post("/templates", status_code=201, response_model=Envelope[TemplateOut], tags=["templates"])
 async def create_template(request: Request, principal: CurrentPrincipal, body: TemplateIn) -> dict[str, Any]:
-    check_template_syntax(body)
+    await check_templates(request, body)
     async with unit_of_work(request, principal) as repo:
         row = Template(**body.model_dump())
         repo.add(row)
