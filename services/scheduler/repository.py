@@ -20,6 +20,7 @@ from shared.db.models import (
     SendingDomain,
 )
 from shared.planning import Reservation
+from shared.planning.slots import unplanned_reason
 
 ACTIVE_CAMPAIGN = (CampaignStatus.SCHEDULED, CampaignStatus.RUNNING)
 UNSENT = (MessageStatus.PLANNED, MessageStatus.DISPATCHED)
@@ -38,6 +39,7 @@ COPY_COLUMNS = (
     "is_followup",
     "parent_message_id",
     "retry_count",
+    "last_error",
 )
 
 
@@ -75,11 +77,14 @@ def new_message(
     lead_id: uuid.UUID,
     domain_id: uuid.UUID,
     domain_name: str,
-    slot: Reservation,
+    slot: Reservation | None,
     not_before: datetime,
     parent_id: uuid.UUID | None = None,
 ) -> tuple[Any, ...]:
-    """A planned message as a COPY record (columns in COPY_COLUMNS order)."""
+    """A planned message as a COPY record (columns in COPY_COLUMNS order); without a slot (none free within
+    the planner's horizon) a failed one that says so, holding no slot."""
+    start, end = (slot.start, slot.end) if slot else (not_before, not_before)
+    status = MessageStatus.PLANNED if slot else MessageStatus.FAILED
     return (
         uuid.uuid4(),
         campaign.workspace_id,
@@ -87,13 +92,14 @@ def new_message(
         lead_id,
         domain_id,
         domain_name,
-        slot.start,
-        slot.end,
+        start,
+        end,
         not_before,
-        MessageStatus.PLANNED.value,
+        status.value,
         parent_id is not None,
         parent_id,
         0,
+        None if slot else unplanned_reason(not_before),
     )
 
 
@@ -150,6 +156,17 @@ async def unsent_for_update(session: AsyncSession, *where: Any) -> list[Message]
         .with_for_update()
     )
     return list(rows)
+
+
+async def fail_unplanned(session: AsyncSession, message_id: uuid.UUID, reason: str) -> bool:
+    """An unsent message that no slot within the planner's horizon can take: failed, with the reason."""
+    failed = await session.scalar(
+        update(Message)
+        .where(Message.id == message_id, Message.status.in_(UNSENT))
+        .values(status=MessageStatus.FAILED, last_error=reason)
+        .returning(Message.id)
+    )
+    return failed is not None
 
 
 async def move_slot(session: AsyncSession, message_id: uuid.UUID, slot: Reservation) -> None:
