@@ -6,6 +6,7 @@ from sqlalchemy import select
 
 from services.api.envelope import conflict
 from services.api.repository import Repository
+from shared import message_states
 from shared.clock import utcnow
 from shared.db import message_store
 from shared.db.message_store import on_session
@@ -45,8 +46,10 @@ async def change(repo: Repository, campaign: Campaign, action: Action) -> Campai
 async def resend(repo: Repository, message: Message) -> Message:
     """Plan a `failed` message again, like a retry: the scheduler gives it the next free slot from now. A
     completed campaign runs again."""
-    if message.status != MessageStatus.FAILED:
-        raise conflict(f"only a failed message can be resent; this one is {message.status}")
+    try:
+        message_states.transition(MessageStatus(message.status), "resend")
+    except message_states.InvalidMessageTransition as error:
+        raise conflict(f"only a failed message can be resent; this one is {message.status}") from error
     campaign = await repo.session.get_one(Campaign, message.campaign_id, with_for_update=True)
     if campaign.status == CampaignStatus.STOPPED:
         raise conflict("the campaign is stopped")
