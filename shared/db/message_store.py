@@ -433,7 +433,6 @@ async def plan(
     """New planned messages (COPY_COLUMNS records, status `planned`), counted in total and per slot day."""
     if not rows:
         return
-    assert all(row[COPY_COLUMNS.index("status")] == TRANSITIONS["plan"].target for row in rows)
     days = [day for day, n in per_day.items() if n]
     await db.fetch(PLANNED, campaign_id, days, [per_day[day] for day in days], len(rows))
     await db.copy_records_to_table("messages", records=rows, columns=COPY_COLUMNS)
