@@ -1,4 +1,7 @@
-"""Build the e-mail for one message: Jinja2 sandbox rendering, tracking pixel, compliance headers. Pure."""
+"""Build the e-mail for one message: Jinja2 sandbox rendering, tracking pixel, compliance headers. Pure.
+
+Templates are tenant code. The sandbox bounds what they may touch and how much they may output; how long they
+run and how much memory they take is bounded by the process they run in (`shared.render_pool`)."""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ import functools
 import html
 import re
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email import policy
@@ -21,24 +23,44 @@ from html.parser import HTMLParser
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlencode
 
-from jinja2 import Template, TemplateError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import Template, TemplateError, TemplateSyntaxError
+from jinja2.exceptions import SecurityError
+from jinja2.runtime import Context
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-_env = SandboxedEnvironment(autoescape=False)
-_html_env = SandboxedEnvironment(autoescape=True)
-
+from shared import tokens
+from shared.headers import one_line
 
 # compat32's MIME classes take headers as given: several times cheaper than `EmailMessage`, which parses
-# every header set on it, and sending is the product's hottest path. ASCII headers are not folded, so
-# List-Unsubscribe and Message-ID stay plain; a non-ASCII subject becomes RFC 2047 words of at most 76.
+# every header set on it, and sending is the product's hottest path. Taken as given, a value must not hold
+# anything Python reads as a line break: every value passes `one_line`. ASCII headers are not folded, so
+# List-Unsubscribe and Message-ID stay plain; a non-ASCII subject or display name becomes RFC 2047 words.
 WIRE_POLICY = policy.compat32.clone(linesep="\r\n", max_line_length=998)
 UTF8_QUOTED_PRINTABLE = Charset("utf-8")
 UTF8_QUOTED_PRINTABLE.body_encoding = QP
 MessagePart = TypeVar("MessagePart", bound=Message)
+# "Subject: " and an unfolded ASCII subject of this length make SMTP's longest line, 998 octets.
+SUBJECT_MAX_CHARS = 989
 
 
 class RenderError(ValueError):
-    """The template cannot be rendered for this lead; the message fails with this reason."""
+    """The template cannot be compiled or rendered for this lead, or not within its limits; the message fails
+    with this reason (it would fail again), a save or preview answers 422. `part`: the template field."""
+
+    def __init__(self, reason: str, part: str | None = None) -> None:
+        super().__init__(reason)
+        self.part = part
+
+
+@dataclass(frozen=True)
+class TemplateLimits:
+    """What one template may be and make: characters of source per field, characters of output per part."""
+
+    source_chars: int = 100_000
+    output_chars: int = 500_000
+
+
+DEFAULT_LIMITS = TemplateLimits()
 
 
 @dataclass(frozen=True)
@@ -59,22 +81,111 @@ class Letter:
     unsubscribe_token: str
     smtp_message_id: str
     in_reply_to: str | None = None
-    click_signer: Callable[[str], str] | None = None  # url → its signed token; None: click tracking off
+    click_secret: str | None = None  # signs each tracked link for this message; None: click tracking off
     attachment: tuple[str, bytes] | None = None  # (file name, PDF bytes)
 
 
-@functools.lru_cache(maxsize=512)
-def _compiled(env: SandboxedEnvironment, source: str) -> Template:
-    """Compiling costs far more than rendering, and a campaign renders the same few sources for every lead."""
+# A power with a result this long is no e-mail content, and computing it could take minutes.
+MAX_POWER_BITS = 4096
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja2's sandbox, unable to change lead data (`fields.update(…)`), that checks `*` and `**` before they
+    run: a string repeated a billion times would be allocated at once, before any output limit could see it.
+    Intercepted operators are also never folded into constants at compile time."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def __init__(self, output_chars: int, autoescape: bool) -> None:
+        super().__init__(autoescape=autoescape)
+        self.output_chars = output_chars
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*" and _repeated_length(left, right) > self.output_chars:
+            raise SecurityError(f"repeating makes more than the {self.output_chars} characters allowed")
+        if operator == "**" and _power_bits(left, right) > MAX_POWER_BITS:
+            raise SecurityError(f"{left} ** {right} is too large a number for a template")
+        return super().call_binop(context, operator, left, right)
+
+
+def _repeated_length(left: Any, right: Any) -> int:
+    """The length of `left * right` when it repeats a string or list, else 0."""
+    for sequence, times in ((left, right), (right, left)):
+        if isinstance(sequence, str | list | tuple) and isinstance(times, int):
+            return len(sequence) * times
+    return 0
+
+
+def _power_bits(base: Any, exponent: Any) -> int:
+    """About how many bits `base ** exponent` has, for integers; else 0."""
+    if isinstance(base, int) and isinstance(exponent, int) and exponent > 0:
+        return abs(base).bit_length() * exponent if abs(base) > 1 else 0
+    return 0
+
+
+@functools.lru_cache(maxsize=8)
+def _environment(limits: TemplateLimits, html: bool) -> _Sandbox:
+    return _Sandbox(limits.output_chars, autoescape=html)
+
+
+# Compiling costs far more than rendering, and a campaign renders the same few sources for every lead. Few
+# entries: a compiled template of the largest allowed source takes megabytes.
+@functools.lru_cache(maxsize=64)
+def _compiled(env: _Sandbox, source: str) -> Template:
     return env.from_string(source)
 
 
-def _render(env: SandboxedEnvironment, source: str, variables: dict[str, Any], part: str) -> str:
+def compile_template(part: str, source: str, limits: TemplateLimits) -> Template:
+    """The compiled template of one field (`body_html`, `subject` …); RenderError if it is over its size
+    limit or does not compile."""
+    if len(source) > limits.source_chars:
+        raise RenderError(
+            f"{part}: template is {len(source)} characters long, more than the {limits.source_chars} allowed",
+            part,
+        )
     try:
-        return _compiled(env, source).render(variables)
+        return _compiled(_environment(limits, part.endswith("html")), source)
+    except TemplateSyntaxError as error:
+        message = f"{part}: template syntax error on line {error.lineno}: {error.message}"
+        raise RenderError(message, part) from error
+    except RecursionError as error:
+        raise RenderError(f"{part}: template is nested too deeply", part) from error
+    except Exception as error:  # compiling folds constants: template code can run here too
+        raise RenderError(f"{part}: template cannot be compiled: {_reason(error)}", part) from error
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, TemplateError):
+        return str(error)
+    if isinstance(error, MemoryError):
+        return "it needs more memory than a template may use"
+    return f"{type(error).__name__}: {error}"
+
+
+def _render(part: str, source: str, variables: dict[str, Any], limits: TemplateLimits) -> str:
+    """The output, piece by piece, refused as soon as it grows past the limit."""
+    template = compile_template(part, source, limits)
+    pieces: list[str] = []
+    size = 0
+    try:
+        for piece in template.generate(variables):
+            size += len(piece)
+            if size > limits.output_chars:
+                raise RenderError(
+                    f"template {part} renders more than the {limits.output_chars} characters allowed", part
+                )
+            pieces.append(piece)
+    except RenderError:
+        raise
     except Exception as error:  # template code can raise anything (1 / 0, a bad filter argument …)
-        reason = str(error) if isinstance(error, TemplateError) else f"{type(error).__name__}: {error}"
-        raise RenderError(f"template {part} failed to render: {reason}") from error
+        raise RenderError(f"template {part} failed to render: {_reason(error)}", part) from error
+    text = "".join(pieces)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:  # `'%c' % 55296`: a lone surrogate no e-mail or JSON can carry
+            raise RenderError(f"template {part} renders text that is not valid Unicode", part) from error
+    return text
 
 
 class _TextExtractor(HTMLParser):
@@ -131,15 +242,16 @@ _LINK = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE 
 
 def track_links(letter: Letter, body: str) -> str:
     """Point every http(s) link, but the unsubscribe link, at the tracker's signed click redirect."""
-    signer = letter.click_signer
-    if signer is None:
+    secret = letter.click_secret
+    if secret is None:
         return body
 
     def rewrite(match: re.Match[str]) -> str:
         url = html.unescape(match.group(3)).strip()
         if not url.lower().startswith(("http://", "https://")) or url == unsubscribe_url(letter):
             return match.group(0)
-        query = urlencode({"m": letter.message_id, "u": url, "t": signer(url)})
+        token = tokens.sign_message(secret, "click", letter.message_id, url)
+        query = urlencode({"m": letter.message_id, "u": url, "t": token})
         tracked = f"{letter.tracker_url}/track/click?{query}"
         return f"{match.group(1)}{match.group(2)}{html.escape(tracked)}{match.group(2)}"
 
@@ -171,15 +283,13 @@ def lead_variables(lead: Any, sender_name: str) -> dict[str, Any]:
     }
 
 
-def render(letter: Letter) -> Rendered:
+def render(letter: Letter, limits: TemplateLimits = DEFAULT_LIMITS) -> Rendered:
     """Subject and both bodies as the lead will see them: links tracked, pixel in. Also the API's preview."""
     variables = {**letter.variables, "unsubscribe_url": unsubscribe_url(letter)}
-    subject = (
-        _render(_env, letter.subject, variables, "subject").replace("\r", " ").replace("\n", " ").strip()
-    )
-    body_html = _render(_html_env, letter.body_html, variables, "body_html")
+    subject = one_line(_render("subject", letter.subject, variables, limits))
+    body_html = _render("body_html", letter.body_html, variables, limits)
     body_text = (
-        _render(_env, letter.body_text, variables, "body_text")
+        _render("body_text", letter.body_text, variables, limits)
         if letter.body_text
         else html_to_text(body_html)
     )
@@ -189,34 +299,54 @@ def render(letter: Letter) -> Rendered:
     return Rendered(subject, body_html, body_text)
 
 
-def build(letter: Letter, now: datetime) -> bytes:
+def build(letter: Letter, now: datetime, limits: TemplateLimits = DEFAULT_LIMITS) -> bytes:
     """The e-mail as it goes on the wire (CRLF line ends)."""
-    rendered = render(letter)
+    rendered = render(letter, limits)
     email: Message = MIMEMultipart("alternative", boundary=_boundary(), policy=WIRE_POLICY)
     email.attach(_text_part(rendered.text, "plain"))
     email.attach(_text_part(rendered.html, "html"))
     if letter.attachment is not None:
         filename, content = letter.attachment
         report = MIMEApplication(content, "pdf", policy=WIRE_POLICY)
-        report.add_header("Content-Disposition", "attachment", filename=("utf-8", "", filename))
+        name = one_line(filename) or "report.pdf"  # RFC 2231 escapes it; a blank name would be no parameter
+        report.add_header("Content-Disposition", "attachment", filename=("utf-8", "", name))
         parts = [_inner(email), _inner(report)]
         email = MIMEMultipart("mixed", boundary=_boundary(), policy=WIRE_POLICY, _subparts=parts)
-    email["From"] = formataddr((letter.from_name, letter.from_email), charset="utf-8")
-    email["To"] = letter.to_email
-    subject = rendered.subject
-    if not subject.isascii():
-        subject = Header(subject, "utf-8", header_name="Subject").encode(linesep="\r\n")
-    email["Subject"] = subject
+    # Every header value passes `one_line` (or is ours alone, like Date): no input can add, end or split one.
+    email["From"] = _mailbox(letter.from_name, letter.from_email)
+    email["To"] = one_line(letter.to_email)
+    email["Subject"] = _encoded(_subject(rendered.subject), "Subject")
     email["Date"] = format_datetime(now)
-    email["Message-ID"] = letter.smtp_message_id
-    if letter.in_reply_to:
-        email["In-Reply-To"] = letter.in_reply_to
-        email["References"] = letter.in_reply_to
-    email["List-Unsubscribe"] = (
+    email["Message-ID"] = one_line(letter.smtp_message_id)
+    if thread := one_line(letter.in_reply_to or ""):
+        email["In-Reply-To"] = thread
+        email["References"] = thread
+    email["List-Unsubscribe"] = one_line(
         f"<{unsubscribe_url(letter)}>, <mailto:unsubscribe+{letter.unsubscribe_token}@{letter.domain}>"
     )
     email["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     return email.as_bytes()
+
+
+def _subject(rendered: str) -> str:
+    subject = one_line(rendered)
+    if len(subject) > SUBJECT_MAX_CHARS:
+        raise RenderError(
+            f"template subject renders to {len(subject)} characters; at most {SUBJECT_MAX_CHARS} fit a header"
+        )
+    return subject
+
+
+def _mailbox(name: str, address: str) -> str:
+    name, address = one_line(name), one_line(address)
+    if name.isascii():
+        return formataddr((name, address))
+    return f"{_encoded(name, 'From')} <{address}>"
+
+
+def _encoded(text: str, header: str) -> str:
+    """ASCII as it is; anything else as RFC 2047 words of at most 76 characters, folded between words."""
+    return text if text.isascii() else Header(text, "utf-8", header_name=header).encode(linesep="\r\n")
 
 
 def _boundary() -> str:

@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.render import DEFAULT_LIMITS
+
 # Development-only values. Anything listed here is refused when MAILDASH_ENV=production.
 DEV_SECRETS = {
     "jwt_secret": "dev-only-jwt-secret-change-me-not-for-production",
@@ -70,6 +72,15 @@ class Settings(BaseSettings):
     retry_backoff_seconds: list[int] = [300, 600]
     smtp_allow_private: bool = False
 
+    # What one request may send the api (README "Limits"); each is checked while the body streams in.
+    api_body_max_bytes: int = Field(1024 * 1024, ge=1024)  # every JSON or form body not named below
+    campaign_body_max_bytes: int = Field(8 * 1024 * 1024, ge=1024)  # a wizard payload with static lead ids
+    report_max_bytes: int = Field(5 * 1024 * 1024, ge=1)  # one lead's PDF report
+    import_max_bytes: int = Field(50 * 1024 * 1024, ge=1024)  # one CSV import
+    import_max_rows: int = Field(1_000_000, ge=1)
+    # How far ahead a campaign may start: keeps every date the planner sees within a year or so of now.
+    start_horizon_days: int = Field(365, ge=1, le=3650)
+
     # Workers
     sender_concurrency: int = Field(8, ge=1)
     smtp_timeout_seconds: float = Field(30.0, gt=0)
@@ -78,8 +89,31 @@ class Settings(BaseSettings):
     dispatch_batch_size: int = Field(500, ge=1)
     poll_seconds: float = Field(5.0, gt=0)
 
+    # Inbound mail at the tracker (`/inbound/*`): what one mail may be, and the processes that read it
+    inbound_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)  # 413 beyond
+    inbound_max_parts: int = Field(1000, ge=1)  # 422 beyond, as for the four below
+    inbound_max_depth: int = Field(32, ge=1, le=200)  # deeper, the stdlib's parser would recurse too far
+    inbound_max_header_lines: int = Field(1000, ge=10)  # in one part's header block
+    inbound_max_header_bytes: int = Field(256 * 1024, ge=1024)  # one part's header block
+    inbound_read_seconds: float = Field(5.0, gt=0)  # a reader still busy then is killed and replaced
+    inbound_readers: int = Field(2, ge=1)  # reader processes of one tracker
+    inbound_reader_memory_mb: int = Field(512, ge=128)  # address space of a reader process
+
+    # Templates are tenant code (shared/render_pool.py): what one may be, make and take
+    template_source_max_chars: int = Field(DEFAULT_LIMITS.source_chars, ge=1)  # per template field
+    template_output_max_chars: int = Field(DEFAULT_LIMITS.output_chars, ge=1)  # per rendered part
+    template_render_seconds: float = Field(2.0, gt=0)  # compiling and rendering one e-mail, preview or save
+    template_memory_mb: int = Field(256, ge=64)  # address space of each render worker
+    template_workers: int = Field(2, ge=1)  # render worker processes per api and sender process
+
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"
+
+    @property
+    def private_hosts_allowed(self) -> bool:
+        """Whether tenants may name hosts on non-public addresses: in development (a local SMTP sink), or when
+        the operator says so."""
+        return self.env != "production" or self.smtp_allow_private
 
     @model_validator(mode="after")
     def _refuse_dev_secrets_in_production(self) -> Settings:

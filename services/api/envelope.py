@@ -63,7 +63,7 @@ _CODES = {
 }
 
 
-def _error(
+def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any
 ) -> JSONResponse:
     body = {"data": None, "error": message, "error_code": code, **extra}
@@ -75,18 +75,18 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         fields = getattr(exc, "fields", None)
         extra = {"fields": fields} if fields is not None else {}
-        return _error(exc.status, exc.code, exc.message, exc.headers, **extra)
+        return error_response(exc.status, exc.code, exc.message, exc.headers, **extra)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _CODES.get(exc.status_code, "error")
-        return _error(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+        return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         fields = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
         summary = "; ".join(f"{'.'.join(map(str, f['loc']))}: {f['msg']}" for f in fields[:5])
-        return _error(422, "validation_error", f"invalid request: {summary}", fields=fields)
+        return error_response(422, "validation_error", f"invalid request: {summary}", fields=fields)
 
     @app.exception_handler(IntegrityError)
     async def _integrity_error(_: Request, exc: IntegrityError) -> JSONResponse:
@@ -97,11 +97,11 @@ def install_error_handlers(app: FastAPI) -> None:
             "23505": "conflicts with an existing row (created at the same time?)",
             "23503": "still in use by other rows",
         }.get(state or "", "conflicts with existing data")
-        return _error(409, "conflict", message)
+        return error_response(409, "conflict", message)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         request_id = getattr(request.state, "request_id", "-")
         log.exception("api.request.crashed", path=request.url.path, request_id=request_id)
         message = f"internal error; it was logged as request {request_id}: quote that when reporting it"
-        return _error(500, "internal_error", message, {"X-Request-ID": request_id})
+        return error_response(500, "internal_error", message, {"X-Request-ID": request_id})

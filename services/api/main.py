@@ -10,9 +10,11 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from services.api.auth import Passwords
 from services.api.envelope import install_error_handlers
+from services.api.gate import Gate
 from services.api.routes import accounts, campaigns, editing, imports, resources, suppressions
 from services.api.service import Accounts
 from shared.observability import RequestIds, health_routes
+from shared.render_pool import RenderPool
 from shared.runtime import Runtime
 from shared.settings import Settings
 
@@ -26,13 +28,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with contextlib.closing(passwords):
             await app.state.accounts.ensure_superuser(settings.admin_email, settings.admin_password)
-            async with runtime.serving():
+            async with app.state.templates, runtime.serving():
                 yield
 
     app = FastAPI(title="Maildash Campaigns API", version="0.1.0", lifespan=lifespan)
     app.state.runtime = runtime
     app.state.accounts = Accounts(runtime.sessions, passwords)
+    app.state.templates = RenderPool.from_settings(settings)  # tenant templates run in its processes
     install_error_handlers(app)
+    app.add_middleware(Gate, settings=settings)  # inside RequestIds: its answers carry the request id too
     app.add_middleware(RequestIds)
     if settings.cors_origins:
         app.add_middleware(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import ipaddress
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 from email_validator import EmailNotValidError, validate_email
@@ -19,14 +21,29 @@ from pydantic import (
     model_validator,
 )
 
-from shared.planning.window import is_known_country
+from shared.headers import UNSAFE_IN_HEADER
+from shared.planning.window import is_known_country, is_known_timezone
+
+# Every input is bounded: strings and lists by length, numbers by the range of the column they go to.
+EMAIL_MAX = 254  # RFC 5321: a forward path of 256 octets, less its angle brackets
+ID_MAX = 100  # ids are opaque strings (UUIDs today)
+TAG_MAX = 100
+FIELD_KEY_MAX = 100
+FIELD_VALUE_MAX = 5000
+INT4_MAX = 2**31 - 1  # PostgreSQL `integer`
+INT8_MIN, INT8_MAX = -(2**63), 2**63 - 1
+MAX_STATIC_AUDIENCE = 200_000  # lead ids in one wizard payload; a larger audience is chosen by tags
 
 HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
-DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+# \Z, not $: `$` also matches before a final newline, which would let "a.example\n" through.
+DOMAIN = re.compile(r"^(?=.{1,253}\Z)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}\Z")
+HOST_NAME = re.compile(
+    r"(?=.{1,253}\Z)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\.?\Z", re.I
+)
 
 
 # An ASCII dot-atom local part, which email-validator accepts as it is; anything else takes the full check.
-LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z")
 
 
 @functools.lru_cache(maxsize=65_536)
@@ -48,7 +65,67 @@ def email_address(value: str) -> str:
         raise ValueError(f"not a valid e-mail address: {error}") from error
 
 
-Email = Annotated[str, AfterValidator(email_address), WithJsonSchema({"type": "string", "format": "email"})]
+Email = Annotated[
+    str,
+    Field(max_length=EMAIL_MAX),  # checked before the address is parsed
+    AfterValidator(email_address),
+    WithJsonSchema({"type": "string", "format": "email", "maxLength": EMAIL_MAX}),
+]
+Id = Annotated[str, Field(max_length=ID_MAX)]
+Tag = Annotated[str, Field(max_length=TAG_MAX)]
+DomainName = Annotated[str, Field(max_length=253)]
+# A custom field holds text, a 64-bit integer, a finite number (JSON has no NaN or Infinity, nor has JSONB),
+# a boolean or null; an integer beyond 64 bits becomes a floating-point number.
+FieldValue = (
+    Annotated[str, Field(max_length=FIELD_VALUE_MAX)]
+    | Annotated[int, Field(ge=INT8_MIN, le=INT8_MAX)]
+    | Annotated[float, Field(allow_inf_nan=False)]
+    | bool
+    | None
+)
+CustomFields = dict[Annotated[str, Field(max_length=FIELD_KEY_MAX)], FieldValue]
+
+
+def _utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as error:  # 9999-12-31T23:59-01:00 is in year 10000 in UTC
+        raise ValueError("the time is out of range") from error
+
+
+# An aware time that PostgreSQL can hold: normalised to UTC, refused when that leaves the calendar.
+Moment = Annotated[AwareDatetime, AfterValidator(_utc)]
+
+
+def sender_address(value: str) -> str:
+    """A From address goes into the header and the envelope as it is: ASCII, its domain in IDNA (xn--) form
+    (we do not speak SMTPUTF8)."""
+    ascii_form = validate_email(value, check_deliverability=False).ascii_email
+    if ascii_form is None:
+        raise ValueError("a sender address needs an ASCII local part")
+    return str(ascii_form)
+
+
+def header_safe(value: str) -> str:
+    """A tenant's text that goes into a header as it is: refused, not cleaned, when it could break one."""
+    if UNSAFE_IN_HEADER.search(value):
+        raise ValueError("may not contain line breaks or control characters")
+    return value
+
+
+def smtp_host(value: str) -> str:
+    """A host name or an IP address without a zone: nothing a resolver or SMTP could read as more."""
+    with contextlib.suppress(ValueError):
+        if "%" not in value and ipaddress.ip_address(value):
+            return value
+    if not HOST_NAME.match(value):
+        raise ValueError("not a host name or IP address")
+    return value
+
+
+SenderEmail = Annotated[Email, AfterValidator(sender_address)]
+DisplayName = Annotated[str, AfterValidator(header_safe)]
+SmtpHost = Annotated[str, AfterValidator(smtp_host)]
 
 
 def storable(value: Any) -> Any:
@@ -130,7 +207,7 @@ class UserOut(BaseModel):
 
 # ── sending domains ────────────────────────────────────────────────────────────────────────────────────
 class SmtpIn(Strict):
-    host: str = Field(min_length=1, max_length=253)
+    host: SmtpHost = Field(min_length=1, max_length=253)
     port: int = Field(ge=1, le=65535)
     username: str | None = Field(None, max_length=320)
     password: str | None = Field(None, max_length=1024)
@@ -139,11 +216,11 @@ class SmtpIn(Strict):
 
 class DomainIn(Strict):
     domain: str = Field(max_length=253)
-    from_email: Email
-    from_name: str = Field("", max_length=200)
+    from_email: SenderEmail
+    from_name: DisplayName = Field("", max_length=200)
     smtp: SmtpIn
     min_interval_seconds: int | None = Field(None, ge=0, le=86400)
-    daily_cap: int | None = Field(None, ge=1)
+    daily_cap: int | None = Field(None, ge=1, le=INT4_MAX)
     active: bool = True
 
     @field_validator("domain")
@@ -173,7 +250,7 @@ class Patch(Strict):
 
 class SmtpPatch(Patch):
     NULLABLE = frozenset({"username", "password"})
-    host: str | None = Field(None, min_length=1, max_length=253)
+    host: SmtpHost | None = Field(None, min_length=1, max_length=253)
     port: int | None = Field(None, ge=1, le=65535)
     username: str | None = Field(None, max_length=320)
     password: str | None = Field(None, max_length=1024)
@@ -184,11 +261,11 @@ class DomainPatch(Patch):
     """The domain name itself cannot change: campaigns name their domains by it."""
 
     NULLABLE = frozenset({"daily_cap"})
-    from_email: Email | None = None
-    from_name: str | None = Field(None, max_length=200)
+    from_email: SenderEmail | None = None
+    from_name: DisplayName | None = Field(None, max_length=200)
     smtp: SmtpPatch | None = None
     min_interval_seconds: int | None = Field(None, ge=0, le=86400)
-    daily_cap: int | None = Field(None, ge=1)
+    daily_cap: int | None = Field(None, ge=1, le=INT4_MAX)
     active: bool | None = None
 
 
@@ -218,8 +295,8 @@ class LeadIn(Strict):
     first_name: str = Field("", max_length=200)
     last_name: str = Field("", max_length=200)
     company: str = Field("", max_length=200)
-    tags: list[str] = Field(default_factory=list, max_length=50)
-    fields: dict[str, str | int | float | bool | None] = Field(default_factory=dict, max_length=100)
+    tags: list[Tag] = Field(default_factory=list, max_length=50)
+    fields: CustomFields = Field(default_factory=dict, max_length=100)
 
 
 class LeadPatch(Patch):
@@ -227,8 +304,8 @@ class LeadPatch(Patch):
     first_name: str | None = Field(None, max_length=200)
     last_name: str | None = Field(None, max_length=200)
     company: str | None = Field(None, max_length=200)
-    tags: list[str] | None = Field(None, max_length=50)
-    fields: dict[str, str | int | float | bool | None] | None = Field(None, max_length=100)
+    tags: list[Tag] | None = Field(None, max_length=50)
+    fields: CustomFields | None = Field(None, max_length=100)
 
 
 class LeadOut(Out):
@@ -263,7 +340,7 @@ class TemplatePatch(Patch):
 
 
 class PreviewIn(Strict):
-    lead_id: str = Field(max_length=100)
+    lead_id: Id
     followup: bool = False
 
 
@@ -333,28 +410,24 @@ class TemplateOut(Out):
 
 # ── campaigns ──────────────────────────────────────────────────────────────────────────────────────────
 class WindowIn(Strict):
-    timezone: str = "Europe/Amsterdam"
-    days: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1, max_length=7)
-    start: str = "08:00"
-    end: str = "17:00"
-    holidays: str | None = "NL"
+    timezone: str = Field("Europe/Amsterdam", max_length=64)
+    days: list[Annotated[int, Field(ge=0, le=6)]] = Field(
+        default_factory=lambda: [0, 1, 2, 3, 4], min_length=1, max_length=7
+    )  # 0 is Monday, 6 Sunday
+    start: str = Field("08:00", max_length=5)
+    end: str = Field("17:00", max_length=5)
+    holidays: str | None = Field("NL", max_length=8)
 
     @field_validator("timezone")
     @classmethod
     def _timezone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as error:
-            raise ValueError(f"unknown timezone {value!r}") from error
+        if not is_known_timezone(value):
+            raise ValueError(f"unknown timezone {value!r}")
         return value
 
     @field_validator("days")
     @classmethod
     def _days(cls, value: list[int]) -> list[int]:
-        if any(d < 0 or d > 6 for d in value):
-            raise ValueError("days are 0 (Monday) to 6 (Sunday)")
         return sorted(set(value))
 
     @field_validator("start", "end")
@@ -380,8 +453,8 @@ class WindowIn(Strict):
 
 class AudienceIn(Strict):
     mode: Literal["static", "tags"] = "static"
-    lead_ids: list[str] = Field(default_factory=list, max_length=1_000_000)
-    tags: list[str] = Field(default_factory=list, max_length=100)
+    lead_ids: list[Id] = Field(default_factory=list, max_length=MAX_STATIC_AUDIENCE)
+    tags: list[Tag] = Field(default_factory=list, max_length=100)
     exclude_suppressed: bool = True
     exclude_recent_days: int | None = Field(None, ge=0, le=3650)
     one_per_domain: bool = False
@@ -389,7 +462,7 @@ class AudienceIn(Strict):
 
 class ScheduleIn(Strict):
     start_mode: Literal["now", "at", "draft"] = "now"
-    start_at: AwareDatetime | None = None
+    start_at: Moment | None = None
     window: WindowIn = Field(default_factory=WindowIn)
 
     @model_validator(mode="after")
@@ -412,10 +485,10 @@ class TrackingIn(Strict):
 
 class CampaignIn(Strict):
     name: str = Field(min_length=1, max_length=200)
-    template_id: str
+    template_id: Id
     audience: AudienceIn
     schedule: ScheduleIn = Field(default_factory=ScheduleIn)
-    domains: list[str] = Field(min_length=1, max_length=500)
+    domains: list[DomainName] = Field(min_length=1, max_length=500)
     followup: FollowupIn = Field(default_factory=FollowupIn)
     tracking: TrackingIn = Field(default_factory=TrackingIn)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,6 +36,7 @@ from shared.db.slots import domain_schedules, held_slots
 from shared.events import CampaignStarted
 from shared.messaging import enqueue
 from shared.planning import DomainSchedule, audience, plan_round_robin
+from shared.planning.slots import NoSlotError
 from shared.planning.summary import summarize
 from shared.planning.window import Window
 from shared.settings import Settings
@@ -226,6 +229,13 @@ async def check_wizard(repo: Repository, payload: CampaignIn, settings: Settings
     schedule = payload.schedule
     if schedule.start_mode == "at" and schedule.start_at and schedule.start_at < now - PAST_TOLERANCE:
         raise invalid("start_at is in the past", ["body", "schedule", "start_at"])
+    # Whatever the start mode, a campaign starts at max(now, start_at): keep that within the horizon.
+    horizon = settings.start_horizon_days
+    if schedule.start_at and schedule.start_at > now + timedelta(days=horizon):
+        raise invalid(
+            f"start_at is more than {horizon} days ahead (MAILDASH_START_HORIZON_DAYS)",
+            ["body", "schedule", "start_at"],
+        )
     template = await repo.get(Template, payload.template_id)
     if template is None:
         raise invalid("template not found in this workspace", ["body", "template_id"])
@@ -276,12 +286,26 @@ async def create_campaign(repo: Repository, payload: CampaignIn, settings: Setti
     return campaign
 
 
+@contextlib.contextmanager
+def _fitting() -> Iterator[None]:
+    """A plan that finds no free slot within the planner's horizon answers 422 with the reason."""
+    try:
+        yield
+    except NoSlotError as error:
+        raise invalid(
+            f"the audience does not fit: {error} (the window, the domains' intervals and daily caps)"
+        ) from error
+
+
 async def dry_run(repo: Repository, payload: CampaignIn, settings: Settings) -> dict[str, Any]:
     """What creating this campaign now would plan, through the planner and reservations a start uses."""
     wizard = await check_wizard(repo, payload, settings)
     earliest = max(utcnow(), wizard.start_at or utcnow())
     schedules = await domain_schedules(repo.session, wizard.domains, wizard.window, earliest, lock=False)
-    planned = plan_round_robin(wizard.audience.lead_ids, [d.id for d in wizard.domains], schedules, earliest)
+    with _fitting():
+        planned = plan_round_robin(
+            wizard.audience.lead_ids, [d.id for d in wizard.domains], schedules, earliest
+        )
     names = {d.id: d.domain for d in wizard.domains}
     return {
         "audience_count": len(wizard.audience.lead_ids),
@@ -305,18 +329,20 @@ async def campaign_dry_run(repo: Repository, campaign: Campaign) -> dict[str, An
         schedules = {
             d.id: DomainSchedule(window, d.min_interval_seconds, held[d.id], d.daily_cap) for d in domains
         }
-        planned = [
-            (m.lead_id, m.domain_used, schedules[m.sending_domain_id].take(max(earliest, m.not_before)))
-            for m in unsent
-        ]
+        with _fitting():
+            planned = [
+                (m.lead_id, m.domain_used, schedules[m.sending_domain_id].take(max(earliest, m.not_before)))
+                for m in unsent
+            ]
     else:
         leads = await repo.audience_of(campaign.id)
         schedules = await domain_schedules(repo.session, domains, window, earliest, lock=False)
         names = {d.id: d.domain for d in domains}
-        planned = [
-            (lead, names[d], slot)
-            for lead, d, slot in plan_round_robin(leads, [d.id for d in domains], schedules, earliest)
-        ]
+        with _fitting():
+            planned = [
+                (lead, names[d], slot)
+                for lead, d, slot in plan_round_robin(leads, [d.id for d in domains], schedules, earliest)
+            ]
     return {
         "audience_count": campaign.audience_count,
         "excluded": {**dict.fromkeys(audience.EXCLUSION_ORDER, 0), **campaign.audience_excluded},

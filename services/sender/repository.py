@@ -111,6 +111,12 @@ async def claim(
     return None if row is None else Claim(**row)
 
 
+async def peek(db: asyncpg.Connection, message_id: uuid.UUID, campaign_id: uuid.UUID) -> Claim | None:
+    """The claim as it would be now, without making it (None: there would be nothing to claim)."""
+    row = await message_store.peek(db, message_id, campaign_id)
+    return None if row is None else Claim(**row)
+
+
 async def release_late(db: asyncpg.Connection, message_id: uuid.UUID) -> None:
     """Past its deadline: back to planned, so the dispatcher gives it a new slot instead of sending late."""
     await message_store.release(db, message_id)

@@ -1,4 +1,10 @@
-"""Deliver one `SendMessage`: claim, render, MAIL FROM (commit); RCPT, DATA; settle (commit). At most once."""
+"""Deliver one `SendMessage`: claim, render, MAIL FROM (commit); RCPT, DATA; settle (commit). At most once.
+
+Whatever goes wrong with one message ends that message, never the command's delivery: a cause in its data
+(a template over its limits, content an e-mail cannot carry, a password the key cannot decrypt) fails it
+with the reason, a database that went away leaves it to be re-planned. Redelivering the command could only
+fail the same way until it dead-letters, leaving the message `dispatched` and its campaign unfinished.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,6 @@ import asyncio
 import dataclasses
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import partial
 
 import asyncpg
 import structlog
@@ -22,22 +27,37 @@ from shared.db.models import MessageStatus
 from shared.events import Event, MessageBounced, MessageFailed, MessageSent, SendMessage
 from shared.planning.slots import retry_not_before, send_grace
 from shared.planning.window import Window
-from shared.render import Letter, RenderError, build, lead_variables, return_path
+from shared.render import Letter, RenderError, lead_variables, return_path
+from shared.render_pool import RendererUnavailable, RenderPool
 from shared.settings import Settings
 
 log = structlog.get_logger()
 
 
+# The database went away or chose us as a deadlock victim, or no render worker could start: nothing about the
+# message. Its claim is rolled back, so it stays `dispatched` and the scheduler's reconciler re-plans it.
+TRANSIENT = (*repo.TRANSIENT, RendererUnavailable)
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A message's e-mail as it goes on the wire, made before its claim; or why it cannot be made."""
+
+    email: bytes | None
+    failure: Outcome | None
+    notes: dict[str, str]  # recorded with the outcome, e.g. whether a report was attached
+
+
 @dataclass
 class Attempt:
-    """A claimed message ready for its SMTP transaction (or failed already: its template cannot render)."""
+    """A claimed message ready for its SMTP transaction, or failed already (`failure`: it cannot be made)."""
 
     message: Claim
     email: bytes | None  # as it goes on the wire
     failure: Outcome | None
-    transaction: SmtpTransaction
+    transaction: SmtpTransaction | None
     notes: dict[str, str]  # recorded with the outcome, e.g. whether a report was attached
-    throttled: bool  # the domain has an interval: this transaction holds its turn
+    throttled: bool = False  # the domain has an interval: this transaction holds its turn
 
 
 OUTCOMES = Counter("maildash_sender_outcomes_total", "SMTP attempts by outcome", ["outcome"])
@@ -49,24 +69,32 @@ def followup_subject(message: Claim) -> str:
 
 
 class Sender:
-    """Open with `async with`: a pool of database connections (one per concurrent attempt at most)."""
+    """Open with `async with`: a pool of database connections (one per concurrent attempt at most) and the
+    render workers that make the e-mails."""
 
     def __init__(self, settings: Settings, clock: Clock) -> None:
         self._settings = settings
         self._clock = clock
+        self._templates = RenderPool.from_settings(settings)
         self._slots = asyncio.Semaphore(settings.sender_concurrency)
-        self._smtp = SmtpPool(settings.smtp_timeout_seconds, settings.smtp_ca_file)
+        self._smtp = SmtpPool(
+            settings.smtp_timeout_seconds, settings.smtp_ca_file, allow_private=settings.private_hosts_allowed
+        )
         self._pool: asyncpg.Pool | None = None
 
     async def __aenter__(self) -> Sender:
         self._pool = await repo.connect_pool(self._settings.database_url, self._settings.sender_concurrency)
+        await self._templates.__aenter__()
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        """Log out of the idle SMTP sessions; close the database connections."""
-        await self._smtp.close()
-        if self._pool is not None:
-            await self._pool.close()
+        """Log out of the idle SMTP sessions; close the database connections; stop the render workers."""
+        try:
+            await self._smtp.close()
+            if self._pool is not None:
+                await self._pool.close()
+        finally:
+            await self._templates.__aexit__()
 
     @property
     def _db(self) -> asyncpg.Pool:
@@ -78,31 +106,63 @@ class Sender:
             await self._handle(command)
 
     async def _handle(self, command: SendMessage) -> None:
-        """Claim → begin the SMTP transaction → commit the claim → RCPT/DATA → record the outcome.
+        """Make the e-mail → claim → begin the SMTP transaction → commit the claim → RCPT/DATA → record.
 
         The claim transaction share-locks the campaign until the server accepted MAIL FROM, so `pause` and
-        `stop` return only once every transaction that will ever start for the campaign has started."""
+        `stop` return only once every transaction that will ever start for the campaign has started. So the
+        e-mail is made before it, from the message as it is then: a template may take seconds to render,
+        and a lock held that long would keep a pause or stop of its campaign waiting."""
+        if self._clock() > command.deadline:
+            async with self._db.acquire() as db:
+                await repo.release_late(db, command.message_id)
+            log.info("sender.message.late", message_id=str(command.message_id))
+            return
         attempt = None
         try:
+            draft = await self._draft(command)
+            if draft is None:
+                return
             async with self._db.acquire() as db, db.transaction():
-                attempt = await self._claim(db, command)
+                attempt = await self._claim(db, command, draft)
                 if attempt is None:
                     return
-                sender = return_path(str(attempt.message.id), attempt.message.domain_used)
-                outcome = attempt.failure or await attempt.transaction.begin(sender)
+                outcome = attempt.failure or await self._begin(attempt)
                 if outcome is None and attempt.throttled:
                     # The domain's last send is when its server accepted MAIL FROM: what the next turn counts
                     # from. The row is still locked by this claim.
                     await repo.mark_domain_send(db, attempt.message.sending_domain_id, self._clock())
-        except BaseException:
-            if attempt is not None:
+        except BaseException as error:
+            if attempt is not None and attempt.transaction is not None:
                 await attempt.transaction.abandon()
-            raise
+            if not isinstance(error, TRANSIENT):
+                raise
+            log.warning(
+                "sender.message.unclaimed", message_id=str(command.message_id), error=str(error)[:200]
+            )
+            return
         # Committed as `sending`: from here a crash leaves it to the reconciler (`interrupted`).
-        if outcome is None and attempt.email is not None:
-            outcome = await attempt.transaction.finish(attempt.message.email, attempt.email)
-        assert outcome is not None
+        if outcome is None:
+            outcome = await self._finish(attempt)
         await self._settle_surely(attempt, outcome)
+
+    async def _begin(self, attempt: Attempt) -> Outcome | None:
+        """MAIL FROM; None when the server accepted it. Nothing has been sent yet whatever goes wrong."""
+        assert attempt.transaction is not None, "a message that can be sent has its transaction"
+        try:
+            return await attempt.transaction.begin(
+                return_path(str(attempt.message.id), attempt.message.domain_used)
+            )
+        except Exception as error:  # the SMTP adapter answers every failure it knows as an outcome
+            return _unexpected("before MAIL FROM was accepted", error)
+
+    async def _finish(self, attempt: Attempt) -> Outcome:
+        """RCPT and DATA. Whether an unexpected error left the e-mail delivered is unknown: never retried."""
+        assert attempt.transaction is not None, "begun, so it has its transaction"
+        assert attempt.email is not None, "begun, so it has its e-mail"
+        try:
+            return await attempt.transaction.finish(attempt.message.email, attempt.email)
+        except Exception as error:
+            return _unexpected("during RCPT or DATA", error)
 
     async def _settle_surely(self, attempt: Attempt, outcome: Outcome) -> None:
         """The server has answered: record it, retrying while the database is away (recording is guarded,
@@ -121,19 +181,44 @@ class Sender:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
-    async def _claim(self, db: asyncpg.Connection, command: SendMessage) -> Attempt | None:
-        if self._clock() > command.deadline:
-            await repo.release_late(db, command.message_id)
-            log.info("sender.message.late", message_id=str(command.message_id))
-            return None
+    async def _draft(self, command: SendMessage) -> Draft | None:
+        """The e-mail of the message as it is now (None: there is nothing to claim), made in a render worker
+        with no database connection held; its failure when it cannot be made."""
+        async with self._db.acquire() as db:
+            message = await repo.peek(db, command.message_id, command.campaign_id)
+            if message is None:
+                _skipped(command)
+                return None
+            letter, notes = self._letter(message), {}
+            if message.is_followup and message.followup_attach_report:
+                report = await repo.report_of(db, message.lead_id)
+                letter = dataclasses.replace(letter, attachment=report)
+                notes["report"] = "attached" if report else "none: the lead has no report"
+        try:
+            return Draft(await self._templates.build(letter, self._clock()), None, notes)
+        except TRANSIENT:
+            raise
+        except RenderError as error:
+            return Draft(None, Outcome(Kind.FAILED, str(error), retryable=False), notes)
+        except Exception as error:
+            return Draft(None, _unexpected("while its e-mail was made", error), notes)
+
+    async def _claim(self, db: asyncpg.Connection, command: SendMessage, draft: Draft) -> Attempt | None:
         message = await repo.claim(db, command.message_id, command.campaign_id, self._clock())
         if message is None:
-            # A duplicate, or the campaign is paused or stopped: the scheduler takes the command back.
-            log.info("sender.message.skipped", message_id=str(command.message_id))
+            _skipped(command)
             return None
         if not message.may_receive:
             await repo.cancel(db, message, f"lead is {message.lead_status} or suppressed")
             return None
+        if draft.failure is not None:  # no SMTP transaction: it takes no turn of the domain
+            return Attempt(message, None, draft.failure, None, draft.notes)
+        try:
+            transaction = self._smtp.transaction(self._account(message))
+        except Exception as error:
+            return Attempt(
+                message, None, _unexpected("before its SMTP transaction", error), None, draft.notes
+            )
         gap = timedelta(seconds=message.min_interval_seconds) - send_grace(
             message.min_interval_seconds, self._settings.send_grace_seconds
         )
@@ -143,27 +228,17 @@ class Sender:
                 "sender.message.deferred", message_id=str(message.id), not_before=not_before.isoformat()
             )
             return None
-        letter = self._letter(message)
-        notes: dict[str, str] = {}
-        if message.is_followup and message.followup_attach_report:
-            report = await repo.report_of(db, message.lead_id)
-            letter = dataclasses.replace(letter, attachment=report)
-            notes["report"] = "attached" if report else "none: the lead has no report"
-        email, failure = None, None
-        try:
-            email = build(letter, self._clock())
-        except RenderError as error:
-            failure = Outcome(Kind.FAILED, str(error), retryable=False)
+        return Attempt(message, draft.email, None, transaction, draft.notes, throttled=gap > timedelta(0))
+
+    def _account(self, message: Claim) -> Account:
         password = message.smtp_password_encrypted
-        account = Account(
+        return Account(
             message.smtp_host,
             message.smtp_port,
             message.smtp_username,
             crypto.decrypt(self._settings.encryption_key, password) if password else None,
             message.smtp_security,
         )
-        transaction = self._smtp.transaction(account)
-        return Attempt(message, email, failure, transaction, notes, throttled=gap > timedelta(0))
 
     def _letter(self, message: Claim) -> Letter:
         secret = self._settings.tracking_secret
@@ -180,9 +255,7 @@ class Sender:
             variables=lead_variables(message, message.from_name),
             tracker_url=self._settings.public_tracker_url.rstrip("/"),
             open_token=tokens.sign_message(secret, "open", str(message.id)) if message.track_opens else None,
-            click_signer=partial(tokens.sign_message, secret, "click", str(message.id))
-            if message.track_clicks
-            else None,
+            click_secret=secret if message.track_clicks else None,
             unsubscribe_token=tokens.sign_message(secret, "unsubscribe", str(message.id)),
             smtp_message_id=message.smtp_message_id,
             in_reply_to=message.parent_smtp_message_id if followup else None,
@@ -232,3 +305,15 @@ class Sender:
             reason=outcome.reason or None,
             retry_at=retry_at.isoformat() if retry_at else None,
         )
+
+
+def _unexpected(when: str, error: Exception) -> Outcome:
+    """An error no step expects, e.g. a stored password the encryption key cannot decrypt: the message
+    fails with it, without retry (it would most likely fail again), and the campaign goes on."""
+    log.error("sender.message.crashed", when=when, error=f"{type(error).__name__}: {error}"[:500])
+    return Outcome(Kind.FAILED, f"failed {when}: {type(error).__name__}: {error}"[:1000], retryable=False)
+
+
+def _skipped(command: SendMessage) -> None:
+    """A duplicate, or the campaign is paused or stopped: the scheduler takes the command back."""
+    log.info("sender.message.skipped", message_id=str(command.message_id))

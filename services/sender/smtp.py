@@ -10,14 +10,20 @@ the next message of that account skips connect, TLS and login.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import socket
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 
 import aiosmtplib
+import structlog
 
-from services.sender.outcome import Outcome, from_reply, from_transport_error
+from services.sender.outcome import Kind, Outcome, from_reply, from_transport_error
+from shared.public_address import NotPublic, Resolver, UnusableHost, resolve_public, system_resolver
+
+log = structlog.get_logger()
 
 
 @dataclass(frozen=True)
@@ -29,13 +35,29 @@ class Account:
     security: str  # none | starttls | tls
 
 
+class NoSmtpServer(Exception):
+    """The peer never became an SMTP session (refused, reset, timed out, a failed TLS handshake, no 220
+    greeting, no 250 to EHLO or HELO). Why is not told: a tenant could otherwise scan ports through us."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "could not reach an SMTP server (connection refused, timed out, or not an SMTP server)"
+        )
+
+
 def _outcome(error: Exception, for_recipient: bool) -> Outcome:
+    if isinstance(error, NotPublic):  # the host points inside: a retry would meet the same rule
+        return Outcome(Kind.FAILED, f"SMTP host {error}", retryable=False)
+    if isinstance(error, UnusableHost):
+        return from_transport_error(f"SMTP host {error}")
+    if isinstance(error, NoSmtpServer):
+        return from_transport_error(str(error))
     if isinstance(error, aiosmtplib.SMTPResponseException):  # includes a refused recipient
         return from_reply(error.code, error.message, for_recipient)
     return from_transport_error(f"{type(error).__name__}: {error}")
 
 
-FAILURES = (aiosmtplib.SMTPException, OSError, TimeoutError)
+FAILURES = (aiosmtplib.SMTPException, OSError, TimeoutError, UnusableHost, NoSmtpServer)
 # A pooled session the server has dropped since: nothing was sent on it, so a fresh one may be opened.
 GONE = (aiosmtplib.SMTPServerDisconnected, ConnectionError)
 
@@ -47,31 +69,91 @@ async def _close(client: aiosmtplib.SMTP) -> None:
     client.close()
 
 
+async def _socket_to(addresses: list[str], port: int) -> socket.socket:
+    """A TCP connection to the first of the judged `addresses` that takes one, in the resolver's order."""
+    loop = asyncio.get_running_loop()
+    failure: OSError = OSError("no address to connect to")
+    for address in addresses:
+        sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, (address, port))
+        except BaseException as error:  # also a cancellation (the caller's timeout): never leak the socket
+            sock.close()
+            if not isinstance(error, OSError):
+                raise
+            failure = error
+        else:
+            return sock
+    raise failure
+
+
 class SmtpPool:
     """Idle sessions per account. Servers drop idle clients after a few minutes (RFC 5321 §4.5.3.2 asks
-    them to wait 5), so a session idle longer than `idle_seconds` is closed rather than reused."""
+    them to wait 5), so a session idle longer than `idle_seconds` is closed rather than reused.
 
-    def __init__(self, timeout: float, ca_file: str | None = None, idle_seconds: float = 30.0) -> None:
+    Every new session resolves the host again, judges its addresses with the public-address rule (unless
+    `allow_private`) and connects to a judged address, while TLS still checks the certificate against the host
+    name: a name that points inside since the domain was saved (DNS rebinding) is refused here."""
+
+    def __init__(
+        self,
+        timeout: float,
+        ca_file: str | None = None,
+        idle_seconds: float = 30.0,
+        *,
+        allow_private: bool,
+        resolver: Resolver = system_resolver,
+    ) -> None:
         self._timeout = timeout
         self._ca_file = ca_file
         self._idle_seconds = idle_seconds
+        self._allow_private = allow_private
+        self._resolver = resolver
         self._idle: defaultdict[Account, list[tuple[float, aiosmtplib.SMTP]]] = defaultdict(list)
         self.opened = 0  # sessions connected so far: what reuse saves, for the metrics and tests
 
     def transaction(self, account: Account) -> SmtpTransaction:
         return SmtpTransaction(self, account)
 
-    def new_session(self, account: Account) -> aiosmtplib.SMTP:
-        return aiosmtplib.SMTP(
-            hostname=account.host,
-            port=account.port,
-            username=account.username,
-            password=account.password,
+    async def new_session(self, account: Account) -> aiosmtplib.SMTP:
+        """A session that has greeted, said EHLO, and done STARTTLS and login where the account asks.
+        Raises `UnusableHost`, `NoSmtpServer`, or the real server's refusal (STARTTLS, login)."""
+        addresses = await resolve_public(
+            account.host,
+            account.port,
+            allow_private=self._allow_private,
+            timeout=self._timeout,
+            resolver=self._resolver,
+        )
+        client = aiosmtplib.SMTP(
+            hostname=account.host,  # what TLS checks the certificate against
             use_tls=account.security == "tls",
-            start_tls=account.security == "starttls",
+            start_tls=False,
             cert_bundle=self._ca_file,
             timeout=self._timeout,
         )
+        sock = None
+        try:
+            sock = await asyncio.wait_for(_socket_to(addresses, account.port), self._timeout)
+            await client.connect(sock=sock)
+            await _greet(client)
+        except FAILURES as error:
+            client.close()
+            if sock is not None:
+                sock.close()
+            log.info("sender.smtp.unreachable", host=account.host, port=account.port, error=repr(error))
+            raise NoSmtpServer from error
+        try:
+            if account.security == "starttls":
+                await client.starttls()
+            if account.username is not None:
+                await client.login(account.username, account.password or "")
+        except FAILURES:
+            await _close(client)
+            raise
+        self.opened += 1
+        return client
 
     async def idle_session(self, account: Account) -> aiosmtplib.SMTP | None:
         idle = self._idle[account]
@@ -89,6 +171,14 @@ class SmtpPool:
         for idle in self._idle.values():
             while idle:
                 await _close(idle.pop()[1])
+
+
+async def _greet(client: aiosmtplib.SMTP) -> None:
+    """EHLO, or HELO for a server without ESMTP: the step that shows the peer is an SMTP server."""
+    try:
+        await client.ehlo()
+    except aiosmtplib.SMTPHeloError:
+        await client.helo()
 
 
 class SmtpTransaction:
@@ -110,10 +200,11 @@ class SmtpTransaction:
             else:
                 self._client = pooled
                 return None
-        client = self._pool.new_session(self._account)
         try:
-            await client.connect()
-            self._pool.opened += 1
+            client = await self._pool.new_session(self._account)
+        except FAILURES as error:
+            return _outcome(error, for_recipient=False)
+        try:
             await client.mail(sender)
         except FAILURES as error:
             await _close(client)

@@ -1,5 +1,11 @@
 """Reading inbound mail: delivery status notifications (bounces) and replies. Pure: bytes in, facts out.
 
+`read_mail` is the one way in for every source of returning mail (the inbound routes now, a mailbox reader
+later): the raw bytes in, a `Reading` out, a few small plain values whatever the mail's size. `bounce_of` and
+`reply_of` decide from a `Reading`. The parse is bounded by `Limits`: parts, nesting depth and header blocks
+are counted while the mail is parsed, so a hostile mail is refused before it costs much. Time and memory are
+bounded by the process that runs it (`services/tracker/readers.py`).
+
 A DSN (RFC 3464) names its message by our VERP return path (`bounce+<message id>@domain`, the address the
 bounce was sent to) or by the original `Message-ID` inside it; its `Status` field says hard (5.x.x) or soft
 (4.x.x). Bounces in older, non-standard shapes are read by flufl.bounce. A reply names what it answers in
@@ -11,21 +17,69 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from email import message_from_bytes, policy
+from email import policy
+from email.feedparser import BytesFeedParser
 from email.message import Message
 
 from flufl.bounce import all_failures
 
 VERP = re.compile(r"bounce\+([0-9a-f]{32})@", re.IGNORECASE)
-UNSUBSCRIBE = re.compile(r"unsubscribe\+([A-Za-z0-9_.=-]+)@", re.IGNORECASE)
+UNSUBSCRIBE = re.compile(r"unsubscribe\+([A-Za-z0-9_.=-]{1,200})@", re.IGNORECASE)
 ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
-MESSAGE_ID = re.compile(r"<[^<>\s]+@[^<>\s]+>")
+# Neither side takes an "@" and both are bounded: a hostile header cannot make the match backtrack.
+MESSAGE_ID = re.compile(r"<[^<>\s@]{1,250}@[^<>\s@]{1,250}>")
+QUOTED_MESSAGE_ID = re.compile(r"^[ \t]*Message-ID:[ \t]*(.+)$", re.IGNORECASE | re.MULTILINE)
+CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # PostgreSQL refuses NUL; the others only garble records
 # Where a bounce or an inbound mail carries the address it was delivered to.
 RECIPIENT_HEADERS = ("To", "Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "Cc")
+MAX_IDS = 20  # Message-IDs kept from one mail: a thread's newest, an original's few
+# What a bounce reports is in its first lines. flufl.bounce's heuristics scan every line of every part dozens
+# of times (7 s for one 9 MB attachment, 2.5 s for a megabyte of empty lines): they get the first of these.
+SCAN_LINES = 1000
+SCAN_CHARS = 256 * 1024
+FEED_CHUNK = 64 * 1024  # fed piecewise, the parser never splits the whole mail into lines at once
 
 
 class NotUnderstood(ValueError):
     """The mail cannot be used; the reason says why. Nothing is recorded."""
+
+
+class OverLimit(NotUnderstood):
+    """The mail is over one of the limits on reading it (structure, time, memory); the reason names it."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much structure one mail may have (the settings `MAILDASH_INBOUND_MAX_*`)."""
+
+    parts: int  # MIME parts, the mail itself and every status block of a DSN included
+    depth: int  # nesting of multipart and message/* parts
+    header_lines: int  # lines of one part's header block
+    header_bytes: int  # size of one part's header block
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What a bounce reports failed, from its delivery-status part or, in older shapes, its text."""
+
+    permanent: bool
+    status: str | None  # the enhanced status code, e.g. 5.1.1
+    recipient: str | None
+    diagnostic: str
+
+
+@dataclass(frozen=True)
+class Reading:
+    """Everything the classification takes from one mail."""
+
+    verp_message_id: uuid.UUID | None  # from the VERP address it was delivered to
+    original_ids: tuple[str, ...]  # Message-IDs quoted from the original a bounce returns
+    failure: Failure | None
+    no_failure: str  # why `failure` is None: the mail is no bounce
+    references: tuple[str, ...]  # In-Reply-To first, then References from newest to oldest
+    unsubscribe_token: str | None  # from a List-Unsubscribe mailto address it was delivered to
+    sender: str
+    automatic: bool  # an out-of-office or other auto-reply: not a person answering
 
 
 @dataclass(frozen=True)
@@ -46,13 +100,66 @@ class Reply:
     automatic: bool  # an out-of-office or other auto-reply: not a person answering
 
 
-def _parse(raw: bytes) -> Message:
-    if not raw.strip():
-        raise NotUnderstood("the body is empty; send the raw e-mail")
-    mail = message_from_bytes(raw, policy=policy.compat32)
-    if not mail.keys():
-        raise NotUnderstood("the body is not an e-mail (no headers)")
-    return mail
+class _BoundedParser(BytesFeedParser):
+    """The stdlib's parser (compat32), refusing a mail as soon as it passes a limit.
+
+    It hooks the parser's own steps, `_new_message` for each part and `_parse_headers` for each header block:
+    private, but stable for many Python versions, and the unit tests of the limits fail if they change."""
+
+    def __init__(self, limits: Limits, headers_only: bool = False) -> None:
+        super().__init__(policy=policy.compat32)
+        self._limits = limits
+        self._parts = 0
+        if headers_only:
+            self._set_headersonly()  # type: ignore[attr-defined]
+
+    def _new_message(self) -> None:
+        self._parts += 1
+        if self._parts > self._limits.parts:
+            raise OverLimit(f"it has more than {self._limits.parts} MIME parts")
+        if len(self._msgstack) >= self._limits.depth:  # type: ignore[attr-defined]
+            raise OverLimit(f"its MIME parts nest deeper than {self._limits.depth} levels")
+        super()._new_message()  # type: ignore[misc]
+
+    def _parse_headers(self, lines: list[str]) -> None:
+        if len(lines) > self._limits.header_lines:
+            raise OverLimit(f"a header block has more than {self._limits.header_lines} lines")
+        if sum(map(len, lines)) > self._limits.header_bytes:
+            raise OverLimit(f"a header block is larger than {self._limits.header_bytes} bytes")
+        super()._parse_headers(lines)  # type: ignore[misc]
+
+
+def _parse(raw: bytes, limits: Limits, headers_only: bool = False) -> Message:
+    parser = _BoundedParser(limits, headers_only)
+    for start in range(0, len(raw), FEED_CHUNK):
+        parser.feed(raw[start : start + FEED_CHUNK])
+    return parser.close()
+
+
+def _cut_short(mail: Message) -> None:
+    """Keep the first SCAN_LINES lines and SCAN_CHARS characters of the parts' bodies, in all."""
+    lines, chars = SCAN_LINES, SCAN_CHARS
+    for part in mail.walk():
+        payload = part.get_payload()
+        if isinstance(payload, str):  # lines as flufl.bounce reads them: split at "\n" only
+            kept = payload[:chars].split("\n", lines)[:lines]
+            lines -= len(kept)
+            part.set_payload("\n".join(kept))
+            chars -= len(part.get_payload())
+
+
+def _text(value: object, limit: int) -> str:
+    """A header's value as one line of valid text, fit for a record (8-bit bytes come as U+FFFD)."""
+    text = str(value)[: limit * 4].encode("utf-8", "replace").decode("utf-8")
+    return " ".join(CONTROLS.sub(" ", text).split())[:limit]
+
+
+def _ids(*values: object) -> list[str]:
+    return [i for value in values for i in MESSAGE_ID.findall(CONTROLS.sub(" ", str(value)))]
+
+
+def _distinct(ids: list[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(ids))[:MAX_IDS]
 
 
 def _addresses(mail: Message, envelope_recipient: str | None) -> list[str]:
@@ -65,6 +172,13 @@ def _verp(addresses: list[str]) -> uuid.UUID | None:
     for address in addresses:
         if match := VERP.search(address):
             return uuid.UUID(match.group(1))
+    return None
+
+
+def _unsubscribe_token(addresses: list[str]) -> str | None:
+    for address in addresses:
+        if match := UNSUBSCRIBE.search(address):
+            return match.group(1)
     return None
 
 
@@ -86,37 +200,30 @@ def _bytes(part: Message) -> bytes:
     return payload if isinstance(payload, bytes) else b""
 
 
-def _original_ids(mail: Message) -> tuple[str, ...]:
+def _original_ids(mail: Message, limits: Limits) -> tuple[str, ...]:
     """Message-IDs of the original, from an attached message or its attached headers."""
-    ids: list[str] = []
+    quoted: list[object] = []
     for part in mail.walk():
         kind = part.get_content_type()
         payload = part.get_payload()
         if kind == "message/rfc822" and isinstance(payload, list):
-            for inner in payload:
-                if isinstance(inner, Message):
-                    ids += MESSAGE_ID.findall(str(inner.get("Message-ID", "")))
+            quoted += [inner.get("Message-ID", "") for inner in payload if isinstance(inner, Message)]
         elif kind == "text/rfc822-headers":
-            headers = message_from_bytes(_bytes(part), policy=policy.compat32)
-            ids += MESSAGE_ID.findall(str(headers.get("Message-ID", "")))
-    if not ids:  # a plain-text bounce quoting the original's headers
-        for part in mail.walk():
-            if part.get_content_maintype() == "text":
-                text = _bytes(part).decode("utf-8", "replace")
-                for line in re.findall(r"^\s*Message-ID:\s*(.+)$", text, re.IGNORECASE | re.MULTILINE):
-                    ids += MESSAGE_ID.findall(line)
-    return tuple(dict.fromkeys(ids))
+            quoted.append(_parse(_bytes(part), limits, headers_only=True).get("Message-ID", ""))
+    if ids := _ids(*quoted):
+        return _distinct(ids)
+    # A plain-text bounce quoting the original's headers.
+    texts = (_bytes(p).decode("utf-8", "replace") for p in mail.walk() if p.get_content_maintype() == "text")
+    return _distinct(_ids(*(line for text in texts for line in QUOTED_MESSAGE_ID.findall(text))))
 
 
 def _recipient(field: object) -> str | None:
     """`rfc822; jan@example.com` → `jan@example.com`. (A field with 8-bit bytes comes as a `Header`.)"""
-    return str(field or "").split(";", 1)[-1].strip() or None
+    return _text(field or "", 1000).split(";", 1)[-1].strip()[:320] or None
 
 
-def read_bounce(raw: bytes, envelope_recipient: str | None = None) -> Bounce:
-    mail = _parse(raw)
-    message_id = _verp(_addresses(mail, envelope_recipient))
-    original_ids = _original_ids(mail)
+def _failure(mail: Message) -> Failure:
+    """Raises NotUnderstood when the mail reports no delivery failure. Cuts the mail's bodies short."""
     blocks = _status_blocks(mail)
     failed = [b for b in blocks if str(b.get("Action", "")).strip().lower() in ("failed", "delayed")]
     if failed or blocks:
@@ -126,31 +233,32 @@ def read_bounce(raw: bytes, envelope_recipient: str | None = None) -> Bounce:
         if status_match is None and action not in ("failed", "delayed"):
             raise NotUnderstood("the delivery status reports no failure")
         status = status_match.group(0) if status_match else None
-        permanent = status.startswith("5") if status else action == "failed"
         if status and status.startswith("2"):
             raise NotUnderstood(f"the delivery status {status} is a success, not a bounce")
-        recipient = _recipient(block.get("Final-Recipient")) or _recipient(block.get("Original-Recipient"))
-        diagnostic = str(block.get("Diagnostic-Code", "")).split(";", 1)[-1].strip()
-    else:
-        try:
-            temporary, permanent_set = all_failures(mail)
-        except Exception as error:  # some of its detectors trip over unusual mail (no From, say)
-            raise NotUnderstood(f"not readable as a bounce ({type(error).__name__})") from error
-        if not temporary and not permanent_set:
-            raise NotUnderstood("no delivery failure found in it: not a bounce")
-        permanent = bool(permanent_set)
-        addresses = permanent_set or temporary
-        recipient = sorted(addresses)[0].decode("utf-8", "replace") if addresses else None
-        # The notification's text, decoded leniently: a mangled charset must not stop the reading.
-        first_part = mail.get_payload(0) if mail.is_multipart() else mail
-        parts = list(first_part.walk()) if isinstance(first_part, Message) else []
-        text = " ".join(_bytes(part).decode("utf-8", "replace") for part in parts)
-        status_match = ENHANCED.search(text)
-        status = status_match.group(0) if status_match and status_match.group(1) != "2" else None
-        diagnostic = str(mail.get("Subject", ""))
-    if message_id is None and not original_ids:
-        raise NotUnderstood("it names no message: neither a VERP address nor the original Message-ID")
-    return Bounce(message_id, original_ids, permanent, status, recipient, diagnostic[:1000])
+        return Failure(
+            permanent=status.startswith("5") if status else action == "failed",
+            status=status,
+            recipient=_recipient(block.get("Final-Recipient")) or _recipient(block.get("Original-Recipient")),
+            diagnostic=_text(str(block.get("Diagnostic-Code", "")).split(";", 1)[-1], 1000),
+        )
+    _cut_short(mail)
+    try:
+        temporary, permanent = all_failures(mail)
+    except Exception as error:  # some of its detectors trip over unusual mail (no From, say)
+        raise NotUnderstood(f"not readable as a bounce ({type(error).__name__})") from error
+    if not temporary and not permanent:
+        raise NotUnderstood("no delivery failure found in it: not a bounce")
+    addresses = permanent or temporary
+    # The notification's text, decoded leniently: a mangled charset must not stop the reading.
+    first_part = mail.get_payload(0) if mail.is_multipart() else mail
+    parts = list(first_part.walk()) if isinstance(first_part, Message) else []
+    status_match = ENHANCED.search(" ".join(_bytes(part).decode("utf-8", "replace") for part in parts))
+    return Failure(
+        permanent=bool(permanent),
+        status=status_match.group(0) if status_match and status_match.group(1) != "2" else None,
+        recipient=_text(sorted(addresses)[0].decode("utf-8", "replace"), 320) or None,
+        diagnostic=_text(mail.get("Subject", ""), 1000),
+    )
 
 
 def _is_automatic(mail: Message) -> bool:
@@ -164,15 +272,51 @@ def _is_automatic(mail: Message) -> bool:
     )
 
 
-def read_reply(raw: bytes, envelope_recipient: str | None = None) -> Reply:
-    mail = _parse(raw)
-    token = None
-    for address in _addresses(mail, envelope_recipient):
-        if match := UNSUBSCRIBE.search(address):
-            token = match.group(1)
-            break
-    references = MESSAGE_ID.findall(str(mail.get("In-Reply-To", "")))
-    references += reversed(MESSAGE_ID.findall(str(mail.get("References", ""))))
-    if token is None and not references:
+def read_mail(raw: bytes, envelope_recipient: str | None, limits: Limits) -> Reading:
+    """Raises NotUnderstood for what is no e-mail, OverLimit for a mail over `limits`."""
+    if not raw.strip():
+        raise NotUnderstood("the body is empty; send the raw e-mail")
+    mail = _parse(raw, limits)
+    if not mail.keys():
+        raise NotUnderstood("the body is not an e-mail (no headers)")
+    addresses = _addresses(mail, envelope_recipient)
+    original_ids = _original_ids(mail, limits)
+    references = _ids(mail.get("In-Reply-To", "")) + _ids(mail.get("References", ""))[::-1]
+    try:  # last: it cuts the bodies short
+        failure, no_failure = _failure(mail), ""
+    except NotUnderstood as why:
+        failure, no_failure = None, str(why)
+    return Reading(
+        verp_message_id=_verp(addresses),
+        original_ids=original_ids,
+        failure=failure,
+        no_failure=no_failure,
+        references=_distinct(references),
+        unsubscribe_token=_unsubscribe_token(addresses),
+        sender=_text(mail.get("From", ""), 320),
+        automatic=_is_automatic(mail),
+    )
+
+
+def bounce_of(reading: Reading) -> Bounce:
+    """Raises NotUnderstood when the mail is no bounce or names no message."""
+    if reading.failure is None:
+        raise NotUnderstood(reading.no_failure)
+    if reading.verp_message_id is None and not reading.original_ids:
+        raise NotUnderstood("it names no message: neither a VERP address nor the original Message-ID")
+    failure = reading.failure
+    return Bounce(
+        reading.verp_message_id,
+        reading.original_ids,
+        failure.permanent,
+        failure.status,
+        failure.recipient,
+        failure.diagnostic,
+    )
+
+
+def reply_of(reading: Reading) -> Reply:
+    """Raises NotUnderstood when the mail answers no message and unsubscribes from none."""
+    if reading.unsubscribe_token is None and not reading.references:
         raise NotUnderstood("it answers no message: no In-Reply-To or References, and no unsubscribe address")
-    return Reply(tuple(dict.fromkeys(references)), token, str(mail.get("From", "")), _is_automatic(mail))
+    return Reply(reading.references, reading.unsubscribe_token, reading.sender, reading.automatic)

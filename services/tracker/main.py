@@ -24,7 +24,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> ASGIA
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        async with runtime.serving(tracker.opens.run()):
+        async with runtime.serving(tracker.opens.run()), tracker.readers:
             yield
 
     app = Starlette(

@@ -14,7 +14,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.tracker.inbound import NotUnderstood
+from services.tracker.inbound import NotUnderstood, OverLimit
 from services.tracker.service import Tracker
 
 # The smallest transparent 1×1 GIF.
@@ -101,7 +101,8 @@ async def unsubscribe(request: Request) -> Response:
     )
 
 
-MAX_INBOUND_BYTES = 10 * 1024 * 1024
+# SPEC §6 names `X-Inbound-Secret`; `X-Maildash-Secret` came first here and stays for existing pipes.
+SECRET_HEADERS = ("x-inbound-secret", "x-maildash-secret")
 
 
 def _answer(status: int, data: Any = None, error: str | None = None, code: str | None = None) -> JSONResponse:
@@ -109,23 +110,43 @@ def _answer(status: int, data: Any = None, error: str | None = None, code: str |
     return JSONResponse(body, status_code=status)
 
 
+def _authenticated(request: Request, secret: str) -> bool:
+    """One secret header at least, and each one given holds the secret (compared in constant time)."""
+    given = [request.headers.get(name) for name in SECRET_HEADERS]
+    checks = [hmac.compare_digest(value.encode(), secret.encode()) for value in given if value is not None]
+    return bool(checks) and all(checks)
+
+
+async def _body(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it is larger than `limit` (the rest is never read)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            return None
+    return bytes(raw)
+
+
 def inbound_intake(use_case: str) -> Callable[[Request], Awaitable[Response]]:
-    """`POST` the raw e-mail as the body, with the shared secret in `X-Maildash-Secret`; the envelope
+    """`POST` the raw e-mail as the body, with the shared secret in `X-Inbound-Secret`; the envelope
     recipient may come as `?recipient=` (a mail server's pipe knows it). 422 says why a mail was not used."""
 
     async def intake(request: Request) -> Response:
-        secret = request.app.state.runtime.settings.inbound_secret
-        given = request.headers.get("x-maildash-secret", "")
-        if not hmac.compare_digest(given.encode(), secret.encode()):
-            return _answer(401, error="missing or wrong X-Maildash-Secret header", code="unauthorized")
-        raw = bytearray()
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > MAX_INBOUND_BYTES:
-                return _answer(413, error="an inbound mail may be at most 10 MB", code="payload_too_large")
+        settings = request.app.state.runtime.settings
+        if not _authenticated(request, settings.inbound_secret):
+            return _answer(401, error="missing or wrong X-Inbound-Secret header", code="unauthorized")
+        raw = await _body(request, settings.inbound_max_bytes)
+        if raw is None:
+            limit = f"{settings.inbound_max_bytes / 1024 / 1024:g} MB"
+            return _answer(413, error=f"an inbound mail may be at most {limit}", code="payload_too_large")
         recipient = request.query_params.get("recipient", "")[:320] or None
         try:
-            result = await getattr(request.app.state.tracker, use_case)(bytes(raw), recipient)
+            result = await getattr(request.app.state.tracker, use_case)(raw, recipient)
+        except OverLimit as error:
+            return _answer(422, error=str(error), code="over_limit")
         except NotUnderstood as error:
             return _answer(422, error=str(error), code="not_understood")
         return _answer(200, result)

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.tracker import inbound
 from services.tracker import repository as repo
 from services.tracker.opens import Hit, OpenRecorder
+from services.tracker.readers import MailReaders
 from services.tracker.repository import record_event
 from shared import tokens
 from shared.clock import Clock
@@ -26,6 +27,7 @@ class Tracker:
         self._secret = settings.tracking_secret
         self._clock = clock
         self.opens = OpenRecorder(settings.database_url)
+        self.readers = MailReaders(settings)
 
     def unsubscribe_target(self, token: str) -> uuid.UUID | None:
         """The message an unsubscribe token names, or None for a forged or malformed one."""
@@ -42,7 +44,7 @@ class Tracker:
     async def bounce(self, raw: bytes, recipient: str | None) -> dict[str, Any]:
         """A DSN: 5.x.x is a hard bounce (message bounced, lead bounced and suppressed, its pending mail
         cancelled), 4.x.x a soft one (recorded; the remote server keeps trying). Raises NotUnderstood."""
-        found = inbound.read_bounce(raw, recipient)
+        found = inbound.bounce_of(await self.readers.read(raw, recipient))
         now = self._clock()
         data = {
             "status": found.status,
@@ -70,7 +72,7 @@ class Tracker:
     async def reply(self, raw: bytes, recipient: str | None) -> dict[str, Any]:
         """A reply stops the lead's follow-ups; an automatic one (out of office) is only recorded; a mail to
         the List-Unsubscribe address unsubscribes. Raises NotUnderstood."""
-        found = inbound.read_reply(raw, recipient)
+        found = inbound.reply_of(await self.readers.read(raw, recipient))
         if found.unsubscribe_token is not None:
             target = self.unsubscribe_target(found.unsubscribe_token)
             if target is None:

@@ -145,20 +145,9 @@ SELECT campaign_id, day, 0, n FROM moved, (VALUES ($4::date, -1), ($5::date, 1))
 """
 
 # claim: dispatched → sending
-# Under a share lock on the campaign: a pause or stop waits for this transaction, and one already
-# committed leaves the command without a claim. The suppression check uses the unique indexes: the address
-# itself, or its domain or any parent domain of it.
-CLAIM = f"""
-WITH campaign AS (
-  SELECT * FROM campaigns WHERE id = $2 AND status IN {_in(SENDS)} FOR SHARE
-), claimed AS (
-  UPDATE messages AS m
-  SET status = {_to("claim")}, claimed_at = $3,
-    smtp_message_id = format('<%s.%s@%s>', m.id, m.retry_count, d.domain)
-  FROM campaign, sending_domains AS d
-  WHERE m.id = $1 AND m.{_guard("claim")} AND d.id = m.sending_domain_id
-  RETURNING m.*
-)
+# The message with all its e-mail needs, from `message` (one row of messages' columns) and `campaign`. The
+# suppression check uses the unique indexes: the address itself, or its domain or any parent domain of it.
+_WITH_ALL_IT_NEEDS = """
 SELECT m.id, m.workspace_id, m.campaign_id, m.lead_id, m.sending_domain_id, m.domain_used, m.is_followup,
   m.retry_count, m.smtp_message_id, p.smtp_message_id AS parent_smtp_message_id,
   l.email, l.first_name, l.last_name, l.company, l.fields, l.status AS lead_status,
@@ -174,7 +163,7 @@ SELECT m.id, m.workspace_id, m.campaign_id, m.lead_id, m.sending_domain_id, m.do
   t.subject, t.body_html, t.body_text, t.followup_subject, t.followup_body_html,
   d.domain, d.from_email, d.from_name, d.smtp_host, d.smtp_port, d.smtp_username, d.smtp_password_encrypted,
   d.smtp_security, d.min_interval_seconds
-FROM claimed AS m
+FROM message AS m
 CROSS JOIN campaign AS c
 JOIN leads AS l ON l.id = m.lead_id
 CROSS JOIN LATERAL string_to_array(substring(lower(l.email) FROM '[^@]*$'), '.') AS labels
@@ -182,6 +171,34 @@ JOIN templates AS t ON t.id = c.template_id
 JOIN sending_domains AS d ON d.id = m.sending_domain_id
 LEFT JOIN messages AS p ON p.id = m.parent_message_id
 """
+_SMTP_MESSAGE_ID = "format('<%s.%s@%s>', m.id, m.retry_count, d.domain)"
+
+# Under a share lock on the campaign: a pause or stop waits for this transaction, and one already
+# committed leaves the command without a claim.
+CLAIM = f"""
+WITH campaign AS (
+  SELECT * FROM campaigns WHERE id = $2 AND status IN {_in(SENDS)} FOR SHARE
+), message AS (
+  UPDATE messages AS m
+  SET status = {_to("claim")}, claimed_at = $3, smtp_message_id = {_SMTP_MESSAGE_ID}
+  FROM campaign, sending_domains AS d
+  WHERE m.id = $1 AND m.{_guard("claim")} AND d.id = m.sending_domain_id
+  RETURNING m.*
+)
+{_WITH_ALL_IT_NEEDS}"""
+
+# What the claim would return, read without changing or locking anything: the e-mail is made from it before
+# the claim, whose transaction holds the campaign's share lock and must not wait for a template meanwhile.
+PEEK = f"""
+WITH campaign AS (
+  SELECT * FROM campaigns WHERE id = $2 AND status IN {_in(SENDS)}
+), message AS (
+  SELECT m.id, m.workspace_id, m.campaign_id, m.lead_id, m.sending_domain_id, m.domain_used, m.is_followup,
+    m.retry_count, m.parent_message_id, {_SMTP_MESSAGE_ID} AS smtp_message_id
+  FROM messages AS m JOIN sending_domains AS d ON d.id = m.sending_domain_id
+  WHERE m.id = $1 AND m.{_guard("claim")}
+)
+{_WITH_ALL_IT_NEEDS}"""
 
 # settle: sending → sent | bounced | failed | planned (retry)
 SETTLES = ("sent", "bounced", "failed", "retry")
@@ -483,6 +500,12 @@ async def claim(db: Db, message_id: uuid.UUID, campaign_id: uuid.UUID, now: date
     """The claimed message's row with all its e-mail needs, or None (a duplicate, or the campaign does not
     send)."""
     rows = await db.fetch(CLAIM, message_id, campaign_id, now)
+    return rows[0] if rows else None
+
+
+async def peek(db: Db, message_id: uuid.UUID, campaign_id: uuid.UUID) -> Any:
+    """The row `claim` would return now, without claiming (None: there would be nothing to claim)."""
+    rows = await db.fetch(PEEK, message_id, campaign_id)
     return rows[0] if rows else None
 
 

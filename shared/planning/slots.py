@@ -67,9 +67,9 @@ class DomainSchedule:
         for day in self.window.days_from(earliest):
             if (day - first_day).days > HORIZON_DAYS:
                 return
-            for slot in self.window.day_grid(day, int(self.interval.total_seconds())):
+            for slot in self.window.slots_on(day, int(self.interval.total_seconds())):
                 if not self._under_cap(day):
-                    break
+                    break  # before the rest of a day's grid is computed: a small cap skips a fine grid
                 if slot >= earliest:
                     yield slot
                     while not self.interval and self._under_cap(day):

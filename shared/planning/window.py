@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import zoneinfo
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -13,21 +14,64 @@ import holidays
 
 
 @functools.cache
-def _holiday_calendar(country: str) -> holidays.HolidayBase:
-    return holidays.country_holidays(country)
+def _supported_countries() -> frozenset[str]:
+    return frozenset(holidays.list_supported_countries())
+
+
+@functools.cache
+def _known_timezones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
 
 
 def is_known_country(country: str) -> bool:
-    try:
-        _holiday_calendar(country)
-    except NotImplementedError:
+    """A country code of the `holidays` package (alpha-2 or alpha-3), from its own list: a name is never
+    looked up on the module, where `__class__` and friends would be found too."""
+    return country in _supported_countries()
+
+
+def is_known_timezone(name: str) -> bool:
+    """An IANA zone of this system's tz database: a name never becomes a file path of its own."""
+    return name in _known_timezones()
+
+
+@functools.cache
+def _holiday_calendar(country: str) -> holidays.HolidayBase:
+    if not is_known_country(country):
+        raise ValueError(f"unknown holiday calendar {country!r}")
+    return holidays.country_holidays(country)
+
+
+class _DayGrid:
+    """One local day's slot times (UTC), computed only as far as a planner has looked: a daily cap of one
+    on a one-second grid needs the first few of 86,400 points, not all of them."""
+
+    def __init__(self, window: Window, day: date, interval_seconds: int) -> None:
+        self._zone = window.zone
+        self._first = datetime.combine(day, window.start)
+        span = window._span_seconds()
+        self._offsets = iter(range(0, span, interval_seconds or span or 1))
+        self._slots: list[datetime] = []
+
+    def __iter__(self) -> Iterator[datetime]:
+        yield from self._slots  # what earlier readers computed, at list speed
+        seen = len(self._slots)
+        while seen < len(self._slots) or self._extend():
+            yield self._slots[seen]
+            seen += 1
+
+    def _extend(self) -> bool:
+        for offset in self._offsets:
+            local = self._first + timedelta(seconds=offset)
+            moment = local.replace(tzinfo=self._zone, fold=0).astimezone(UTC)
+            if moment.astimezone(self._zone).replace(tzinfo=None) == local:  # exists on this day
+                self._slots.append(moment)
+                return True
         return False
-    return True
 
 
 @functools.lru_cache(maxsize=65536)
-def _day_grid(window: Window, day: date, interval_seconds: int) -> tuple[datetime, ...]:
-    return window._compute_day_grid(day, interval_seconds)
+def _day_grid(window: Window, day: date, interval_seconds: int) -> _DayGrid:
+    return _DayGrid(window, day, interval_seconds)
 
 
 @dataclass(frozen=True)
@@ -40,6 +84,13 @@ class Window:
     end: time = time(17, 0)
     holidays: str | None = "NL"
     ends_at_midnight: bool = False
+
+    def __post_init__(self) -> None:
+        # Names that reach the tz database and the holidays package: refused here too, for stored windows.
+        if not is_known_timezone(self.timezone):
+            raise ValueError(f"unknown timezone {self.timezone!r}")
+        if self.holidays is not None and not is_known_country(self.holidays):
+            raise ValueError(f"unknown holiday calendar {self.holidays!r}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Window:
@@ -72,27 +123,18 @@ class Window:
         return end - start
 
     def day_grid(self, day: date, interval_seconds: int) -> tuple[datetime, ...]:
-        return _day_grid(self, day, interval_seconds)
-
-    def _compute_day_grid(self, day: date, interval_seconds: int) -> tuple[datetime, ...]:
         """UTC slot times of one local day: start + k·interval, strictly before end, in wall-clock time.
 
         Local times that do not exist (spring forward) are skipped; a repeated local time (fall back) is used
         once, at its first occurrence. With interval 0 the only slot is the window start.
         """
+        return tuple(self.slots_on(day, interval_seconds))
+
+    def slots_on(self, day: date, interval_seconds: int) -> Iterator[datetime]:
+        """The day grid, in order, computed as far as it is read (and remembered for the next reader)."""
         if not self.is_open_day(day):
-            return ()
-        zone = self.zone
-        first = datetime.combine(day, self.start)
-        span = self._span_seconds()
-        step = interval_seconds or span or 1
-        slots = []
-        for offset in range(0, span, step):
-            local = first + timedelta(seconds=offset)
-            moment = local.replace(tzinfo=zone, fold=0).astimezone(UTC)
-            if moment.astimezone(zone).replace(tzinfo=None) == local:  # exists on this day
-                slots.append(moment)
-        return tuple(slots)
+            return iter(())
+        return iter(_day_grid(self, day, interval_seconds))
 
     def open_until(self, moment: datetime) -> datetime | None:
         """The end of the window period containing `moment`, or None when the window is closed then."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import string
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -21,6 +22,11 @@ pytestmark = [
         shutil.which("nginx") is None, reason="nginx is not installed (make test installs it)"
     ),
 ]
+
+
+async def chunks(count: int) -> AsyncIterator[bytes]:
+    for _ in range(count):
+        yield b"x" * 65536
 
 
 async def test_gateway_routes_api_and_public_tracking_paths(
@@ -62,6 +68,18 @@ async def test_gateway_routes_api_and_public_tracking_paths(
                 api = await client.get("/api/v1/auth/me")
                 assert api.status_code == 401
                 assert api.json()["error_code"] == "unauthorized"
+                # Bodies stream on to the api up to its largest limit (the CSV import); it answers itself,
+                # and beyond that the gateway answers in the api's envelope.
+                upload = await client.post("/api/v1/leads/import", content=chunks(120))  # 7.5 MiB
+                assert (upload.status_code, upload.json()["error_code"]) == (401, "unauthorized")
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(
+                    b"POST /api/v1/leads/import HTTP/1.1\r\nHost: x\r\nContent-Length: 60000000\r\n\r\n"
+                )
+                head, _, body = (await reader.read(4096)).partition(b"\r\n\r\n")
+                writer.close()
+                assert head.startswith(b"HTTP/1.1 413")
+                assert b'"error_code": "payload_too_large"' in body
                 pixel = await client.get("/track/open.gif?m=x&t=y")
                 assert pixel.status_code == 200
                 assert pixel.headers["content-type"] == "image/gif"

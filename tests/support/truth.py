@@ -6,9 +6,10 @@ import uuid
 from datetime import date
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
 from shared.db import create_engine, kpi, session_factory
+from shared.db.models import Lead, Message, MessageEventRow, Suppression
 from shared.settings import Settings
 
 # Recomputed from messages, message events and leads only: no counter is read.
@@ -45,5 +46,31 @@ async def kpi_days(settings: Settings, campaign_id: uuid.UUID) -> dict[date, dic
     try:
         async with session_factory(engine)() as session:
             return await kpi.days(session, campaign_id)
+    finally:
+        await engine.dispose()
+
+
+async def tracker_footprint(settings: Settings, message_id: uuid.UUID, lead_email: str) -> dict[str, Any]:
+    """Everything the tracker can record about an e-mail and its lead."""
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        async with session_factory(engine)() as session:
+            message = await session.get_one(Message, message_id)
+            events = await session.scalar(
+                select(func.count())
+                .select_from(MessageEventRow)
+                .where(MessageEventRow.message_id == message_id)
+            )
+            lead = await session.scalar(select(Lead.status).where(Lead.id == message.lead_id))
+            suppressed = await session.scalar(
+                select(func.count()).select_from(Suppression).where(Suppression.email == lead_email)
+            )
+            return {
+                "status": message.status,
+                "opened_at": message.opened_at,
+                "events": events,
+                "lead": lead,
+                "suppressed": suppressed,
+            }
     finally:
         await engine.dispose()

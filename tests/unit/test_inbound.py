@@ -2,16 +2,39 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
 
-from services.tracker.inbound import NotUnderstood, read_bounce, read_reply
+from services.tracker.inbound import (
+    Bounce,
+    Limits,
+    NotUnderstood,
+    OverLimit,
+    Reply,
+    bounce_of,
+    read_mail,
+    reply_of,
+)
+from services.tracker.readers import limits_of
+from shared.settings import Settings
+from tests.support import hostile_mail as hostile
 from tests.support.samples import postfix_dsn
+
+LIMITS = limits_of(Settings())
 
 MESSAGE = uuid.UUID("3f2b6c1e-8a4d-4b7e-9c1a-0d5e6f7a8b9c")
 ORIGINAL_ID = f"<{MESSAGE}.0@acme-mail.example>"
 VERP = f"bounce+{MESSAGE.hex}@acme-mail.example"
+
+
+def read_bounce(raw: bytes, envelope_recipient: str | None = None) -> Bounce:
+    return bounce_of(read_mail(raw, envelope_recipient, LIMITS))
+
+
+def read_reply(raw: bytes) -> Reply:
+    return reply_of(read_mail(raw, None, LIMITS))
 
 
 GMAIL = f"""Delivered-To: {VERP}
@@ -210,3 +233,110 @@ def test_a_mail_to_the_unsubscribe_address_carries_its_token() -> None:
 def test_a_mail_that_answers_nothing_is_refused() -> None:
     with pytest.raises(NotUnderstood, match="answers no message"):
         read_reply(b"From: jan@lead.example\nSubject: hi\n\nhello\n")
+
+
+REPLY = f"From: jan@lead.example\nIn-Reply-To: {ORIGINAL_ID}\nSubject: Re: Hello Jan\n\nYes.\n".encode()
+DSN = postfix_dsn(VERP, ORIGINAL_ID)
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (hostile.many_parts(REPLY, LIMITS.parts - 1), "more than 1000 MIME parts"),  # 1 + 1 + 999
+        (hostile.many_parts(DSN, 200_000), "more than 1000 MIME parts"),
+        (hostile.nested_multiparts(REPLY, LIMITS.depth - 1), "nest deeper than 32 levels"),
+        (hostile.nested_multiparts(DSN, 5_000), "nest deeper than 32 levels"),  # a RecursionError before
+        (hostile.nested_messages(REPLY, LIMITS.depth), "nest deeper than 32 levels"),
+        (hostile.nested_messages(DSN, 5_000), "nest deeper than 32 levels"),
+        (hostile.long_header(DSN, 1024 * 1024), "larger than 262144 bytes"),
+        (hostile.many_headers(REPLY, LIMITS.header_lines), "more than 1000 lines"),
+        (DSN.replace(b"Status:", b"X-Filler: 1\n" * 1000 + b"Status:"), "more than 1000 lines"),
+    ],
+    ids=[
+        "parts",
+        "200k-parts",
+        "depth",
+        "5000-multiparts",
+        "messages",
+        "5000-messages",
+        "long-header",
+        "many-headers",
+        "status-block",
+    ],
+)
+def test_a_mail_over_a_limit_is_refused_with_the_limit_named(raw: bytes, why: str) -> None:
+    with pytest.raises(OverLimit, match=why):
+        read_mail(raw, None, LIMITS)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        hostile.many_parts(REPLY, LIMITS.parts - 2),
+        hostile.nested_multiparts(REPLY, LIMITS.depth - 2),
+        hostile.nested_messages(REPLY, LIMITS.depth - 1),
+        hostile.many_headers(REPLY, LIMITS.header_lines - 3),
+        hostile.long_header(REPLY, LIMITS.header_bytes - 200),
+    ],
+    ids=["parts", "multiparts", "messages", "headers", "header-bytes"],
+)
+def test_a_mail_just_within_the_limits_is_read(raw: bytes) -> None:
+    assert read_reply(raw).references == (ORIGINAL_ID,)
+
+
+def test_the_deepest_nesting_the_settings_allow_parses_without_recursion_error() -> None:
+    deepest = Limits(parts=10_000, depth=200, header_lines=1000, header_bytes=1 << 20)
+    reading = read_mail(hostile.nested_multiparts(REPLY, 198), None, deepest)
+    assert reading.references == (ORIGINAL_ID,)
+    assert reading.no_failure == "no delivery failure found in it: not a bounce"  # flufl.bounce read it all
+    with pytest.raises(OverLimit):
+        read_mail(hostile.nested_multiparts(REPLY, 199), None, deepest)
+
+
+def test_a_text_bounce_returning_a_huge_original_is_read_from_its_beginning() -> None:
+    """flufl.bounce's heuristics see only the beginning of a mail (they took 7 s over 9 MB)."""
+    raw = EXIM + b"X-Filler: yes\n\n" + b"a quoted line of the original message\n" * 250_000
+    started = time.perf_counter()
+    bounce = read_bounce(raw)
+    assert time.perf_counter() - started < 2.0
+    assert (bounce.permanent, bounce.status, bounce.recipient) == (True, "5.1.1", "jan@lead.example")
+    assert ORIGINAL_ID in bounce.original_ids
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"From: a@b.example\nReferences: <" + b"a@" * 100_000 + b"\n\n",  # backtracking Message-ID match
+        b"From: a@b.example\n\n" + b"\n" * 1_000_000,  # "^\\s*Message-ID" took seconds per 10k lines
+        b"From: a@b.example\nTo: unsubscribe+" + b"a" * 200_000 + b"\n\n",
+        b"From: a@b.example\nTo: " + b"bounce+" * 30_000 + b"\n\n",
+    ],
+    ids=["message-id", "empty-lines", "unsubscribe", "verp"],
+)
+def test_hostile_text_is_read_in_linear_time(raw: bytes) -> None:
+    started = time.perf_counter()
+    with pytest.raises(NotUnderstood):
+        reply_of(read_mail(raw, None, LIMITS))
+    assert time.perf_counter() - started < 2.0
+
+
+def test_what_a_mail_says_is_kept_as_plain_text_a_record_can_hold() -> None:
+    """PostgreSQL refuses NUL; 8-bit bytes become U+FFFD; control characters and folding become spaces."""
+    raw = postfix_dsn(VERP, ORIGINAL_ID).replace(
+        b"Diagnostic-Code: smtp; 550", b"Diagnostic-Code: smtp; \x00\xff\x1b[31m\n\t550"
+    )
+    bounce = read_bounce(raw)
+    assert bounce.diagnostic.startswith("\ufffd [31m 550 5.1.1")
+    reply = read_reply(
+        f"From: J\x00an\x0b <jan@lead.example>\nIn-Reply-To: <a\x00b@x.example> {ORIGINAL_ID}\n\n".encode()
+    )
+    assert reply.sender == "J an <jan@lead.example>"
+    assert reply.references == (ORIGINAL_ID,)
+
+
+def test_a_long_thread_keeps_its_newest_references() -> None:
+    older = " ".join(f"<{i}@lead.example>" for i in range(500))
+    reply = read_reply(f"From: jan@lead.example\nReferences: {older} {ORIGINAL_ID}\n\n".encode())
+    assert reply.references[0] == ORIGINAL_ID
+    assert len(reply.references) == 20
+    assert reply.references[-1] == "<481@lead.example>"

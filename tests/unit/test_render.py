@@ -5,7 +5,16 @@ from email import message_from_bytes, policy
 import pytest
 
 from shared import tokens
-from shared.render import Letter, RenderError, build, html_to_text, return_path
+from shared.render import (
+    Letter,
+    RenderError,
+    TemplateLimits,
+    build,
+    compile_template,
+    html_to_text,
+    render,
+    return_path,
+)
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 
@@ -125,9 +134,7 @@ def test_click_tracking_rewrites_web_links_but_not_unsubscribe_or_mailto() -> No
             '<p><a href="https://shop.example/a?x=1&amp;y=2">shop</a> <a href="mailto:a@b.example">mail</a> '
             '<a href="{{ unsubscribe_url }}">unsubscribe</a></p>'
         ),
-        click_signer=lambda url: tokens.sign_message(
-            "s", "click", "00000000-0000-0000-0000-000000000001", url
-        ),
+        click_secret="s",
     )
     html = parsed(source).get_body(("html",)).get_content()
     assert "https://t.example/track/click?" in html
@@ -139,3 +146,67 @@ def test_click_tracking_rewrites_web_links_but_not_unsubscribe_or_mailto() -> No
 def test_links_are_left_alone_without_click_tracking() -> None:
     html = parsed(letter(body_html='<a href="https://shop.example/">x</a>')).get_body(("html",)).get_content()
     assert 'href="https://shop.example/"' in html
+
+
+SMALL = TemplateLimits(source_chars=1_000, output_chars=10_000)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ 'a' * 10001 }}",  # one repetition, refused before it is allocated
+        "{{ 10001 * ['ab'] }}",
+        "{{ 'a' | center(10001) }}",  # one filter call
+        "{% for i in range(2001) %}hello{% endfor %}",  # many small pieces
+        "{% set a = 'x' * 5000 %}{{ a ~ a ~ a }}",
+    ],
+)
+def test_output_beyond_the_limit_is_refused_whatever_makes_it(source: str) -> None:
+    with pytest.raises(RenderError, match="body_html") as refused:
+        build(letter(body_html=source), NOW, SMALL)
+    assert refused.value.part == "body_html"
+
+
+def test_output_up_to_the_limit_renders() -> None:
+    rendered = render(letter(body_html="{{ 'a' * 9000 }}", open_token=None), SMALL)
+    assert rendered.html == "a" * 9000
+
+
+def test_a_power_too_large_for_any_e_mail_is_refused_before_it_is_computed() -> None:
+    with pytest.raises(RenderError, match="too large a number"):
+        build(letter(body_html="{{ 10 ** 100000 }}"), NOW)
+
+
+def test_a_template_cannot_change_lead_data() -> None:
+    fields = {"city": "Delft"}
+    source = letter(
+        subject="{{ fields.update({'city': 'Evil'}) }}",
+        variables={"first_name": "Jan", "company": "", "fields": fields},
+    )
+    with pytest.raises(RenderError, match="unsafe"):
+        build(source, NOW)
+    assert fields == {"city": "Delft"}
+
+
+def test_a_source_over_its_size_limit_is_refused_naming_the_field() -> None:
+    with pytest.raises(RenderError, match="followup_body_html: template is 1001 characters") as refused:
+        compile_template("followup_body_html", "x" * 1001, SMALL)
+    assert refused.value.part == "followup_body_html"
+
+
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [
+        ("{{ " + "(" * 400 + "1" + ")" * 400 + " }}", "nested too deeply"),
+        ("{% if 1 %}" * 300 + "{% endif %}" * 300, "nested too deeply"),
+        ("<p>\n{{ first_name", "syntax error on line 2"),
+    ],
+)
+def test_a_template_that_cannot_compile_is_refused_with_the_reason(source: str, reason: str) -> None:
+    with pytest.raises(RenderError, match=f"body_text: .*{reason}"):
+        compile_template("body_text", source, TemplateLimits())
+
+
+def test_text_that_is_not_valid_unicode_is_refused() -> None:
+    with pytest.raises(RenderError, match="subject renders text that is not valid Unicode"):
+        build(letter(subject="Hi {{ '%c' % 55296 }}"), NOW)

@@ -16,7 +16,7 @@ async def token(
     request: Request,
     username: Annotated[str, Form(max_length=320)],
     password: Annotated[str, Form(max_length=1024)],
-    grant_type: Annotated[str | None, Form(pattern="^password$")] = None,
+    grant_type: Annotated[str | None, Form(max_length=8, pattern="^password$")] = None,
 ) -> dict[str, Any]:
     """OAuth2 password flow: `username` is the e-mail address. Plain OAuth2 body, no envelope."""
     try:

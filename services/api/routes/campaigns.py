@@ -3,13 +3,20 @@ from __future__ import annotations
 from typing import Annotated, Any, get_args
 
 from fastapi import APIRouter, Query, Request
-from pydantic import AwareDatetime
 
 from services.api import lifecycle, repository, service
 from services.api.auth import CurrentPrincipal
 from services.api.envelope import Envelope, Page
 from services.api.routes.deps import PageNumber, PageSize, Search, page_of, unit_of_work
-from services.api.schemas import CampaignDetailOut, CampaignIn, CampaignOut, DryRunOut, MessageOut
+from services.api.schemas import (
+    ID_MAX,
+    CampaignDetailOut,
+    CampaignIn,
+    CampaignOut,
+    DryRunOut,
+    MessageOut,
+    Moment,
+)
 from shared.db.models import Campaign, CampaignStatus, Message, MessageStatus
 from shared.lifecycle import Action
 
@@ -48,8 +55,8 @@ async def list_campaigns(
     page_size: PageSize = 20,
     status: CampaignStatus | None = None,
     search: Search = None,
-    created_from: AwareDatetime | None = None,
-    created_to: AwareDatetime | None = None,
+    created_from: Moment | None = None,
+    created_to: Moment | None = None,
 ) -> dict[str, Any]:
     """Newest first; `search` matches the name, `created_from` / `created_to` bound the creation time."""
     where = []
@@ -68,10 +75,10 @@ async def list_messages(
     principal: CurrentPrincipal,
     page: PageNumber = 1,
     page_size: PageSize = 20,
-    campaign_id: str | None = None,
+    campaign_id: Annotated[str | None, Query(max_length=ID_MAX)] = None,
     status: Annotated[MessageStatus | None, Query()] = None,
     domain: Annotated[str | None, Query(max_length=253, pattern=r"^[A-Za-z0-9.-]+$")] = None,
-    lead_id: str | None = None,
+    lead_id: Annotated[str | None, Query(max_length=ID_MAX)] = None,
     is_followup: bool | None = None,
 ) -> dict[str, Any]:
     ids = {"campaign_id": campaign_id, "lead_id": lead_id}

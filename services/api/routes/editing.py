@@ -10,10 +10,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from services.api.auth import CurrentPrincipal
-from services.api.envelope import Envelope, conflict, invalid
+from services.api.envelope import Envelope, conflict
 from services.api.repository import Repository
 from services.api.routes.deps import unit_of_work
-from services.api.routes.resources import check_smtp_host, check_template_syntax, domain_out, row_out
+from services.api.routes.resources import check_smtp_host, check_templates, domain_out, row_out, template_job
 from services.api.schemas import (
     DeletedOut,
     DomainOut,
@@ -30,7 +30,7 @@ from shared import crypto, tokens
 from shared.db.models import Campaign, Lead, Message, SendingDomain, Template
 from shared.lifecycle import FINAL
 from shared.message_states import UNFINISHED
-from shared.render import Letter, RenderError, lead_variables, render
+from shared.render import Letter, lead_variables
 from shared.settings import Settings
 
 router = APIRouter()
@@ -122,7 +122,7 @@ async def update_template(
     request: Request, principal: CurrentPrincipal, template_id: str, body: TemplatePatch
 ) -> dict[str, Any]:
     """Takes effect for every message rendered from now on, also in running campaigns."""
-    check_template_syntax(body)
+    await check_templates(request, body)
     async with unit_of_work(request, principal) as repo:
         row = not_found_unless(await repo.get(Template, template_id), "template")
         return {"data": row_out(await _changed(repo, row, body.changes()))}
@@ -167,8 +167,5 @@ async def preview_template(
         unsubscribe_token=tokens.sign_message(settings.tracking_secret, "unsubscribe", message_id),
         smtp_message_id=f"<{message_id}@example.com>",
     )
-    try:
-        rendered = render(letter)
-    except RenderError as error:
-        raise invalid(str(error), ["body", "lead_id"]) from error
+    rendered = await template_job(request.app.state.templates.render(letter))
     return {"data": {"subject": rendered.subject, "html": rendered.html, "text": rendered.text}}

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, File, Request, UploadFile
-from jinja2 import TemplateSyntaxError
-from jinja2.sandbox import SandboxedEnvironment
 
 from services.api.auth import CurrentPrincipal
 from services.api.envelope import ApiError, Envelope, Page, conflict, invalid
@@ -26,10 +23,13 @@ from services.api.schemas import (
 from services.api.service import not_found_unless
 from shared import crypto
 from shared.db.models import Lead, LeadReport, LeadStatus, SendingDomain, Template
+from shared.public_address import UnusableHost, resolve_public
+from shared.render import RenderError
+from shared.render_pool import RendererUnavailable
 from shared.settings import Settings
-from shared.smtp_hosts import refusal
 
 router = APIRouter()
+T = TypeVar("T")
 
 
 def domain_out(row: SendingDomain) -> dict[str, Any]:
@@ -61,16 +61,14 @@ def row_out(row: Lead | Template) -> dict[str, Any]:
 
 
 async def check_smtp_host(settings: Settings, host: str, port: int) -> None:
-    """In production, refuse an SMTP host that resolves to a loopback, private or link-local address."""
-    if settings.env != "production" or settings.smtp_allow_private:
+    """Refuse an SMTP host that does not resolve, or resolves to an address that is not public (in production,
+    unless the operator allows private hosts). The sender judges it again at every connection."""
+    if settings.private_hosts_allowed:
         return
     try:
-        infos = await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(host, port), timeout=5)
-    except (OSError, TimeoutError) as error:
-        raise invalid(f"SMTP host {host} does not resolve", ["body", "smtp", "host"]) from error
-    reason = refusal(str(info[4][0]) for info in infos)
-    if reason:
-        raise invalid(f"SMTP host {host} is refused: {reason}", ["body", "smtp", "host"])
+        await resolve_public(host, port, allow_private=False, timeout=5)
+    except UnusableHost as error:
+        raise invalid(f"SMTP host {error}", ["body", "smtp", "host"]) from error
 
 
 @router.post("/domains", status_code=201, response_model=Envelope[DomainOut], tags=["domains"])
@@ -115,25 +113,30 @@ async def create_lead(request: Request, principal: CurrentPrincipal, body: LeadI
         return {"data": row_out(row)}
 
 
-_jinja = SandboxedEnvironment()
+TEMPLATE_PARTS = ("subject", "body_html", "body_text", "followup_subject", "followup_body_html")
 
 
-def check_template_syntax(body: TemplateIn | TemplatePatch) -> None:
-    for name in ("subject", "body_html", "body_text", "followup_subject", "followup_body_html"):
-        source = getattr(body, name)
-        if source is None:
-            continue
-        try:
-            _jinja.parse(source)
-        except TemplateSyntaxError as error:
-            raise invalid(
-                f"{name}: template syntax error on line {error.lineno}: {error.message}", ["body", name]
-            ) from error
+async def check_templates(request: Request, body: TemplateIn | TemplatePatch) -> None:
+    """422 unless every template field sent compiles within its limits (in a render worker: compiling a
+    tenant's template is running its code)."""
+    sources = {name: source for name in TEMPLATE_PARTS if (source := getattr(body, name)) is not None}
+    if sources:
+        await template_job(request.app.state.templates.check(sources))
+
+
+async def template_job(job: Awaitable[T]) -> T:
+    """A render pool job, its template's failure answered 422 and a pool that cannot work 503."""
+    try:
+        return await job
+    except RenderError as error:
+        raise invalid(str(error), ["body", error.part] if error.part else ["body"]) from error
+    except RendererUnavailable as error:
+        raise ApiError(503, "unavailable", "templates cannot be rendered right now; try again") from error
 
 
 @router.post("/templates", status_code=201, response_model=Envelope[TemplateOut], tags=["templates"])
 async def create_template(request: Request, principal: CurrentPrincipal, body: TemplateIn) -> dict[str, Any]:
-    check_template_syntax(body)
+    await check_templates(request, body)
     async with unit_of_work(request, principal) as repo:
         row = Template(**body.model_dump())
         repo.add(row)
@@ -200,17 +203,16 @@ add_reads(router, "leads", Lead, LeadOut, row_out, "lead", listed=False)
 add_reads(router, "templates", Template, TemplateOut, row_out, "template")
 
 
-MAX_REPORT_BYTES = 5 * 1024 * 1024
-
-
 @router.put("/leads/{lead_id}/report", response_model=Envelope[ReportOut], tags=["leads"])
 async def upload_report(
     request: Request, principal: CurrentPrincipal, lead_id: str, file: Annotated[UploadFile, File()]
 ) -> dict[str, Any]:
-    """The lead's report (a PDF of at most 5 MB), attached to follow-ups of campaigns with `attach_report`."""
-    content = await file.read(MAX_REPORT_BYTES + 1)
-    if len(content) > MAX_REPORT_BYTES:
-        raise ApiError(413, "payload_too_large", "a report may be at most 5 MB")
+    """The lead's report (a PDF of at most MAILDASH_REPORT_MAX_BYTES, 5 MB), attached to follow-ups of
+    campaigns with `attach_report`."""
+    most = request.app.state.runtime.settings.report_max_bytes
+    content = await file.read(most + 1)
+    if len(content) > most:
+        raise ApiError(413, "payload_too_large", f"a report may be at most {most:,} bytes")
     if not content.startswith(b"%PDF-"):
         raise invalid("the report must be a PDF file", ["body", "file"])
     filename = searchable((file.filename or "report.pdf").rsplit("/", 1)[-1][:200], "file") or "report.pdf"

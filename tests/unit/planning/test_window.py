@@ -1,3 +1,4 @@
+import time as time_module
 from datetime import UTC, date, datetime, time
 from zoneinfo import ZoneInfo
 
@@ -101,3 +102,33 @@ def test_window_from_its_stored_form() -> None:
     assert window.ends_at_midnight
     assert window.is_open_day(date(2026, 11, 28))
     assert not window.is_open_day(date(2026, 11, 27))
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        {"holidays": "__class__"},
+        {"holidays": "country_holidays"},
+        {"holidays": "Netherlands"},  # a class of the package, not a country code
+        {"timezone": "../../etc/passwd"},
+        {"timezone": "Europe/../UTC"},
+    ],
+)
+def test_a_name_outside_the_packages_lists_is_refused(names: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="unknown"):
+        Window(**names)
+
+
+def test_alpha_3_country_codes_name_the_same_calendars() -> None:
+    assert not Window(holidays="NLD").is_open_day(date(2026, 4, 27))  # King's Day
+    assert not Window(holidays="USA", timezone="America/New_York").is_open_day(date(2026, 11, 26))
+
+
+def test_a_daily_cap_of_one_on_a_one_second_grid_plans_a_day_per_lead_at_once() -> None:
+    schedule = DomainSchedule(ALL_DAY, 1, daily_cap=1)
+    started = time_module.perf_counter()
+    slots = [schedule.take(local(2027, 1, 1, 0, 0)).start for _ in range(400)]
+    # Each day needs the first of its 86,400 grid points: computing them all took 0.3 s a day.
+    assert time_module.perf_counter() - started < 2
+    assert [s.astimezone(AMS).time() for s in slots] == [time(0, 0)] * 400
+    assert len({s.astimezone(AMS).date() for s in slots}) == 400
