@@ -17,15 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from shared.events import (
-    Event,
-    LeadReplied,
-    LeadUnsubscribed,
-    MessageBounced,
-    MessageFailed,
-    MessageSent,
-    SendMessage,
-)
+from shared import events
 
 
 class CampaignStatus(enum.StrEnum):
@@ -92,7 +84,7 @@ class Transition:
     lead_sources: frozenset[LeadStatus] = frozenset(LeadStatus)  # the lead statuses it changes
     suppress: bool = False  # the lead's address is never mailed again
     history: str | None = None  # the kind of the message_events row it writes
-    announce: type[Event] | None = None  # the event it writes to the outbox
+    announce: type[events.Event] | None = None  # the event it writes to the outbox
     cancels: Literal["unsent", "followups"] | None = None  # the lead's other mail it cancels at once
     campaign: CampaignAction | None = None  # the campaign transition it causes (shared/lifecycle.py)
     followup: bool = False  # the scheduler plans the follow-up when it hears the announcement
@@ -104,7 +96,7 @@ TRANSITIONS: dict[str, Transition] = {
     # The scheduler plans a message (a campaign's audience, a follow-up): a new row, on its slot's day.
     "plan": Transition(frozenset(), M.PLANNED, counters={"planned": 1}, day="planned"),
     # Its slot has come: a sender is told to send it.
-    "dispatch": Transition(frozenset({M.PLANNED}), M.DISPATCHED, announce=SendMessage),
+    "dispatch": Transition(frozenset({M.PLANNED}), M.DISPATCHED, announce=events.SendMessage),
     # A sender takes it, while its campaign is one that sends (`shared.lifecycle.SENDS`).
     "claim": Transition(frozenset({M.DISPATCHED}), M.SENDING),
     # Nobody took it by its deadline, or its campaign paused: planned again, to get a new slot.
@@ -115,21 +107,21 @@ TRANSITIONS: dict[str, Transition] = {
     "reslot": Transition(UNSENT, M.PLANNED, day="planned"),
     # The SMTP transaction's outcomes. The scheduler cancels a bounced lead's other mail when it hears of it.
     "sent": Transition(
-        CLAIMED, M.SENT, counters={"sent": 1}, day="sent", history="sent", announce=MessageSent,
+        CLAIMED, M.SENT, counters={"sent": 1}, day="sent", history="sent", announce=events.MessageSent,
         campaign="first_send", followup=True,
     ),
     "bounced": Transition(
         CLAIMED, M.BOUNCED, counters={"bounced": 1, "bounced_at_smtp": 1}, day="bounced",
-        lead=LeadStatus.BOUNCED, suppress=True, history="bounced", announce=MessageBounced,
+        lead=LeadStatus.BOUNCED, suppress=True, history="bounced", announce=events.MessageBounced,
         campaign="first_send",
     ),
     "failed": Transition(
-        CLAIMED, M.FAILED, counters={"failed": 1}, history="failed", announce=MessageFailed,
+        CLAIMED, M.FAILED, counters={"failed": 1}, history="failed", announce=events.MessageFailed,
         campaign="first_send",
     ),
     # A temporary failure with tries left: planned again at or after its backoff, retry_count + 1.
     "retry": Transition(
-        CLAIMED, M.PLANNED, history="failed", announce=MessageFailed, campaign="first_send"
+        CLAIMED, M.PLANNED, history="failed", announce=events.MessageFailed, campaign="first_send"
     ),
     # The lead may not receive it any more (found at the claim): cancelled instead of sent.
     "withheld": Transition(CLAIMED, M.CANCELLED, counters={"cancelled": 1}),
@@ -140,7 +132,7 @@ TRANSITIONS: dict[str, Transition] = {
     # A 5.x.x delivery status notification after the server accepted the e-mail.
     "dsn_bounced": Transition(
         frozenset({M.SENT}), M.BOUNCED, counters={"bounced": 1}, day="bounced", lead=LeadStatus.BOUNCED,
-        suppress=True, history="bounced", announce=MessageBounced, cancels="unsent",
+        suppress=True, history="bounced", announce=events.MessageBounced, cancels="unsent",
     ),
     # By hand, like a retry: it no longer counts as failed; a completed campaign runs again.
     "resend": Transition(frozenset({M.FAILED}), M.PLANNED, counters={"failed": -1}, campaign="reopen"),
@@ -157,13 +149,13 @@ TRANSITIONS: dict[str, Transition] = {
     # The lead answered (an active lead, once): no more follow-ups for it.
     "replied": Transition(
         ANY, None, lead=LeadStatus.REPLIED, lead_sources=frozenset({LeadStatus.ACTIVE}), history="replied",
-        announce=LeadReplied, cancels="followups",
+        announce=events.LeadReplied, cancels="followups",
     ),
     # The lead unsubscribed (link, one-click or mailto), counted once per lead.
     "unsubscribed": Transition(
         ANY, None, counters={"unsubscribed": 1}, lead=LeadStatus.UNSUBSCRIBED,
         lead_sources=frozenset(LeadStatus) - {LeadStatus.UNSUBSCRIBED}, suppress=True,
-        announce=LeadUnsubscribed, cancels="unsent",
+        announce=events.LeadUnsubscribed, cancels="unsent",
     ),
 }  # fmt: skip
 

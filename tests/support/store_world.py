@@ -13,16 +13,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from services.tracker.machine import TOO_SOON
+from shared import events
 from shared.db import message_store as store
 from shared.db.message_store import Db
-from shared.events import (
-    LeadReplied,
-    LeadUnsubscribed,
-    MessageBounced,
-    MessageFailed,
-    MessageSent,
-    SendMessage,
-)
 from shared.message_states import TRANSITIONS, MessageStatus
 
 NOW = datetime(2000, 1, 3, 10, tzinfo=UTC)  # long before any other test's rows: `interrupt` sees only ours
@@ -126,7 +119,7 @@ async def run(db: Db, world: World, name: str, message: uuid.UUID, now: datetime
     lead = await db.fetch("SELECT lead_id FROM messages WHERE id = $1", message)
     lead_id = lead[0]["lead_id"]
     if name == "dispatch":
-        await store.dispatch(db, [SendMessage(**ids, scheduled_at=now, deadline=now + INTERVAL)])
+        await store.dispatch(db, [events.SendMessage(**ids, scheduled_at=now, deadline=now + INTERVAL)])
     elif name == "claim":
         await store.claim(db, message, world.campaign, now)
     elif name == "release":
@@ -140,14 +133,14 @@ async def run(db: Db, world: World, name: str, message: uuid.UUID, now: datetime
         new = now + timedelta(days=2) + (start - NOW)
         await store.reslot(db, message, new, new + INTERVAL, _local(start), _local(new))
     elif name in store.SETTLES:
-        events = {
-            "sent": MessageSent(**ids, sent_at=now, smtp_message_id=f"<{message}@test>"),
-            "bounced": MessageBounced(**ids, reason="550 5.1.1"),
-            "failed": MessageFailed(**ids, reason="451 4.3.0"),
-            "retry": MessageFailed(**ids, reason="451 4.3.0", retry_at=now + timedelta(minutes=5)),
+        outcomes = {
+            "sent": events.MessageSent(**ids, sent_at=now, smtp_message_id=f"<{message}@test>"),
+            "bounced": events.MessageBounced(**ids, reason="550 5.1.1"),
+            "failed": events.MessageFailed(**ids, reason="451 4.3.0"),
+            "retry": events.MessageFailed(**ids, reason="451 4.3.0", retry_at=now + timedelta(minutes=5)),
         }
         retry_at = now + timedelta(minutes=5) if name == "retry" else None
-        await store.settle(db, message, name, now, _local(now), "reason", {}, events[name], retry_at)
+        await store.settle(db, message, name, now, _local(now), "reason", {}, outcomes[name], retry_at)
     elif name == "withheld":
         await store.withhold(db, message, "lead is unsubscribed or suppressed")
     elif name == "interrupted":
@@ -155,7 +148,7 @@ async def run(db: Db, world: World, name: str, message: uuid.UUID, now: datetime
     elif name == "cancel":
         await store.cancel_campaign(db, world.campaign)
     elif name == "dsn_bounced":
-        event = MessageBounced(**ids, lead_id=lead_id, reason="5.1.1 gone")
+        event = events.MessageBounced(**ids, lead_id=lead_id, reason="5.1.1 gone")
         await store.dsn_bounce(db, message, now, _local(now), "5.1.1 gone", {"dsn": True}, event)
     elif name == "resend":
         await store.resend(db, message, now)
@@ -165,10 +158,10 @@ async def run(db: Db, world: World, name: str, message: uuid.UUID, now: datetime
         await store.record(db, message, name, now, {})
     elif name == "replied":
         await store.reply(
-            db, now, {}, LeadReplied(workspace_id=world.workspace, lead_id=lead_id, message_id=message)
+            db, now, {}, events.LeadReplied(workspace_id=world.workspace, lead_id=lead_id, message_id=message)
         )
     elif name == "unsubscribed":
-        event = LeadUnsubscribed(workspace_id=world.workspace, lead_id=lead_id, message_id=message)
+        event = events.LeadUnsubscribed(workspace_id=world.workspace, lead_id=lead_id, message_id=message)
         await store.unsubscribe(db, world.campaign, event)
     else:
         raise AssertionError(f"no way to run {name}")
