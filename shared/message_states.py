@@ -95,6 +95,8 @@ CLAIMED = frozenset({M.SENDING})
 TRANSITIONS: dict[str, Transition] = {
     # The scheduler plans a message (a campaign's audience, a follow-up): a new row, on its slot's day.
     "plan": Transition(frozenset(), M.PLANNED, counters={"planned": 1}, day="planned"),
+    # No slot is free within the planner's horizon: a new row that failed, saying so, holding no slot.
+    "plan_without_slot": Transition(frozenset(), M.FAILED, counters={"planned": 1, "failed": 1}),
     # Its slot has come: a sender is told to send it.
     "dispatch": Transition(frozenset({M.PLANNED}), M.DISPATCHED, announce=events.SendMessage),
     # A sender takes it, while its campaign is one that sends (`shared.lifecycle.SENDS`).
@@ -105,6 +107,8 @@ TRANSITIONS: dict[str, Transition] = {
     "defer": Transition(CLAIMED, M.PLANNED),
     # A new slot (late, resumed, retried): its planned count moves to the new slot's day.
     "reslot": Transition(UNSENT, M.PLANNED, day="planned"),
+    # ... or none is free within the horizon: failed, saying so (it may finish the campaign).
+    "no_slot": Transition(UNSENT, M.FAILED, counters={"failed": 1}),
     # The SMTP transaction's outcomes. The scheduler cancels a bounced lead's other mail when it hears of it.
     "sent": Transition(
         CLAIMED, M.SENT, counters={"sent": 1}, day="sent", history="sent", announce=events.MessageSent,

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -57,6 +58,8 @@ def email_address(value: str) -> str:
     try:
         local, at, domain = value.rpartition("@")
         if at and len(local) <= 64 and LOCAL_PART.match(local):
+            if local.lower() in CASE_INSENSITIVE_MAILBOX_NAMES:  # RFC 2142 role names: email-validator lowers
+                local = local.lower()
             address = f"{local}@{_checked_domain(domain)}"
             if len(address) <= 254:
                 return address

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from sqlalchemy import delete, func, insert, select
@@ -36,7 +36,7 @@ from shared.db.slots import domain_schedules, held_slots
 from shared.events import CampaignStarted
 from shared.messaging import enqueue
 from shared.planning import DomainSchedule, audience, plan_round_robin
-from shared.planning.slots import NoSlotError
+from shared.planning.slots import NoSlotError, Reservation, unplanned_reason
 from shared.planning.summary import summarize
 from shared.planning.window import Window
 from shared.settings import Settings
@@ -297,14 +297,29 @@ def _fitting() -> Iterator[None]:
         ) from error
 
 
+L = TypeVar("L")
+D = TypeVar("D")
+
+
+def _every_lead_fits(
+    planned: list[tuple[L, D, Reservation | None]], earliest: datetime
+) -> list[tuple[L, D, Reservation]]:
+    """The plan, or NoSlotError when a lead got no slot (a start would fail that lead's message)."""
+    fitting = [(lead, domain, slot) for lead, domain, slot in planned if slot is not None]
+    if len(fitting) < len(planned):
+        raise NoSlotError(unplanned_reason(earliest))
+    return fitting
+
+
 async def dry_run(repo: Repository, payload: CampaignIn, settings: Settings) -> dict[str, Any]:
     """What creating this campaign now would plan, through the planner and reservations a start uses."""
     wizard = await check_wizard(repo, payload, settings)
     earliest = max(utcnow(), wizard.start_at or utcnow())
     schedules = await domain_schedules(repo.session, wizard.domains, wizard.window, earliest, lock=False)
     with _fitting():
-        planned = plan_round_robin(
-            wizard.audience.lead_ids, [d.id for d in wizard.domains], schedules, earliest
+        planned = _every_lead_fits(
+            plan_round_robin(wizard.audience.lead_ids, [d.id for d in wizard.domains], schedules, earliest),
+            earliest,
         )
     names = {d.id: d.domain for d in wizard.domains}
     return {
@@ -339,10 +354,8 @@ async def campaign_dry_run(repo: Repository, campaign: Campaign) -> dict[str, An
         schedules = await domain_schedules(repo.session, domains, window, earliest, lock=False)
         names = {d.id: d.domain for d in domains}
         with _fitting():
-            planned = [
-                (lead, names[d], slot)
-                for lead, d, slot in plan_round_robin(leads, [d.id for d in domains], schedules, earliest)
-            ]
+            plan = plan_round_robin(leads, [d.id for d in domains], schedules, earliest)
+            planned = [(lead, names[d], slot) for lead, d, slot in _every_lead_fits(plan, earliest)]
     return {
         "audience_count": campaign.audience_count,
         "excluded": {**dict.fromkeys(audience.EXCLUSION_ORDER, 0), **campaign.audience_excluded},

@@ -13,6 +13,7 @@ from shared.db.models import Campaign, CampaignLead, Lead, Message, SendingDomai
 from shared.lifecycle import SENDS
 from shared.message_states import TRANSITIONS, UNSENT, CampaignStatus, LeadStatus, MessageStatus
 from shared.planning import Reservation
+from shared.planning.slots import unplanned_reason
 
 
 async def campaign_for_update(session: AsyncSession, campaign_id: uuid.UUID) -> Campaign | None:
@@ -49,11 +50,15 @@ def new_message(
     lead_id: uuid.UUID,
     domain_id: uuid.UUID,
     domain_name: str,
-    slot: Reservation,
+    slot: Reservation | None,
     not_before: datetime,
     parent_id: uuid.UUID | None = None,
 ) -> tuple[Any, ...]:
-    """A planned message as a COPY record (columns in `message_store.COPY_COLUMNS` order)."""
+    """A planned message as a COPY record (columns in `message_store.COPY_COLUMNS` order); without a slot
+    (none free within the planner's horizon) a failed one that says so, holding no slot."""
+    start, end = (slot.start, slot.end) if slot else (not_before, not_before)
+    status = TRANSITIONS["plan" if slot else "plan_without_slot"].target
+    assert status is not None
     return (
         uuid.uuid4(),
         campaign.workspace_id,
@@ -61,13 +66,14 @@ def new_message(
         lead_id,
         domain_id,
         domain_name,
-        slot.start,
-        slot.end,
+        start,
+        end,
         not_before,
-        TRANSITIONS["plan"].target,
+        status.value,
         parent_id is not None,
         parent_id,
         0,
+        None if slot else unplanned_reason(not_before),
     )
 
 

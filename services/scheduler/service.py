@@ -21,7 +21,7 @@ from shared.db.slots import domain_schedules, held_slots
 from shared.events import SendMessage
 from shared.lifecycle import SENDS
 from shared.planning import DomainSchedule, Window, plan_round_robin
-from shared.planning.slots import followup_due, send_grace
+from shared.planning.slots import NoSlotError, followup_due, send_grace
 from shared.settings import Settings
 
 log = structlog.get_logger()
@@ -58,9 +58,15 @@ class Scheduler:
                     repo.new_message(campaign, lead, domain_id, names[domain_id], slot, not_before=earliest)
                     for lead, domain_id, slot in planned
                 ],
-                Counter(window.local_date(s.start) for *_, s in planned),
+                Counter(window.local_date(slot.start) for *_, slot in planned if slot is not None),
             )
-        log.info("scheduler.campaign.planned", campaign_id=str(campaign_id), messages=len(planned))
+            unplanned = sum(slot is None for *_, slot in planned)
+        log.info(
+            "scheduler.campaign.planned",
+            campaign_id=str(campaign_id),
+            messages=len(planned),
+            failed=unplanned,
+        )
         return len(planned)
 
     async def dispatch_due(self) -> int:
@@ -128,7 +134,11 @@ class Scheduler:
                     held[domain.id],
                     domain.daily_cap,
                 )
-            slot = schedules[key].take(max(now, message.not_before))
+            try:
+                slot = schedules[key].take(max(now, message.not_before))
+            except NoSlotError as error:  # nothing free within the horizon: the message fails, not the batch
+                await self._fail_unplanned(session, message, str(error))
+                continue
             held[domain.id].append(slot)
             for (_, domain_id), other in schedules.items():
                 if domain_id == domain.id and other is not schedules[key]:
@@ -143,6 +153,12 @@ class Scheduler:
                 window.local_date(slot.start),
             )
         REPLANNED.labels(why).inc(len(messages))
+
+    @staticmethod
+    async def _fail_unplanned(session: AsyncSession, message: Message, reason: str) -> None:
+        if await message_store.fail_without_slot(on_session(session), message.id, reason):
+            await message_store.complete_if_done(on_session(session), message.campaign_id)
+            log.warning("scheduler.message.unplanned", message_id=str(message.id), reason=reason)
 
     async def resume_campaign(self, campaign_id: uuid.UUID) -> None:
         """All unsent messages planned again from max(now, start_at); their old slots are freed."""
@@ -177,7 +193,8 @@ class Scheduler:
             window = Window.from_dict(campaign.window)
             due = max(self._clock(), followup_due(window, original.sent_at, campaign.followup_days))
             domain = await session.get_one(SendingDomain, original.sending_domain_id)
-            slot = (await domain_schedules(session, [domain], window, due))[domain.id].take(due)
+            schedule = (await domain_schedules(session, [domain], window, due))[domain.id]
+            slot = next(schedule.free_slots(due), None)  # None: it fails, saying there was no slot
             followup = repo.new_message(
                 campaign,
                 original.lead_id,
@@ -187,10 +204,13 @@ class Scheduler:
                 not_before=due,
                 parent_id=original.id,
             )
-            await message_store.plan(
-                on_session(session), campaign.id, [followup], {window.local_date(slot.start): 1}
-            )
-        log.info("scheduler.followup.planned", parent_id=str(message_id), scheduled_at=slot.start.isoformat())
+            days = {window.local_date(slot.start): 1} if slot is not None else {}
+            await message_store.plan(on_session(session), campaign.id, [followup], days)
+        log.info(
+            "scheduler.followup.planned",
+            parent_id=str(message_id),
+            scheduled_at=slot.start.isoformat() if slot else None,
+        )
         return True
 
     async def lead_left(self, lead_id: uuid.UUID, only_followups: bool = False) -> None:

@@ -101,7 +101,7 @@ HISTORY_COLUMNS = "message_id, campaign_id, kind, occurred_at, is_machine, data"
 # plan: new planned messages, counted on their slots' days
 COPY_COLUMNS = (
     "id", "workspace_id", "campaign_id", "lead_id", "sending_domain_id", "domain_used", "scheduled_at",
-    "slot_ends_at", "not_before", "status", "is_followup", "parent_message_id", "retry_count",
+    "slot_ends_at", "not_before", "status", "is_followup", "parent_message_id", "retry_count", "last_error",
 )  # fmt: skip
 PLANNED_DAYS = f"""
 INSERT INTO campaign_kpi_days AS k (campaign_id, day, shard, planned)
@@ -110,8 +110,8 @@ SELECT $1, day, 0, n FROM unnest($2::date[], $3::int[]) AS d(day, n) WHERE n <> 
 """
 PLANNED = f"""
 WITH days AS ({PLANNED_DAYS})
-INSERT INTO campaign_kpis AS k (campaign_id, shard, planned) VALUES ($1, 0, $4)
-{_counter_upsert(KPIS, ["planned"])}
+INSERT INTO campaign_kpis AS k (campaign_id, shard, planned, failed) VALUES ($1, 0, $4, $5)
+{_counter_upsert(KPIS, ["planned", "failed"])}
 """
 # A new campaign's counters start at zero.
 OPEN_COUNTERS = "INSERT INTO campaign_kpis (campaign_id, shard) VALUES ($1, 0)"
@@ -133,6 +133,16 @@ RELEASE_ONE = f"{_RELEASE} AND id = $1"
 RELEASE_CAMPAIGN = f"{_RELEASE} AND campaign_id = $1"
 RELEASE_LOST = f"{_RELEASE} AND scheduled_at < $1 RETURNING id"
 DEFER = f"UPDATE messages SET status = {_to('defer')}, not_before = $2 WHERE id = $1 AND {_guard('defer')}"
+# A re-plan that finds no slot within the horizon: failed, with the reason ($2).
+NO_SLOT = f"""
+WITH failed AS (
+  UPDATE messages SET status = {_to("no_slot")}, last_error = $2
+  WHERE id = $1 AND {_guard("no_slot")} RETURNING campaign_id
+)
+INSERT INTO campaign_kpis AS k (campaign_id, shard, failed) SELECT campaign_id, $3, 1 FROM failed
+{_counter_upsert(KPIS, ["failed"])}
+RETURNING campaign_id
+"""
 # The planned count moves from the old slot's local day ($4) to the new one's ($5).
 RESLOT = f"""
 WITH moved AS (
@@ -447,11 +457,14 @@ RETURNING id
 async def plan(
     db: CopyDb, campaign_id: uuid.UUID, rows: Sequence[tuple[Any, ...]], per_day: Mapping[date, int]
 ) -> None:
-    """New planned messages (COPY_COLUMNS records, status `planned`), counted in total and per slot day."""
+    """New messages (COPY_COLUMNS records): `planned` ones counted in total and on their slot days
+    (`per_day`), `failed` ones (no slot within the horizon) in total and as failed."""
     if not rows:
         return
     days = [day for day, n in per_day.items() if n]
-    await db.fetch(PLANNED, campaign_id, days, [per_day[day] for day in days], len(rows))
+    status = COPY_COLUMNS.index("status")
+    failed = sum(row[status] == MessageStatus.FAILED for row in rows)
+    await db.fetch(PLANNED, campaign_id, days, [per_day[day] for day in days], len(rows), failed)
     await db.copy_records_to_table("messages", records=rows, columns=COPY_COLUMNS)
 
 
@@ -494,6 +507,11 @@ async def reslot(
 ) -> None:
     """A new slot [start, end); the days are the old and new slots' local dates."""
     await db.fetch(RESLOT, message_id, start, end, old_day, new_day)
+
+
+async def fail_without_slot(db: Db, message_id: uuid.UUID, reason: str) -> bool:
+    """An unsent message no slot within the planner's horizon can take. False: it was not unsent."""
+    return bool(await db.fetch(NO_SLOT, message_id, reason, shard_of(message_id)))
 
 
 async def claim(db: Db, message_id: uuid.UUID, campaign_id: uuid.UUID, now: datetime) -> Any:

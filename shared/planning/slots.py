@@ -21,7 +21,7 @@ HORIZON_DAYS = 3660
 
 
 class NoSlotError(ValueError):
-    """The window never opens (no open day within the horizon)."""
+    """No free slot within the horizon: the window never opens, or the domain's daily cap is taken."""
 
 
 @dataclass(frozen=True)
@@ -79,14 +79,14 @@ class DomainSchedule:
         for slot in self._candidates(earliest):
             if self._is_free(slot):
                 return slot
-        raise NoSlotError(f"no open slot within {HORIZON_DAYS} days of {earliest.isoformat()}")
+        raise NoSlotError(unplanned_reason(earliest))
 
     def free_slots(self, earliest: datetime) -> Iterator[Reservation]:
-        """Reserve and yield successive free slots from `earliest` on: planning n messages costs one pass."""
+        """Reserve and yield successive free slots from `earliest` on: planning n messages costs one pass.
+        Ends where the horizon does (HORIZON_DAYS)."""
         for slot in self._candidates(earliest):
             if self._is_free(slot):
                 yield self.reserve(slot)
-        raise NoSlotError(f"no open slot within {HORIZON_DAYS} days of {earliest.isoformat()}")
 
     def reserve(self, slot: datetime) -> Reservation:
         reservation = Reservation(slot, slot + self.interval)
@@ -110,13 +110,19 @@ def plan_round_robin(
     domains: Sequence[Domain],
     schedules: dict[Domain, DomainSchedule],
     earliest: datetime,
-) -> list[tuple[Lead, Domain, Reservation]]:
-    """Lead i goes to domains[i mod D] and takes that domain's earliest free slot at or after `earliest`."""
+) -> list[tuple[Lead, Domain, Reservation | None]]:
+    """Lead i goes to domains[i mod D] and takes that domain's earliest free slot at or after `earliest`;
+    None where its domain has no free slot left within the horizon (a daily cap too small for its leads)."""
     cursors = {domain: schedules[domain].free_slots(earliest) for domain in domains}
     return [
-        (lead, domains[i % len(domains)], next(cursors[domains[i % len(domains)]]))
+        (lead, domains[i % len(domains)], next(cursors[domains[i % len(domains)]], None))
         for i, lead in enumerate(leads)
     ]
+
+
+def unplanned_reason(earliest: datetime) -> str:
+    """Why a message got no slot: what the planner and the scheduler report alike."""
+    return f"no open slot within {HORIZON_DAYS} days of {earliest.isoformat()}"
 
 
 def followup_due(window: Window, sent_at: datetime, days: int) -> datetime:

@@ -9,6 +9,7 @@ its tracker. Where latency or processes are measured, the tracker runs as its ow
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -199,7 +200,8 @@ async def test_a_reader_holds_its_memory_limit_and_yields_the_cpu(settings: Sett
         answer = await post(client, settings.inbound_secret, "/inbound/bounces", ANY_DSN)
         assert answer.json()["error"] == "it names no message sent from here"
         [reader] = children(tracker.process.pid)
-        assert address_space_and_niceness(reader) == (160 * 1024 * 1024, 10)
+        tracker_niceness = os.getpriority(os.PRIO_PROCESS, tracker.process.pid)  # a test run may be niced
+        assert address_space_and_niceness(reader) == (160 * 1024 * 1024, tracker_niceness + 10)
 
         answer = await post(client, settings.inbound_secret, "/inbound/replies", hungry)
         assert answer.status_code == 422

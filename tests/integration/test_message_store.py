@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.db import asyncpg_dsn, create_engine, session_factory
+from shared.db import message_store as store
 from shared.db.message_store import Db, on_session
 from shared.lifecycle import RULES
 from shared.message_states import TRANSITIONS, UNSENT, MessageStatus, transition
@@ -186,15 +187,24 @@ async def test_the_orm_path_runs_the_same_transitions(settings: Settings, name: 
         await engine.dispose()
 
 
-async def test_plan_counts_each_new_message_on_its_slot_day(db: asyncpg.Connection) -> None:
+async def test_plan_counts_each_new_message_on_its_slot_day_and_one_without_a_slot_as_failed(
+    db: asyncpg.Connection,
+) -> None:
     transaction = db.transaction()
     await transaction.start()
     try:
         world = await store_world.build(db, messages=3)
+        later = NOW + timedelta(days=3)
+        unplanned = store_world.message_row(
+            world.workspace, world.campaign, world.lead, world.domain, later, status=MessageStatus.FAILED
+        )
+        await store.plan(db, world.campaign, [unplanned], {})
         seen = await store_world.snapshot(db, world)
-        assert seen["counters"]["planned"] == 4  # three here, the sibling in the other campaign
+        assert seen["counters"]["planned"] == 5  # three and one here, the sibling in the other campaign
+        assert seen["counters"]["failed"] == 1
         assert seen["days"] == {(TODAY, "planned"): 3, (TODAY + timedelta(days=1), "planned"): 1}
-        assert {row["status"] for row in seen["messages"].values()} == {MessageStatus.PLANNED}
+        statuses = sorted(row["status"] for row in seen["messages"].values())
+        assert statuses == [MessageStatus.FAILED] + [MessageStatus.PLANNED] * 4
     finally:
         await transaction.rollback()
 

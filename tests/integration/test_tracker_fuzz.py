@@ -20,14 +20,10 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from sqlalchemy import func, select
 
-from shared.db import create_engine, session_factory
-from shared.db.models import OutboxRow
-from shared.messaging import Topology
 from shared.settings import Settings
 from tests.support import hostile_mail as hostile
-from tests.support.broker import dead_letter_count, message_counts
+from tests.support.broker import all_consumed, dead_letter_count
 from tests.support.latency import sampling
 from tests.support.pipeline import Pipeline
 from tests.support.samples import pixel_of, postfix_dsn
@@ -98,15 +94,6 @@ def malformed_dsn(rng: random.Random, dsn: bytes) -> bytes:
             return hostile.broken_encodings(dsn)
         case _:
             return hostile.nul_bytes(dsn)
-
-
-async def outbox_rows(settings: Settings) -> int:
-    engine = create_engine(settings.database_url, pool_size=1)
-    try:
-        async with session_factory(engine)() as session:
-            return int(await session.scalar(select(func.count()).select_from(OutboxRow)) or 0)
-    finally:
-        await engine.dispose()
 
 
 async def test_the_public_endpoints_take_junk_at_volume_without_5xx_or_any_record(
@@ -186,13 +173,7 @@ async def test_the_public_endpoints_take_junk_at_volume_without_5xx_or_any_recor
 
     # Everything the tracker announced was delivered; a message that its consumer kept failing would be in
     # the dead letters by now (it is redelivered at once, five times over).
-    consumers = [queue.name for queue in Topology(settings.broker_prefix).all_queues()]
-
-    async def delivered() -> bool:
-        counts = await message_counts(settings)
-        return await outbox_rows(settings) == 0 and not any(counts[name] for name in consumers)
-
-    await pipeline.until(delivered)
+    await pipeline.until(lambda: all_consumed(settings))
     await asyncio.sleep(1)
     assert await dead_letter_count(settings) == 0
 

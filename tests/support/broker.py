@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import aio_pika
+from sqlalchemy import func, select
 
+from shared.db import create_engine, session_factory
+from shared.db.models import OutboxRow
 from shared.messaging import Topology
 from shared.settings import Settings
 
@@ -24,3 +27,21 @@ async def message_counts(settings: Settings) -> dict[str, int]:
 async def dead_letter_count(settings: Settings) -> int:
     """Messages in `<prefix>.dead-letters`: each one failed all its deliveries."""
     return (await message_counts(settings))[Topology(settings.broker_prefix).dead_letters.name]
+
+
+async def outbox_rows(settings: Settings) -> int:
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        async with session_factory(engine)() as session:
+            return int(await session.scalar(select(func.count()).select_from(OutboxRow)) or 0)
+    finally:
+        await engine.dispose()
+
+
+async def all_consumed(settings: Settings) -> bool:
+    """Every event the services announced is published and taken by its consumer: nothing waits in the outbox
+    or in a consumer's queue. A message some consumer keeps failing on is then in the dead letters (it is
+    redelivered at once, up to the queue's delivery limit)."""
+    counts = await message_counts(settings)
+    consumers = [queue.name for queue in Topology(settings.broker_prefix).all_queues()]
+    return await outbox_rows(settings) == 0 and not any(counts[name] for name in consumers)

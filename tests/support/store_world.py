@@ -76,11 +76,11 @@ async def build(db: Db, campaign_status: str = "running", messages: int = 1, lea
         )  # fmt: skip
         await store.open_counters(db, id_)
     rows = [
-        _row(workspace, campaign, lead_ids[i % leads], domain, NOW - timedelta(hours=2) + i * INTERVAL)
+        message_row(workspace, campaign, lead_ids[i % leads], domain, NOW - timedelta(hours=2) + i * INTERVAL)
         for i in range(messages)
     ]
     await store.plan(db, campaign, rows, {TODAY: messages})
-    sibling = _row(workspace, other, lead_ids[0], domain, NOW + timedelta(days=1), followup=True)
+    sibling = message_row(workspace, other, lead_ids[0], domain, NOW + timedelta(days=1), followup=True)
     await store.plan(db, other, [sibling], {TODAY + timedelta(days=1): 1})
     return World(
         workspace, domain, campaign, other, lead_ids[0], f"{lead_ids[0].hex}@lead.example",
@@ -88,19 +88,21 @@ async def build(db: Db, campaign_status: str = "running", messages: int = 1, lea
     )  # fmt: skip
 
 
-def _row(
+def message_row(
     workspace: uuid.UUID,
     campaign: uuid.UUID,
     lead: uuid.UUID,
     domain: uuid.UUID,
     start: datetime,
     followup: bool = False,
+    status: MessageStatus = MessageStatus.PLANNED,
 ) -> tuple[Any, ...]:
+    """A new message as `message_store.plan` takes it."""
     values = {
         "id": uuid.uuid4(), "workspace_id": workspace, "campaign_id": campaign, "lead_id": lead,
         "sending_domain_id": domain, "domain_used": f"{domain.hex}.example", "scheduled_at": start,
-        "slot_ends_at": start + INTERVAL, "not_before": start, "status": MessageStatus.PLANNED.value,
-        "is_followup": followup, "parent_message_id": None, "retry_count": 0,
+        "slot_ends_at": start + INTERVAL, "not_before": start, "status": status.value,
+        "is_followup": followup, "parent_message_id": None, "retry_count": 0, "last_error": None,
     }  # fmt: skip
     return tuple(values[column] for column in store.COPY_COLUMNS)
 
@@ -126,6 +128,8 @@ async def run(db: Db, world: World, name: str, message: uuid.UUID, now: datetime
         await store.release(db, message)
     elif name == "defer":
         await store.defer(db, message, now + timedelta(hours=1))
+    elif name == "no_slot":
+        await store.fail_without_slot(db, message, "no free slot within the horizon")
     elif name == "reslot":
         start = (await db.fetch("SELECT scheduled_at FROM messages WHERE id = $1", message))[0][
             "scheduled_at"
@@ -171,7 +175,8 @@ def _local(moment: datetime) -> date:
     return moment.astimezone(ZoneInfo(ZONE)).date()
 
 
-RUNNABLE = [name for name in TRANSITIONS if name != "plan"]
+# Every transition of a message that exists (`plan` and `plan_without_slot` make new rows).
+RUNNABLE = [name for name, declared in TRANSITIONS.items() if declared.sources]
 
 
 async def snapshot(db: Db, world: World, campaigns: list[uuid.UUID] | None = None) -> dict[str, Any]:

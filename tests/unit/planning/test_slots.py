@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.planning import DomainSchedule, Reservation, Window, plan_round_robin
-from shared.planning.slots import followup_due, retry_not_before, send_grace
+from shared.planning.slots import HORIZON_DAYS, followup_due, retry_not_before, send_grace
 
 NL = holidays.country_holidays("NL")
 
@@ -85,6 +85,7 @@ def test_round_robin_plans_respect_window_spacing_and_order(
 
     # Nothing lost: every lead planned exactly once, on domains[i mod D].
     assert [lead for lead, _, _ in first] == list(range(leads))
+    assert all(slot is not None for _, _, slot in first + second)
     assert all(domain == names[i % domains] for i, (_, domain, _) in enumerate(first))
     for plan, start in ((first, earliest), (second, later)):
         for _, _, slot in plan:
@@ -110,6 +111,19 @@ def test_daily_cap_moves_a_full_day_to_the_next_window_day(earliest: datetime, c
     for slot in slots:
         per_day[window.local_date(slot)] = per_day.get(window.local_date(slot), 0) + 1
     assert max(per_day.values()) <= cap
+
+
+def test_leads_beyond_the_horizon_get_no_slot_and_the_others_keep_theirs() -> None:
+    mondays = Window(timezone="UTC", days=frozenset({0}), holidays=None)
+    schedules = {"d.example": DomainSchedule(mondays, 60, daily_cap=1)}
+    earliest = datetime(2026, 11, 30, 18, tzinfo=UTC)  # a Monday after its window: the next Monday is first
+    plan = plan_round_robin(list(range(600)), ["d.example"], schedules, earliest)
+    fitting = [slot for _, _, slot in plan if slot is not None]
+    assert len(fitting) == HORIZON_DAYS // 7  # one a Monday, up to the horizon
+    assert all(slot is None for _, _, slot in plan[len(fitting) :])  # the last leads, in order
+    assert [s.start.date() for s in fitting] == [
+        (earliest + timedelta(days=7 * (i + 1))).date() for i in range(len(fitting))
+    ]
 
 
 def test_existing_reservations_of_other_campaigns_are_respected_off_grid() -> None:
