@@ -47,8 +47,9 @@ lint: setup
 types: setup
 	.venv/bin/mypy shared services tools maildash
 
+# The fault suite restarts the local PostgreSQL and RabbitMQ here too (MAILDASH_FAULT_RESTARTS).
 test: lint types services system-packages
-	$(PY) -m pytest -q
+	MAILDASH_FAULT_RESTARTS=1 $(PY) -m pytest -q
 
 # The fault suite with the campaign of issue 7 (2,000 leads over 10 domains); `make test` runs it with 200.
 faults: services

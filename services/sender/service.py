@@ -81,6 +81,7 @@ class Sender:
             settings.smtp_timeout_seconds, settings.smtp_ca_file, allow_private=settings.private_hosts_allowed
         )
         self._pool: asyncpg.Pool | None = None
+        self._completing: set[asyncio.Task[None]] = set()  # claimed transactions being finished and recorded
 
     async def __aenter__(self) -> Sender:
         self._pool = await repo.connect_pool(self._settings.database_url, self._settings.sender_concurrency)
@@ -88,8 +89,10 @@ class Sender:
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        """Log out of the idle SMTP sessions; close the database connections; stop the render workers."""
+        """Finish the transactions under way; log out of the idle SMTP sessions; close the database
+        connections; stop the render workers."""
         try:
+            await asyncio.gather(*self._completing, return_exceptions=True)
             await self._smtp.close()
             if self._pool is not None:
                 await self._pool.close()
@@ -140,7 +143,15 @@ class Sender:
                 "sender.message.unclaimed", message_id=str(command.message_id), error=str(error)[:200]
             )
             return
-        # Committed as `sending`: from here a crash leaves it to the reconciler (`interrupted`).
+        # Committed as `sending`: from here a crash leaves it to the reconciler (`interrupted`). Anything less
+        # must not stop the transaction half-way: when the broker's channel closes, the client throws into the
+        # command's handler, though finishing and recording the e-mail needs only SMTP and PostgreSQL.
+        completion = asyncio.ensure_future(self._complete(attempt, outcome))
+        self._completing.add(completion)
+        completion.add_done_callback(self._completing.discard)
+        await asyncio.shield(completion)
+
+    async def _complete(self, attempt: Attempt, outcome: Outcome | None) -> None:
         if outcome is None:
             outcome = await self._finish(attempt)
         await self._settle_surely(attempt, outcome)

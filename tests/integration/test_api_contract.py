@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from typing import Any
 
 import httpx
 import jwt
 import pytest
+from sqlalchemy import text
 
+from shared.db import create_engine
 from shared.settings import Settings
 from tests.support.api import ApiClient
 
@@ -118,30 +124,67 @@ async def test_invalid_jinja_is_refused_when_saving_a_template(api: ApiClient) -
     assert "subject" in reply.json()["error"]
 
 
-async def test_a_refused_campaign_writes_nothing(api: ApiClient) -> None:
+REMOVED = object()  # a key the case leaves out of the accepted body
+
+
+def changed(body: dict[str, Any], path: str, value: object) -> dict[str, Any]:
+    """A deep copy of `body` with one key (dotted `path`) set to `value`, or left out for REMOVED."""
+    copy = json.loads(json.dumps(body))
+    *parents, key = path.split(".")
+    node = copy
+    for parent in parents:
+        node = node[parent]
+    if value is REMOVED:
+        del node[key]
+    else:
+        node[key] = value
+    return copy
+
+
+async def test_each_wizard_rule_refuses_its_own_field_and_a_refused_campaign_writes_nothing(
+    api: ApiClient,
+) -> None:
     template = await api.template()
     lead = await api.lead(f"{uuid.uuid4().hex[:8]}@refused.example")
-    before = (await api.get("/campaigns?page_size=1"))["total"]
-    cases = [
-        {"domains": ["unregistered.example"]},
-        {"audience": {"mode": "static", "lead_ids": [lead["id"], str(uuid.uuid4()), "junk"]}},
-        {"schedule": {"start_mode": "at", "start_at": "2020-01-01T08:00:00+00:00"}},
-        {"schedule": {"start_mode": "at"}},
-        {"schedule": {"window": {"start": "17:00", "end": "08:00"}}},
-        {"schedule": {"window": {"holidays": "XX"}}},
-        {"followup": {"enabled": True, "days": 31}},
+    domain = (await api.domain(f"refused-{uuid.uuid4().hex[:6]}.example", 1025))["domain"]
+    accepted = {
+        "name": "Refused",
+        "template_id": template["id"],
+        "audience": {"mode": "static", "lead_ids": [lead["id"]]},
+        "schedule": {
+            "start_mode": "at",
+            "start_at": (datetime.now(UTC) + timedelta(days=2)).isoformat(),
+            "window": {"start": "08:00", "end": "17:00", "holidays": "NL"},
+        },
+        "domains": [domain],
+        "followup": {"enabled": True, "days": 3},
+    }
+    dry_run = await api.http.post("/campaigns/dry-run", json=accepted)
+    assert dry_run.status_code == 200, dry_run.text  # every refusal below changes one thing of this body
+    unknown = str(uuid.uuid4())
+    cases = [  # what changes, to what; where the 422 must point (under "body"), and what it must say there
+        ("template_id", unknown, "template_id", "template not found"),
+        ("domains", ["unregistered.example"], "domains", "unregistered.example"),
+        ("audience.lead_ids", [lead["id"], unknown, "junk"], "audience.lead_ids", f"ids: {unknown}, junk"),
+        ("schedule.start_at", "2020-01-01T08:00:00+00:00", "schedule.start_at", "in the past"),
+        ("schedule.start_at", REMOVED, "schedule", "start_at is required"),
+        ("schedule.window.end", "07:00", "schedule.window", "start must be before its end"),
+        ("schedule.window.holidays", "XX", "schedule.window.holidays", "unknown holiday calendar 'XX'"),
+        ("followup.days", 31, "followup.days", "less than or equal to 30"),
     ]
-    for change in cases:
-        body = {
-            "name": "Refused",
-            "template_id": template["id"],
-            "audience": {"mode": "static", "lead_ids": [lead["id"]]},
-            "domains": [],
-        } | change
-        reply = await api.http.post("/campaigns", json=body)
-        assert reply.status_code == 422, (change, reply.text)
-        assert reply.json()["data"] is None
+    before = (await api.get("/campaigns?page_size=1"))["total"]
+    for path, value, field, says in cases:
+        body = changed(accepted, path, value)
+        for endpoint in ("/campaigns/dry-run", "/campaigns"):
+            reply = await api.http.post(endpoint, json=body)
+            assert reply.status_code == 422, (endpoint, path, reply.text)
+            refusal = reply.json()
+            assert refusal["data"] is None
+            assert [f["loc"] for f in refusal["fields"]] == [["body", *field.split(".")]], (endpoint, refusal)
+            assert says in refusal["fields"][0]["msg"], (endpoint, refusal)
     assert (await api.get("/campaigns?page_size=1"))["total"] == before
+    await api.create("/campaigns", accepted)  # and unchanged, the body is accepted by create too
+    assert (await api.get("/campaigns?page_size=1"))["total"] == before + 1
 
 
 async def test_lists_page_and_refuse_bad_page_sizes(api: ApiClient) -> None:
@@ -208,7 +251,14 @@ async def test_lists_filter_as_documented(api: ApiClient) -> None:
     assert (await api.get(f"/leads?search=ACME%20{marker}"))["total"] == 1
     assert (await api.get(f"/leads?search={marker}&status=active"))["total"] == 2
     assert (await api.get(f"/leads?search={marker}&status=bounced"))["total"] == 0
-    assert (await api.get("/leads?search=%25"))["total"] >= 0  # a literal %, not a wildcard to the database
+    # `%` and `_` are literal characters to look for, not wildcards handed to the database.
+    percent = await api.lead(f"{marker}-pct@filter.example", company=f"{marker} 50% off")
+    underscore = await api.lead(f"{marker}-und@filter.example", company=f"{marker} 50_off")
+    await api.lead(f"{marker}-x@filter.example", company=f"{marker} 50x off")  # a wildcard's match
+    await api.lead(f"{marker}-500@filter.example", company=f"{marker} 500 off")
+    for wanted, literal in ((f"{marker}%2050%25", percent), (f"{marker}%2050_", underscore)):
+        found = await api.get(f"/leads?search={wanted}")
+        assert [lead["id"] for lead in found["items"]] == [literal["id"]], wanted
     assert (await api.http.get("/leads?status=nonsense")).status_code == 422
 
     template = await api.template(name=f"T {marker}")
@@ -227,19 +277,84 @@ async def test_lists_filter_as_documented(api: ApiClient) -> None:
     assert (await api.get(f"/domains?search={marker}"))["total"] == 1
 
 
-def test_migrations_go_down_and_up_again(settings: Settings) -> None:
-    """The schema can be rolled back and re-applied (on a database of its own)."""
-    import asyncio
+# The schema as PostgreSQL holds it, each kind of object as sorted text: what a migration must leave the same.
+# Not a column's position: one dropped and added again goes to the end, whatever the migrations do.
+SCHEMA = {
+    "columns": """
+        SELECT format('%s.%s %s%s%s%s', c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
+                      CASE WHEN a.attnotnull THEN ' not null' END,
+                      ' identity ' || nullif(a.attidentity::text, ''),
+                      ' default ' || pg_get_expr(d.adbin, d.adrelid))
+        FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+        LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm')
+          AND a.attnum > 0 AND NOT a.attisdropped""",
+    "constraints": """
+        SELECT format('%s %s %s', conrelid::regclass, conname, pg_get_constraintdef(oid))
+        FROM pg_constraint WHERE connamespace = 'public'::regnamespace""",
+    "indexes": "SELECT indexdef FROM pg_indexes WHERE schemaname = 'public'",
+    "triggers": "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal",
+    "functions": """
+        SELECT pg_get_functiondef(p.oid) FROM pg_proc p
+        WHERE p.pronamespace = 'public'::regnamespace
+          AND NOT EXISTS (SELECT FROM pg_depend WHERE objid = p.oid AND deptype = 'e')""",
+    "types": """
+        SELECT format('%s %s', t.typname, array_agg(e.enumlabel ORDER BY e.enumsortorder))
+        FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid
+        WHERE t.typnamespace = 'public'::regnamespace GROUP BY t.typname""",
+    "sequences": """
+        SELECT format('%s %s %s %s', sequencename, data_type, increment_by, start_value)
+        FROM pg_sequences WHERE schemaname = 'public'""",
+}
 
+
+async def schema_of(database_url: str) -> dict[str, list[str]]:
+    """Our schema, without alembic's own bookkeeping table."""
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        async with engine.connect() as connection:
+            return {
+                kind: sorted(row for row in (await connection.execute(text(query))).scalars())
+                for kind, query in SCHEMA.items()
+            }
+    finally:
+        await engine.dispose()
+
+
+def test_each_migration_goes_down_to_exactly_the_schema_before_it(settings: Settings) -> None:
+    """Up one revision at a time from an empty database (of its own), then down one at a time: each downgrade
+    leaves the schema its revision started from, and going up again ends at the same head."""
     from alembic import command
+    from alembic.script import ScriptDirectory
 
-    from shared.db.migrate import alembic_config, drop_database, upgrade
+    from shared.db.migrate import alembic_config, drop_database, ensure_database
 
     url = settings.database_url.rsplit("/", 1)[0] + f"/maildash_migrations_{uuid.uuid4().hex[:8]}"
+    config = alembic_config(url)
+    revisions = [
+        "base",
+        *reversed([r.revision for r in ScriptDirectory.from_config(config).walk_revisions()]),
+    ]
+
+    def schema() -> dict[str, list[str]]:
+        return {
+            kind: [row for row in rows if "alembic_version" not in row]
+            for kind, rows in asyncio.run(schema_of(url)).items()
+        }
+
     try:
-        upgrade(url)
-        command.downgrade(alembic_config(url), "base")
-        command.upgrade(alembic_config(url), "head")
+        asyncio.run(ensure_database(url))
+        schemas = {"base": schema()}
+        for revision in revisions[1:]:
+            command.upgrade(config, revision)
+            schemas[revision] = schema()
+        assert schemas["base"] == {kind: [] for kind in SCHEMA}
+        assert len(schemas[revisions[-1]]["columns"]) > 50  # the dump does see our tables
+        for previous, revision in reversed(list(pairwise(revisions))):
+            command.downgrade(config, previous)
+            assert schema() == schemas[previous], f"down from {revision}"
+        command.upgrade(config, "head")
+        assert schema() == schemas[revisions[-1]]
     finally:
         asyncio.run(drop_database(url))
 

@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 
+from services.scheduler.service import Scheduler
+from shared.clock import utcnow
 from shared.db import create_engine, session_factory
-from shared.db.models import User
+from shared.db.models import Campaign, User
 from shared.settings import Settings
 from tests.support.api import ApiClient
 
@@ -42,6 +44,7 @@ async def outsider(api: ApiClient, api_url: str) -> AsyncIterator[ApiClient]:
 async def test_a_superuser_creates_workspaces_whose_admins_see_only_their_own(
     api: ApiClient, api_url: str
 ) -> None:
+    await api.lead(f"{unique('owned')}@lead.example")  # so that a leak of leads would show
     other, created = await new_workspace(api, api_url)
     async with other:
         me = await other.get("/auth/me")
@@ -86,9 +89,24 @@ async def test_a_token_of_a_deleted_user_is_refused(api: ApiClient, api_url: str
         assert refused.headers["WWW-Authenticate"] == "Bearer"
 
 
+async def planned(settings: Settings, campaign_id: str) -> None:
+    """Plan a draft campaign's messages, as the scheduler does on a start (without sending them)."""
+    engine = create_engine(settings.database_url, pool_size=1)
+    sessions = session_factory(engine)
+    try:
+        async with sessions() as session, session.begin():
+            row = uuid.UUID(campaign_id)
+            await session.execute(update(Campaign).where(Campaign.id == row).values(status="scheduled"))
+        assert await Scheduler(sessions, settings, utcnow).start_campaign(row) == 1
+    finally:
+        await engine.dispose()
+
+
 async def test_no_resource_of_one_workspace_is_visible_or_usable_from_another(
-    api: ApiClient, outsider: ApiClient
+    api: ApiClient, outsider: ApiClient, settings: Settings
 ) -> None:
+    """Every probe aims at a row that exists, with everything else in the request the outsider's own: only
+    the borrowed row can make it fail."""
     domain = await api.domain(f"{unique('tenant')}.example", 1025)
     lead = await api.lead(f"{unique('lead')}@lead.example")
     template = await api.template()
@@ -96,6 +114,8 @@ async def test_no_resource_of_one_workspace_is_visible_or_usable_from_another(
     campaign = await api.campaign(
         template["id"], [lead["id"]], [domain["domain"]], schedule={"start_mode": "draft"}
     )
+    await planned(settings, campaign["id"])
+    [message] = (await api.get(f"/campaigns/messages?campaign_id={campaign['id']}"))["items"]
     rows = {
         "domains": domain["id"],
         "leads": lead["id"],
@@ -103,11 +123,13 @@ async def test_no_resource_of_one_workspace_is_visible_or_usable_from_another(
         "campaigns": campaign["id"],
     }
     for path, row_id in rows.items():
-        listed = await outsider.get(f"/{path}")
-        assert row_id not in [item["id"] for item in listed["items"]], path
+        assert (await outsider.get(f"/{path}"))["total"] == 0, path  # the outsider has none of its own yet
         assert (await outsider.http.get(f"/{path}/{row_id}")).status_code == 404, path
-    assert suppression["id"] not in [s["id"] for s in (await outsider.get("/suppressions"))["items"]]
-    assert (await outsider.get(f"/campaigns/messages?campaign_id={campaign['id']}"))["items"] == []
+    assert (await outsider.get("/suppressions"))["total"] == 0
+    for query in (f"campaign_id={campaign['id']}", f"lead_id={lead['id']}", "page_size=200"):
+        assert (await outsider.get(f"/campaigns/messages?{query}"))["total"] == 0, query
+    # A resend the owner would be refused with 409 (the message is only planned): 404 for the outsider.
+    assert (await outsider.http.post(f"/campaigns/messages/{message['id']}/resend")).status_code == 404
 
     changes = {"domains": {"active": False}, "leads": {"first_name": "Mallory"}, "templates": {"name": "x"}}
     for path, body in changes.items():
@@ -117,28 +139,36 @@ async def test_no_resource_of_one_workspace_is_visible_or_usable_from_another(
         assert (await outsider.http.delete(f"/{path}/{row_id}")).status_code == 404, path
     for action in ("start", "pause", "resume", "stop", "dry-run"):
         assert (await outsider.http.post(f"/campaigns/{campaign['id']}/{action}")).status_code == 404, action
-    preview = await outsider.http.post(f"/templates/{template['id']}/preview", json={"lead_id": lead["id"]})
-    assert preview.status_code == 404
 
     own_template = await outsider.template()
     own_domain = await outsider.domain(f"{unique('mine')}.example", 1025)
-    for body in (
-        {"template_id": template["id"], "domains": [own_domain["domain"]], "lead_ids": []},
-        {"template_id": own_template["id"], "domains": [domain["domain"]], "lead_ids": []},
-        {"template_id": own_template["id"], "domains": [own_domain["domain"]], "lead_ids": [lead["id"]]},
+    own_lead = await outsider.lead(f"{unique('mine')}@lead.example")
+    for template_id, lead_id in ((template["id"], own_lead["id"]), (own_template["id"], lead["id"])):
+        preview = await outsider.http.post(f"/templates/{template_id}/preview", json={"lead_id": lead_id})
+        assert preview.status_code == 404, (template_id, lead_id)
+    own = {
+        "name": "borrowed",
+        "template_id": own_template["id"],
+        "audience": {"mode": "static", "lead_ids": [own_lead["id"]]},
+        "schedule": {"start_mode": "draft"},
+        "domains": [own_domain["domain"]],
+    }
+    assert (await outsider.http.post("/campaigns/dry-run", json=own)).status_code == 200  # all its own: fine
+    for borrowed, field in (
+        ({"template_id": template["id"]}, ["body", "template_id"]),
+        ({"domains": [domain["domain"]]}, ["body", "domains"]),
+        ({"audience": {"mode": "static", "lead_ids": [lead["id"]]}}, ["body", "audience", "lead_ids"]),
     ):
-        wizard = {
-            "name": "borrowed",
-            "template_id": body["template_id"],
-            "audience": {"mode": "static", "lead_ids": body["lead_ids"] or [str(uuid.uuid4())]},
-            "schedule": {"start_mode": "draft"},
-            "domains": body["domains"],
-        }
-        refused = await outsider.http.post("/campaigns", json=wizard)
+        refused = await outsider.http.post("/campaigns", json=own | borrowed)
         assert refused.status_code == 422, refused.text
+        assert [f["loc"] for f in refused.json()["fields"]] == [field], refused.text
+    assert (await outsider.get("/campaigns"))["total"] == 0
     # Nothing was changed for the owner.
     assert (await api.get(f"/domains/{domain['id']}"))["active"] is True
     assert (await api.get(f"/leads/{lead['id']}"))["first_name"] == ""
+    assert (await api.get(f"/templates/{template['id']}"))["name"] == template["name"]
+    assert (await api.get(f"/campaigns/{campaign['id']}"))["status"] == "scheduled"
+    assert (await api.http.post(f"/campaigns/{campaign['id']}/stop")).status_code == 200  # leave no due work
 
 
 async def test_domains_change_and_delete_unless_a_campaign_uses_them(api: ApiClient) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -213,3 +214,34 @@ async def test_an_address_suppressed_after_planning_is_cancelled_at_send_time_ne
     statuses = {leads[m.id]: m.status for m in await messages_of(sessions, campaign_id)}
     assert statuses == {by_parent: "cancelled", by_address: "cancelled", kept: "sent"}
     assert [mail.rcpt_tos for mail in smtp_sink.received] == [[kept]]
+
+
+async def test_a_handler_abandoned_mid_transaction_still_finishes_and_records_its_email(
+    api: ApiClient, settings: Settings, sessions: async_sessionmaker[AsyncSession], smtp_sink: SmtpSink
+) -> None:
+    """When RabbitMQ's channel closes, its client throws into every running consumer callback: a claimed
+    e-mail must still be sent once and recorded, not left `sending` until the lease calls it interrupted."""
+    clock = MovableClock()
+    scheduler = Scheduler(sessions, settings, clock)
+    campaign_id = await planned_campaign(api, scheduler, sessions, leads=1, interval=0, port=smtp_sink.port)
+    await scheduler.dispatch_due()
+    [message] = await messages_of(sessions, campaign_id)
+    taking = smtp_sink.handler.handle_DATA
+
+    async def slow_data(*args: object) -> str:
+        await asyncio.sleep(1.0)
+        return await taking(*args)  # type: ignore[no-any-return]
+
+    smtp_sink.handler.handle_DATA = slow_data  # type: ignore[method-assign]
+    async with Sender(settings, clock) as sender:
+        handler = asyncio.create_task(sender.handle(send_command(message)))
+        for _ in range(500):  # until its server took MAIL FROM and it is recorded as sending
+            if (await messages_of(sessions, campaign_id))[0].status == "sending":
+                break
+            await asyncio.sleep(0.02)
+        handler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await handler
+    [after] = await messages_of(sessions, campaign_id)
+    assert after.status == "sent"
+    assert len(smtp_sink.received) == 1

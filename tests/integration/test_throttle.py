@@ -109,9 +109,10 @@ async def test_two_scheduler_processes_share_the_work_and_never_overlap(
     for name in domains:
         await api.domain(name, 1025, interval=300)
     template = await api.template()
+    logged = settings.model_copy(update={"log_format": "json"})
     async with (
-        subprocess_service("scheduler", with_ports(settings, "scheduler"), tmp_path),
-        subprocess_service("scheduler", with_ports(settings, "scheduler"), tmp_path),
+        subprocess_service("scheduler", with_ports(logged, "scheduler"), tmp_path) as first,
+        subprocess_service("scheduler", with_ports(logged, "scheduler"), tmp_path) as second,
     ):
         campaigns = []
         for _ in range(4):  # started back to back: competing consumers plan them at the same moment
@@ -134,6 +135,12 @@ async def test_two_scheduler_processes_share_the_work_and_never_overlap(
                 await asyncio.sleep(0.1)
         finally:
             await engine.dispose()
+        planned_by = [
+            {event["campaign_id"] for event in scheduler.logged("scheduler.campaign.planned")}
+            & set(campaigns)
+            for scheduler in (first, second)
+        ]
+    assert all(planned_by), f"one scheduler planned every campaign, there was no race: {planned_by}"
     assert len(rows) == 80
     for name in domains:
         slots = sorted(at for domain, at in rows if domain == name)

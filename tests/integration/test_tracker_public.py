@@ -14,6 +14,8 @@ from shared import tokens
 from shared.db import create_engine, session_factory
 from shared.db.models import MessageEventRow
 from shared.settings import Settings
+from tests.support.pipeline import Pipeline
+from tests.support.samples import pixel_of
 from tests.support.smtp import free_port
 from tests.support.stack import inprocess_service
 
@@ -40,22 +42,32 @@ async def tracker_url(settings: Settings) -> AsyncIterator[str]:
         yield url
 
 
-async def events(settings: Settings) -> int:
+async def opens_of(settings: Settings, message_id: str) -> int:
     engine = create_engine(settings.database_url, pool_size=1)
     try:
         async with session_factory(engine)() as session:
-            return int(await session.scalar(select(func.count()).select_from(MessageEventRow)) or 0)
+            query = select(func.count()).where(
+                MessageEventRow.message_id == uuid.UUID(message_id), MessageEventRow.kind == "opened"
+            )
+            return int(await session.scalar(query) or 0)
     finally:
         await engine.dispose()
 
 
 async def test_the_pixel_is_always_the_gif_and_junk_records_nothing(
-    tracker_url: str, settings: Settings
+    pipeline: Pipeline, settings: Settings
 ) -> None:
-    before = await events(settings)
-    real_message = str(uuid.uuid4())
+    campaign, _ = await pipeline.campaign()
+    mail = (await pipeline.sink.wait_for(len(pipeline.sink.received) + 1))[-1]
+
+    async def sent() -> bool:
+        return [m["status"] for m in await pipeline.messages(campaign["id"])] == ["sent"]
+
+    await pipeline.until(sent)
+    [message] = await pipeline.messages(campaign["id"])
+    real_message = message["id"]  # a sent e-mail: a hit that passed the token check would be recorded
     forged_for_it = tokens.sign_message("not-our-secret", "open", real_message)
-    async with httpx.AsyncClient(base_url=tracker_url) as client:
+    async with httpx.AsyncClient(base_url=pipeline.tracker_url) as client:
         for m in [*JUNK, real_message]:
             for t in [*JUNK, forged_for_it]:
                 reply = await client.get("/track/open.gif", params={"m": m, "t": t})
@@ -64,7 +76,9 @@ async def test_the_pixel_is_always_the_gif_and_junk_records_nothing(
                 assert reply.headers["cache-control"].startswith("no-store")
         assert (await client.get("/track/open.gif")).status_code == 200
         assert (await client.get("/track/open.gif?m=%00&t=%00&t=x&m=y")).status_code == 200
-    assert await events(settings) == before
+        assert await opens_of(settings, real_message) == 0
+        assert (await client.get(pixel_of(mail))).status_code == 200  # the genuine pixel does record
+    assert await opens_of(settings, real_message) == 1
 
 
 async def test_unsubscribe_links_that_are_not_ours_are_404_pages(tracker_url: str) -> None:

@@ -69,6 +69,11 @@ class ServiceProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def logged(self, event: str) -> list[dict[str, Any]]:
+        """The structured events named `event` logged so far, by a service started with `log_format=json`."""
+        records = (json.loads(line) for line in self.log().splitlines() if line.startswith("{"))
+        return [record for record in records if record.get("event") == event]
+
     def terminate(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)

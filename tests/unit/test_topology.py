@@ -1,4 +1,4 @@
-from shared.events import ALL_EVENTS, MessageOpened
+from shared.events import ALL_EVENTS, MessageOpened, SendMessage
 from shared.messaging import CONSUMERS, Topology
 
 # Defined by the contract (SPEC §5) but not published yet: opens are recorded straight into the KPI store.
@@ -13,6 +13,12 @@ def test_every_published_event_has_a_queue() -> None:
 
 def test_queues_are_durable_quorum_queues_that_dead_letter() -> None:
     topology = Topology("p")
+    # One queue per consumer and event it takes, so the checks below run over every one of them.
+    expected = {
+        f"p.{consumer}.{event.routing_key}" for consumer, events in CONSUMERS.items() for event in events
+    }
+    assert {queue.name for queue in topology.all_queues()} == expected
+    assert f"p.sender.{SendMessage.routing_key}" in expected
     for queue in topology.all_queues():
         assert queue.durable
         assert queue.arguments is not None
