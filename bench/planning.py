@@ -13,10 +13,9 @@ import time
 import uuid
 
 from bench.common import OFFICE_HOURS, bench_database, median, raw_connection, seed_campaign
-from services.scheduler import repository
 from services.scheduler.service import Scheduler
 from shared.clock import utcnow
-from shared.db import create_engine, session_factory
+from shared.db import create_engine, message_store, session_factory
 from shared.settings import Settings
 
 
@@ -34,7 +33,7 @@ async def measure(settings: Settings, leads: int, domains: int, rounds: int) -> 
             peak_mb = max(peak_mb, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
             async with raw_connection(settings) as db:
                 rows = await db.fetch(
-                    f"SELECT {', '.join(repository.COPY_COLUMNS)} FROM messages WHERE campaign_id = $1",  # noqa: S608
+                    f"SELECT {', '.join(message_store.COPY_COLUMNS)} FROM messages WHERE campaign_id = $1",  # noqa: S608
                     campaign_id,
                 )
                 records = [tuple(r) for r in rows]
@@ -47,7 +46,7 @@ async def measure(settings: Settings, leads: int, domains: int, rounds: int) -> 
                 started = time.perf_counter()
                 async with db.transaction():
                     await db.copy_records_to_table(
-                        "messages", records=records, columns=repository.COPY_COLUMNS
+                        "messages", records=records, columns=message_store.COPY_COLUMNS
                     )
                 raw.append(time.perf_counter() - started)
                 await db.execute("DELETE FROM messages WHERE campaign_id = $1", campaign_id)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from services.api.envelope import conflict
 from services.api.repository import Repository
+from shared import message_states
 from shared.clock import utcnow
-from shared.db import kpi
-from shared.db.messages import cancel_unsent
+from shared.db import message_store
+from shared.db.message_store import on_session
 from shared.db.models import Campaign, CampaignStatus, Message, MessageStatus
 from shared.events import CampaignPaused, CampaignResumed, CampaignStarted, CampaignStopped, Event
 from shared.lifecycle import Action, InvalidTransition, transition
@@ -36,27 +37,22 @@ async def change(repo: Repository, campaign: Campaign, action: Action) -> Campai
     except InvalidTransition as error:
         raise conflict(str(error)) from error
     if action == "stop":
-        await cancel_unsent(repo.session, Message.campaign_id == campaign.id)
+        await message_store.cancel_campaign(on_session(repo.session), campaign.id)
     await enqueue(repo.session, EVENTS[action](workspace_id=repo.workspace_id, campaign_id=campaign.id))
     await repo.session.flush()
     return campaign
 
 
 async def resend(repo: Repository, message: Message) -> Message:
-    """Plan a `failed` message again, like a retry: the scheduler gives it the next free slot from now."""
-    if message.status != MessageStatus.FAILED:
-        raise conflict(f"only a failed message can be resent; this one is {message.status}")
+    """Plan a `failed` message again, like a retry: the scheduler gives it the next free slot from now. A
+    completed campaign runs again."""
+    try:
+        message_states.transition(MessageStatus(message.status), "resend")
+    except message_states.InvalidMessageTransition as error:
+        raise conflict(f"only a failed message can be resent; this one is {message.status}") from error
     campaign = await repo.session.get_one(Campaign, message.campaign_id, with_for_update=True)
     if campaign.status == CampaignStatus.STOPPED:
         raise conflict("the campaign is stopped")
-    await repo.session.execute(
-        update(Message)
-        .where(Message.id == message.id)
-        .values(status=MessageStatus.PLANNED, retry_count=Message.retry_count + 1, not_before=utcnow())
-    )
-    await kpi.bump(repo.session, message.campaign_id, message.id, failed=-1)
-    if campaign.status == CampaignStatus.COMPLETED:
-        campaign.status = CampaignStatus.RUNNING  # it has something to send again
-    await repo.session.flush()
+    await message_store.resend(on_session(repo.session), message.id, utcnow())
     await repo.session.refresh(message)
     return message

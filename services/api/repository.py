@@ -23,6 +23,7 @@ from shared.db.models import (
 )
 from shared.kpis import Counters
 from shared.lifecycle import FINAL
+from shared.message_states import SMTP_DONE, UNSENT
 from shared.planning.audience import Candidate
 
 Owned = TypeVar("Owned", Campaign, Lead, SendingDomain, Template, Suppression, Message)
@@ -107,7 +108,7 @@ class Repository:
             .where(
                 Message.campaign_id == campaign_id,
                 Message.is_followup.is_(False),
-                Message.status.in_(("planned", "dispatched")),
+                Message.status.in_(UNSENT),
             )
             .order_by(Message.scheduled_at, Message.id)
         )
@@ -150,7 +151,7 @@ class Repository:
     def _last_sent(lead_id: Any) -> Any:
         return (
             select(func.max(Message.sent_at))
-            .where(Message.lead_id == lead_id, Message.status.in_(("sent", "bounced")))
+            .where(Message.lead_id == lead_id, Message.status.in_(SMTP_DONE))
             .scalar_subquery()
         )
 

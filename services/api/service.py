@@ -20,9 +20,10 @@ from services.api.repository import Repository, parse_id
 from services.api.schemas import CampaignIn, WindowIn
 from shared import kpis
 from shared.clock import utcnow
+from shared.db import message_store
+from shared.db.message_store import on_session
 from shared.db.models import (
     Campaign,
-    CampaignKpi,
     CampaignLead,
     CampaignStatus,
     LoginFailure,
@@ -279,7 +280,7 @@ async def create_campaign(repo: Repository, payload: CampaignIn, settings: Setti
             {"campaign_id": campaign.id, "position": i, "lead_id": lead} for i, lead in enumerate(lead_ids)
         ]
         await repo.session.execute(insert(CampaignLead), rows)
-    repo.session.add(CampaignKpi(campaign_id=campaign.id))
+    await message_store.open_counters(on_session(repo.session), campaign.id)
     if campaign.status == CampaignStatus.SCHEDULED:
         await enqueue(repo.session, CampaignStarted(workspace_id=repo.workspace_id, campaign_id=campaign.id))
     return campaign

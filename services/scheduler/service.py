@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -14,12 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.scheduler import repository as repo
 from shared.clock import Clock
-from shared.db import kpi
-from shared.db.messages import cancel_unsent, mark_running
+from shared.db import message_store
+from shared.db.message_store import on_session
 from shared.db.models import Campaign, CampaignStatus, Message, SendingDomain
 from shared.db.slots import domain_schedules, held_slots
 from shared.events import SendMessage
-from shared.messaging import enqueue
+from shared.lifecycle import SENDS
 from shared.planning import DomainSchedule, Window, plan_round_robin
 from shared.planning.slots import NoSlotError, followup_due, send_grace
 from shared.settings import Settings
@@ -51,21 +51,16 @@ class Scheduler:
             schedules = await domain_schedules(session, domains, window, earliest)
             planned = plan_round_robin(leads, [d.id for d in domains], schedules, earliest)
             names = {d.id: d.domain for d in domains}
-            await repo.copy_messages(
-                session,
+            await message_store.plan(
+                on_session(session),
+                campaign.id,
                 [
                     repo.new_message(campaign, lead, domain_id, names[domain_id], slot, not_before=earliest)
                     for lead, domain_id, slot in planned
                 ],
-            )
-            unplanned = sum(slot is None for *_, slot in planned)
-            await kpi.bump(session, campaign.id, planned=len(planned), failed=unplanned)
-            await kpi.bump_days(
-                session,
-                campaign.id,
-                "planned",
                 Counter(window.local_date(slot.start) for *_, slot in planned if slot is not None),
             )
+            unplanned = sum(slot is None for *_, slot in planned)
         log.info(
             "scheduler.campaign.planned",
             campaign_id=str(campaign_id),
@@ -91,10 +86,9 @@ class Scheduler:
                     due.append((row, deadline))
                 else:
                     replanned.append(row.id)
-            await repo.mark_dispatched(session, [row.id for row, _ in due])
-            await enqueue(
-                session,
-                *(
+            await message_store.dispatch(
+                on_session(session),
+                [
                     SendMessage(
                         workspace_id=row.workspace_id,
                         campaign_id=row.campaign_id,
@@ -103,7 +97,7 @@ class Scheduler:
                         deadline=deadline,
                     )
                     for row, deadline in due
-                ),
+                ],
             )
             if replanned:
                 again = await repo.unsent_for_update(session, Message.id.in_(replanned))
@@ -130,7 +124,6 @@ class Scheduler:
         held = await held_slots(session, list(domains.values()), now, [m.id for m in messages])
         # One schedule per (campaign, domain): windows differ by campaign, slots are shared by domain.
         schedules: dict[tuple[uuid.UUID, uuid.UUID], DomainSchedule] = {}
-        moved: Counter[tuple[uuid.UUID, date]] = Counter()
         for message in messages:
             key = (message.campaign_id, message.sending_domain_id)
             domain = domains[message.sending_domain_id]
@@ -150,27 +143,28 @@ class Scheduler:
             for (_, domain_id), other in schedules.items():
                 if domain_id == domain.id and other is not schedules[key]:
                     other.reserve(slot.start)
-            await repo.move_slot(session, message.id, slot)
             window = windows[message.campaign_id]
-            moved[message.campaign_id, window.local_date(message.scheduled_at)] -= 1
-            moved[message.campaign_id, window.local_date(slot.start)] += 1
-        for campaign_id in windows:
-            days = {day: n for (c, day), n in moved.items() if c == campaign_id}
-            await kpi.bump_days(session, campaign_id, "planned", days)
+            await message_store.reslot(
+                on_session(session),
+                message.id,
+                slot.start,
+                slot.end,
+                window.local_date(message.scheduled_at),
+                window.local_date(slot.start),
+            )
         REPLANNED.labels(why).inc(len(messages))
 
     @staticmethod
     async def _fail_unplanned(session: AsyncSession, message: Message, reason: str) -> None:
-        if await repo.fail_unplanned(session, message.id, reason):
-            await kpi.bump(session, message.campaign_id, message.id, failed=1)
-            await repo.complete_if_done(session, message.campaign_id)
+        if await message_store.fail_without_slot(on_session(session), message.id, reason):
+            await message_store.complete_if_done(on_session(session), message.campaign_id)
             log.warning("scheduler.message.unplanned", message_id=str(message.id), reason=reason)
 
     async def resume_campaign(self, campaign_id: uuid.UUID) -> None:
         """All unsent messages planned again from max(now, start_at); their old slots are freed."""
         async with self._sessions() as session, session.begin():
             campaign = await repo.campaign_for_update(session, campaign_id)
-            if campaign is None or campaign.status not in repo.ACTIVE_CAMPAIGN:
+            if campaign is None or campaign.status not in SENDS:
                 return
             now = max(self._clock(), campaign.start_at or self._clock())
             messages = await repo.unsent_for_update(session, Message.campaign_id == campaign_id)
@@ -180,12 +174,12 @@ class Scheduler:
     async def pause_campaign(self, campaign_id: uuid.UUID) -> None:
         """Commands already on their way are void (the sender refuses a paused campaign): take them back."""
         async with self._sessions() as session, session.begin():
-            await repo.release_dispatched(session, campaign_id)
+            await message_store.release_campaign(on_session(session), campaign_id)
 
     async def stop_campaign(self, campaign_id: uuid.UUID) -> None:
         """The api cancels at once; this catches what was planned meanwhile (a follow-up racing the stop)."""
         async with self._sessions() as session, session.begin():
-            await cancel_unsent(session, Message.campaign_id == campaign_id)
+            await message_store.cancel_campaign(on_session(session), campaign_id)
 
     async def plan_followup(self, message_id: uuid.UUID) -> bool:
         """One follow-up per sent original, on the same domain, at the first free slot at or after
@@ -210,10 +204,8 @@ class Scheduler:
                 not_before=due,
                 parent_id=original.id,
             )
-            await repo.copy_messages(session, [followup])
-            await kpi.bump(session, campaign.id, planned=1, failed=int(slot is None))
-            if slot is not None:
-                await kpi.bump_days(session, campaign.id, "planned", {window.local_date(slot.start): 1})
+            days = {window.local_date(slot.start): 1} if slot is not None else {}
+            await message_store.plan(on_session(session), campaign.id, [followup], days)
         log.info(
             "scheduler.followup.planned",
             parent_id=str(message_id),
@@ -226,14 +218,13 @@ class Scheduler:
         its pending messages are cancelled (the tracker may have done so already), which may finish the
         campaigns that were waiting only for them."""
         async with self._sessions() as session, session.begin():
-            followups = [Message.is_followup.is_(True)] if only_followups else []
-            await cancel_unsent(session, Message.lead_id == lead_id, *followups)
+            await message_store.cancel_lead(on_session(session), lead_id, only_followups)
             for campaign_id in await repo.active_campaigns_of_lead(session, lead_id):
-                await repo.complete_if_done(session, campaign_id)
+                await message_store.complete_if_done(on_session(session), campaign_id)
 
     async def message_settled(self, campaign_id: uuid.UUID) -> None:
         async with self._sessions() as session, session.begin():
-            if await repo.complete_if_done(session, campaign_id):
+            if await message_store.complete_if_done(on_session(session), campaign_id):
                 log.info("scheduler.campaign.completed", campaign_id=str(campaign_id))
 
     async def next_due_in(self) -> float | None:
@@ -245,14 +236,11 @@ class Scheduler:
         """The database rebuilds what the broker lost, and ends what a dead sender left half-done."""
         now = self._clock()
         async with self._sessions() as session, session.begin():
-            released = await repo.release_lost_dispatches(session, now - timedelta(seconds=120))
+            db = on_session(session)
+            released = await message_store.release_lost(db, now - timedelta(seconds=120))
             lease = timedelta(seconds=self._settings.sending_lease_seconds)
-            interrupted = await repo.interrupt_stale_sending(session, now - lease)
-            for campaign_id in sorted({campaign_id for _, campaign_id in interrupted}):
-                await mark_running(session, campaign_id)  # its transaction did begin
-                await kpi.bump(
-                    session, campaign_id, failed=sum(1 for _, c in interrupted if c == campaign_id)
-                )
-                await repo.complete_if_done(session, campaign_id)
+            interrupted = await message_store.interrupt(db, now - lease)
+            for campaign_id in sorted(interrupted):
+                await message_store.complete_if_done(db, campaign_id)
         if released or interrupted:
-            log.warning("scheduler.reconcile.fixed", released=released, interrupted=len(interrupted))
+            log.warning("scheduler.reconcile.fixed", released=released, interrupted=sum(interrupted.values()))

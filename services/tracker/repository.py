@@ -1,4 +1,5 @@
-"""All SQL of the tracker."""
+"""All SQL of the tracker: finding the message a link or an inbound mail names. What it records is a message
+or lead transition of `shared.db.message_store`."""
 
 from __future__ import annotations
 
@@ -7,64 +8,46 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import kpi
-from shared.db.messages import cancel_unsent, hard_bounce_lead, record_event
-from shared.db.models import (
-    Campaign,
-    Lead,
-    LeadStatus,
-    Message,
-    MessageEventRow,
-    MessageStatus,
-    Suppression,
-)
+from shared.db import message_store
+from shared.db.message_store import on_session
+from shared.db.models import Campaign, Lead, Message
+from shared.events import LeadReplied, LeadUnsubscribed, MessageBounced
 
 
 async def unsubscribe(session: AsyncSession, message_id: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID] | None:
-    """Lead unsubscribed, address suppressed, pending messages cancelled; counted once, on the first call.
+    """Lead unsubscribed, address suppressed, pending messages cancelled, `LeadUnsubscribed` announced;
+    counted once, on the first call.
 
     Returns (workspace, lead) when this call unsubscribed the lead, None when the message is unknown or the
     lead had already unsubscribed."""
     found = (
-        await session.execute(select(Message.campaign_id, Message.lead_id).where(Message.id == message_id))
+        await session.execute(
+            select(Message.workspace_id, Message.campaign_id, Message.lead_id).where(Message.id == message_id)
+        )
     ).first()
     if found is None:
         return None
-    campaign_id, lead_id = found
-    lead = await session.scalar(
-        update(Lead)
-        .where(Lead.id == lead_id, Lead.status != LeadStatus.UNSUBSCRIBED)
-        .values(status=LeadStatus.UNSUBSCRIBED)
-        .returning(Lead)
-    )
-    if lead is None:
+    workspace_id, campaign_id, lead_id = found
+    event = LeadUnsubscribed(workspace_id=workspace_id, lead_id=lead_id, message_id=message_id)
+    if not await message_store.unsubscribe(on_session(session), campaign_id, event):
         return None
-    await session.execute(
-        insert(Suppression)
-        .values(workspace_id=lead.workspace_id, email=lead.email.lower(), reason="unsubscribed")
-        .on_conflict_do_nothing()
-    )
-    await kpi.bump(session, campaign_id, lead_id, unsubscribed=1)
-    await cancel_unsent(session, Message.lead_id == lead_id)
-    return lead.workspace_id, lead_id
+    return workspace_id, lead_id
 
 
 async def record_click(
     session: AsyncSession, message_id: uuid.UUID, now: datetime, data: dict[str, Any]
 ) -> bool:
-    campaign_id = await session.scalar(select(Message.campaign_id).where(Message.id == message_id))
-    if campaign_id is None:
-        return False
-    session.add(
-        MessageEventRow(
-            message_id=message_id, campaign_id=campaign_id, kind="clicked", occurred_at=now, data=data
-        )
-    )
-    return True
+    return await message_store.record(on_session(session), message_id, "click", now, data)
+
+
+async def record_event(
+    session: AsyncSession, message: Any, kind: str, now: datetime, data: dict[str, Any]
+) -> None:
+    """Inbound mail that changes nothing but the message's history (`kind`: soft_bounced, auto_replied)."""
+    await message_store.record(on_session(session), message.id, kind, now, data)
 
 
 async def message_named(session: AsyncSession, message_id: uuid.UUID | None, smtp_ids: Sequence[str]) -> Any:
@@ -97,33 +80,28 @@ async def message_named(session: AsyncSession, message_id: uuid.UUID | None, smt
 
 
 async def record_hard_bounce(
-    session: AsyncSession, message: Any, now: datetime, day: date, reason: str, data: dict[str, Any]
+    session: AsyncSession,
+    message: Any,
+    now: datetime,
+    day: date,
+    reason: str,
+    data: dict[str, Any],
+    enhanced_code: str | None,
 ) -> bool:
-    """sent → bounced, counted once (a repeated DSN changes nothing); the lead never gets mail again."""
-    changed = await session.scalar(
-        update(Message)
-        .where(Message.id == message.id, Message.status == MessageStatus.SENT)
-        .values(status=MessageStatus.BOUNCED, last_error=reason[:1000])
-        .returning(Message.id)
+    """sent → bounced, counted once (a repeated DSN changes nothing), `MessageBounced` announced; the lead
+    never gets mail again."""
+    event = MessageBounced(
+        workspace_id=message.workspace_id,
+        message_id=message.id,
+        campaign_id=message.campaign_id,
+        lead_id=message.lead_id,
+        reason=reason,
+        enhanced_code=enhanced_code,
     )
-    if changed is None:
-        return False
-    await record_event(session, message, MessageStatus.BOUNCED, now, data)
-    await kpi.bump(session, message.campaign_id, message.id, bounced=1)
-    await kpi.bump_days(session, message.campaign_id, "bounced", {day: 1}, message.id)
-    await hard_bounce_lead(session, message.lead_id, message.workspace_id, message.email, reason)
-    await cancel_unsent(session, Message.lead_id == message.lead_id)
-    return True
+    return await message_store.dsn_bounce(on_session(session), message.id, now, day, reason, data, event)
 
 
 async def record_reply(session: AsyncSession, message: Any, now: datetime, data: dict[str, Any]) -> bool:
-    """The lead replied: no more follow-ups for it. True the first time."""
-    await record_event(session, message, "replied", now, data)
-    replied = await session.scalar(
-        update(Lead)
-        .where(Lead.id == message.lead_id, Lead.status == LeadStatus.ACTIVE)
-        .values(status=LeadStatus.REPLIED)
-        .returning(Lead.id)
-    )
-    await cancel_unsent(session, Message.lead_id == message.lead_id, Message.is_followup.is_(True))
-    return replied is not None
+    """The lead replied: no more follow-ups for it, `LeadReplied` announced. True the first time."""
+    event = LeadReplied(workspace_id=message.workspace_id, lead_id=message.lead_id, message_id=message.id)
+    return await message_store.reply(on_session(session), now, data, event)

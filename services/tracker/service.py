@@ -12,11 +12,9 @@ from services.tracker import inbound
 from services.tracker import repository as repo
 from services.tracker.opens import Hit, OpenRecorder
 from services.tracker.readers import MailReaders
+from services.tracker.repository import record_event
 from shared import tokens
 from shared.clock import Clock
-from shared.db.messages import record_event
-from shared.events import LeadReplied, LeadUnsubscribed, MessageBounced
-from shared.messaging import enqueue
 from shared.planning.window import Window
 from shared.settings import Settings
 
@@ -40,12 +38,6 @@ class Tracker:
         """RFC 8058 one-click: takes effect at once; repeating it changes nothing."""
         async with self._sessions() as session, session.begin():
             done = await repo.unsubscribe(session, message_id)
-            if done is not None:
-                workspace_id, lead_id = done
-                await enqueue(
-                    session,
-                    LeadUnsubscribed(workspace_id=workspace_id, lead_id=lead_id, message_id=message_id),
-                )
         if done is not None:
             log.info("tracker.unsubscribe.done", message_id=str(message_id))
 
@@ -70,18 +62,10 @@ class Tracker:
             else:
                 reason = f"{found.status or 'hard bounce'} {found.diagnostic}".strip()
                 day = Window.from_dict(message.window).local_date(now)
-                recorded = await repo.record_hard_bounce(session, message, now, day, reason, data)
+                recorded = await repo.record_hard_bounce(
+                    session, message, now, day, reason, data, found.status
+                )
                 outcome = "hard_bounce"
-                if recorded:
-                    ids = {
-                        "message_id": message.id,
-                        "campaign_id": message.campaign_id,
-                        "lead_id": message.lead_id,
-                    }
-                    bounced = MessageBounced(
-                        workspace_id=message.workspace_id, **ids, reason=reason, enhanced_code=found.status
-                    )
-                    await enqueue(session, bounced)
         log.info("tracker.bounce", message_id=str(message.id), outcome=outcome, recorded=recorded)
         return {"message_id": str(message.id), "outcome": outcome, "recorded": recorded}
 
@@ -107,11 +91,6 @@ class Tracker:
             else:
                 recorded = await repo.record_reply(session, message, now, data)
                 outcome = "replied"
-                if recorded:
-                    event = LeadReplied(
-                        workspace_id=message.workspace_id, lead_id=message.lead_id, message_id=message.id
-                    )
-                    await enqueue(session, event)
         log.info("tracker.reply", message_id=str(message.id), outcome=outcome, recorded=recorded)
         return {"message_id": str(message.id), "outcome": outcome, "recorded": recorded}
 

@@ -36,6 +36,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID, ExcludeConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+# The statuses live in pure code; importing them from here still works for the routes.
+from shared.message_states import SLOT_HOLDING
+from shared.message_states import CampaignStatus as CampaignStatus
+from shared.message_states import LeadStatus as LeadStatus
+from shared.message_states import MessageStatus as MessageStatus
+
 
 class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {
@@ -60,32 +66,6 @@ def _counter() -> Mapped[int]:
 
 def _workspace() -> Mapped[uuid.UUID]:
     return mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
-
-
-class CampaignStatus(enum.StrEnum):
-    DRAFT = "draft"
-    SCHEDULED = "scheduled"
-    RUNNING = "running"
-    PAUSED = "paused"
-    COMPLETED = "completed"
-    STOPPED = "stopped"
-
-
-class MessageStatus(enum.StrEnum):
-    PLANNED = "planned"
-    DISPATCHED = "dispatched"
-    SENDING = "sending"
-    SENT = "sent"
-    BOUNCED = "bounced"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-class LeadStatus(enum.StrEnum):
-    ACTIVE = "active"
-    UNSUBSCRIBED = "unsubscribed"
-    BOUNCED = "bounced"
-    REPLIED = "replied"
 
 
 def _check_in(column: str, values: type[enum.StrEnum]) -> CheckConstraint:
@@ -247,10 +227,6 @@ class CampaignLead(Base):
     lead_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
 
 
-# A slot stays reserved once its message was attempted; cancelling frees it.
-LIVE_SLOT_STATUSES = ("planned", "dispatched", "sending", "sent", "bounced", "failed")
-
-
 class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
@@ -260,7 +236,7 @@ class Message(Base):
             (text("tstzrange(scheduled_at, slot_ends_at)"), "&&"),
             name="messages_domain_throttle",
             using="gist",
-            where=text("status IN (" + ", ".join(f"'{s}'" for s in LIVE_SLOT_STATUSES) + ")"),
+            where=text("status IN (" + ", ".join(f"'{s}'" for s in SLOT_HOLDING) + ")"),
         ),
         Index("messages_due", "scheduled_at", postgresql_where=text("status = 'planned'")),
         Index("messages_in_flight", "status", "claimed_at", postgresql_where=text("status = 'sending'")),

@@ -9,7 +9,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db.models import LIVE_SLOT_STATUSES, Message, SendingDomain
+from shared.db.models import Message, SendingDomain
+from shared.message_states import SLOT_HOLDING
 from shared.planning import DomainSchedule, Reservation, Window
 
 
@@ -40,7 +41,7 @@ async def held_slots(
         await lock_domains(session, ids)
     query = select(Message.sending_domain_id, Message.scheduled_at, Message.slot_ends_at).where(
         Message.sending_domain_id.in_(ids),
-        Message.status.in_(LIVE_SLOT_STATUSES),
+        Message.status.in_(SLOT_HOLDING),
         Message.scheduled_at >= earliest - timedelta(days=2),
     )
     if excluding:

@@ -27,14 +27,13 @@ from services.api.schemas import (
 )
 from services.api.service import not_found_unless
 from shared import crypto, tokens
-from shared.db.models import Campaign, Lead, Message, MessageStatus, SendingDomain, Template
+from shared.db.models import Campaign, Lead, Message, SendingDomain, Template
 from shared.lifecycle import FINAL
+from shared.message_states import UNFINISHED
 from shared.render import Letter, lead_variables
 from shared.settings import Settings
 
 router = APIRouter()
-
-UNSENT = (MessageStatus.PLANNED, MessageStatus.DISPATCHED, MessageStatus.SENDING)
 
 
 async def _changed(repo: Repository, row: Any, changes: dict[str, Any]) -> Any:
@@ -110,7 +109,7 @@ async def delete_lead(request: Request, principal: CurrentPrincipal, lead_id: st
     """Erases the lead with its message history; refused while a campaign still has mail for it."""
     async with unit_of_work(request, principal) as repo:
         row = not_found_unless(await repo.get(Lead, lead_id), "lead")
-        if await repo.has_messages(Message.lead_id == row.id, Message.status.in_(UNSENT)):
+        if await repo.has_messages(Message.lead_id == row.id, Message.status.in_(UNFINISHED)):
             raise conflict(
                 "a campaign still has mail planned for this lead; stop it or wait until it is sent"
             )
