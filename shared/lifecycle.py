@@ -11,7 +11,9 @@ from typing import Literal
 
 from shared.message_states import CampaignStatus as S
 
-Action = Literal["start", "pause", "resume", "stop", "first_send", "complete", "reopen"]
+Requested = Literal["start", "pause", "resume", "stop"]  # through the api, each a route of its own
+Caused = Literal["first_send", "complete", "reopen"]  # by the campaign's messages, never by a request
+Action = Literal[Requested, Caused]
 
 
 class InvalidTransition(ValueError):

@@ -12,10 +12,10 @@ from shared.db import message_store
 from shared.db.message_store import on_session
 from shared.db.models import Campaign, CampaignStatus, Message, MessageStatus
 from shared.events import CampaignPaused, CampaignResumed, CampaignStarted, CampaignStopped, Event
-from shared.lifecycle import Action, InvalidTransition, transition
+from shared.lifecycle import InvalidTransition, Requested, transition
 from shared.messaging import enqueue
 
-EVENTS: dict[Action, type[Event]] = {
+EVENTS: dict[Requested, type[Event]] = {
     "start": CampaignStarted,
     "pause": CampaignPaused,
     "resume": CampaignResumed,
@@ -23,7 +23,7 @@ EVENTS: dict[Action, type[Event]] = {
 }
 
 
-async def change(repo: Repository, campaign: Campaign, action: Action) -> Campaign:
+async def change(repo: Repository, campaign: Campaign, action: Requested) -> Campaign:
     """Apply `action` or answer 409 changing nothing.
 
     The campaign row is locked first: a sender's claim holds it in share mode, so `pause` and `stop` return

@@ -73,6 +73,14 @@ async def test_every_operation_of_the_openapi_document_but_login_needs_a_token(a
             assert reply.status_code == 401, (method, path, reply.text)
 
 
+async def test_a_campaign_takes_exactly_the_lifecycle_calls_a_user_may_ask_for(api_url: str) -> None:
+    """`first_send`, `complete` and `reopen` are campaign transitions its messages cause: no routes."""
+    async with httpx.AsyncClient(base_url=api_url) as client:
+        paths = (await client.get("/openapi.json")).json()["paths"]
+    calls = {path.rsplit("/", 1)[1] for path in paths if path.startswith("/api/v1/campaigns/{campaign_id}/")}
+    assert calls == {"start", "pause", "resume", "stop", "dry-run"}
+
+
 async def test_login_with_a_wrong_password_is_refused(api_url: str) -> None:
     async with httpx.AsyncClient(base_url=f"{api_url}/api/v1") as client:
         reply = await client.post("/auth/token", data={"username": "admin@example.com", "password": "nope"})

@@ -18,7 +18,7 @@ from services.api.schemas import (
     Moment,
 )
 from shared.db.models import Campaign, CampaignStatus, Message, MessageStatus
-from shared.lifecycle import Action
+from shared.lifecycle import Requested
 
 router = APIRouter(tags=["campaigns"])
 
@@ -109,7 +109,7 @@ async def get_campaign(request: Request, principal: CurrentPrincipal, campaign_i
         return {"data": await service.campaign_detail(repo, campaign)}
 
 
-def add_lifecycle_route(action: Action) -> None:
+def add_lifecycle_route(action: Requested) -> None:
     @router.post(
         f"/campaigns/{{campaign_id}}/{action}",
         response_model=Envelope[CampaignOut],
@@ -123,5 +123,5 @@ def add_lifecycle_route(action: Action) -> None:
             return {"data": service.campaign_out(campaign)}
 
 
-for _action in get_args(Action):
+for _action in get_args(Requested):
     add_lifecycle_route(_action)
