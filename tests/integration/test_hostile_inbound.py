@@ -89,16 +89,8 @@ def alive(pid: int) -> bool:
 async def test_worst_case_mails_get_a_clear_answer_and_a_refused_one_records_nothing(
     pipeline: Pipeline, settings: Settings, path: str
 ) -> None:
-    campaign, [lead_id] = await pipeline.campaign(leads=1)
-    lead_email = (await pipeline.api.get(f"/leads/{lead_id}"))["email"]
-
-    async def sent() -> bool:
-        return [m["status"] for m in await pipeline.messages(campaign["id"])] == ["sent"]
-
-    await pipeline.until(sent)
-    [message] = await pipeline.messages(campaign["id"])
-    message_id = uuid.UUID(message["id"])
-    [mail] = [m for m in pipeline.sink.received if m.rcpt_tos == [lead_email]]
+    message, mail = await pipeline.sent_email()
+    message_id, [lead_email] = uuid.UUID(message["id"]), mail.rcpt_tos
     genuine = (
         postfix_dsn(mail.mail_from, mail.message["Message-ID"])
         if path == "/inbound/bounces"

@@ -24,6 +24,7 @@ from services.sender.main import create_app as create_sender
 from shared.settings import Settings
 from tests.support.api import ApiClient
 from tests.support.pipeline import Pipeline
+from tests.support.samples import production
 from tests.support.smtp import SmtpSink, free_port
 from tests.support.stack import inprocess_service
 from tests.support.wire import LETTER_HEADERS, checked_headers
@@ -135,17 +136,7 @@ async def test_the_api_refuses_sender_settings_that_could_break_a_header(api: Ap
 
 
 # ── SSRF ──────────────────────────────────────────────────────────────────────────────────────────────────
-PRODUCTION = {
-    "env": "production",
-    "jwt_secret": "j" * 40,
-    "tracking_secret": "t" * 40,
-    "encryption_key": "e" * 40,
-    "inbound_secret": "i" * 40,
-    "admin_password": "a-real-admin-password",
-    "public_tracker_url": "https://t.example",
-    "smtp_timeout_seconds": 2.0,
-    "retry_backoff_seconds": [],
-}
+PRODUCTION = production(smtp_timeout_seconds=2.0, retry_backoff_seconds=[])
 
 
 @pytest.fixture

@@ -10,21 +10,13 @@ import pytest
 from services.api.main import create_app as create_api
 from shared.settings import Settings
 from tests.support.api import ApiClient
+from tests.support.samples import production
 from tests.support.smtp import free_port
 from tests.support.stack import inprocess_service
 
 pytestmark = pytest.mark.integration
 
-PRODUCTION = {
-    "env": "production",
-    "jwt_secret": "j" * 40,
-    "tracking_secret": "t" * 40,
-    "encryption_key": "e" * 40,
-    "inbound_secret": "i" * 40,
-    "admin_email": f"prod-admin-{uuid.uuid4().hex[:6]}@example.com",
-    "admin_password": "a-real-admin-password",
-    "public_tracker_url": "https://t.example",
-}
+PRODUCTION = production()
 
 
 def domain_body(host: str) -> dict[str, object]:

@@ -99,16 +99,8 @@ def malformed_dsn(rng: random.Random, dsn: bytes) -> bytes:
 async def test_the_public_endpoints_take_junk_at_volume_without_5xx_or_any_record(
     pipeline: Pipeline, settings: Settings, tmp_path: Path, figures: dict[str, str]
 ) -> None:
-    campaign, [lead_id] = await pipeline.campaign(leads=1)
-    lead_email = (await pipeline.api.get(f"/leads/{lead_id}"))["email"]
-
-    async def sent() -> bool:
-        return [m["status"] for m in await pipeline.messages(campaign["id"])] == ["sent"]
-
-    await pipeline.until(sent)
-    [message] = await pipeline.messages(campaign["id"])
-    message_id = uuid.UUID(message["id"])
-    [mail] = [m for m in pipeline.sink.received if m.rcpt_tos == [lead_email]]
+    message, mail = await pipeline.sent_email()
+    message_id, [lead_email] = uuid.UUID(message["id"]), mail.rcpt_tos
     pixel = httpx.URL(pixel_of(mail))
     open_token = pixel.params["t"]
     unsubscribe_url = httpx.URL(mail.message["List-Unsubscribe"].split("<")[1].split(">")[0])

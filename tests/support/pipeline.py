@@ -19,6 +19,7 @@ from tests.support.api import ApiClient
 from tests.support.clock import MovableClock
 from tests.support.smtp import SmtpSink, free_port
 from tests.support.stack import inprocess_service
+from tools.smtp_sink import Received
 
 
 @dataclass
@@ -39,6 +40,19 @@ class Pipeline:
         ]
         template = await self.api.template()
         return await self.api.campaign(template["id"], lead_ids, [domain], **extra), lead_ids
+
+    async def sent_email(self) -> tuple[dict[str, Any], Received]:
+        """A one-lead campaign's message once it is sent, and its e-mail as the sink took it."""
+        campaign, [lead_id] = await self.campaign(leads=1)
+        lead_email = (await self.api.get(f"/leads/{lead_id}"))["email"]
+
+        async def sent() -> bool:
+            return [m["status"] for m in await self.messages(campaign["id"])] == ["sent"]
+
+        await self.until(sent)
+        [message] = await self.messages(campaign["id"])
+        [mail] = [m for m in self.sink.received if m.rcpt_tos == [lead_email]]
+        return message, mail
 
     async def messages(self, campaign_id: str) -> list[dict[str, Any]]:
         return list(

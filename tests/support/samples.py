@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 
@@ -62,3 +63,19 @@ def pixel_of(mail: Any) -> str:
     html = mail.message.get_body(("html",)).get_content()
     start = html.index("/track/open.gif?")
     return html[start : html.index('"', start)].replace("&amp;", "&")
+
+
+def production(**overrides: object) -> dict[str, object]:
+    """Settings of a production deployment, with real-looking secrets (production refuses the development
+    ones) and a bootstrap admin of its own."""
+    return {
+        "env": "production",
+        "jwt_secret": "j" * 40,
+        "tracking_secret": "t" * 40,
+        "encryption_key": "e" * 40,
+        "inbound_secret": "i" * 40,
+        "admin_email": f"prod-admin-{uuid.uuid4().hex[:8]}@example.com",
+        "admin_password": "a-real-admin-password",
+        "public_tracker_url": "https://t.example",
+        **overrides,
+    }
