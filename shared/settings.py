@@ -97,6 +97,7 @@ class Settings(BaseSettings):
     inbound_max_header_bytes: int = Field(256 * 1024, ge=1024)  # one part's header block
     inbound_read_seconds: float = Field(5.0, gt=0)  # a reader still busy then is killed and replaced
     inbound_readers: int = Field(2, ge=1)  # reader processes of one tracker
+    inbound_backlog: int = Field(16, ge=0)  # mails waiting for a reader (each holds its body); 503 beyond
     inbound_reader_memory_mb: int = Field(512, ge=128)  # address space of a reader process
 
     # Templates are tenant code (shared/render_pool.py): what one may be, make and take

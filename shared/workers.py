@@ -227,8 +227,13 @@ class WorkerPool:
         seconds: float,
         memory_mb: int,
         answer_max_bytes: int | None = None,
+        backlog: int | None = None,
     ) -> None:
         self._name = name
+        # Jobs that may wait for a worker (None: any number). Beyond it a job is refused at once
+        # (WorkersUnavailable): each waiting job holds its request, a mail of megabytes for the readers.
+        self._backlog = backlog
+        self._waiting = 0
         self._seconds = seconds
         self._answer_max = answer_max_bytes or memory_mb * MIB  # no worker can make more
         options = json.dumps({"config": config, "seconds": seconds, "memory_mb": memory_mb})
@@ -259,8 +264,15 @@ class WorkerPool:
 
     async def call(self, request: bytes, decode: Callable[[bytes], T]) -> T:
         """`decode` of a worker's answer to `request`. Raises JobOverran, WorkerFailed (also when `decode`
-        raises ValueError: the answer is nonsense) or WorkersUnavailable."""
-        async with self._turns:
+        raises ValueError: the answer is nonsense) or WorkersUnavailable (also when the backlog is full)."""
+        if self._backlog is not None and self._turns.locked() and self._waiting >= self._backlog:
+            raise WorkersUnavailable(f"every {self._name} worker is busy and {self._waiting} jobs wait")
+        self._waiting += 1
+        try:
+            await self._turns.acquire()
+        finally:
+            self._waiting -= 1
+        try:
             worker = self._idle.pop()
             try:
                 return await worker.call(request, self._seconds, decode, self._answer_max)
@@ -269,6 +281,8 @@ class WorkerPool:
                     self._idle.append(worker)
                 else:
                     self._idle.appendleft(worker)
+        finally:
+            self._turns.release()
 
     async def stop(self) -> None:
         await asyncio.gather(*(worker.stop() for worker in self._workers))

@@ -53,8 +53,9 @@ ANSWER = TypeAdapter(Answer)
 class MailReaders:
     """At most `inbound_readers` reader processes, started when needed and kept while the tracker runs.
 
-    Mails wait their turn for a reader; the deadline `inbound_read_seconds` counts from the moment a reader
-    takes the mail. Use as `async with`: on the way out, every reader is ended."""
+    Mails wait their turn for a reader, at most `inbound_backlog` of them (beyond, `WorkersUnavailable`);
+    the deadline `inbound_read_seconds` counts from the moment a reader takes the mail. Use as `async with`:
+    on the way out, every reader is ended."""
 
     def __init__(self, settings: Settings) -> None:
         self._seconds = settings.inbound_read_seconds
@@ -68,6 +69,7 @@ class MailReaders:
             seconds=self._seconds,
             memory_mb=self._memory_mb,
             answer_max_bytes=MAX_ANSWER,
+            backlog=settings.inbound_backlog,
         )
 
     async def __aenter__(self) -> MailReaders:

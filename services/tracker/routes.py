@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.tracker.inbound import NotUnderstood, OverLimit
 from services.tracker.service import Tracker
+from shared.workers import WorkersUnavailable
 
 # The smallest transparent 1×1 GIF.
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
@@ -103,6 +104,7 @@ async def unsubscribe(request: Request) -> Response:
 
 # SPEC §6 names `X-Inbound-Secret`; `X-Maildash-Secret` came first here and stays for existing pipes.
 SECRET_HEADERS = ("x-inbound-secret", "x-maildash-secret")
+RETRY_BUSY_SECONDS = 5  # Retry-After of a mail refused while every reader is busy and the backlog full
 
 
 def _answer(status: int, data: Any = None, error: str | None = None, code: str | None = None) -> JSONResponse:
@@ -149,6 +151,10 @@ def inbound_intake(use_case: str) -> Callable[[Request], Awaitable[Response]]:
             return _answer(422, error=str(error), code="over_limit")
         except NotUnderstood as error:
             return _answer(422, error=str(error), code="not_understood")
+        except WorkersUnavailable:  # not the mail's fault: its sender should deliver it again shortly
+            busy = _answer(503, error="mail readers are busy; deliver it again later", code="unavailable")
+            busy.headers["Retry-After"] = str(RETRY_BUSY_SECONDS)
+            return busy
         return _answer(200, result)
 
     return intake

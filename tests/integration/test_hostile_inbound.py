@@ -8,6 +8,7 @@ its tracker. Where latency or processes are measured, the tracker runs as its ow
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import time
@@ -236,3 +237,27 @@ async def test_the_secret_header_the_spec_names_is_taken_and_the_size_limit_is_a
             "/inbound/bounces", content=streamed(), headers={"X-Inbound-Secret": secret}
         )
         assert answer.status_code == 413
+
+
+async def test_mails_beyond_the_readers_backlog_are_refused_with_503_not_queued_without_bound(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Each waiting mail holds its body (up to 10 MB) in the tracker: past the backlog a mail is refused at
+    once, for its sender to deliver again, while the ones taken are read as ever."""
+    slow = hostile.tiny_lines(ANY_REPLY, 4 * 1024 * 1024)
+    async with (
+        tracker_process(settings, tmp_path, inbound_readers=1, inbound_backlog=1) as tracker,
+        httpx.AsyncClient(base_url=tracker.url, timeout=60) as client,
+    ):
+        answers = await asyncio.gather(
+            *(post(client, settings.inbound_secret, "/inbound/replies", slow) for _ in range(6))
+        )
+        statuses = sorted(answer.status_code for answer in answers)
+        assert 503 in statuses, statuses
+        assert all(status < 500 or status == 503 for status in statuses), statuses
+        assert len([s for s in statuses if s != 503]) >= 2, statuses  # the reader's mail and the backlog's
+        refused = next(answer for answer in answers if answer.status_code == 503)
+        assert refused.headers["Retry-After"] == "5"
+        assert refused.json()["error_code"] == "unavailable"
+        later = await post(client, settings.inbound_secret, "/inbound/bounces", ANY_DSN)
+        assert later.json()["error"] == "it names no message sent from here"

@@ -11,16 +11,22 @@ from typing import Any
 
 import pytest
 
-from shared.workers import JobOverran, WorkerFailed, WorkerPool
+from shared.workers import JobOverran, WorkerFailed, WorkerPool, WorkersUnavailable
 
 pytestmark = pytest.mark.integration
 
 SECONDS = 1.0
 
 
-def toy_pool(workers: int = 1) -> WorkerPool:
+def toy_pool(workers: int = 1, backlog: int | None = None) -> WorkerPool:
     return WorkerPool(
-        "toy", "tests.support.toy_worker", {"greeting": "hi"}, workers=workers, seconds=SECONDS, memory_mb=200
+        "toy",
+        "tests.support.toy_worker",
+        {"greeting": "hi"},
+        workers=workers,
+        seconds=SECONDS,
+        memory_mb=200,
+        backlog=backlog,
     )
 
 
@@ -82,3 +88,19 @@ async def test_jobs_wait_for_an_idle_worker_and_a_warm_one_is_taken_first() -> N
         assert (await itself(pool))["pid"] == one["pid"]  # no second worker is started for nothing
         at_once = await asyncio.gather(*(itself(pool) for _ in range(6)))
         assert len({worker["pid"] for worker in at_once}) == 2
+
+
+async def test_beyond_its_backlog_a_job_is_refused_at_once_and_the_waiting_ones_still_run() -> None:
+    async with toy_pool(backlog=1) as pool:
+        await itself(pool)  # started and warm
+        busy = asyncio.create_task(pool.call(b"spin", json.loads))  # holds the only worker for SECONDS
+        await asyncio.sleep(0.1)
+        waiting = asyncio.create_task(itself(pool))  # the one job the backlog takes
+        await asyncio.sleep(0.1)
+        started = time.perf_counter()
+        with pytest.raises(WorkersUnavailable, match="busy"):
+            await itself(pool)
+        assert time.perf_counter() - started < 0.1
+        with pytest.raises(JobOverran):
+            await busy
+        assert (await waiting)["config"] == {"greeting": "hi"}
