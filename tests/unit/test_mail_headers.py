@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import unicodedata
-import uuid
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.header import decode_header, make_header
@@ -13,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared import tokens
 from shared.headers import UNSAFE_IN_HEADER, one_line
 from shared.render import SUBJECT_MAX_CHARS, Letter, RenderError, build
+from tests.support.letters import letter as support_letter
 from tests.support.wire import LETTER_HEADERS, checked_headers
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -39,24 +38,9 @@ def test_one_line_turns_each_run_of_unsafe_characters_into_one_space() -> None:
 
 
 def letter(**changes: object) -> Letter:
-    message_id = str(uuid.uuid4())
-    values: dict[str, object] = {
-        "message_id": message_id,
-        "domain": "out.example",
-        "from_email": "anna@out.example",
-        "from_name": "Anna",
-        "to_email": "jan@client.example",
-        "subject": "Hi {{ first_name }} {{ last_name }} of {{ company }} in {{ fields.city }}",
-        "body_html": "<p>Dear {{ first_name }}</p>",
-        "body_text": None,
-        "variables": {"first_name": "Jan", "last_name": "", "company": "", "fields": {"city": ""}},
-        "tracker_url": "https://t.example",
-        "open_token": tokens.sign_message("s", "open", message_id),
-        "unsubscribe_token": tokens.sign_message("s", "unsubscribe", message_id),
-        "smtp_message_id": f"<{message_id}.0@out.example>",
-    }
-    values.update(changes)
-    return Letter(**values)  # type: ignore[arg-type]
+    """Every lead field in the subject, so that hostile values reach it."""
+    subject = "Hi {{ first_name }} {{ last_name }} of {{ company }} in {{ fields.city }}"
+    return support_letter(**{"subject": subject, **changes})
 
 
 # Text as a hostile lead or tenant would write it: line breaks of every kind among would-be headers.

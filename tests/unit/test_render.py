@@ -1,10 +1,8 @@
-import uuid
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 
 import pytest
 
-from shared import tokens
 from shared.render import (
     Letter,
     RenderError,
@@ -15,29 +13,9 @@ from shared.render import (
     render,
     return_path,
 )
+from tests.support.letters import letter
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
-
-
-def letter(**changes: object) -> Letter:
-    message_id = str(uuid.uuid4())
-    values: dict[str, object] = {
-        "message_id": message_id,
-        "domain": "out.example",
-        "from_email": "anna@out.example",
-        "from_name": "Anna de Vries",
-        "to_email": "jan@client.example",
-        "subject": "Hi {{ first_name }}",
-        "body_html": "<html><body><p>Dear {{ first_name }} of {{ company }}</p></body></html>",
-        "body_text": None,
-        "variables": {"first_name": "Jan", "company": "<Client & Co>", "fields": {"city": "Delft"}},
-        "tracker_url": "https://t.example",
-        "open_token": tokens.sign_message("s", "open", message_id),
-        "unsubscribe_token": tokens.sign_message("s", "unsubscribe", message_id),
-        "smtp_message_id": f"<{message_id}.0@out.example>",
-    }
-    values.update(changes)
-    return Letter(**values)  # type: ignore[arg-type]
 
 
 def parsed(source: Letter):  # type: ignore[no-untyped-def]
