@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from faststream import BaseMiddleware, StreamMessage
 from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
 from faststream.rabbit.schemas import Channel
 from faststream.rabbit.schemas.queue import QueueType
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared.db import is_transient
 from shared.db.models import OutboxRow
 from shared.db.notify import Listener
 from shared.events import (
@@ -45,6 +47,8 @@ from shared.events import (
 log = structlog.get_logger()
 
 DELIVERY_LIMIT = 5
+# How long a handler waits for the database to come back before its delivery fails and counts.
+DATABASE_PATIENCE_SECONDS = 120.0
 OUTBOX_CHANNEL = "maildash_outbox"
 OUTBOX_LINGER_SECONDS = 0.02
 
@@ -123,12 +127,32 @@ async def remove_topology(amqp_url: str, prefix: str) -> None:
         await broker.stop()
 
 
+class WaitForTheDatabase(BaseMiddleware):
+    """A handler that failed because the database is away runs again once it answers, its message still
+    unacknowledged. Redelivered at once instead, the message would use up its `DELIVERY_LIMIT` within a
+    restart of PostgreSQL and be dead-lettered though nothing is wrong with it. Handlers are idempotent."""
+
+    async def consume_scope(self, call_next: Any, msg: StreamMessage[Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        delay, deadline = 0.5, loop.time() + DATABASE_PATIENCE_SECONDS
+        while True:
+            try:
+                return await call_next(msg)
+            except Exception as error:
+                if not is_transient(error) or loop.time() + delay > deadline:
+                    raise
+                log.warning("consumer.database.away", message_id=msg.message_id, error=repr(error)[:200])
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+
 def create_broker(amqp_url: str, prefetch: int, graceful_timeout: float = 30.0) -> RabbitBroker:
     """Publisher confirms on, unroutable publishes raise, prefetch bounds each handler's concurrency."""
     return RabbitBroker(
         amqp_url,
         default_channel=Channel(prefetch_count=prefetch, publisher_confirms=True, on_return_raises=True),
         graceful_timeout=graceful_timeout,
+        middlewares=[WaitForTheDatabase],
         logger=None,
     )
 

@@ -20,14 +20,6 @@ from shared.events import Event
 from shared.message_states import LEAD_GONE, LeadStatus, MessageStatus
 
 APPLICATION_NAME = "maildash-sender"
-# Errors after which the same statement may succeed: the database went away, or chose us as a deadlock victim.
-TRANSIENT = (
-    OSError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.OperatorInterventionError,
-    asyncpg.TransactionRollbackError,
-)
 # The transition of each final outcome (`shared.message_states.TRANSITIONS`).
 SETTLED_AS = {MessageStatus.SENT: "sent", MessageStatus.BOUNCED: "bounced", MessageStatus.FAILED: "failed"}
 

@@ -23,6 +23,7 @@ from services.sender.repository import Claim
 from services.sender.smtp import Account, SmtpPool, SmtpTransaction
 from shared import crypto, tokens
 from shared.clock import Clock
+from shared.db import TRANSIENT as DATABASE_AWAY
 from shared.db.models import MessageStatus
 from shared.events import Event, MessageBounced, MessageFailed, MessageSent, SendMessage
 from shared.planning.slots import retry_not_before, send_grace
@@ -36,7 +37,7 @@ log = structlog.get_logger()
 
 # The database went away or chose us as a deadlock victim, or no render worker could start: nothing about the
 # message. Its claim is rolled back, so it stays `dispatched` and the scheduler's reconciler re-plans it.
-TRANSIENT = (*repo.TRANSIENT, RendererUnavailable)
+TRANSIENT = (*DATABASE_AWAY, RendererUnavailable)
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,7 @@ class Sender:
             try:
                 await self._settle(attempt.message, outcome, attempt.notes)
                 return
-            except repo.TRANSIENT as error:
+            except DATABASE_AWAY as error:
                 now = asyncio.get_running_loop().time()
                 deadline = deadline or now + self._settings.sending_lease_seconds / 2
                 if now + delay > deadline:

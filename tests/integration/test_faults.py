@@ -33,7 +33,7 @@ from shared.events import SendMessage
 from shared.messaging import Topology
 from shared.settings import Settings
 from tests.support.api import ALWAYS_OPEN, ApiClient
-from tests.support.broker import dead_letter_count
+from tests.support.broker import take_dead_letters
 from tests.support.processes import socket_owner
 from tests.support.smtp import SmtpSink
 from tests.support.stack import ServiceProcess, subprocess_service, with_ports
@@ -168,7 +168,7 @@ async def judge(api: ApiClient, settings: Settings, sink: SmtpSink, run: Run) ->
     kpis = (await api.get(f"/campaigns/{run.campaign_id}"))["kpis"]
     assert {name: kpis[name] for name in truth} == truth
     # No command or event was given up on: a consumer that kept failing one would have dead-lettered it.
-    assert await dead_letter_count(settings) == 0
+    assert not await take_dead_letters(settings)
     counts = {status: sum(1 for row in rows if row.status == status) for status in sorted(FINAL)}
     return counts | {
         "delivered_interrupted": len(set(arrived) & interrupted),

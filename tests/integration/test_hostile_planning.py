@@ -12,7 +12,7 @@ import pytest
 from shared.planning.slots import HORIZON_DAYS
 from shared.settings import Settings
 from tests.support.api import ApiClient
-from tests.support.broker import all_consumed, dead_letter_count
+from tests.support.broker import all_consumed, take_dead_letters
 from tests.support.pipeline import Pipeline
 
 pytestmark = pytest.mark.integration
@@ -70,4 +70,4 @@ async def test_leads_beyond_the_planners_horizon_fail_with_the_reason_and_the_re
     assert waiting["total"] == len(leads) - failed["total"]
 
     await pipeline.until(lambda: all_consumed(settings))
-    assert await dead_letter_count(settings) == 0
+    assert not await take_dead_letters(settings)

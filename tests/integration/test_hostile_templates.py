@@ -27,7 +27,7 @@ from shared.render import TemplateLimits
 from shared.render_pool import RenderPool
 from shared.settings import Settings
 from tests.support.api import ApiClient
-from tests.support.broker import dead_letter_count
+from tests.support.broker import take_dead_letters
 from tests.support.latency import Samples, sampling
 from tests.support.smtp import SmtpSink, free_port, running_sink
 from tests.support.stack import ServiceProcess, inprocess_service, subprocess_service, with_ports
@@ -235,7 +235,7 @@ async def test_a_message_that_cannot_be_sent_fails_alone_and_nothing_dead_letter
     poisoned = messages[names[1]]
     assert (poisoned["status"], poisoned["retry_count"]) == ("failed", 0)
     assert "InvalidToken" in poisoned["last_error"]
-    assert await dead_letter_count(stack.settings) == 0
+    assert not await take_dead_letters(stack.settings)
 
 
 def children(pid: int) -> set[int]:

@@ -24,9 +24,18 @@ async def message_counts(settings: Settings) -> dict[str, int]:
         return counts
 
 
-async def dead_letter_count(settings: Settings) -> int:
-    """Messages in `<prefix>.dead-letters`: each one failed all its deliveries."""
-    return (await message_counts(settings))[Topology(settings.broker_prefix).dead_letters.name]
+async def take_dead_letters(settings: Settings) -> list[str]:
+    """Empty `<prefix>.dead-letters` and describe each message there (it failed all its deliveries): the
+    queue it died in and its body. Taking them keeps one test's poison out of the next test's count."""
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(Topology(settings.broker_prefix).dead_letters.name, passive=True)
+        taken = []
+        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            deaths = message.headers.get("x-death") or [{}]
+            taken.append(f"{deaths[0].get('queue', '?')}: {message.body[:200].decode(errors='replace')}")
+        return taken
 
 
 async def outbox_rows(settings: Settings) -> int:
