@@ -10,18 +10,15 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from shared.db import asyncpg_dsn, message_store
-from shared.events import Event
-from shared.message_states import LEAD_GONE, LeadStatus, MessageStatus
+from shared.message_states import LEAD_GONE, LeadStatus
 
 APPLICATION_NAME = "maildash-sender"
-# The transition of each final outcome (`shared.message_states.TRANSITIONS`).
-SETTLED_AS = {MessageStatus.SENT: "sent", MessageStatus.BOUNCED: "bounced", MessageStatus.FAILED: "failed"}
 
 
 async def connect_pool(database_url: str, size: int) -> asyncpg.Pool:
@@ -157,20 +154,3 @@ async def cancel(db: asyncpg.Connection, message: Claim, reason: str) -> None:
 async def report_of(db: asyncpg.Connection, lead_id: uuid.UUID) -> tuple[str, bytes] | None:
     row = await db.fetchrow("SELECT filename, content FROM lead_reports WHERE lead_id = $1", lead_id)
     return None if row is None else (row["filename"], row["content"])
-
-
-async def settle(
-    db: asyncpg.Connection,
-    message: Claim,
-    status: MessageStatus,
-    now: datetime,
-    day: date,
-    error: str | None,
-    data: dict[str, Any],
-    event: Event,
-    retry_at: datetime | None = None,
-) -> None:
-    """sending → sent, bounced or failed; with `retry_at`, a failure that is not final: planned again, its
-    slot chosen by the dispatcher at or after `retry_at`. A message settled before is left as it is."""
-    name = "retry" if retry_at is not None else SETTLED_AS[status]
-    await message_store.settle(db, message.id, name, now, day, error, data, event, retry_at)

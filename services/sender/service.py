@@ -24,7 +24,7 @@ from services.sender.smtp import Account, SmtpPool, SmtpTransaction
 from shared import crypto, tokens
 from shared.clock import Clock
 from shared.db import TRANSIENT as DATABASE_AWAY
-from shared.db.models import MessageStatus
+from shared.db import message_store
 from shared.events import Event, MessageBounced, MessageFailed, MessageSent, SendMessage
 from shared.planning.slots import retry_not_before, send_grace
 from shared.planning.window import Window
@@ -305,11 +305,12 @@ class Sender:
         else:
             event = MessageFailed(**ids, **codes, retry_at=retry_at)
         day = Window.from_dict(message.window).local_date(now)
+        # Each outcome is recorded by the transition of its name (`shared.message_states.TRANSITIONS`).
+        transition = "retry" if retry_at is not None else outcome.kind.value
         async with self._db.acquire() as db:
-            await repo.settle(
-                db, message, MessageStatus(outcome.kind.value), now, day, outcome.reason or None, data, event,
-                retry_at,
-            )  # fmt: skip
+            await message_store.settle(
+                db, message.id, transition, now, day, outcome.reason or None, data, event, retry_at
+            )
         OUTCOMES.labels(outcome.kind.value).inc()
         log.info(
             f"sender.message.{outcome.kind.value}",

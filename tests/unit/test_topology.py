@@ -1,3 +1,4 @@
+from services.scheduler.handlers import USE_CASES
 from shared.events import ALL_EVENTS, MessageOpened, SendMessage
 from shared.messaging import CONSUMERS, Topology
 
@@ -27,3 +28,7 @@ def test_queues_are_durable_quorum_queues_that_dead_letter() -> None:
         assert queue.arguments["x-dead-letter-exchange"] == "p.dead"
     names = [q.name for q in topology.all_queues()]
     assert len(names) == len(set(names))
+
+
+def test_the_scheduler_has_one_use_case_for_each_event_it_is_subscribed_to() -> None:
+    assert set(USE_CASES) == set(CONSUMERS["scheduler"])
