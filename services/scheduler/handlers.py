@@ -15,6 +15,7 @@ from shared.events import (
     CampaignStarted,
     CampaignStopped,
     Event,
+    LeadComplained,
     LeadReplied,
     LeadUnsubscribed,
     MessageBounced,
@@ -63,6 +64,10 @@ def build_router(topology: Topology, scheduler: Scheduler) -> RabbitRouter:
 
     @subscribe(LeadUnsubscribed)
     async def lead_unsubscribed(event: LeadUnsubscribed) -> None:
+        await scheduler.lead_left(event.lead_id)
+
+    @subscribe(LeadComplained)
+    async def lead_complained(event: LeadComplained) -> None:
         await scheduler.lead_left(event.lead_id)
 
     @subscribe(LeadReplied)
