@@ -103,7 +103,7 @@ class Settings(BaseSettings):
 
     # The tracker's mailbox reader (`python -m services.tracker inbox`): sending mailboxes over IMAP
     inbox_lease_seconds: float = Field(30.0, ge=1)  # a dead reader's accounts are taken over after this
-    inbox_poll_seconds: float = Field(60.0, gt=0)  # between reads where IDLE is not offered (or other folders)
+    inbox_poll_seconds: float = Field(60.0, gt=0)  # between reads without IDLE (or of other folders)
     inbox_idle_seconds: float = Field(600.0, gt=0, le=1500)  # IDLE re-issued well within 29 minutes
     inbox_timeout_seconds: float = Field(30.0, gt=0)  # one IMAP command
     inbox_batch: int = Field(100, ge=1)  # UIDs asked about in one FETCH

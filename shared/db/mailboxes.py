@@ -24,7 +24,7 @@ CONNECTION_FIELDS = ("host", "port", "security", "username", "password_encrypted
 
 @dataclass(frozen=True)
 class ImapAccount:
-    """What a tenant gives for a mailbox. `password` None keeps the stored one (an edit that leaves it out)."""
+    """What a tenant gives for a mailbox. `password` None keeps the stored one (an edit without it)."""
 
     host: str
     port: int
