@@ -1,4 +1,5 @@
-"""`make run`: the SMTP sink, the four services and the tracker's mailbox reader as child processes, logs interleaved, until Ctrl-C."""
+"""`make run`: the SMTP sink, the four services and the tracker's mailbox reader as child processes, logs
+interleaved, until Ctrl-C."""
 
 from __future__ import annotations
 
