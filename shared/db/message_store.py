@@ -440,17 +440,26 @@ SELECT count(*) FROM message
 
 
 # the lead's own transitions
-_unsubscribed = TRANSITIONS["unsubscribed"]
-UNSUBSCRIBE = f"""
+
+
+def _lead_leaves(name: str, reason: str) -> str:
+    """CTEs `lead` (lead $2 to transition `name`'s lead status, from the ones it changes) and `suppressed`
+    (its address, with `reason`)."""
+    declared = TRANSITIONS[name]
+    assert declared.suppress, name
+    return f"""
 WITH lead AS (
-  UPDATE leads SET status = '{_unsubscribed.lead}'
-  WHERE id = $2 AND status IN {_in(_unsubscribed.lead_sources)}
+  UPDATE leads SET status = '{declared.lead}'
+  WHERE id = $2 AND status IN {_in(declared.lead_sources)}
   RETURNING id, workspace_id, email
 ), suppressed AS (
   INSERT INTO suppressions (id, workspace_id, email, reason)
-  SELECT gen_random_uuid(), workspace_id, lower(email), 'unsubscribed' FROM lead
+  SELECT gen_random_uuid(), workspace_id, lower(email), '{reason}' FROM lead
   ON CONFLICT DO NOTHING
-), counted AS (
+)"""
+
+
+UNSUBSCRIBE = f"""{_lead_leaves("unsubscribed", "unsubscribed")}, counted AS (
   INSERT INTO campaign_kpis AS k (campaign_id, shard, unsubscribed) SELECT $1, $3, 1 FROM lead
   {_counter_upsert(KPIS, ["unsubscribed"])}
 ), announced AS (
@@ -470,22 +479,13 @@ SELECT id FROM replied
 """
 _complained = TRANSITIONS["complained"]
 # Counted once per lead, on the campaign of the message it complained about ($1), like an unsubscribe.
-COMPLAIN = f"""
-WITH lead AS (
-  UPDATE leads SET status = '{_complained.lead}'
-  WHERE id = $2 AND status IN {_in(_complained.lead_sources)}
-  RETURNING id, workspace_id, email
-), message AS (
+COMPLAIN = f"""{_lead_leaves("complained", "complaint")}, message AS (
   SELECT m.id, m.campaign_id, c."window"->>'timezone' AS zone
   FROM lead, messages AS m JOIN campaigns AS c ON c.id = m.campaign_id
   WHERE m.id = $1 AND m.{_guard("complained")}
 ), history AS (
   INSERT INTO message_events ({HISTORY_COLUMNS})
   SELECT id, campaign_id, '{_complained.history}', $3, false, $4::text::jsonb FROM message
-), suppressed AS (
-  INSERT INTO suppressions (id, workspace_id, email, reason)
-  SELECT gen_random_uuid(), workspace_id, lower(email), 'complaint' FROM lead
-  ON CONFLICT DO NOTHING
 ), counted AS (
   INSERT INTO campaign_kpis AS k (campaign_id, shard, complained) SELECT campaign_id, $5, 1 FROM message
   {_counter_upsert(KPIS, ["complained"])}
