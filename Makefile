@@ -6,7 +6,7 @@ PY := .venv/bin/python
 # where the environment asks it not to (importing the api: 6.7 s → 2.0 s here).
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help setup system-packages bench-packages services migrate run test lint types check unit faults bench clean
+.PHONY: help setup system-packages mail-packages bench-packages services migrate run test lint types check unit faults bench clean
 
 help:
 	@echo "make run    set up and run api, scheduler, sender, tracker and a local SMTP sink"
@@ -25,6 +25,12 @@ system-packages:
 	@command -v nginx >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light) >/dev/null 2>&1; } \
 		|| echo "note: nginx not installed; the gateway test will be skipped"
+
+# Dovecot (IMAP and LMTP) is the mail server of the mailbox reader's tests, from Debian's packages where we may.
+mail-packages:
+	@command -v dovecot >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd dovecot-lmtpd) \
+		>/dev/null 2>&1; } || echo "note: dovecot not installed; the mailbox reader tests will be skipped"
 
 bench-packages: system-packages
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
@@ -48,7 +54,7 @@ types: setup
 	.venv/bin/mypy shared services tools maildash
 
 # The fault suite restarts the local PostgreSQL and RabbitMQ here too (MAILDASH_FAULT_RESTARTS).
-test: lint types services system-packages
+test: lint types services system-packages mail-packages
 	MAILDASH_FAULT_RESTARTS=1 $(PY) -m pytest -q
 
 # The fault suite with the campaign of issue 7 (2,000 leads over 10 domains); `make test` runs it with 200.

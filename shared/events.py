@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -93,11 +93,22 @@ class LeadUnsubscribed(Event):
 
 
 class LeadReplied(Event):
-    """A person answered `message_id`: the lead gets no more follow-ups."""
+    """A person answered `message_id`: the lead gets no more follow-ups. `source`: where the reply came in,
+    `inbound` (`POST /inbound/replies`) or `mailbox` (the sending mailbox, read over IMAP)."""
 
     routing_key: ClassVar[str] = "lead.replied"
     lead_id: uuid.UUID
     message_id: uuid.UUID
+    source: Literal["inbound", "mailbox"] = "inbound"
+
+
+class LeadComplained(Event):
+    """The lead reported `message_id` as spam (an ARF feedback report, a provider's complaint): the lead is
+    suppressed and gets no more mail."""
+
+    routing_key: ClassVar[str] = "lead.complained"
+    lead_id: uuid.UUID
+    message_id: uuid.UUID | None = None
 
 
 ALL_EVENTS: tuple[type[Event], ...] = (
@@ -112,4 +123,5 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     MessageOpened,
     LeadUnsubscribed,
     LeadReplied,
+    LeadComplained,
 )

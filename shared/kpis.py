@@ -8,6 +8,9 @@ from typing import Any
 
 from shared.planning.window import Window
 
+# The timeline's columns, per local day.
+DAY_COLUMNS = ("planned", "sent", "opened", "bounced", "replied", "clicked", "complained")
+
 
 @dataclass(frozen=True)
 class Counters:
@@ -20,6 +23,9 @@ class Counters:
     bounced_at_smtp: int = 0
     failed: int = 0
     unsubscribed: int = 0
+    replied: int = 0  # messages with a human reply
+    clicked: int = 0  # messages with a click
+    complained: int = 0  # leads that complained about a message of the campaign
     first_sent_at: datetime | None = None
     last_sent_at: datetime | None = None
 
@@ -44,6 +50,12 @@ def kpis(counters: Counters, window: Window) -> dict[str, Any]:
         "bounce_rate": _rate(counters.bounced, counters.sent + counters.bounced_at_smtp),
         "total_failed": counters.failed,
         "total_unsubscribed": counters.unsubscribed,
+        "total_replied": counters.replied,
+        "reply_rate": _rate(counters.replied, counters.sent),
+        "total_clicked": counters.clicked,
+        "click_rate": _rate(counters.clicked, counters.sent),
+        "total_complained": counters.complained,
+        "complaint_rate": _rate(counters.complained, counters.sent),
         "avg_tempo_per_hour": counters.sent / hours,
     }
 
@@ -55,8 +67,8 @@ def timeline(days: dict[date, dict[str, int]], today: date) -> list[dict[str, An
         return []
     first, last = min(planned_days), max(planned_days)
     last = min(last, max(today, first))
-    zero = {"planned": 0, "sent": 0, "opened": 0, "bounced": 0}
+    zero = dict.fromkeys(DAY_COLUMNS, 0)
     return [
-        {"date": first + timedelta(days=i), **(days.get(first + timedelta(days=i)) or zero)}
+        {"date": first + timedelta(days=i), **zero, **days.get(first + timedelta(days=i), {})}
         for i in range((last - first).days + 1)
     ]

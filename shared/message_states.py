@@ -7,7 +7,7 @@ a campaign transition (`shared/lifecycle.py`). `shared/db/message_store.py` runs
 this table; no other module writes `messages.status`, the KPI counters or the message history.
 
 What happens when a message bounces: `TRANSITIONS["bounced"]` (at SMTP time) and `TRANSITIONS["dsn_bounced"]`
-(a delivery status notification later).
+(a delivery status notification later); when its lead answers or complains: `["replied"]`, `["complained"]`.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class LeadStatus(enum.StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     BOUNCED = "bounced"
     REPLIED = "replied"
+    COMPLAINED = "complained"
 
 
 M = MessageStatus
@@ -57,14 +58,14 @@ SMTP_DONE = frozenset({M.SENT, M.BOUNCED})
 # declaration order, as the constraint's SQL is written from it.
 SLOT_HOLDING = tuple(status for status in M if status != M.CANCELLED)
 # The lead will take no more mail of any kind.
-LEAD_GONE = frozenset({LeadStatus.UNSUBSCRIBED, LeadStatus.BOUNCED})
+LEAD_GONE = frozenset({LeadStatus.UNSUBSCRIBED, LeadStatus.BOUNCED, LeadStatus.COMPLAINED})
 
 ANY = frozenset(M)
 Counter = Literal[
     "planned", "cancelled", "sent", "opened", "opened_human", "opens_total", "bounced", "bounced_at_smtp",
-    "failed", "unsubscribed",
+    "failed", "unsubscribed", "replied", "clicked", "complained",
 ]  # fmt: skip
-DayCounter = Literal["planned", "sent", "opened", "bounced"]
+DayCounter = Literal["planned", "sent", "opened", "bounced", "replied", "clicked", "complained"]
 CampaignAction = Literal["first_send", "reopen"]
 
 
@@ -146,14 +147,24 @@ TRANSITIONS: dict[str, Transition] = {
         frozenset({M.SENT}), None, counters={"opens_total": 1, "opened": 1, "opened_human": 1}, day="opened",
         history="opened",
     ),
-    "click": Transition(ANY, None, history="clicked"),
+    # Every click is history; `clicked` counts a message's first click (on its local day).
+    "click": Transition(ANY, None, counters={"clicked": 1}, day="clicked", history="clicked"),
     # Inbound mail that changes nothing: a 4.x.x notification, an automatic reply.
     "soft_bounced": Transition(ANY, None, history="soft_bounced"),
     "auto_replied": Transition(ANY, None, history="auto_replied"),
-    # The lead answered (an active lead, once): no more follow-ups for it.
+    # A person answered: `replied` counts a message's first human reply (on its local day); an active lead
+    # becomes replied, once, and gets no more follow-ups.
     "replied": Transition(
-        ANY, None, lead=LeadStatus.REPLIED, lead_sources=frozenset({LeadStatus.ACTIVE}), history="replied",
-        announce=events.LeadReplied, cancels="followups",
+        ANY, None, counters={"replied": 1}, day="replied", lead=LeadStatus.REPLIED,
+        lead_sources=frozenset({LeadStatus.ACTIVE}), history="replied", announce=events.LeadReplied,
+        cancels="followups",
+    ),
+    # The lead reported the message as spam (ARF, a provider's complaint), counted once per lead: like an
+    # unsubscribe, and the campaign's complaint rate.
+    "complained": Transition(
+        ANY, None, counters={"complained": 1}, day="complained", lead=LeadStatus.COMPLAINED,
+        lead_sources=frozenset(LeadStatus) - {LeadStatus.COMPLAINED}, suppress=True, history="complained",
+        announce=events.LeadComplained, cancels="unsent",
     ),
     # The lead unsubscribed (link, one-click or mailto), counted once per lead.
     "unsubscribed": Transition(

@@ -36,6 +36,7 @@ from shared.events import (
     CampaignStarted,
     CampaignStopped,
     Event,
+    LeadComplained,
     LeadReplied,
     LeadUnsubscribed,
     MessageBounced,
@@ -64,6 +65,7 @@ CONSUMERS: dict[str, tuple[type[Event], ...]] = {
         MessageFailed,
         LeadUnsubscribed,
         LeadReplied,
+        LeadComplained,
     ),
     "sender": (SendMessage,),
 }

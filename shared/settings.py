@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     worker_host: str = "127.0.0.1"  # the scheduler's and senders' health and metrics
     scheduler_port: int = 8002
     sender_port: int = 8003
+    inbox_port: int = 8004  # the tracker's mailbox reader (`python -m services.tracker inbox`)
     public_tracker_url: str = "http://127.0.0.1:8001"
     cors_origins: list[str] = []
 
@@ -99,6 +100,18 @@ class Settings(BaseSettings):
     inbound_readers: int = Field(2, ge=1)  # reader processes of one tracker
     inbound_backlog: int = Field(16, ge=0)  # mails waiting for a reader (each holds its body); 503 beyond
     inbound_reader_memory_mb: int = Field(512, ge=128)  # address space of a reader process
+
+    # The tracker's mailbox reader (`python -m services.tracker inbox`): sending mailboxes over IMAP
+    inbox_lease_seconds: float = Field(30.0, ge=1)  # a dead reader's accounts are taken over after this
+    inbox_poll_seconds: float = Field(60.0, gt=0)  # between reads without IDLE (or of other folders)
+    inbox_idle_seconds: float = Field(600.0, gt=0, le=1500)  # IDLE re-issued well within 29 minutes
+    inbox_timeout_seconds: float = Field(30.0, gt=0)  # one IMAP command
+    inbox_batch: int = Field(100, ge=1)  # UIDs asked about in one FETCH
+    inbox_lookback_days: int = Field(14, ge=0)  # a new folder is read from mail this many days old
+    inbox_max_failures: int = Field(5, ge=1)  # failures in a row before the account shows `failing`
+    inbox_backoff_seconds: list[float] = [2, 10, 30, 120, 600]  # after the 1st, 2nd, … failure in a row
+    inbox_max_accounts: int = Field(500, ge=1)  # accounts one reader process holds at most
+    imap_ca_file: str | None = None  # CA bundle for IMAP servers' certificates; the system's when unset
 
     # Templates are tenant code (shared/render_pool.py): what one may be, make and take
     template_source_max_chars: int = Field(DEFAULT_LIMITS.source_chars, ge=1)  # per template field

@@ -1,4 +1,5 @@
-"""`make run`: the SMTP sink and the four services as child processes, logs interleaved, until Ctrl-C."""
+"""`make run`: the SMTP sink, the four services and the tracker's mailbox reader as child processes, logs
+interleaved, until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ SERVICES = {
     "scheduler": [sys.executable, "-m", "services.scheduler"],
     "sender": [sys.executable, "-m", "services.sender"],
     "tracker": [sys.executable, "-m", "services.tracker"],
+    "inbox": [sys.executable, "-m", "services.tracker", "inbox"],  # the sending mailboxes, over IMAP
 }
 WIDTH = max(map(len, SERVICES))
 
@@ -32,7 +34,8 @@ async def main() -> int:
         for name, argv in SERVICES.items()
     }
     print(
-        "api http://127.0.0.1:8000/docs · tracker :8001 · scheduler :8002 · sender :8003 · mail in var/mail/"
+        "api http://127.0.0.1:8000/docs · tracker :8001 · scheduler :8002 · sender :8003 · inbox :8004"
+        " · mail in var/mail/"
     )
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -40,6 +40,7 @@ USE_CASES: dict[type[events.Event], UseCase] = {
     # A retry, if any, is already planned by the sender; a final failure may finish the campaign.
     events.MessageFailed: lambda scheduler, event: scheduler.message_settled(event.campaign_id),
     events.LeadUnsubscribed: lambda scheduler, event: scheduler.lead_left(event.lead_id),
+    events.LeadComplained: lambda scheduler, event: scheduler.lead_left(event.lead_id),
     events.LeadReplied: lambda scheduler, event: scheduler.lead_left(event.lead_id, only_followups=True),
 }
 

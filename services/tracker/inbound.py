@@ -1,15 +1,19 @@
-"""Reading inbound mail: delivery status notifications (bounces) and replies. Pure: bytes in, facts out.
+"""Reading inbound mail: delivery status notifications (bounces), complaints and replies. Pure: bytes in,
+facts out.
 
-`read_mail` is the one way in for every source of returning mail (the inbound routes now, a mailbox reader
-later): the raw bytes in, a `Reading` out, a few small plain values whatever the mail's size. `bounce_of` and
-`reply_of` decide from a `Reading`. The parse is bounded by `Limits`: parts, nesting depth and header blocks
-are counted while the mail is parsed, so a hostile mail is refused before it costs much. Time and memory are
-bounded by the process that runs it (`services/tracker/readers.py`).
+`read_mail` is the one way in for every source of returning mail (the inbound routes, the mailbox reader):
+the raw bytes in, a `Reading` out, a few small plain values whatever the mail's size. `bounce_of`,
+`reply_of` and `kind_of` decide from a `Reading`, and `named_in_order` says which of our messages it names.
+The parse is bounded by `Limits`: parts, nesting depth and header blocks are counted while the mail is
+parsed, so a hostile mail is refused before it costs much. Time and memory are bounded by the process that
+runs it (`services/tracker/readers.py`).
 
 A DSN (RFC 3464) names its message by our VERP return path (`bounce+<message id>@domain`, the address the
 bounce was sent to) or by the original `Message-ID` inside it; its `Status` field says hard (5.x.x) or soft
-(4.x.x). Bounces in older, non-standard shapes are read by flufl.bounce. A reply names what it answers in
-`In-Reply-To` / `References`; a mail to `unsubscribe+<token>@domain` is the List-Unsubscribe mailto.
+(4.x.x). Bounces in older, non-standard shapes are read by flufl.bounce. A complaint is an ARF feedback
+report (RFC 5965: a `message/feedback-report` part, whose `Original-Mail-From` is our VERP address, beside
+the original or its headers). A reply names what it answers in `In-Reply-To` / `References`; a mail to
+`unsubscribe+<token>@domain` is the List-Unsubscribe mailto.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from dataclasses import dataclass
 from email import policy
 from email.feedparser import BytesFeedParser
 from email.message import Message
+from email.utils import parseaddr
+from typing import Literal, TypeVar
 
 from flufl.bounce import all_failures
 
@@ -33,6 +39,15 @@ CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # PostgreSQL refuses NUL; the ot
 # Where a bounce or an inbound mail carries the address it was delivered to.
 RECIPIENT_HEADERS = ("To", "Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "Cc")
 MAX_IDS = 20  # Message-IDs kept from one mail: a thread's newest, an original's few
+# Where an ARF report names the original's envelope (our VERP return path) and recipient.
+FEEDBACK_ADDRESS_FIELDS = ("Original-Mail-From", "Original-Rcpt-To", "Removal-Recipient")
+# The subjects vacation responders write when they set none of the headers of RFC 3834.
+AUTOMATIC_SUBJECT = re.compile(
+    r"^\s*(auto(matic)?[ -]?(reply|response|antwort)|out of (the )?office|abwesenheitsnotiz"
+    r"|r[ée]ponse automatique|automatisch antwoord|afwezig(heidsmelding)?|on vacation|vacation reply"
+    r"|respuesta autom[áa]tica|risposta automatica|i am (currently )?out of|i'm (currently )?out of)",
+    re.IGNORECASE,
+)
 # What a bounce reports is in its first lines. flufl.bounce's heuristics scan every line of every part dozens
 # of times (7 s for one 9 MB attachment, 2.5 s for a megabyte of empty lines): they get the first of these.
 SCAN_LINES = 1000
@@ -80,6 +95,15 @@ class Reading:
     unsubscribe_token: str | None  # from a List-Unsubscribe mailto address it was delivered to
     sender: str
     automatic: bool  # an out-of-office or other auto-reply: not a person answering
+    # Added for the mailbox reader; defaults keep answers of readers of the version before valid.
+    mail_id: str | None = None  # the mail's own Message-ID
+    sender_address: str = ""  # the From address alone, lower-cased
+    feedback_type: str | None = None  # an ARF report's Feedback-Type (abuse, fraud, …): a complaint
+    report: bool = False  # a multipart/report: a machine's report, never a person's reply
+
+
+Row = TypeVar("Row")
+Kind = Literal["hard_bounce", "soft_bounce", "complaint", "unsubscribe", "auto_reply", "reply", "unrelated"]
 
 
 @dataclass(frozen=True)
@@ -262,14 +286,28 @@ def _failure(mail: Message) -> Failure:
 
 
 def _is_automatic(mail: Message) -> bool:
-    """RFC 3834 `Auto-Submitted`, and the headers vacation responders use in practice."""
+    """RFC 3834 `Auto-Submitted`, and the headers and subjects vacation responders use in practice."""
     auto = str(mail.get("Auto-Submitted", "no")).strip().lower()
     precedence = str(mail.get("Precedence", "")).strip().lower()
     return (
         auto != "no"
         or precedence in ("auto_reply", "bulk", "junk", "list")
         or any(mail.get(h) for h in ("X-Autoreply", "X-Autorespond", "X-Auto-Response-Suppress"))
+        or bool(AUTOMATIC_SUBJECT.match(_text(mail.get("Subject", ""), 200)))
     )
+
+
+def _feedback(mail: Message) -> tuple[str | None, list[str]]:
+    """An ARF report's Feedback-Type (None: no ARF report) and the addresses its report names."""
+    for part in mail.walk():
+        if part.get_content_type() != "message/feedback-report":
+            continue
+        payload = part.get_payload()
+        fields = payload[0] if isinstance(payload, list) and payload else part
+        if isinstance(fields, Message):
+            kind = _text(fields.get("Feedback-Type", "abuse"), 50).lower() or "abuse"
+            return kind, [str(v) for name in FEEDBACK_ADDRESS_FIELDS for v in fields.get_all(name, [])]
+    return None, []
 
 
 def read_mail(raw: bytes, envelope_recipient: str | None, limits: Limits) -> Reading:
@@ -279,7 +317,8 @@ def read_mail(raw: bytes, envelope_recipient: str | None, limits: Limits) -> Rea
     mail = _parse(raw, limits)
     if not mail.keys():
         raise NotUnderstood("the body is not an e-mail (no headers)")
-    addresses = _addresses(mail, envelope_recipient)
+    feedback_type, reported = _feedback(mail)
+    addresses = _addresses(mail, envelope_recipient) + reported
     original_ids = _original_ids(mail, limits)
     references = _ids(mail.get("In-Reply-To", "")) + _ids(mail.get("References", ""))[::-1]
     try:  # last: it cuts the bodies short
@@ -295,6 +334,10 @@ def read_mail(raw: bytes, envelope_recipient: str | None, limits: Limits) -> Rea
         unsubscribe_token=_unsubscribe_token(addresses),
         sender=_text(mail.get("From", ""), 320),
         automatic=_is_automatic(mail),
+        mail_id=next(iter(_ids(mail.get("Message-ID", ""))), None),
+        sender_address=parseaddr(_text(mail.get("From", ""), 320))[1].lower()[:320],
+        feedback_type=feedback_type,
+        report=mail.get_content_type() == "multipart/report",
     )
 
 
@@ -320,3 +363,30 @@ def reply_of(reading: Reading) -> Reply:
     if reading.unsubscribe_token is None and not reading.references:
         raise NotUnderstood("it answers no message: no In-Reply-To or References, and no unsubscribe address")
     return Reply(reading.references, reading.unsubscribe_token, reading.sender, reading.automatic)
+
+
+def kind_of(reading: Reading) -> Kind:
+    """What a mail is, before it is matched to a message: a complaint (ARF), a bounce (a DSN's failure), a
+    mail to the unsubscribe address, an automatic reply, or a person's reply. Any other report (a delivery
+    success, a read receipt) is unrelated."""
+    if reading.feedback_type is not None:
+        return "complaint"
+    if reading.failure is not None:
+        return "hard_bounce" if reading.failure.permanent else "soft_bounce"
+    if reading.unsubscribe_token is not None:
+        return "unsubscribe"
+    if reading.report:
+        return "unrelated"
+    return "auto_reply" if reading.automatic else "reply"
+
+
+def named_in_order(reading: Reading) -> list[uuid.UUID | str]:
+    """The names of our message a mail carries, the most telling first: the Message-IDs it answers
+    (In-Reply-To, then References), our VERP address, then the Message-IDs of the original it quotes."""
+    verp = [reading.verp_message_id] if reading.verp_message_id is not None else []
+    return [*reading.references, *verp, *reading.original_ids]
+
+
+def first_named(names: list[uuid.UUID | str], found: dict[uuid.UUID | str, Row]) -> Row | None:
+    """Of the messages found by any name (keyed by message id and by Message-ID), the one named first."""
+    return next((found[name] for name in names if name in found), None)

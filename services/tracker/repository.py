@@ -8,13 +8,15 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.tracker.inbound import first_named
 from shared.db import message_store
 from shared.db.message_store import on_session
 from shared.db.models import Campaign, Lead, Message
-from shared.events import LeadReplied, LeadUnsubscribed, MessageBounced
+from shared.events import LeadComplained, LeadReplied, LeadUnsubscribed, MessageBounced
+from shared.message_states import MessageStatus
 
 
 async def unsubscribe(session: AsyncSession, message_id: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID] | None:
@@ -40,7 +42,7 @@ async def unsubscribe(session: AsyncSession, message_id: uuid.UUID) -> tuple[uui
 async def record_click(
     session: AsyncSession, message_id: uuid.UUID, now: datetime, data: dict[str, Any]
 ) -> bool:
-    return await message_store.record(on_session(session), message_id, "click", now, data)
+    return await message_store.click(on_session(session), message_id, now, data)
 
 
 async def record_event(
@@ -48,6 +50,24 @@ async def record_event(
 ) -> None:
     """Inbound mail that changes nothing but the message's history (`kind`: soft_bounced, auto_replied)."""
     await message_store.record(on_session(session), message.id, kind, now, data)
+
+
+def _message_row() -> Any:
+    """A message with what recording inbound mail about it takes."""
+    return (
+        select(
+            Message.id,
+            Message.workspace_id,
+            Message.campaign_id,
+            Message.lead_id,
+            Message.status,
+            Message.smtp_message_id,
+            Campaign.window,
+            Lead.email,
+        )
+        .join(Campaign, Campaign.id == Message.campaign_id)
+        .join(Lead, Lead.id == Message.lead_id)
+    )
 
 
 async def message_named(session: AsyncSession, message_id: uuid.UUID | None, smtp_ids: Sequence[str]) -> Any:
@@ -61,19 +81,52 @@ async def message_named(session: AsyncSession, message_id: uuid.UUID | None, smt
         return None
     return (
         await session.execute(
-            select(
-                Message.id,
-                Message.workspace_id,
-                Message.campaign_id,
-                Message.lead_id,
-                Message.status,
-                Campaign.window,
-                Lead.email,
-            )
-            .join(Campaign, Campaign.id == Message.campaign_id)
-            .join(Lead, Lead.id == Message.lead_id)
+            _message_row()
             .where(or_(*named))
             .order_by(Message.id != message_id)  # the VERP match wins over a quoted Message-ID
+            .limit(1)
+        )
+    ).first()
+
+
+async def message_in_order(
+    session: AsyncSession, names: Sequence[uuid.UUID | str], workspace_id: uuid.UUID | None = None
+) -> Any:
+    """Of the messages `names` name (our message ids and Message-IDs), the one named first; only the
+    workspace's when it is given (a mailbox's mail names only its tenant's messages)."""
+    ids = [name for name in names if isinstance(name, uuid.UUID)]
+    smtp_ids = [name for name in names if isinstance(name, str)]
+    if not names:
+        return None
+    query = _message_row().where(or_(Message.id.in_(ids), Message.smtp_message_id.in_(smtp_ids)))
+    if workspace_id is not None:
+        query = query.where(Message.workspace_id == workspace_id)
+    rows = (await session.execute(query)).all()
+    found: dict[uuid.UUID | str, Any] = {row.id: row for row in rows}
+    found.update({row.smtp_message_id: row for row in rows if row.smtp_message_id})
+    return first_named(list(names), found)
+
+
+async def last_message_to(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    sending_domain_id: uuid.UUID,
+    address: str,
+    before: datetime,
+) -> Any:
+    """Our last mail from the sending domain to the lead with this address, sent before `before`: what a mail
+    from that address to the sending mailbox answers, when it names nothing."""
+    return (
+        await session.execute(
+            _message_row()
+            .where(
+                Lead.workspace_id == workspace_id,
+                func.lower(Lead.email) == address.lower(),
+                Message.sending_domain_id == sending_domain_id,
+                Message.status == MessageStatus.SENT,
+                Message.sent_at <= before,
+            )
+            .order_by(Message.sent_at.desc())
             .limit(1)
         )
     ).first()
@@ -101,7 +154,18 @@ async def record_hard_bounce(
     return await message_store.dsn_bounce(on_session(session), message.id, now, day, reason, data, event)
 
 
-async def record_reply(session: AsyncSession, message: Any, now: datetime, data: dict[str, Any]) -> bool:
+async def record_reply(
+    session: AsyncSession, message: Any, now: datetime, data: dict[str, Any], source: str = "inbound"
+) -> bool:
     """The lead replied: no more follow-ups for it, `LeadReplied` announced. True the first time."""
-    event = LeadReplied(workspace_id=message.workspace_id, lead_id=message.lead_id, message_id=message.id)
+    event = LeadReplied(
+        workspace_id=message.workspace_id, lead_id=message.lead_id, message_id=message.id, source=source
+    )
     return await message_store.reply(on_session(session), now, data, event)
+
+
+async def record_complaint(session: AsyncSession, message: Any, now: datetime, data: dict[str, Any]) -> bool:
+    """The lead complained: suppressed, its pending mail cancelled, `LeadComplained` announced. True the
+    first time."""
+    event = LeadComplained(workspace_id=message.workspace_id, lead_id=message.lead_id, message_id=message.id)
+    return await message_store.complain(on_session(session), now, data, event)

@@ -8,14 +8,12 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.tracker import inbound
+from services.tracker import inbound, returns
 from services.tracker import repository as repo
 from services.tracker.opens import Hit, OpenRecorder
 from services.tracker.readers import MailReaders
-from services.tracker.repository import record_event
 from shared import tokens
 from shared.clock import Clock
-from shared.planning.window import Window
 from shared.settings import Settings
 
 log = structlog.get_logger()
@@ -42,30 +40,24 @@ class Tracker:
             log.info("tracker.unsubscribe.done", message_id=str(message_id))
 
     async def bounce(self, raw: bytes, recipient: str | None) -> dict[str, Any]:
-        """A DSN: 5.x.x is a hard bounce (message bounced, lead bounced and suppressed, its pending mail
-        cancelled), 4.x.x a soft one (recorded; the remote server keeps trying). Raises NotUnderstood."""
-        found = inbound.bounce_of(await self.readers.read(raw, recipient))
+        """A DSN bounces its message (`returns.bounce`); an ARF feedback report is a complaint. Raises
+        NotUnderstood."""
+        reading = await self.readers.read(raw, recipient)
+        complained = inbound.kind_of(reading) == "complaint"
+        found = None if complained else inbound.bounce_of(reading)
         now = self._clock()
-        data = {
-            "status": found.status,
-            "recipient": found.recipient,
-            "diagnostic": found.diagnostic,
-            "dsn": True,
-        }
         async with self._sessions() as session, session.begin():
-            message = await repo.message_named(session, found.message_id, found.original_ids)
+            if complained:
+                message = await repo.message_in_order(session, inbound.named_in_order(reading))
+            else:
+                assert found is not None
+                message = await repo.message_named(session, found.message_id, found.original_ids)
             if message is None:
                 raise inbound.NotUnderstood("it names no message sent from here")
-            if not found.permanent:
-                await record_event(session, message, "soft_bounced", now, data)
-                outcome, recorded = "soft_bounce", True
+            if found is None:
+                outcome, recorded = await returns.complaint(session, message, reading, now)
             else:
-                reason = f"{found.status or 'hard bounce'} {found.diagnostic}".strip()
-                day = Window.from_dict(message.window).local_date(now)
-                recorded = await repo.record_hard_bounce(
-                    session, message, now, day, reason, data, found.status
-                )
-                outcome = "hard_bounce"
+                outcome, recorded = await returns.bounce(session, message, found, now)
         log.info("tracker.bounce", message_id=str(message.id), outcome=outcome, recorded=recorded)
         return {"message_id": str(message.id), "outcome": outcome, "recorded": recorded}
 
@@ -80,17 +72,11 @@ class Tracker:
             await self.unsubscribe(target)
             return {"message_id": str(target), "outcome": "unsubscribed", "recorded": True}
         now = self._clock()
-        data = {"from": found.sender[:320], "automatic": found.automatic}
         async with self._sessions() as session, session.begin():
             message = await repo.message_named(session, None, found.references)
             if message is None:
                 raise inbound.NotUnderstood("it answers no message sent from here")
-            if found.automatic:
-                await record_event(session, message, "auto_replied", now, data)
-                outcome, recorded = "automatic_reply", True
-            else:
-                recorded = await repo.record_reply(session, message, now, data)
-                outcome = "replied"
+            outcome, recorded = await returns.answer(session, message, found, now, "inbound")
         log.info("tracker.reply", message_id=str(message.id), outcome=outcome, recorded=recorded)
         return {"message_id": str(message.id), "outcome": outcome, "recorded": recorded}
 

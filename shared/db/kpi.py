@@ -16,11 +16,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.models import CampaignKpi, CampaignKpiDay
-from shared.kpis import Counters
+from shared.kpis import DAY_COLUMNS, Counters
 
 SHARDS = 16
 COUNTERS = [name for name, kind in Counters.__annotations__.items() if kind == "int"]
-DAY_COUNTERS = ["planned", "sent", "opened", "bounced"]
+DAY_COUNTERS = list(DAY_COLUMNS)
 
 
 def shard_of(key: uuid.UUID | None) -> int:

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.kpi import shard_of
-from shared.events import Event, LeadReplied, LeadUnsubscribed, MessageBounced, SendMessage
+from shared.events import Event, LeadComplained, LeadReplied, LeadUnsubscribed, MessageBounced, SendMessage
 from shared.lifecycle import RULES, SENDS, Action
 from shared.message_states import TRANSITIONS, UNFINISHED, LeadStatus, MessageStatus
 
@@ -396,25 +396,70 @@ WITH hits AS (
 SELECT count(*) FROM locked
 """
 
-# history only: a click, a soft bounce, an automatic reply
+# history only: a soft bounce, an automatic reply
 HISTORY = f"""
 INSERT INTO message_events ({HISTORY_COLUMNS})
 SELECT id, campaign_id, $2, $3, false, $4::text::jsonb FROM messages WHERE id = $1
 RETURNING message_id
 """
 
+
+def _first_of(name: str, column: str) -> str:
+    """Transition `name` of message $1 at $2 (history data $3, KPI shard $4): its history row always; on the
+    message's first one, `column` set and its counter and day counter (on the local day of the campaign
+    window) raised. The message row is locked first, so concurrent first ones count once. Its CTEs end in
+    `firsts`, to be followed by more or by a final SELECT."""
+    declared = TRANSITIONS[name]
+    [counter] = declared.counters
+    assert declared.day == counter, name
+    return f"""
+WITH message AS (
+  SELECT m.id, m.campaign_id, m.{column} IS NULL AS first, c."window"->>'timezone' AS zone
+  FROM messages AS m JOIN campaigns AS c ON c.id = m.campaign_id
+  WHERE m.id = $1 AND m.{_guard(name)}
+  FOR UPDATE OF m
+), history AS (
+  INSERT INTO message_events ({HISTORY_COLUMNS})
+  SELECT id, campaign_id, '{declared.history}', $2, false, $3::text::jsonb FROM message
+), firsts AS (
+  UPDATE messages SET {column} = $2 FROM message WHERE messages.id = message.id AND message.first
+  RETURNING message.campaign_id, message.zone
+), counters AS (
+  INSERT INTO campaign_kpis AS k (campaign_id, shard, {counter}) SELECT campaign_id, $4, 1 FROM firsts
+  {_counter_upsert(KPIS, [counter])}
+), per_day AS (
+  INSERT INTO campaign_kpi_days AS k (campaign_id, day, shard, {counter})
+  SELECT campaign_id, ($2 AT TIME ZONE zone)::date, $4, 1 FROM firsts
+  {_counter_upsert(DAYS, [counter])}
+)"""
+
+
+CLICK = f"""{_first_of("click", "clicked_at")}
+SELECT count(*) FROM message
+"""
+
+
 # the lead's own transitions
-_unsubscribed = TRANSITIONS["unsubscribed"]
-UNSUBSCRIBE = f"""
+
+
+def _lead_leaves(name: str, reason: str) -> str:
+    """CTEs `lead` (lead $2 to transition `name`'s lead status, from the ones it changes) and `suppressed`
+    (its address, with `reason`)."""
+    declared = TRANSITIONS[name]
+    assert declared.suppress, name
+    return f"""
 WITH lead AS (
-  UPDATE leads SET status = '{_unsubscribed.lead}'
-  WHERE id = $2 AND status IN {_in(_unsubscribed.lead_sources)}
+  UPDATE leads SET status = '{declared.lead}'
+  WHERE id = $2 AND status IN {_in(declared.lead_sources)}
   RETURNING id, workspace_id, email
 ), suppressed AS (
   INSERT INTO suppressions (id, workspace_id, email, reason)
-  SELECT gen_random_uuid(), workspace_id, lower(email), 'unsubscribed' FROM lead
+  SELECT gen_random_uuid(), workspace_id, lower(email), '{reason}' FROM lead
   ON CONFLICT DO NOTHING
-), counted AS (
+)"""
+
+
+UNSUBSCRIBE = f"""{_lead_leaves("unsubscribed", "unsubscribed")}, counted AS (
   INSERT INTO campaign_kpis AS k (campaign_id, shard, unsubscribed) SELECT $1, $3, 1 FROM lead
   {_counter_upsert(KPIS, ["unsubscribed"])}
 ), announced AS (
@@ -423,17 +468,35 @@ WITH lead AS (
 SELECT workspace_id FROM lead
 """
 _replied = TRANSITIONS["replied"]
-REPLY = f"""
-WITH history AS (
-  INSERT INTO message_events ({HISTORY_COLUMNS})
-  SELECT id, campaign_id, '{_replied.history}', $3, false, $4::text::jsonb FROM messages WHERE id = $1
-), replied AS (
-  UPDATE leads SET status = '{_replied.lead}' WHERE id = $2 AND status IN {_in(_replied.lead_sources)}
+# $5: the lead, $6–$7: the event.
+REPLY = f"""{_first_of("replied", "replied_at")}, replied AS (
+  UPDATE leads SET status = '{_replied.lead}' WHERE id = $5 AND status IN {_in(_replied.lead_sources)}
   RETURNING id
 ), announced AS (
-  INSERT INTO outbox (routing_key, payload) SELECT $5, $6::text::jsonb FROM replied
+  INSERT INTO outbox (routing_key, payload) SELECT $6, $7::text::jsonb FROM replied
 )
 SELECT id FROM replied
+"""
+_complained = TRANSITIONS["complained"]
+# Counted once per lead, on the campaign of the message it complained about ($1), like an unsubscribe.
+COMPLAIN = f"""{_lead_leaves("complained", "complaint")}, message AS (
+  SELECT m.id, m.campaign_id, c."window"->>'timezone' AS zone
+  FROM lead, messages AS m JOIN campaigns AS c ON c.id = m.campaign_id
+  WHERE m.id = $1 AND m.{_guard("complained")}
+), history AS (
+  INSERT INTO message_events ({HISTORY_COLUMNS})
+  SELECT id, campaign_id, '{_complained.history}', $3, false, $4::text::jsonb FROM message
+), counted AS (
+  INSERT INTO campaign_kpis AS k (campaign_id, shard, complained) SELECT campaign_id, $5, 1 FROM message
+  {_counter_upsert(KPIS, ["complained"])}
+), per_day AS (
+  INSERT INTO campaign_kpi_days AS k (campaign_id, day, shard, complained)
+  SELECT campaign_id, ($3 AT TIME ZONE zone)::date, $5, 1 FROM message
+  {_counter_upsert(DAYS, ["complained"])}
+), announced AS (
+  INSERT INTO outbox (routing_key, payload) SELECT $6, $7::text::jsonb FROM lead
+)
+SELECT workspace_id FROM lead
 """
 
 # complete: the campaign transition when nothing is left to send
@@ -613,13 +676,18 @@ async def record_opens(
 
 
 async def record(db: Db, message_id: uuid.UUID, name: str, now: datetime, data: dict[str, Any]) -> bool:
-    """A transition that only writes history (a click, a soft bounce, an automatic reply). False: no such
-    message."""
+    """A transition that only writes history (a soft bounce, an automatic reply). False: no such message."""
     declared = TRANSITIONS[name]
     assert declared.target is None, name
     assert declared.lead is None, name
     assert not declared.counters, name
     return bool(await db.fetch(HISTORY, message_id, declared.history, now, json.dumps(data)))
+
+
+async def click(db: Db, message_id: uuid.UUID, now: datetime, data: dict[str, Any]) -> bool:
+    """A click: recorded; the message's first one counted. False: no such message."""
+    rows = await db.fetch(CLICK, message_id, now, json.dumps(data), shard_of(message_id))
+    return bool(rows and rows[0]["count"])
 
 
 async def unsubscribe(db: Db, campaign_id: uuid.UUID, event: LeadUnsubscribed) -> bool:
@@ -635,13 +703,27 @@ async def unsubscribe(db: Db, campaign_id: uuid.UUID, event: LeadUnsubscribed) -
 
 
 async def reply(db: Db, now: datetime, data: dict[str, Any], event: LeadReplied) -> bool:
-    """The lead answered `event.message_id`: recorded; its follow-ups cancelled. True the first time."""
+    """A person answered `event.message_id`: recorded, the message's first reply counted; an active lead
+    becomes replied and its follow-ups are cancelled. True when the lead became replied."""
     replied = await db.fetch(
-        REPLY, event.message_id, event.lead_id, now, json.dumps(data), event.routing_key,
-        event.model_dump_json(),
+        REPLY, event.message_id, now, json.dumps(data), shard_of(event.message_id), event.lead_id,
+        event.routing_key, event.model_dump_json(),
     )  # fmt: skip
     await cancel_lead(db, event.lead_id, only_followups=True)
     return bool(replied)
+
+
+async def complain(db: Db, now: datetime, data: dict[str, Any], event: LeadComplained) -> bool:
+    """The lead complained about `event.message_id`: complained, suppressed, its unsent mail cancelled;
+    counted once per lead. False when it had complained before (or the message is unknown)."""
+    assert event.message_id is not None
+    rows = await db.fetch(
+        COMPLAIN, event.message_id, event.lead_id, now, json.dumps(data), shard_of(event.lead_id),
+        event.routing_key, event.model_dump_json(),
+    )  # fmt: skip
+    if rows:
+        await cancel_lead(db, event.lead_id)
+    return bool(rows)
 
 
 async def complete_if_done(db: Db, campaign_id: uuid.UUID) -> bool:

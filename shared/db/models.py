@@ -267,6 +267,8 @@ class Message(Base):
     sent_at: Mapped[datetime | None]
     opened_at: Mapped[datetime | None]
     human_opened_at: Mapped[datetime | None]
+    replied_at: Mapped[datetime | None]  # its first human reply
+    clicked_at: Mapped[datetime | None]  # its first click
     created_at: Mapped[datetime] = _created()
 
 
@@ -299,6 +301,9 @@ class CampaignKpi(Base):
     bounced_at_smtp: Mapped[int] = _counter()
     failed: Mapped[int] = _counter()
     unsubscribed: Mapped[int] = _counter()
+    replied: Mapped[int] = _counter()
+    clicked: Mapped[int] = _counter()
+    complained: Mapped[int] = _counter()
     first_sent_at: Mapped[datetime | None]
     last_sent_at: Mapped[datetime | None]
 
@@ -316,6 +321,9 @@ class CampaignKpiDay(Base):
     sent: Mapped[int] = _counter()
     opened: Mapped[int] = _counter()
     bounced: Mapped[int] = _counter()
+    replied: Mapped[int] = _counter()
+    clicked: Mapped[int] = _counter()
+    complained: Mapped[int] = _counter()
 
 
 class OutboxRow(Base):
@@ -326,3 +334,86 @@ class OutboxRow(Base):
     routing_key: Mapped[str] = mapped_column(Text)
     payload: Mapped[dict[str, Any]] = mapped_column()
     created_at: Mapped[datetime] = _created()
+
+
+class MailboxAccount(Base):
+    """The IMAP mailbox of a sending domain, where its replies, bounces and complaints come back. Written by
+    `shared.db.mailboxes`; the tracker's mailbox reader keeps `failures`, `last_error` and the rest."""
+
+    __tablename__ = "mailbox_accounts"
+    __table_args__ = (CheckConstraint("security IN ('none', 'starttls', 'tls')", name="imap_security_valid"),)
+    id: Mapped[uuid.UUID] = _id()
+    workspace_id: Mapped[uuid.UUID] = _workspace()
+    sending_domain_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("sending_domains.id", ondelete="CASCADE"), unique=True
+    )
+    host: Mapped[str] = mapped_column(Text)
+    port: Mapped[int] = mapped_column(Integer)
+    security: Mapped[str] = mapped_column(String(16), default="tls")
+    username: Mapped[str] = mapped_column(Text)
+    password_encrypted: Mapped[str] = mapped_column(Text)  # shared.crypto, like the SMTP password
+    folders: Mapped[list[str]] = mapped_column(server_default=text("'{INBOX}'"))
+    reports_folder: Mapped[str | None] = mapped_column(Text)  # where DSNs and complaints are moved, if set
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    failures: Mapped[int] = _counter()  # connection or login failures in a row
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None]
+    last_success_at: Mapped[datetime | None]
+    idle_supported: Mapped[bool | None] = mapped_column(Boolean)  # as the server last said
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class MailboxLease(Base):
+    """Which reader process holds an account, until when: one reader per mailbox across processes."""
+
+    __tablename__ = "mailbox_leases"
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("mailbox_accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    holder: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime]
+
+
+class MailboxReader(Base):
+    """The reader processes alive (each renews `seen_at`): the accounts are shared out among them."""
+
+    __tablename__ = "mailbox_readers"
+    holder: Mapped[str] = mapped_column(Text, primary_key=True)
+    seen_at: Mapped[datetime]
+
+
+class MailboxCheckpoint(Base):
+    """How far a folder is read: its UIDVALIDITY and the last UID processed (a UID means something only with
+    its UIDVALIDITY)."""
+
+    __tablename__ = "mailbox_checkpoints"
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("mailbox_accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    folder: Mapped[str] = mapped_column(Text, primary_key=True)
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    last_uid: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class MailboxMail(Base):
+    """Every mail a reader processed, written in the transaction of what it caused: a mail is matched at most
+    once, by its place (folder, UIDVALIDITY, UID) and by its key (its Message-ID, or a digest of its bytes),
+    which stays the same when UIDVALIDITY changes or the mail is in two folders."""
+
+    __tablename__ = "mailbox_mails"
+    __table_args__ = (
+        UniqueConstraint("account_id", "folder", "uidvalidity", "uid", name="mailbox_mails_place_key"),
+        UniqueConstraint("account_id", "mail_key", name="mailbox_mails_mail_key"),
+    )
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("mailbox_accounts.id", ondelete="CASCADE"))
+    folder: Mapped[str] = mapped_column(Text)
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    uid: Mapped[int] = mapped_column(BigInteger)
+    mail_key: Mapped[str] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String(32))
+    message_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
+    reason: Mapped[str | None] = mapped_column(Text)
+    processed_at: Mapped[datetime] = _created()

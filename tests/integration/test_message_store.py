@@ -211,6 +211,7 @@ async def test_plan_counts_each_new_message_on_its_slot_day_and_one_without_a_sl
 
 # Any sequence of transitions keeps the counters equal to a recount from the rows. `unsubscribed` counts a
 # lead's unsubscribing, which leaves no row of its own once the lead bounces: it is left out of the recount.
+# A complaint is counted with its history row, which only the lead's first complaint writes.
 RECOUNT = """
 WITH accepted AS (SELECT DISTINCT message_id FROM message_events WHERE kind = 'sent' AND campaign_id = $1)
 SELECT
@@ -223,7 +224,10 @@ SELECT
   count(*) FILTER (WHERE status = 'bounced') AS bounced,
   count(*) FILTER (WHERE status = 'bounced' AND id NOT IN (SELECT message_id FROM accepted))
     AS bounced_at_smtp,
-  count(*) FILTER (WHERE status = 'failed') AS failed
+  count(*) FILTER (WHERE status = 'failed') AS failed,
+  count(*) FILTER (WHERE replied_at IS NOT NULL) AS replied,
+  count(*) FILTER (WHERE clicked_at IS NOT NULL) AS clicked,
+  (SELECT count(*) FROM message_events WHERE kind = 'complained' AND campaign_id = $1) AS complained
 FROM messages WHERE campaign_id = $1
 """
 RECOUNT_DAYS = """
@@ -232,10 +236,16 @@ SELECT day, column_name, count(*)::int AS n FROM (
   FROM messages WHERE campaign_id = $1
   UNION ALL
   SELECT (occurred_at AT TIME ZONE $2)::date, kind FROM message_events
-  WHERE campaign_id = $1 AND kind IN ('sent', 'bounced')
+  WHERE campaign_id = $1 AND kind IN ('sent', 'bounced', 'complained')
   UNION ALL
   SELECT (opened_at AT TIME ZONE $2)::date, 'opened'
   FROM messages WHERE campaign_id = $1 AND opened_at IS NOT NULL
+  UNION ALL
+  SELECT (replied_at AT TIME ZONE $2)::date, 'replied'
+  FROM messages WHERE campaign_id = $1 AND replied_at IS NOT NULL
+  UNION ALL
+  SELECT (clicked_at AT TIME ZONE $2)::date, 'clicked'
+  FROM messages WHERE campaign_id = $1 AND clicked_at IS NOT NULL
 ) AS happened GROUP BY 1, 2
 """
 STEPS = st.lists(

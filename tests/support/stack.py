@@ -27,7 +27,10 @@ PORT_FIELD = {
     "scheduler": "scheduler_port",
     "sender": "sender_port",
     "tracker": "tracker_port",
+    "inbox": "inbox_port",
 }
+# How each is started, where that is not `python -m services.<name>`.
+COMMANDS = {"inbox": ["services.tracker", "inbox"]}
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -89,7 +92,7 @@ async def subprocess_service(
     env = {**os.environ, **settings_env(settings), **(extra_env or {}), "PYTHONUNBUFFERED": "1"}
     with log_path.open("wb") as log:
         process = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", f"services.{name}"],
+            [sys.executable, "-m", *COMMANDS.get(name, [f"services.{name}"])],
             cwd=ROOT,
             env=env,
             stdout=log,

@@ -24,8 +24,8 @@ TODAY = date(2000, 1, 3)  # NOW's local date
 WINDOW = {"timezone": ZONE, "days": [0, 1, 2, 3, 4, 5, 6], "start": "00:00", "end": "24:00", "holidays": None}
 INTERVAL = timedelta(seconds=60)
 COUNTERS = ("planned", "cancelled", "sent", "opened", "opened_human", "opens_total", "bounced",
-            "bounced_at_smtp", "failed", "unsubscribed")  # fmt: skip
-DAY_COUNTERS = ("planned", "sent", "opened", "bounced")
+            "bounced_at_smtp", "failed", "unsubscribed", "replied", "clicked", "complained")  # fmt: skip
+DAY_COUNTERS = ("planned", "sent", "opened", "bounced", "replied", "clicked", "complained")
 SUMS = ", ".join(f"coalesce(sum({c}), 0)::int AS {c}" for c in COUNTERS)
 SUM_COUNTERS = f"SELECT {SUMS} FROM campaign_kpis WHERE campaign_id = ANY($1)"  # noqa: S608
 DAY_SUMS = ", ".join(f"sum({c})::int AS {c}" for c in DAY_COUNTERS)
@@ -158,12 +158,17 @@ async def run(db: Db, world: World, name: str, message: uuid.UUID, now: datetime
         await store.resend(db, message, now)
     elif name == "open":
         await store.record_opens(db, [message], [now], ["Mozilla/5.0"], [None], [False], TOO_SOON)
-    elif name in ("click", "soft_bounced", "auto_replied"):
+    elif name in ("soft_bounced", "auto_replied"):
         await store.record(db, message, name, now, {})
+    elif name == "click":
+        await store.click(db, message, now, {})
     elif name == "replied":
         await store.reply(
             db, now, {}, events.LeadReplied(workspace_id=world.workspace, lead_id=lead_id, message_id=message)
         )
+    elif name == "complained":
+        event = events.LeadComplained(workspace_id=world.workspace, lead_id=lead_id, message_id=message)
+        await store.complain(db, now, {}, event)
     elif name == "unsubscribed":
         event = events.LeadUnsubscribed(workspace_id=world.workspace, lead_id=lead_id, message_id=message)
         await store.unsubscribe(db, world.campaign, event)
@@ -184,8 +189,8 @@ async def snapshot(db: Db, world: World, campaigns: list[uuid.UUID] | None = Non
     campaigns = campaigns or [world.campaign, world.other_campaign]
     messages = await db.fetch(
         "SELECT id, status, retry_count, not_before, scheduled_at, slot_ends_at, last_error, claimed_at,"
-        " sent_at, opened_at, human_opened_at, smtp_message_id FROM messages WHERE campaign_id = ANY($1)"
-        " ORDER BY id",
+        " sent_at, opened_at, human_opened_at, replied_at, clicked_at, smtp_message_id FROM messages"
+        " WHERE campaign_id = ANY($1) ORDER BY id",
         campaigns,
     )
     counters = await db.fetch(SUM_COUNTERS, campaigns)

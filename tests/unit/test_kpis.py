@@ -36,4 +36,15 @@ def test_timeline_fills_every_day_up_to_today() -> None:
     }
     points = timeline(days, today=date(2026, 11, 26))
     assert [p["date"] for p in points] == [date(2026, 11, 25), date(2026, 11, 26)]
-    assert points[1] == {"date": date(2026, 11, 26), "planned": 0, "sent": 0, "opened": 0, "bounced": 0}
+    assert points[1] == {
+        "date": date(2026, 11, 26), "planned": 0, "sent": 0, "opened": 0, "bounced": 0, "replied": 0,
+        "clicked": 0, "complained": 0,
+    }  # fmt: skip
+
+
+def test_reply_click_and_complaint_rates_divide_by_sent() -> None:
+    result = kpis(Counters(sent=20, replied=3, clicked=5, complained=1), Window())
+    assert (result["total_replied"], result["total_clicked"], result["total_complained"]) == (3, 5, 1)
+    assert (result["reply_rate"], result["click_rate"], result["complaint_rate"]) == (0.15, 0.25, 0.05)
+    nothing_sent = kpis(Counters(replied=1), Window())
+    assert nothing_sent["reply_rate"] == nothing_sent["click_rate"] == nothing_sent["complaint_rate"] == 0.0

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from shared import events
 from shared.lifecycle import FINAL, RULES, SENDS, InvalidTransition
 from shared.lifecycle import transition as campaign_transition
 from shared.message_states import (
+    LEAD_GONE,
     TRANSITIONS,
     CampaignStatus,
     InvalidMessageTransition,
+    LeadStatus,
     MessageStatus,
     transition,
 )
@@ -64,3 +67,18 @@ def test_stop_leaves_only_final_campaigns_alone_and_only_sending_ones_pause(stat
     else:
         with pytest.raises(InvalidTransition):
             campaign_transition(status, "pause")
+
+
+def test_a_complaint_is_an_unsubscribe_that_is_also_counted_as_a_complaint() -> None:
+    complained, unsubscribed = TRANSITIONS["complained"], TRANSITIONS["unsubscribed"]
+    assert complained.lead == LeadStatus.COMPLAINED
+    assert LeadStatus.COMPLAINED in LEAD_GONE
+    assert (complained.suppress, complained.cancels) == (unsubscribed.suppress, unsubscribed.cancels)
+    assert complained.lead_sources == frozenset(LeadStatus) - {LeadStatus.COMPLAINED}
+    assert (dict(complained.counters), complained.day) == ({"complained": 1}, "complained")
+    assert complained.announce is events.LeadComplained
+
+
+def test_a_reply_and_a_click_count_per_message_on_their_day() -> None:
+    assert (dict(TRANSITIONS["replied"].counters), TRANSITIONS["replied"].day) == ({"replied": 1}, "replied")
+    assert (dict(TRANSITIONS["click"].counters), TRANSITIONS["click"].day) == ({"clicked": 1}, "clicked")

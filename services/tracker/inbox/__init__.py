@@ -1,0 +1,13 @@
+"""The tracker's mailbox reader (`python -m services.tracker inbox`): replies, bounces and complaints where
+they really arrive, the sending mailboxes, read over IMAP.
+
+- `policy.py`     PURE: backoff after failures, each reader's share of the accounts, a new folder's start
+- `responses.py`  PURE: what the IMAP server's answers say (UIDVALIDITY, UIDs, sizes, bodies, folders)
+- `imap.py`       the connection to one mailbox (aioimaplib), under the public-address rule
+- `store.py`      its SQL: leases, checkpoints, processed mails, the account's health
+- `processing.py` one mail: read (the tracker's reader processes), classified and matched (`inbound.py`),
+                  recorded (`returns.py`) with its processed-mail row and its checkpoint, in one transaction
+- `mailbox.py`    one account's life: connect, catch up every folder, IDLE or poll, back off on failure
+- `lease.py`      which accounts this process reads: claimed, renewed and shared out in PostgreSQL
+- `main.py`       the composition root, with /healthz, /readyz and /metrics
+"""

@@ -1,0 +1,202 @@
+"""The connection to one mailbox, over aioimaplib: thin, every decision about the answers is in
+`responses.py`. The host is resolved and judged by the public-address rule at every connection, and the
+connection goes to the address judged (TLS still checks the host name). Mail is fetched with BODY.PEEK[],
+which leaves `\\Seen` as it was: the user's mailbox stays the user's."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Literal
+
+import aioimaplib
+
+from services.tracker.inbox import responses
+from shared.public_address import UnusableHost, resolve_public
+
+# A peer that never becomes an IMAP session is reported as one reason, so `last_error` cannot scan ports.
+NO_SESSION = "the IMAP server could not be reached (connection, TLS or greeting failed)"
+
+
+class ImapFailure(Exception):
+    """The mailbox cannot be read now; the text says why, in words fit for the tenant."""
+
+
+class ConnectionLost(ImapFailure):
+    pass
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+    security: Literal["tls", "starttls", "none"]
+    username: str
+    password: str
+    timeout: float
+    allow_private: bool
+    ca_file: str | None = None
+
+
+def _quoted(folder: str) -> str:
+    return '"' + folder.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _ok(response: Any, what: str) -> list[Any]:
+    if response.result != "OK":
+        text = b" ".join(bytes(line) for line in response.lines[-1:]).decode("utf-8", "replace")[:300]
+        raise ImapFailure(f"{what} refused: {text}")
+    return list(response.lines)
+
+
+class _Client(aioimaplib.IMAP4):  # type: ignore[misc]  # untyped library
+    """aioimaplib's client, connecting to the judged address while TLS checks the host name."""
+
+    def __init__(
+        self,
+        address: str,
+        endpoint: Endpoint,
+        context: ssl.SSLContext | None,
+        lost: Callable[[Exception | None], None],
+    ) -> None:
+        self._server_hostname = endpoint.host if context else None
+        super().__init__(
+            address, endpoint.port, timeout=endpoint.timeout, conn_lost_cb=lost, ssl_context=context
+        )
+
+    def create_client(
+        self, host: str, port: int, loop: asyncio.AbstractEventLoop | None, conn_lost_cb: Any = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:  # fmt: skip
+        local_loop = loop or asyncio.get_running_loop()
+        self.protocol = aioimaplib.IMAP4ClientProtocol(local_loop, conn_lost_cb)
+        self._client_task = local_loop.create_task(
+            local_loop.create_connection(
+                lambda: self.protocol, host, port, ssl=ssl_context, server_hostname=self._server_hostname
+            )
+        )
+
+
+class Mailbox:
+    """A logged-in session. `lost` is set when the server or the network drops it."""
+
+    def __init__(self, client: _Client, lost: asyncio.Event) -> None:
+        self._client = client
+        self.lost = lost
+
+    @property
+    def idle_supported(self) -> bool:
+        return bool(self._client.has_capability("IDLE"))
+
+    async def folders(self) -> list[str]:
+        return responses.folder_names(_ok(await self._client.list('""', "*"), "LIST"))
+
+    async def select(self, folder: str) -> responses.FolderState:
+        return responses.folder_state(_ok(await self._client.select(_quoted(folder)), f"SELECT {folder}"))
+
+    async def uids_after(self, last_uid: int) -> list[int]:
+        lines = _ok(await self._client.uid_search(f"UID {last_uid + 1}:*", charset=None), "UID SEARCH")
+        return responses.searched_uids(lines, after=last_uid)
+
+    async def uids_since(self, day: date) -> list[int]:
+        lines = _ok(await self._client.uid_search(f"SINCE {day:%d-%b-%Y}", charset=None), "UID SEARCH")
+        return responses.searched_uids(lines)
+
+    async def sizes(self, uids: list[int]) -> dict[int, int]:
+        wanted = ",".join(map(str, uids))
+        return responses.fetched_sizes(
+            _ok(await self._client.uid("fetch", wanted, "(UID RFC822.SIZE)"), "FETCH")
+        )
+
+    async def body(self, uid: int) -> bytes | None:
+        """The mail's bytes, without setting `\\Seen` (None: it was expunged meanwhile)."""
+        return responses.fetched_body(
+            _ok(await self._client.uid("fetch", str(uid), "(UID BODY.PEEK[])"), "FETCH")
+        )
+
+    async def move(self, uid: int, folder: str) -> None:
+        if self._client.has_capability("MOVE"):
+            _ok(await self._client.uid("move", str(uid), _quoted(folder)), "MOVE")
+            return
+        _ok(await self._client.uid("copy", str(uid), _quoted(folder)), "COPY")
+        _ok(await self._client.uid("store", str(uid), "+FLAGS.SILENT", "(\\Deleted)"), "STORE")
+        if self._client.has_capability("UIDPLUS"):
+            _ok(await self._client.uid("expunge", str(uid)), "EXPUNGE")
+
+    async def idle(self, seconds: float) -> bool:
+        """IDLE in the selected folder until the server reports a change or `seconds` pass. True: a change."""
+        idling = await self._client.idle_start(timeout=seconds)
+        changed = False
+        try:
+            while self._client.has_pending_idle():
+                pushed = await self._client.wait_server_push(timeout=seconds + self._client.timeout)
+                if pushed == aioimaplib.STOP_WAIT_SERVER_PUSH:
+                    break
+                if any(b"EXISTS" in bytes(line) for line in pushed):
+                    changed = True
+                    break
+        finally:
+            if self._client.has_pending_idle():
+                self._client.idle_done()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(idling, self._client.timeout)
+        return changed
+
+
+async def _starttls(client: _Client, context: ssl.SSLContext, host: str) -> None:
+    """aioimaplib has no STARTTLS: the command, then TLS on the same transport, then the capabilities again
+    (RFC 3501 §6.2.1: those before TLS are void)."""
+    if not client.has_capability("STARTTLS"):
+        raise ImapFailure("the IMAP server does not offer STARTTLS")
+    protocol = client.protocol
+    _ok(
+        await protocol.execute(aioimaplib.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop)),
+        "STARTTLS",
+    )
+    loop = asyncio.get_running_loop()
+    protocol.transport = await loop.start_tls(protocol.transport, protocol, context, server_hostname=host)
+    await protocol.capability()
+
+
+def _context(endpoint: Endpoint) -> ssl.SSLContext | None:
+    if endpoint.security == "none":
+        return None
+    return ssl.create_default_context(cafile=endpoint.ca_file)
+
+
+@contextlib.asynccontextmanager
+async def connect(endpoint: Endpoint) -> AsyncIterator[Mailbox]:
+    """A logged-in session with the mailbox; raises ImapFailure (or UnusableHost's text as one)."""
+    try:
+        addresses = await resolve_public(
+            endpoint.host, endpoint.port, allow_private=endpoint.allow_private, timeout=endpoint.timeout
+        )
+    except UnusableHost as error:
+        raise ImapFailure(f"IMAP host {error}") from error
+    lost = asyncio.Event()
+    context = _context(endpoint)
+    client = _Client(
+        addresses[0], endpoint, context if endpoint.security == "tls" else None, lambda _: lost.set()
+    )
+    try:
+        try:
+            await client.wait_hello_from_server()
+            if endpoint.security == "starttls":
+                assert context is not None
+                await asyncio.wait_for(_starttls(client, context, endpoint.host), endpoint.timeout)
+        except (OSError, TimeoutError, ssl.SSLError, aioimaplib.AioImapException) as error:
+            raise ImapFailure(NO_SESSION) from error
+        login = await client.login(endpoint.username, endpoint.password)
+        if login.result != "OK":
+            raise ImapFailure("the IMAP server refused the user name or password")
+        yield Mailbox(client, lost)
+    finally:
+        if not lost.is_set():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.logout(), 2)
+        if client.protocol.transport is not None:
+            client.protocol.transport.close()

@@ -1,0 +1,172 @@
+"""One account's life in a reader process: connect, catch up every folder from its checkpoint, then IDLE
+(where the server offers it) or poll, for as long as this process holds the account's lease. A failure to
+connect, log in or read backs off per account (`policy.backoff`) and is recorded on the account; nothing
+else stops. A server or network that drops the connection (during IDLE too) is a failure like any other:
+the next connection catches up from the checkpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.tracker.inbox import imap, policy, store
+from services.tracker.inbox.processing import MailProcessor
+from services.tracker.inbox.responses import FolderState, Unexpected
+from services.tracker.inbox.store import Account, Place
+from shared import crypto
+from shared.settings import Settings
+
+log = structlog.get_logger()
+
+
+class MailboxReader:
+    def __init__(
+        self,
+        account_id: uuid.UUID,
+        sessions: async_sessionmaker[AsyncSession],
+        processor: MailProcessor,
+        settings: Settings,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.account_id = account_id
+        self._sessions = sessions
+        self._processor = processor
+        self._settings = settings
+        self._clock = clock
+
+    async def run(self) -> None:
+        """Until cancelled (its lease lost or given back, or the process stopping)."""
+        while True:
+            async with self._sessions() as session:
+                account = await store.account(session, self.account_id)
+            if account is None:  # deleted or deactivated: its lease is not renewed, so this task ends
+                await asyncio.sleep(self._settings.inbox_lease_seconds)
+                continue
+            try:
+                await self._session(account)
+            except (imap.ImapFailure, Unexpected) as error:
+                await self._failed(account, str(error))
+            except Exception as error:  # the library's, the network's: this account's problem alone
+                log.exception("tracker.inbox.read.failed", account_id=str(account.id))
+                await self._failed(account, f"reading the mailbox failed ({type(error).__name__})")
+
+    async def _failed(self, account: Account, error: str) -> None:
+        async with self._sessions() as session, session.begin():
+            failures = await store.failed(session, account.id, error)
+        delay = policy.backoff(failures, self._settings.inbox_backoff_seconds)
+        log.warning(
+            "tracker.inbox.connect.failed", account_id=str(account.id), error=error, failures=failures,
+            retry_in=delay, failing=failures >= self._settings.inbox_max_failures,
+        )  # fmt: skip
+        await asyncio.sleep(delay)
+
+    def _endpoint(self, account: Account) -> imap.Endpoint:
+        return imap.Endpoint(
+            host=account.host,
+            port=account.port,
+            security=account.security,  # type: ignore[arg-type]  # the table's check constraint
+            username=account.username,
+            password=crypto.decrypt(self._settings.encryption_key, account.password_encrypted),
+            timeout=self._settings.inbox_timeout_seconds,
+            allow_private=self._settings.private_hosts_allowed,
+            ca_file=self._settings.imap_ca_file,
+        )
+
+    async def _session(self, account: Account) -> None:
+        async with imap.connect(self._endpoint(account)) as mailbox:
+            async with self._sessions() as session, session.begin():
+                await store.connected(session, account.id, mailbox.idle_supported)
+            log.info("tracker.inbox.connect.ok", account_id=str(account.id), idle=mailbox.idle_supported)
+            reading = asyncio.create_task(self._read(account, mailbox))
+            lost = asyncio.create_task(mailbox.lost.wait())
+            try:
+                await asyncio.wait({reading, lost}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (reading, lost):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            if reading.done() and not reading.cancelled() and reading.exception() is not None:
+                raise reading.exception()  # type: ignore[misc]
+            raise imap.ConnectionLost("the IMAP server closed the connection")
+
+    async def _read(self, account: Account, mailbox: imap.Mailbox) -> None:
+        settings = self._settings
+        while True:
+            for folder in account.folders:
+                await self._catch_up(account, mailbox, folder)
+            first = account.folders[0]
+            if not mailbox.idle_supported:
+                await asyncio.sleep(settings.inbox_poll_seconds)
+                continue
+            # IDLE watches one folder: the first (INBOX by default); others are read at least every poll.
+            seconds = (
+                settings.inbox_idle_seconds if len(account.folders) == 1 else settings.inbox_poll_seconds
+            )
+            if await self._nothing_new(account, mailbox, first):
+                await mailbox.idle(seconds)
+
+    async def _nothing_new(self, account: Account, mailbox: imap.Mailbox, folder: str) -> bool:
+        """Select the folder to IDLE in; False when a mail came meanwhile (read it first)."""
+        state = await mailbox.select(folder)
+        async with self._sessions() as session:
+            seen = await store.checkpoint(session, account.id, folder)
+        return seen is not None and seen[0] == state.uidvalidity and (state.uidnext or 0) <= seen[1] + 1
+
+    async def _catch_up(self, account: Account, mailbox: imap.Mailbox, folder: str) -> None:
+        state = await mailbox.select(folder)
+        async with self._sessions() as session, session.begin():
+            seen = await store.checkpoint(session, account.id, folder)
+            if seen is None or seen[0] != state.uidvalidity:
+                start = await self._start(account, mailbox, state) if seen is None else 0
+                if seen is not None:
+                    log.warning(
+                        "tracker.inbox.uidvalidity.changed", account_id=str(account.id), folder=folder,
+                        before=seen[0], now=state.uidvalidity,
+                    )  # fmt: skip
+                await store.start_checkpoint(session, Place(account.id, folder, state.uidvalidity, start))
+                seen = (state.uidvalidity, start)
+        last_uid = seen[1]
+        if state.uidnext is not None and state.uidnext <= last_uid + 1:
+            return
+        uids = await mailbox.uids_after(last_uid)
+        for start in range(0, len(uids), self._settings.inbox_batch):
+            batch = uids[start : start + self._settings.inbox_batch]
+            sizes = await mailbox.sizes(batch)
+            for uid in batch:
+                await self._one(
+                    account, mailbox, Place(account.id, folder, state.uidvalidity, uid), sizes.get(uid)
+                )
+
+    async def _start(self, account: Account, mailbox: imap.Mailbox, state: FolderState) -> int:
+        """The last UID to count as read in a new folder: its mail of the last days is read. (A folder whose
+        UIDVALIDITY changed is read again from the start: processed mails are known by their keys.)"""
+        since = await mailbox.uids_since(
+            policy.first_day(account.created_at, self._settings.inbox_lookback_days)
+        )
+        if since:
+            return since[0] - 1
+        return state.uidnext - 1 if state.uidnext else 0
+
+    async def _one(self, account: Account, mailbox: imap.Mailbox, place: Place, size: int | None) -> None:
+        limit = self._settings.inbound_max_bytes
+        key = f"place:{place.folder}:{place.uidvalidity}:{place.uid}"
+        if size is None:  # expunged since the search
+            done = await self._processor.skip(account, place, key, "gone before it was fetched")
+        elif size > limit:
+            done = await self._processor.skip(account, place, key, f"larger than {limit} bytes ({size})")
+        elif (raw := await mailbox.body(place.uid)) is None:
+            done = await self._processor.skip(account, place, key, "gone before it was fetched")
+        else:
+            done = await self._processor.process(account, place, raw)
+        if done.is_report and account.reports_folder and account.reports_folder != place.folder:
+            try:
+                await mailbox.move(place.uid, account.reports_folder)
+            except imap.ImapFailure as error:  # the report counted; leaving it where it is harms nobody
+                log.warning("tracker.inbox.move.failed", account_id=str(account.id), error=str(error))

@@ -1,0 +1,412 @@
+"""The tracker's mailbox reader (`python -m services.tracker inbox`) against Debian's Dovecot, with the whole
+stack: mail lands in the sending mailbox (LMTP or the Maildir), the reader finds it, and the lead, the
+messages and the KPIs change as they should; each mail exactly once, whatever happens to the reader or the
+server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+
+from shared.db import asyncpg_dsn, create_engine, session_factory
+from shared.db.mailboxes import ImapAccount, account_of, save_account
+from shared.settings import Settings
+from tests.support import hostile_mail, mailbox_mail
+from tests.support.api import ALWAYS_OPEN
+from tests.support.dovecot import Dovecot, installed, running_dovecot
+from tests.support.pipeline import Pipeline
+from tests.support.samples import postfix_dsn
+from tests.support.stack import ServiceProcess, subprocess_service, with_ports
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not installed(), reason="dovecot is not installed (make test installs it)"),
+]
+
+PASSWORD = "mailbox-secret"
+FAST = {
+    "inbox_lease_seconds": 2.0,
+    "inbox_poll_seconds": 1.0,
+    "inbox_idle_seconds": 20.0,
+    "inbox_timeout_seconds": 5.0,
+    "inbox_backoff_seconds": [0.2, 0.5, 1.0],
+    "log_format": "json",
+}
+
+
+@pytest.fixture(scope="module")
+def imap_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
+    with running_dovecot(tmp_path_factory.mktemp("dovecot")) as server:
+        yield server
+
+
+@pytest.fixture
+async def db(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(asyncpg_dsn(settings.database_url))
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture(autouse=True)
+async def accounts_of_this_test_only(db: asyncpg.Connection) -> None:
+    """The database is the run's: the mailboxes of earlier tests are switched off, so readers read ours."""
+    await db.execute("UPDATE mailbox_accounts SET active = false")
+
+
+@dataclass
+class Sent:
+    """A campaign sent from a domain whose mailbox is on the Dovecot, and its mails as the leads got them."""
+
+    campaign_id: str
+    domain: str
+    mailbox: str  # the sending address, the IMAP user
+    account_id: uuid.UUID
+    leads: list[str]  # addresses
+    mails: list[Any]  # as the sink took them, in lead order
+
+
+async def sent_campaign(
+    pipeline: Pipeline, imap_server: Dovecot, settings: Settings, leads: int = 1, **account: Any
+) -> Sent:
+    campaign, lead_ids = await pipeline.campaign(
+        leads=leads,
+        followup={"enabled": True, "days": 2},
+        schedule={"start_mode": "now", "window": ALWAYS_OPEN},
+    )
+
+    async def sent() -> bool:
+        messages = await pipeline.messages(campaign["id"])
+        return sum(m["status"] == "sent" for m in messages) == leads
+
+    await pipeline.until(sent, seconds=30)
+    emails = [(await pipeline.api.get(f"/leads/{lead}"))["email"] for lead in lead_ids]
+    mails = [next(m for m in pipeline.sink.received if m.rcpt_tos == [email]) for email in emails]
+    domain = campaign["domains"][0]
+    mailbox = f"sales@{domain}"
+    imap_server.add_user(mailbox, PASSWORD)
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        async with session_factory(engine)() as session, session.begin():
+            domain_id, workspace_id = (
+                await session.execute(
+                    text("SELECT id, workspace_id FROM sending_domains WHERE domain = :d"), {"d": domain}
+                )
+            ).one()
+            imap = ImapAccount(
+                host="127.0.0.1", port=imap_server.port, security="none", username=mailbox, password=PASSWORD,
+                **account,
+            )  # fmt: skip
+            account_id = await save_account(session, settings, workspace_id, domain_id, imap)
+    finally:
+        await engine.dispose()
+    return Sent(campaign["id"], domain, mailbox, account_id, emails, mails)
+
+
+@contextlib.asynccontextmanager
+async def reader(settings: Settings, log_dir: Path, **tuning: Any) -> AsyncIterator[ServiceProcess]:
+    tuned = with_ports(settings.model_copy(update={**FAST, **tuning}), "inbox")
+    async with subprocess_service("inbox", tuned, log_dir) as process:
+        yield process
+
+
+async def until(probe: Any, seconds: float = 20.0) -> None:
+    for _ in range(int(seconds * 20)):
+        if await probe():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+async def lead_status(db: asyncpg.Connection, email: str) -> str:
+    return str(await db.fetchval("SELECT status FROM leads WHERE lower(email) = lower($1)", email))
+
+
+async def statuses(db: asyncpg.Connection, campaign_id: str) -> list[tuple[bool, str]]:
+    rows = await db.fetch(
+        "SELECT is_followup, status FROM messages WHERE campaign_id = $1 ORDER BY is_followup, created_at",
+        uuid.UUID(campaign_id),
+    )
+    return [(row["is_followup"], row["status"]) for row in rows]
+
+
+async def counters(db: asyncpg.Connection, campaign_id: str) -> dict[str, int]:
+    row = await db.fetchrow(
+        "SELECT sum(replied)::int AS replied, sum(complained)::int AS complained,"
+        " sum(bounced)::int AS bounced FROM campaign_kpis WHERE campaign_id = $1",
+        uuid.UUID(campaign_id),
+    )
+    return dict(row)
+
+
+async def processed(db: asyncpg.Connection, account_id: uuid.UUID) -> list[dict[str, Any]]:
+    rows = await db.fetch(
+        "SELECT folder, uidvalidity, uid, mail_key, outcome, reason FROM mailbox_mails WHERE account_id = $1"
+        " ORDER BY id",
+        account_id,
+    )
+    return [dict(row) for row in rows]
+
+
+async def followup_planned(db: asyncpg.Connection, campaign_id: str) -> bool:
+    return (True, "planned") in await statuses(db, campaign_id)
+
+
+async def test_a_reply_in_the_mailbox_makes_the_lead_replied_cancels_its_follow_up_and_stays_unread(
+    pipeline: Pipeline, imap_server: Dovecot, settings: Settings, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    sent = await sent_campaign(pipeline, imap_server, settings)
+    await until(lambda: followup_planned(db, sent.campaign_id))
+    async with reader(settings, tmp_path) as process:
+        original = sent.mails[0].message["Message-ID"]
+        imap_server.deliver(sent.mailbox, mailbox_mail.reply(sent.mailbox, sent.leads[0], original))
+
+        async def replied() -> bool:
+            return await lead_status(db, sent.leads[0]) == "replied"
+
+        await until(replied)
+        assert await statuses(db, sent.campaign_id) == [(False, "sent"), (True, "cancelled")]
+        assert (await counters(db, sent.campaign_id))["replied"] == 1
+        assert [m["outcome"] for m in await processed(db, sent.account_id)] == ["replied"]
+        # The person's mail is the user's: still unread, where it was.
+        [flags] = imap_server.flags(sent.mailbox).values()
+        assert "\\Seen" not in flags
+        assert process.logged("tracker.inbox.mail.replied")
+        engine = create_engine(settings.database_url, pool_size=1)
+        try:
+            async with session_factory(engine)() as session:
+                shown = await account_of(session, (await _domain_id(db, sent.domain)), settings)
+        finally:
+            await engine.dispose()
+        assert shown is not None
+        assert (shown["state"], shown["idle_supported"], shown["folders"]) == ("ok", True, ["INBOX"])
+        assert not {"password", "password_encrypted"} & set(shown)
+
+
+async def _domain_id(db: asyncpg.Connection, domain: str) -> uuid.UUID:
+    found: uuid.UUID = await db.fetchval("SELECT id FROM sending_domains WHERE domain = $1", domain)
+    return found
+
+
+async def test_a_dsn_bounces_and_an_arf_report_complains_and_both_go_to_the_reports_folder(
+    pipeline: Pipeline, imap_server: Dovecot, settings: Settings, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    sent = await sent_campaign(pipeline, imap_server, settings, leads=2, reports_folder="Reports")
+    imap_server.doveadm("mailbox", "create", "-u", sent.mailbox, "Reports")
+    bounced, complaining = sent.mails
+    # Providers rewrite the envelope sender to the mailbox: the DSN comes to the mailbox, naming the original.
+    imap_server.deliver(
+        sent.mailbox, postfix_dsn(sent.mailbox, bounced.message["Message-ID"], to=sent.mailbox)
+    )
+    arf = mailbox_mail.arf_report(
+        sent.mailbox, complaining.mail_from, complaining.message["Message-ID"], sent.leads[1]
+    )
+    imap_server.deliver(sent.mailbox, arf)
+    async with reader(settings, tmp_path):
+
+        async def both() -> bool:
+            return [await lead_status(db, lead) for lead in sent.leads] == ["bounced", "complained"]
+
+        await until(both)
+        suppressed = await db.fetch(
+            "SELECT email, reason FROM suppressions WHERE email = ANY($1)", sent.leads
+        )
+        assert {row["email"]: row["reason"].split(":")[0] for row in suppressed} == {
+            sent.leads[0]: "hard bounce", sent.leads[1]: "complaint",
+        }  # fmt: skip
+        assert await statuses(db, sent.campaign_id) == [
+            (False, "bounced"), (False, "sent"), (True, "cancelled"), (True, "cancelled"),
+        ]  # fmt: skip
+        assert await counters(db, sent.campaign_id) == {"replied": 0, "complained": 1, "bounced": 1}
+        assert imap_server.uids(sent.mailbox) == []
+        assert len(imap_server.uids(sent.mailbox, "Reports")) == 2
+
+
+async def test_an_out_of_office_is_recorded_and_changes_nothing(
+    pipeline: Pipeline, imap_server: Dovecot, settings: Settings, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    sent = await sent_campaign(pipeline, imap_server, settings)
+    await until(lambda: followup_planned(db, sent.campaign_id))
+    original = sent.mails[0].message["Message-ID"]
+    imap_server.deliver(sent.mailbox, mailbox_mail.out_of_office(sent.mailbox, sent.leads[0], original))
+    async with reader(settings, tmp_path):
+
+        async def recorded() -> bool:
+            return [m["outcome"] for m in await processed(db, sent.account_id)] == ["automatic_reply"]
+
+        await until(recorded)
+    assert await lead_status(db, sent.leads[0]) == "active"
+    assert await statuses(db, sent.campaign_id) == [(False, "sent"), (True, "planned")]
+    assert (await counters(db, sent.campaign_id))["replied"] == 0
+
+
+async def replies_recorded(db: asyncpg.Connection, campaign_id: str) -> int:
+    return int(
+        await db.fetchval(
+            "SELECT count(*) FROM message_events WHERE campaign_id = $1 AND kind = 'replied'",
+            uuid.UUID(campaign_id),
+        )
+    )
+
+
+async def test_a_reader_killed_mid_batch_and_restarted_processes_each_mail_exactly_once(
+    pipeline: Pipeline, imap_server: Dovecot, settings: Settings, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    sent = await sent_campaign(pipeline, imap_server, settings)
+    original = sent.mails[0].message["Message-ID"]
+    count = 60
+    for _ in range(count):  # each a reply of its own (its own Message-ID) to the same e-mail
+        imap_server.write(sent.mailbox, mailbox_mail.reply(sent.mailbox, sent.leads[0], original))
+    async with reader(settings, tmp_path) as first:
+
+        async def some() -> bool:
+            return len(await processed(db, sent.account_id)) >= 5
+
+        await until(some)
+        first.terminate(signal.SIGKILL)
+    done_before = len(await processed(db, sent.account_id))
+    assert done_before < count  # it really died mid-batch
+    async with reader(settings, tmp_path):  # its lease expires, the new reader takes the account over
+
+        async def all_of_them() -> bool:
+            return len(await processed(db, sent.account_id)) >= count
+
+        await until(all_of_them, seconds=40)
+        await asyncio.sleep(0.5)  # nothing more comes
+    rows = await processed(db, sent.account_id)
+    assert len(rows) == count
+    assert len({row["uid"] for row in rows}) == count
+    assert await replies_recorded(db, sent.campaign_id) == count
+    assert (await counters(db, sent.campaign_id))["replied"] == 1  # one message, replied to
+
+
+async def test_two_readers_share_the_accounts_and_each_mail_is_processed_once(
+    pipeline: Pipeline, imap_server: Dovecot, settings: Settings, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    accounts = [await sent_campaign(pipeline, imap_server, settings) for _ in range(2)]
+    for sent in accounts:
+        for _ in range(10):
+            imap_server.write(
+                sent.mailbox,
+                mailbox_mail.reply(sent.mailbox, sent.leads[0], sent.mails[0].message["Message-ID"]),
+            )
+    async with reader(settings, tmp_path) as one, reader(settings, tmp_path) as other:
+
+        async def all_of_them() -> bool:
+            return [len(await processed(db, sent.account_id)) for sent in accounts] == [10, 10]
+
+        await until(all_of_them, seconds=40)
+
+        async def shared_out() -> bool:  # the first one up took both, then gave one back to the second
+            return bool(
+                one.logged("tracker.inbox.lease.claimed") and other.logged("tracker.inbox.lease.claimed")
+            )
+
+        await until(shared_out, seconds=10)
+        for sent in accounts:
+            assert len(await processed(db, sent.account_id)) == 10
+            assert await replies_recorded(db, sent.campaign_id) == 10
+
+
+async def test_a_changed_uidvalidity_reads_the_folder_again_without_counting_twice(
+    pipeline: Pipeline, imap_server: Dovecot, settings: Settings, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    sent = await sent_campaign(pipeline, imap_server, settings)
+    original = sent.mails[0].message["Message-ID"]
+    for _ in range(3):
+        imap_server.deliver(sent.mailbox, mailbox_mail.reply(sent.mailbox, sent.leads[0], original))
+    async with reader(settings, tmp_path):
+        await until(lambda: _processed_count(db, sent.account_id, 3))
+    imap_server.set_uidvalidity(sent.mailbox, "INBOX", 4242)
+    imap_server.deliver(sent.mailbox, mailbox_mail.reply(sent.mailbox, sent.leads[0], original))
+    async with reader(settings, tmp_path) as again:
+        await until(lambda: _processed_count(db, sent.account_id, 4))
+        await until(lambda: _checkpoint_is(db, sent.account_id, 4242, 4))
+        assert again.logged("tracker.inbox.uidvalidity.changed")
+    assert await replies_recorded(db, sent.campaign_id) == 4
+    assert [row["uidvalidity"] == 4242 for row in await processed(db, sent.account_id)] == [False] * 3 + [
+        True
+    ]
+
+
+async def _processed_count(db: asyncpg.Connection, account_id: uuid.UUID, count: int) -> bool:
+    return len(await processed(db, account_id)) >= count
+
+
+async def _checkpoint_is(
+    db: asyncpg.Connection, account_id: uuid.UUID, uidvalidity: int, last_uid: int
+) -> bool:
+    row = await db.fetchrow(
+        "SELECT uidvalidity, last_uid FROM mailbox_checkpoints WHERE account_id = $1", account_id
+    )
+    return row is not None and (row["uidvalidity"], row["last_uid"]) == (uidvalidity, last_uid)
+
+
+async def test_a_connection_dropped_during_idle_is_reopened_and_the_next_mail_still_counts(
+    pipeline: Pipeline, imap_server: Dovecot, settings: Settings, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    sent = await sent_campaign(pipeline, imap_server, settings)
+    async with reader(settings, tmp_path) as process:
+
+        def logged(event: str) -> list[dict[str, Any]]:
+            return [r for r in process.logged(event) if r["account_id"] == str(sent.account_id)]
+
+        async def idling() -> bool:
+            return bool(logged("tracker.inbox.connect.ok"))
+
+        await until(idling)
+        await asyncio.sleep(0.5)  # in IDLE by now
+        imap_server.kick(sent.mailbox)
+
+        async def reconnected() -> bool:
+            return len(logged("tracker.inbox.connect.ok")) >= 2
+
+        await until(reconnected)
+        assert logged(
+            "tracker.inbox.connect.failed"
+        )  # a failure like any other: backed off, then reconnected
+        original = sent.mails[0].message["Message-ID"]
+        imap_server.deliver(sent.mailbox, mailbox_mail.reply(sent.mailbox, sent.leads[0], original))
+
+        async def replied() -> bool:
+            return await lead_status(db, sent.leads[0]) == "replied"
+
+        await until(replied)
+
+
+async def test_bad_mail_is_skipped_with_its_reason_and_never_blocks_the_mailbox(
+    pipeline: Pipeline, imap_server: Dovecot, settings: Settings, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    sent = await sent_campaign(pipeline, imap_server, settings)
+    original = sent.mails[0].message["Message-ID"]
+    genuine = mailbox_mail.reply(sent.mailbox, sent.leads[0], original)
+    bad = [
+        hostile_mail.garbage(200_000),
+        hostile_mail.many_parts(genuine, 10_000),
+        hostile_mail.attachment(genuine, 20 * 1024 * 1024),
+        hostile_mail.broken_encodings(genuine),
+    ]
+    for raw in bad:
+        imap_server.write(sent.mailbox, raw)
+    imap_server.write(sent.mailbox, mailbox_mail.reply(sent.mailbox, sent.leads[0], original))
+    async with reader(settings, tmp_path) as process:
+        await until(lambda: _processed_count(db, sent.account_id, len(bad) + 1), seconds=40)
+        rows = await processed(db, sent.account_id)
+        outcomes = [row["outcome"] for row in rows]
+        assert outcomes.count("skipped") >= 3, (
+            rows
+        )  # garbage, 10,000 parts, 20 MB (broken encodings may read)
+        assert outcomes[-1] == "replied"
+        assert all(row["reason"] for row in rows if row["outcome"] == "skipped")
+        assert process.logged("tracker.inbox.mail.skipped")
+        await until(lambda: _checkpoint_is(db, sent.account_id, rows[0]["uidvalidity"], len(bad) + 1))
+    assert await lead_status(db, sent.leads[0]) == "replied"
