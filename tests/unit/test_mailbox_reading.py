@@ -9,8 +9,9 @@ from datetime import UTC, date, datetime
 import pytest
 
 from services.tracker.inbound import first_named, kind_of, named_in_order, read_mail
-from services.tracker.inbox import policy, responses
+from services.tracker.inbox import policy
 from services.tracker.readers import limits_of
+from shared.imap import responses
 from shared.settings import Settings
 from tests.support import mailbox_mail
 from tests.support.samples import postfix_dsn

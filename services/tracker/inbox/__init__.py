@@ -1,9 +1,8 @@
 """The tracker's mailbox reader (`python -m services.tracker inbox`): replies, bounces and complaints where
-they really arrive, the sending mailboxes, read over IMAP.
+they really arrive, the sending mailboxes, read over IMAP (`shared/imap`: the client and its answers,
+shared with the api's connection test).
 
 - `policy.py`     PURE: backoff after failures, each reader's share of the accounts, a new folder's start
-- `responses.py`  PURE: what the IMAP server's answers say (UIDVALIDITY, UIDs, sizes, bodies, folders)
-- `imap.py`       the connection to one mailbox (aioimaplib), under the public-address rule
 - `store.py`      its SQL: leases, checkpoints, processed mails, the account's health
 - `processing.py` one mail: read (the tracker's reader processes), classified and matched (`inbound.py`),
                   recorded (`returns.py`) with its processed-mail row and its checkpoint, in one transaction

@@ -15,11 +15,12 @@ from datetime import datetime
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.tracker.inbox import imap, policy, store
+from services.tracker.inbox import policy, store
 from services.tracker.inbox.processing import MailProcessor
-from services.tracker.inbox.responses import FolderState, Unexpected
 from services.tracker.inbox.store import Account, Place
 from shared import crypto
+from shared.imap import client as imap
+from shared.imap.responses import FolderState, Unexpected
 from shared.settings import Settings
 
 log = structlog.get_logger()

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import aioimaplib
 
-from services.tracker.inbox import responses
+from shared.imap import responses
 from shared.public_address import UnusableHost, resolve_public
 
 # A peer that never becomes an IMAP session is reported as one reason, so `last_error` cannot scan ports.
