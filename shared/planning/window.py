@@ -78,8 +78,9 @@ def _day_grid(window: Window, day: date, interval_seconds: int) -> _DayGrid:
 class Window:
     """Open days and hours in local wall-clock time. `end` 24:00 is `time(0)` with `ends_at_midnight`.
 
-    Its defaults are the default sending window (SPEC: Mon–Fri 08:00–17:00 Europe/Amsterdam, Dutch holidays
-    skipped), stated here only: the settings (MAILDASH_WINDOW_*) and the api's wizard read `DEFAULT_WINDOW`."""
+    Its defaults are the default sending window (Mon–Fri 08:00–17:00 Europe/Amsterdam, Dutch holidays
+    skipped), stated here only: the settings (MAILDASH_WINDOW_*) and the api's wizard read `DEFAULT_WINDOW`.
+    """
 
     timezone: str = "Europe/Amsterdam"
     days: frozenset[int] = field(default_factory=lambda: frozenset({0, 1, 2, 3, 4}))

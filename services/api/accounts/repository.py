@@ -43,6 +43,10 @@ class AccountRepository:
         found: Workspace | None = await self.session.scalar(select(Workspace).where(named))
         return found
 
+    async def set_active(self, user: User, active: bool) -> None:
+        user.active = active
+        await self.session.flush()
+
     async def add(self, row: Any) -> None:
         self.session.add(row)
         await self.session.flush()

@@ -107,7 +107,7 @@ class Accounts:
             user = await repo.user_by_email(email)
             if user is None:
                 raise not_found("user")
-            user.active = active
+            await repo.set_active(user, active)
             return user_out(user)
 
     async def create_workspace(self, name: str, admin_email: str, admin_password: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert
+from sqlalchemy import bindparam, func, insert, true
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 
@@ -48,9 +48,11 @@ class CampaignRepository(WorkspaceRepository[Campaign]):
         if not lead_ids:
             return
         ids = bindparam("lead_ids", lead_ids, type_=ARRAY(PgUUID(as_uuid=True)))
-        audience = func.unnest(ids).table_valued("lead_id", with_ordinality="n")
-        rows = self.scoped(Campaign.id, audience.c.n - 1, audience.c.lead_id).where(
-            Campaign.id == campaign.id
+        audience = func.unnest(ids).table_valued("lead_id", with_ordinality="n").render_derived()
+        rows = (
+            self.scoped(Campaign.id, audience.c.n - 1, audience.c.lead_id)
+            .join(audience, true())
+            .where(Campaign.id == campaign.id)
         )
         await self.session.execute(
             insert(CampaignLead).from_select(["campaign_id", "position", "lead_id"], rows)
