@@ -68,18 +68,15 @@ class CampaignRepository(WorkspaceRepository[Campaign]):
         return list(rows)
 
     async def anything_sent(self, campaign: Campaign) -> bool:
-        found = await self.session.scalar(
-            self.scoped(Message.id, model=Message)
-            .where(Message.campaign_id == campaign.id, Message.sent_at.is_not(None))
-            .limit(1)
+        sent = Message.sent_at.is_not(None)
+        return await self.exists(
+            self.scoped(Message.id, model=Message).where(Message.campaign_id == campaign.id, sent)
         )
-        return found is not None
 
     async def has_messages(self, campaign: Campaign) -> bool:
-        found = await self.session.scalar(
-            self.scoped(Message.id, model=Message).where(Message.campaign_id == campaign.id).limit(1)
+        return await self.exists(
+            self.scoped(Message.id, model=Message).where(Message.campaign_id == campaign.id)
         )
-        return found is not None
 
     async def unsent_initial_messages(self, campaign: Campaign) -> list[Message]:
         rows = await self.session.scalars(

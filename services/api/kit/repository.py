@@ -96,6 +96,10 @@ class WorkspaceRepository(Generic[Owned]):
         )
         return list(rows), total or 0
 
+    async def exists(self, statement: Select[Any]) -> bool:
+        """Whether `statement` (built from `scoped()`) finds a row."""
+        return await self.session.scalar(statement.limit(1)) is not None
+
     async def add(self, row: Owned) -> Owned:
         """Insert `row` into the workspace and read back what the database filled in."""
         row.workspace_id = self.workspace_id

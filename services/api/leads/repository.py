@@ -37,12 +37,10 @@ class LeadRepository(WorkspaceRepository[Lead]):
         return rows.first()
 
     async def has_unfinished_mail(self, lead: Lead) -> bool:
-        found = await self.session.scalar(
-            self.scoped(Message.id, model=Message)
-            .where(Message.lead_id == lead.id, Message.status.in_(UNFINISHED))
-            .limit(1)
+        unfinished = Message.status.in_(UNFINISHED)
+        return await self.exists(
+            self.scoped(Message.id, model=Message).where(Message.lead_id == lead.id, unfinished)
         )
-        return found is not None
 
     async def candidates_by_ids(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, Candidate]:
         rows = await self.session.execute(self._candidates().where(Lead.id.in_(ids)))
