@@ -11,7 +11,10 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.planning.window import DEFAULT_WINDOW
 from shared.render import DEFAULT_LIMITS
+
+_DEFAULT_WINDOW = DEFAULT_WINDOW.to_dict()  # the defaults of MAILDASH_WINDOW_*
 
 # Development-only values. Anything listed here is refused when MAILDASH_ENV=production.
 DEV_SECRETS = {
@@ -63,11 +66,11 @@ class Settings(BaseSettings):
     cors_origins: list[str] = []
 
     # Sending rules (SPEC §2.2, §2.3, §2.5 defaults)
-    window_timezone: str = "Europe/Amsterdam"
-    window_days: list[int] = [0, 1, 2, 3, 4]
-    window_start: str = Field("08:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
-    window_end: str = Field("17:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
-    window_holidays: str | None = "NL"
+    window_timezone: str = _DEFAULT_WINDOW["timezone"]
+    window_days: list[int] = _DEFAULT_WINDOW["days"]
+    window_start: str = Field(_DEFAULT_WINDOW["start"], pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    window_end: str = Field(_DEFAULT_WINDOW["end"], pattern=r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
+    window_holidays: str | None = _DEFAULT_WINDOW["holidays"]
     min_interval_seconds: int = Field(1200, ge=0, le=86400)
     send_grace_seconds: int | None = Field(None, ge=0)
     retry_backoff_seconds: list[int] = [300, 600]

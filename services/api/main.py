@@ -1,4 +1,4 @@
-"""Composition root of the api service."""
+"""Composition root of the api service: one router per resource, the shared gate, envelope and health."""
 
 from __future__ import annotations
 
@@ -8,11 +8,16 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from services.api.auth import Passwords
-from services.api.envelope import install_error_handlers
-from services.api.gate import Gate
-from services.api.routes import accounts, campaigns, editing, imports, resources, suppressions
-from services.api.service import Accounts
+from services.api.accounts import routes as accounts
+from services.api.accounts.passwords import Passwords
+from services.api.accounts.service import Accounts
+from services.api.campaigns import routes as campaigns
+from services.api.domains import routes as domains
+from services.api.kit.envelope import install_error_handlers
+from services.api.kit.gate import Gate
+from services.api.leads import routes as leads
+from services.api.suppressions import routes as suppressions
+from services.api.templates import routes as templates
 from shared.observability import RequestIds, health_routes
 from shared.render_pool import RenderPool
 from shared.runtime import Runtime
@@ -42,14 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
-    for router in (
-        accounts.router,
-        resources.router,
-        imports.router,
-        editing.router,
-        suppressions.router,
-        campaigns.router,
-    ):
-        app.include_router(router, prefix="/api/v1")
+    for resource in (accounts, domains, leads, templates, suppressions, campaigns):
+        app.include_router(resource.router, prefix="/api/v1")
     app.router.routes.extend(health_routes(runtime.readiness_checks(), optional=frozenset({"broker"})))
     return app

@@ -76,7 +76,11 @@ def _day_grid(window: Window, day: date, interval_seconds: int) -> _DayGrid:
 
 @dataclass(frozen=True)
 class Window:
-    """Open days and hours in local wall-clock time. `end` 24:00 is `time(0)` with `ends_at_midnight`."""
+    """Open days and hours in local wall-clock time. `end` 24:00 is `time(0)` with `ends_at_midnight`.
+
+    Its defaults are the default sending window (Mon–Fri 08:00–17:00 Europe/Amsterdam, Dutch holidays
+    skipped), stated here only: the settings (MAILDASH_WINDOW_*) and the api's wizard read `DEFAULT_WINDOW`.
+    """
 
     timezone: str = "Europe/Amsterdam"
     days: frozenset[int] = field(default_factory=lambda: frozenset({0, 1, 2, 3, 4}))
@@ -104,6 +108,16 @@ class Window:
             holidays=data["holidays"],
             ends_at_midnight=end == "24:00",
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored form that `from_dict` reads."""
+        return {
+            "timezone": self.timezone,
+            "days": sorted(self.days),
+            "start": self.start.strftime("%H:%M"),
+            "end": "24:00" if self.ends_at_midnight else self.end.strftime("%H:%M"),
+            "holidays": self.holidays,
+        }
 
     @property
     def zone(self) -> ZoneInfo:
@@ -163,3 +177,6 @@ class Window:
         while True:
             yield day
             day += timedelta(days=1)
+
+
+DEFAULT_WINDOW = Window()

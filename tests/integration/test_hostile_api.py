@@ -39,7 +39,7 @@ LIMITS = {
     "import_max_rows": 5000,
     "start_horizon_days": 30,
 }
-MULTIPART_ENVELOPE = 64 * 1024  # what the api allows an upload beyond its file (services/api/gate.py)
+MULTIPART_ENVELOPE = 64 * 1024  # what the api allows an upload beyond its file (services/api/kit/gate.py)
 TABLES = (
     "workspaces",
     "users",

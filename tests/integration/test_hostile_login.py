@@ -13,8 +13,8 @@ import asyncpg
 import httpx
 import pytest
 
+from services.api.accounts.service import EXPIRED_FAILURES_PER_ATTEMPT
 from services.api.main import create_app as create_api
-from services.api.service import EXPIRED_FAILURES_PER_ATTEMPT
 from shared.db import asyncpg_dsn
 from shared.settings import Settings
 from tests.support.api import ApiClient

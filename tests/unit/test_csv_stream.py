@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.api.csv_stream import CsvStream
+from services.api.kit.csv_stream import CsvStream
 
 
 def whole_file(data: bytes) -> list[tuple[int, list[str]]]:

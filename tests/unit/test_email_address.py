@@ -8,7 +8,7 @@ from email_validator import EmailNotValidError, validate_email
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from services.api.schemas import email_address
+from services.api.kit.schemas import email_address
 
 LOCAL = st.text(
     alphabet=string.ascii_letters + string.digits + ".!#$%&'*+/=?^_`{|}~-\"(),:;<>[]\\ é", max_size=70

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from typing import Any
 
-from services.api.envelope import conflict
-from services.api.repository import Repository
+from services.api.campaigns.repository import CampaignRepository, MessageRepository
+from services.api.campaigns.service import campaign_out, message_out
+from services.api.kit.envelope import conflict
 from shared import message_states
 from shared.clock import utcnow
-from shared.db import message_store
-from shared.db.message_store import on_session
-from shared.db.models import Campaign, CampaignStatus, Message, MessageStatus
+from shared.db.models import CampaignStatus, MessageStatus
 from shared.events import CampaignPaused, CampaignResumed, CampaignStarted, CampaignStopped, Event
 from shared.lifecycle import InvalidTransition, Requested, transition
-from shared.messaging import enqueue
 
 EVENTS: dict[Requested, type[Event]] = {
     "start": CampaignStarted,
@@ -23,36 +21,33 @@ EVENTS: dict[Requested, type[Event]] = {
 }
 
 
-async def change(repo: Repository, campaign: Campaign, action: Requested) -> Campaign:
+async def change(repo: CampaignRepository, raw_id: str, action: Requested) -> dict[str, Any]:
     """Apply `action` or answer 409 changing nothing.
 
     The campaign row is locked first: a sender's claim holds it in share mode, so `pause` and `stop` return
     only once no claim can still see the campaign active, and none can start after."""
-    await repo.session.refresh(campaign, with_for_update=True)
-    anything_sent = await repo.session.scalar(
-        select(Message.id).where(Message.campaign_id == campaign.id, Message.sent_at.is_not(None)).limit(1)
-    )
+    campaign = await repo.reload(await repo.require(raw_id), lock=True)
     try:
-        campaign.status = transition(CampaignStatus(campaign.status), action, anything_sent is not None)
+        status = transition(CampaignStatus(campaign.status), action, await repo.anything_sent(campaign))
     except InvalidTransition as error:
         raise conflict(str(error)) from error
+    campaign = await repo.change(campaign, {"status": status})
     if action == "stop":
-        await message_store.cancel_campaign(on_session(repo.session), campaign.id)
-    await enqueue(repo.session, EVENTS[action](workspace_id=repo.workspace_id, campaign_id=campaign.id))
-    await repo.session.flush()
-    return campaign
+        await repo.cancel_unsent(campaign)
+    await repo.announce(EVENTS[action](workspace_id=repo.workspace_id, campaign_id=campaign.id))
+    return campaign_out(await repo.reload(campaign))
 
 
-async def resend(repo: Repository, message: Message) -> Message:
+async def resend(repo: MessageRepository, raw_id: str) -> dict[str, Any]:
     """Plan a `failed` message again, like a retry: the scheduler gives it the next free slot from now. A
     completed campaign runs again."""
+    message = await repo.require(raw_id)
     try:
         message_states.transition(MessageStatus(message.status), "resend")
     except message_states.InvalidMessageTransition as error:
         raise conflict(f"only a failed message can be resent; this one is {message.status}") from error
-    campaign = await repo.session.get_one(Campaign, message.campaign_id, with_for_update=True)
+    campaign = await repo.campaign_for_update(message)
     if campaign.status == CampaignStatus.STOPPED:
         raise conflict("the campaign is stopped")
-    await message_store.resend(on_session(repo.session), message.id, utcnow())
-    await repo.session.refresh(message)
-    return message
+    message = await repo.resend(message, utcnow())
+    return message_out(message, await repo.lead_email(message))

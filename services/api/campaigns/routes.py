@@ -1,23 +1,20 @@
+"""Campaigns: the wizard, dry-runs, list and detail, the lifecycle, and their messages (list, resend)."""
+
 from __future__ import annotations
 
 from typing import Annotated, Any, get_args
 
 from fastapi import APIRouter, Query, Request
 
-from services.api import lifecycle, repository, service
-from services.api.auth import CurrentPrincipal
-from services.api.envelope import Envelope, Page
-from services.api.routes.deps import PageNumber, PageSize, Search, page_of, unit_of_work
-from services.api.schemas import (
-    ID_MAX,
-    CampaignDetailOut,
-    CampaignIn,
-    CampaignOut,
-    DryRunOut,
-    MessageOut,
-    Moment,
-)
-from shared.db.models import Campaign, CampaignStatus, Message, MessageStatus
+from services.api.campaigns import dry_run as dry_runs
+from services.api.campaigns import lifecycle, service
+from services.api.campaigns.repository import CampaignRepository, MessageRepository
+from services.api.campaigns.schemas import CampaignDetailOut, CampaignIn, CampaignOut, DryRunOut, MessageOut
+from services.api.kit.auth import CurrentPrincipal
+from services.api.kit.deps import PageNumber, PageSize, Search, page_of, page_out, unit_of_work
+from services.api.kit.envelope import Envelope, Page
+from services.api.kit.schemas import ID_MAX, Moment
+from shared.db.models import Campaign, CampaignStatus, MessageStatus
 from shared.lifecycle import Requested
 
 router = APIRouter(tags=["campaigns"])
@@ -25,26 +22,22 @@ router = APIRouter(tags=["campaigns"])
 
 @router.post("/campaigns", status_code=201, response_model=Envelope[CampaignDetailOut])
 async def create_campaign(request: Request, principal: CurrentPrincipal, body: CampaignIn) -> dict[str, Any]:
-    async with unit_of_work(request, principal) as repo:
-        campaign = await service.create_campaign(repo, body, request.app.state.runtime.settings)
-        await repo.session.flush()
-        await repo.session.refresh(campaign)
-        return {"data": await service.campaign_detail(repo, campaign)}
+    async with unit_of_work(request, principal, CampaignRepository) as repo:
+        return {"data": await service.create(repo, body, request.app.state.runtime.settings)}
 
 
 @router.post("/campaigns/dry-run", response_model=Envelope[DryRunOut])
 async def dry_run(request: Request, principal: CurrentPrincipal, body: CampaignIn) -> dict[str, Any]:
     """Plan the wizard payload as a start now would, writing nothing."""
-    async with unit_of_work(request, principal) as repo:
-        return {"data": await service.dry_run(repo, body, request.app.state.runtime.settings)}
+    async with unit_of_work(request, principal, CampaignRepository) as repo:
+        return {"data": await dry_runs.dry_run(repo, body, request.app.state.runtime.settings)}
 
 
 @router.post("/campaigns/{campaign_id}/dry-run", response_model=Envelope[DryRunOut])
 async def campaign_dry_run(request: Request, principal: CurrentPrincipal, campaign_id: str) -> dict[str, Any]:
     """What a start or resume now would plan, writing nothing."""
-    async with unit_of_work(request, principal) as repo:
-        campaign = service.not_found_unless(await repo.get(Campaign, campaign_id), "campaign")
-        return {"data": await service.campaign_dry_run(repo, campaign)}
+    async with unit_of_work(request, principal, CampaignRepository) as repo:
+        return {"data": await dry_runs.campaign_dry_run(repo, campaign_id)}
 
 
 @router.get("/campaigns", response_model=Envelope[Page[CampaignOut]])
@@ -66,7 +59,9 @@ async def list_campaigns(
         where.append(Campaign.created_at >= created_from)
     if created_to is not None:
         where.append(Campaign.created_at <= created_to)
-    return await page_of(request, principal, Campaign, service.campaign_out, page, page_size, search, *where)
+    return await page_of(
+        request, principal, CampaignRepository, service.campaign_out, page, page_size, search, *where
+    )
 
 
 @router.get("/campaigns/messages", response_model=Envelope[Page[MessageOut]])
@@ -82,31 +77,22 @@ async def list_messages(
     is_followup: bool | None = None,
 ) -> dict[str, Any]:
     ids = {"campaign_id": campaign_id, "lead_id": lead_id}
-    parsed = {name: repository.parse_id(raw) for name, raw in ids.items() if raw is not None}
-    async with unit_of_work(request, principal) as repo:
-        if any(value is None for value in parsed.values()):  # an unknown id matches nothing
-            items: list[dict[str, Any]] = []
-            total = 0
-        else:
-            filters = {**parsed, "status": status, "domain_used": domain, "is_followup": is_followup}
-            items, total = await repository.message_page(repo, page, page_size, filters)
-    return {"data": {"items": items, "total": total, "page": page, "page_size": page_size}}
+    filters = {"status": status, "domain_used": domain, "is_followup": is_followup}
+    async with unit_of_work(request, principal, MessageRepository) as repo:
+        items, total = await service.message_page(repo, page, page_size, ids, filters)
+    return page_out(items, total, page, page_size)
 
 
 @router.post("/campaigns/messages/{message_id}/resend", response_model=Envelope[MessageOut])
 async def resend_message(request: Request, principal: CurrentPrincipal, message_id: str) -> dict[str, Any]:
-    async with unit_of_work(request, principal) as repo:
-        message = service.not_found_unless(await repo.get(Message, message_id), "message")
-        message = await lifecycle.resend(repo, message)
-        email = await repo.lead_email(message.lead_id)
-        return {"data": repository.message_out(message, email)}
+    async with unit_of_work(request, principal, MessageRepository) as repo:
+        return {"data": await lifecycle.resend(repo, message_id)}
 
 
 @router.get("/campaigns/{campaign_id}", response_model=Envelope[CampaignDetailOut])
 async def get_campaign(request: Request, principal: CurrentPrincipal, campaign_id: str) -> dict[str, Any]:
-    async with unit_of_work(request, principal) as repo:
-        campaign = service.not_found_unless(await repo.get(Campaign, campaign_id), "campaign")
-        return {"data": await service.campaign_detail(repo, campaign)}
+    async with unit_of_work(request, principal, CampaignRepository) as repo:
+        return {"data": await service.get(repo, campaign_id)}
 
 
 def add_lifecycle_route(action: Requested) -> None:
@@ -116,11 +102,8 @@ def add_lifecycle_route(action: Requested) -> None:
         name=f"{action}_campaign",
     )
     async def change(request: Request, principal: CurrentPrincipal, campaign_id: str) -> dict[str, Any]:
-        async with unit_of_work(request, principal) as repo:
-            campaign = service.not_found_unless(await repo.get(Campaign, campaign_id), "campaign")
-            campaign = await lifecycle.change(repo, campaign, action)
-            await repo.session.refresh(campaign)
-            return {"data": service.campaign_out(campaign)}
+        async with unit_of_work(request, principal, CampaignRepository) as repo:
+            return {"data": await lifecycle.change(repo, campaign_id, action)}
 
 
 for _action in get_args(Requested):

@@ -10,32 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
-import json
-import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import structlog
-from fastapi import APIRouter, Request
 from pydantic import ValidationError
-from sqlalchemy import text
 
-from services.api.auth import CurrentPrincipal
-from services.api.csv_stream import CsvStream
-from services.api.envelope import ApiError, Envelope, invalid
-from services.api.repository import Repository
-from services.api.routes.deps import unit_of_work
-from services.api.schemas import ImportOut, LeadIn
-from services.api.uploads import file_chunks, upload_doc
-from shared.db.models import LeadStatus
-from shared.settings import Settings
+from services.api.kit.csv_stream import CsvStream
+from services.api.kit.envelope import ApiError, invalid
+from services.api.leads.repository import NAMED, LeadRepository
+from services.api.leads.schemas import LeadIn
 
-router = APIRouter(tags=["leads"])
 log = structlog.get_logger()
 
-NAMED = ("email", "first_name", "last_name", "company", "tags")  # any other column is a custom field
-COPIED = ["id", "workspace_id", "email", "first_name", "last_name", "company", "tags", "fields", "status"]
-SCRATCH = "lead_import"
 BATCH = 5000
 MAX_REPORTED_ERRORS = 1000
 YIELD_EVERY = 200  # rows, about 5 ms of validation
@@ -56,14 +44,13 @@ def _reason(error: ValidationError) -> str:
 
 
 class _Import:
-    def __init__(self, repo: Repository, columns: list[str]) -> None:
+    def __init__(self, repo: LeadRepository, columns: list[str]) -> None:
         self.repo = repo
         self.columns = columns
         self.created = self.updated = self.skipped = 0
         self.errors: list[dict[str, Any]] = []
         self._seen: set[str] = set()
         self._batch: list[tuple[Any, ...]] = []
-        self._scratch = False
 
     def error(self, row: int, reason: str) -> None:
         if len(self.errors) < MAX_REPORTED_ERRORS:
@@ -81,52 +68,17 @@ class _Import:
             self.skipped += 1  # the file named this address before: its first row counts
             return None
         self._seen.add(email)
-        self._batch.append(
-            (
-                uuid.uuid4(),
-                self.repo.workspace_id,
-                lead.email,
-                lead.first_name,
-                lead.last_name,
-                lead.company,
-                lead.tags,
-                json.dumps(lead.fields),
-                LeadStatus.ACTIVE.value,
-            )
-        )
+        self._batch.append(self.repo.import_record(lead))
         if len(self._batch) >= BATCH:
             await self.flush()
         return None
 
     async def flush(self) -> None:
-        """COPY the batch into a scratch table, then upsert it: new leads are inserted, existing ones get
-        only the columns the file has (their custom fields merged)."""
+        """Store the batch: new leads are inserted, existing ones get only the columns the file has (their
+        custom fields merged)."""
         if not self._batch:
             return
-        session = self.repo.session
-        if not self._scratch:
-            scratch = f"CREATE TEMP TABLE {SCRATCH} (LIKE leads INCLUDING DEFAULTS) ON COMMIT DROP"
-            await session.execute(text(scratch))
-            self._scratch = True
-        # asyncpg's COPY, on the connection of the transaction the statement above began.
-        driver = (await (await session.connection()).get_raw_connection()).driver_connection
-        assert driver is not None
-        await driver.copy_records_to_table(SCRATCH, records=self._batch, columns=COPIED)
-        updated = [f"{c} = excluded.{c}" for c in NAMED if c in self.columns and c != "email"]
-        updated += ["fields = leads.fields || excluded.fields", "updated_at = now()"]
-        columns = ", ".join(COPIED)
-        created, total = (
-            await session.execute(
-                text(
-                    f"WITH upserted AS (INSERT INTO leads ({columns}) SELECT {columns} FROM {SCRATCH}"  # noqa: S608
-                    " ON CONFLICT (workspace_id, lower(email)) DO UPDATE SET "
-                    + ", ".join(updated)
-                    + " RETURNING xmax = 0 AS created)"  # xmax 0: the row was inserted, not updated
-                    " SELECT count(*) FILTER (WHERE created), count(*) FROM upserted"
-                )
-            )
-        ).one()
-        await session.execute(text(f"TRUNCATE {SCRATCH}"))
+        created, total = await self.repo.upsert_imported(self._batch, self.columns)
         self.created += created
         self.updated += total - created
         self._batch.clear()
@@ -140,27 +92,26 @@ class _Import:
         }
 
 
-async def _records(request: Request, csv_stream: CsvStream) -> AsyncGenerator[tuple[int, list[str]], None]:
-    async for chunk in file_chunks(request, "file"):
+async def _records(
+    chunks: AsyncIterator[bytes], csv_stream: CsvStream
+) -> AsyncGenerator[tuple[int, list[str]], None]:
+    async for chunk in chunks:
         for record in csv_stream.feed(chunk):
             yield record
     for record in csv_stream.feed(b"", final=True):
         yield record
 
 
-@router.post("/leads/import", response_model=Envelope[ImportOut], openapi_extra=upload_doc("file"))
-async def import_leads(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
-    """CSV in UTF-8 whose first row names the columns: `email` (required), `first_name`, `last_name`,
-    `company`, `tags` (separated by `;`), any other column a custom field. Existing leads (same address) are
-    updated, a repeated address in the file is skipped, and at most 1,000 row errors are listed. The file
-    (multipart part `file`) may have up to MAILDASH_IMPORT_MAX_BYTES and MAILDASH_IMPORT_MAX_ROWS rows."""
-    settings: Settings = request.app.state.runtime.settings
+async def import_csv(
+    chunks: AsyncIterator[bytes],
+    unit_of_work: AbstractAsyncContextManager[LeadRepository],
+    max_rows: int,
+) -> dict[str, Any]:
+    """Read the file from `chunks` and store its leads in the unit of work (committed only when the whole
+    file was read); the counts and the first row errors."""
     csv_stream = CsvStream(MAX_RECORD_CHARS)
     try:
-        async with (
-            contextlib.aclosing(_records(request, csv_stream)) as records,
-            unit_of_work(request, principal) as repo,
-        ):
+        async with contextlib.aclosing(_records(chunks, csv_stream)) as records, unit_of_work as repo:
             try:
                 _, header = await records.__anext__()  # (not anext(records, default): bpo-46092 in 3.11)
             except StopAsyncIteration:
@@ -174,11 +125,11 @@ async def import_leads(request: Request, principal: CurrentPrincipal) -> dict[st
             rows = 0
             async for line, values in records:
                 rows += 1
-                if rows > settings.import_max_rows:
+                if rows > max_rows:
                     raise ApiError(
                         413,
                         "payload_too_large",
-                        f"the file has more than {settings.import_max_rows:,} rows"
+                        f"the file has more than {max_rows:,} rows"
                         " (MAILDASH_IMPORT_MAX_ROWS); split it. Nothing was imported",
                     )
                 if any(v.strip() for v in values):
@@ -195,4 +146,4 @@ async def import_leads(request: Request, principal: CurrentPrincipal) -> dict[st
     except csv.Error as error:
         raise invalid(f"line {csv_stream.line_num} is not CSV ({error}); nothing was imported") from error
     log.info("api.leads.import.done", **{k: v for k, v in job.result().items() if k != "errors"})
-    return {"data": job.result()}
+    return job.result()

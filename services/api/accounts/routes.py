@@ -1,12 +1,15 @@
+"""Logins, the caller, workspaces and users."""
+
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 
-from services.api.auth import CurrentPrincipal, Principal, issue_token
-from services.api.envelope import ApiError, Envelope, invalid
-from services.api.schemas import MeOut, TokenOut, UserOut, UserRef, WorkspaceIn, WorkspaceOut, storable
+from services.api.accounts.schemas import MeOut, TokenOut, UserOut, UserRef, WorkspaceIn, WorkspaceOut
+from services.api.kit.auth import CurrentPrincipal, Principal, issue_token
+from services.api.kit.envelope import ApiError, Envelope, invalid
+from services.api.kit.schemas import storable
 
 router = APIRouter(tags=["auth"])
 

@@ -17,8 +17,8 @@ from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.api.auth import decode_token
-from services.api.envelope import ApiError, error_response
+from services.api.kit.auth import decode_token
+from services.api.kit.envelope import ApiError, error_response
 from shared.settings import Settings
 
 PREFIX = "/api/v1"

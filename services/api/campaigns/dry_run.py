@@ -1,0 +1,99 @@
+"""Dry-runs: what a start now would plan, through the planner and the reservations a start uses, writing
+nothing and locking nothing."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, TypeVar
+
+from services.api.campaigns.repository import CampaignRepository
+from services.api.campaigns.schemas import CampaignIn
+from services.api.campaigns.wizard import check_wizard
+from services.api.domains.repository import DomainRepository
+from services.api.kit.envelope import invalid
+from shared.clock import utcnow
+from shared.db.models import Campaign
+from shared.planning import DomainSchedule, audience, plan_round_robin
+from shared.planning.slots import NoSlotError, Reservation, unplanned_reason
+from shared.planning.summary import summarize
+from shared.planning.window import Window
+from shared.settings import Settings
+
+L = TypeVar("L")
+D = TypeVar("D")
+
+
+@contextlib.contextmanager
+def _fitting() -> Iterator[None]:
+    """A plan that finds no free slot within the planner's horizon answers 422 with the reason."""
+    try:
+        yield
+    except NoSlotError as error:
+        raise invalid(
+            f"the audience does not fit: {error} (the window, the domains' intervals and daily caps)"
+        ) from error
+
+
+def _every_lead_fits(
+    planned: list[tuple[L, D, Reservation | None]], earliest: datetime
+) -> list[tuple[L, D, Reservation]]:
+    """The plan, or NoSlotError when a lead got no slot (a start would fail that lead's message)."""
+    fitting = [(lead, domain, slot) for lead, domain, slot in planned if slot is not None]
+    if len(fitting) < len(planned):
+        raise NoSlotError(unplanned_reason(earliest))
+    return fitting
+
+
+async def dry_run(repo: CampaignRepository, payload: CampaignIn, settings: Settings) -> dict[str, Any]:
+    """What creating this campaign now would plan."""
+    wizard = await check_wizard(repo, payload, settings)
+    earliest = max(utcnow(), wizard.start_at or utcnow())
+    schedules = await repo.schedules(wizard.domains, wizard.window, earliest)
+    with _fitting():
+        planned = _every_lead_fits(
+            plan_round_robin(wizard.audience.lead_ids, [d.id for d in wizard.domains], schedules, earliest),
+            earliest,
+        )
+    names = {d.id: d.domain for d in wizard.domains}
+    return {
+        "audience_count": len(wizard.audience.lead_ids),
+        "excluded": wizard.audience.excluded,
+        **summarize(
+            [(lead, names[d], slot) for lead, d, slot in planned], wizard.window, payload.followup.enabled
+        ),
+    }
+
+
+async def campaign_dry_run(repo: CampaignRepository, raw_id: str) -> dict[str, Any]:
+    """What a start or resume now would plan: the leads not yet sent to, re-planned from max(now, start_at)
+    with the campaign's own unsent reservations left out."""
+    campaign: Campaign = await repo.require(raw_id)
+    window = Window.from_dict(campaign.window)
+    earliest = max(utcnow(), campaign.start_at or utcnow())
+    by_name = await repo.sibling(DomainRepository).named(campaign.domains)
+    domains = [by_name[n] for n in campaign.domains]
+    unsent = await repo.unsent_initial_messages(campaign)
+    if unsent or await repo.has_messages(campaign):
+        held = await repo.held_slots(domains, earliest, excluding=unsent)
+        schedules = {
+            d.id: DomainSchedule(window, d.min_interval_seconds, held[d.id], d.daily_cap) for d in domains
+        }
+        with _fitting():
+            planned = [
+                (m.lead_id, m.domain_used, schedules[m.sending_domain_id].take(max(earliest, m.not_before)))
+                for m in unsent
+            ]
+    else:
+        leads = await repo.audience_of(campaign)
+        schedules = await repo.schedules(domains, window, earliest)
+        names = {d.id: d.domain for d in domains}
+        with _fitting():
+            plan = plan_round_robin(leads, [d.id for d in domains], schedules, earliest)
+            planned = [(lead, names[d], slot) for lead, d, slot in _every_lead_fits(plan, earliest)]
+    return {
+        "audience_count": campaign.audience_count,
+        "excluded": {**dict.fromkeys(audience.EXCLUSION_ORDER, 0), **campaign.audience_excluded},
+        **summarize(planned, window, campaign.followup_enabled),
+    }

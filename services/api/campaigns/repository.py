@@ -1,0 +1,157 @@
+"""All SQL of campaigns and their messages, scoped to the workspace (`WorkspaceRepository`).
+
+Message transitions, the KPI store and slot reservations are shared with the other services
+(`shared/db/message_store.py`, `kpi.py`, `slots.py`); they are called from here only, with rows this
+repository read in the workspace.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import bindparam, func, insert, true
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import UUID as PgUUID
+
+from services.api.kit.repository import WorkspaceRepository
+from shared.db import kpi, message_store
+from shared.db.message_store import on_session
+from shared.db.models import Campaign, CampaignLead, Lead, Message, SendingDomain
+from shared.db.slots import domain_schedules, held_slots
+from shared.events import Event
+from shared.kpis import Counters
+from shared.lifecycle import FINAL
+from shared.message_states import UNSENT
+from shared.messaging import enqueue
+from shared.planning import DomainSchedule, Reservation, Window
+
+
+class CampaignRepository(WorkspaceRepository[Campaign]):
+    model = Campaign
+    noun = "campaign"
+    searched = (Campaign.name,)
+
+    async def using(self, *where: Any) -> list[tuple[str, str]]:
+        """(name, status) of the campaigns matching `where`, unfinished ones first (five at most)."""
+        rows = await self.session.execute(
+            self.scoped(Campaign.name, Campaign.status)
+            .where(*where)
+            .order_by(Campaign.status.in_(FINAL), Campaign.created_at.desc())
+            .limit(5)
+        )
+        return [(r.name, r.status) for r in rows]
+
+    async def add_audience(self, campaign: Campaign, lead_ids: list[uuid.UUID]) -> None:
+        """The campaign's leads in audience order (their position from 0), in one statement."""
+        if not lead_ids:
+            return
+        ids = bindparam("lead_ids", lead_ids, type_=ARRAY(PgUUID(as_uuid=True)))
+        audience = func.unnest(ids).table_valued("lead_id", with_ordinality="n").render_derived()
+        rows = (
+            self.scoped(Campaign.id, audience.c.n - 1, audience.c.lead_id)
+            .join(audience, true())
+            .where(Campaign.id == campaign.id)
+        )
+        await self.session.execute(
+            insert(CampaignLead).from_select(["campaign_id", "position", "lead_id"], rows)
+        )
+
+    async def audience_of(self, campaign: Campaign) -> list[uuid.UUID]:
+        rows = await self.session.scalars(
+            self.scoped(CampaignLead.lead_id)
+            .join(CampaignLead, CampaignLead.campaign_id == Campaign.id)
+            .where(Campaign.id == campaign.id)
+            .order_by(CampaignLead.position)
+        )
+        return list(rows)
+
+    async def anything_sent(self, campaign: Campaign) -> bool:
+        sent = Message.sent_at.is_not(None)
+        return await self.exists(
+            self.scoped(Message.id, model=Message).where(Message.campaign_id == campaign.id, sent)
+        )
+
+    async def has_messages(self, campaign: Campaign) -> bool:
+        return await self.exists(
+            self.scoped(Message.id, model=Message).where(Message.campaign_id == campaign.id)
+        )
+
+    async def unsent_initial_messages(self, campaign: Campaign) -> list[Message]:
+        rows = await self.session.scalars(
+            self.scoped(model=Message)
+            .where(
+                Message.campaign_id == campaign.id,
+                Message.is_followup.is_(False),
+                Message.status.in_(UNSENT),
+            )
+            .order_by(Message.scheduled_at, Message.id)
+        )
+        return list(rows)
+
+    async def kpis(self, campaign: Campaign) -> tuple[Counters, dict[date, dict[str, int]]]:
+        return await kpi.totals(self.session, campaign.id), await kpi.days(self.session, campaign.id)
+
+    async def open_counters(self, campaign: Campaign) -> None:
+        await message_store.open_counters(on_session(self.session), campaign.id)
+
+    async def cancel_unsent(self, campaign: Campaign) -> None:
+        await message_store.cancel_campaign(on_session(self.session), campaign.id)
+
+    async def announce(self, event: Event) -> None:
+        """The event goes out with this transaction (outbox)."""
+        await enqueue(self.session, event)
+
+    async def schedules(
+        self, domains: list[SendingDomain], window: Window, earliest: datetime
+    ) -> dict[uuid.UUID, DomainSchedule]:
+        """What planning on these domains from `earliest` would find free, read without locking."""
+        return await domain_schedules(self.session, domains, window, earliest, lock=False)
+
+    async def held_slots(
+        self, domains: list[SendingDomain], earliest: datetime, excluding: list[Message]
+    ) -> dict[uuid.UUID, list[Reservation]]:
+        """The reservations of these domains but `excluding`, read without locking."""
+        ids = [m.id for m in excluding]
+        return await held_slots(self.session, domains, earliest, excluding=ids, lock=False)
+
+
+class MessageRepository(WorkspaceRepository[Message]):
+    model = Message
+    noun = "message"
+
+    async def page_with_emails(
+        self, page: int, page_size: int, filters: dict[str, Any]
+    ) -> tuple[list[tuple[Message, str]], int]:
+        """Messages with their lead's address, newest slot first; `filters` are exact matches on columns."""
+        where = [getattr(Message, name) == value for name, value in filters.items() if value is not None]
+        total = await self.session.scalar(self.scoped(func.count()).where(*where))
+        rows = await self.session.execute(
+            self.scoped(Message, Lead.email)
+            .join(Lead, (Lead.id == Message.lead_id) & self.owns(Lead))
+            .where(*where)
+            .order_by(Message.scheduled_at.desc(), Message.id)
+            .offset((page - 1) * page_size)
+            .limit(page_size)
+        )
+        return [(message, email) for message, email in rows], total or 0
+
+    async def lead_email(self, message: Message) -> str:
+        return str(
+            await self.session.scalar(self.scoped(Lead.email, model=Lead).where(Lead.id == message.lead_id))
+        )
+
+    async def campaign_for_update(self, message: Message) -> Campaign:
+        """The message's campaign, locked until the transaction ends."""
+        campaign: Campaign = (
+            await self.session.scalars(
+                self.scoped(model=Campaign).where(Campaign.id == message.campaign_id).with_for_update(),
+                execution_options={"populate_existing": True},
+            )
+        ).one()
+        return campaign
+
+    async def resend(self, message: Message, now: datetime) -> Message:
+        await message_store.resend(on_session(self.session), message.id, now)
+        return await self.reload(message)

@@ -1,0 +1,192 @@
+"""Bodies of the campaign routes: the wizard, the detail with its KPIs, dry-runs and messages."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from services.api.kit.schemas import DomainName, Id, Moment, Strict, Tag
+from shared.planning.window import DEFAULT_WINDOW, is_known_country, is_known_timezone
+
+MAX_STATIC_AUDIENCE = 200_000  # lead ids in one wizard payload; a larger audience is chosen by tags
+HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
+DEFAULT = DEFAULT_WINDOW.to_dict()  # stored form: what a field left out of `WindowIn` takes
+
+
+class WindowIn(Strict):
+    timezone: str = Field(DEFAULT["timezone"], max_length=64)
+    days: list[Annotated[int, Field(ge=0, le=6)]] = Field(
+        default_factory=lambda: list(DEFAULT["days"]), min_length=1, max_length=7
+    )  # 0 is Monday, 6 Sunday
+    start: str = Field(DEFAULT["start"], max_length=5)
+    end: str = Field(DEFAULT["end"], max_length=5)
+    holidays: str | None = Field(DEFAULT["holidays"], max_length=8)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        if not is_known_timezone(value):
+            raise ValueError(f"unknown timezone {value!r}")
+        return value
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, value: list[int]) -> list[int]:
+        return sorted(set(value))
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        if not HHMM.match(value):
+            raise ValueError("times are HH:MM (end may be 24:00)")
+        return value
+
+    @field_validator("holidays")
+    @classmethod
+    def _holidays(cls, value: str | None) -> str | None:
+        if value is not None and not is_known_country(value):
+            raise ValueError(f"unknown holiday calendar {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _order(self) -> WindowIn:
+        if self.start == "24:00" or (self.end != "24:00" and self.end <= self.start):
+            raise ValueError("window start must be before its end")
+        return self
+
+
+class AudienceIn(Strict):
+    mode: Literal["static", "tags"] = "static"
+    lead_ids: list[Id] = Field(default_factory=list, max_length=MAX_STATIC_AUDIENCE)
+    tags: list[Tag] = Field(default_factory=list, max_length=100)
+    exclude_suppressed: bool = True
+    exclude_recent_days: int | None = Field(None, ge=0, le=3650)
+    one_per_domain: bool = False
+
+
+class ScheduleIn(Strict):
+    start_mode: Literal["now", "at", "draft"] = "now"
+    start_at: Moment | None = None
+    window: WindowIn = Field(default_factory=WindowIn)
+
+    @model_validator(mode="after")
+    def _start_at(self) -> ScheduleIn:
+        if self.start_mode == "at" and self.start_at is None:
+            raise ValueError("start_at is required when start_mode is 'at'")
+        return self
+
+
+class FollowupIn(Strict):
+    enabled: bool = False
+    days: int = Field(3, ge=1, le=30)
+    attach_report: bool = False
+
+
+class TrackingIn(Strict):
+    opens: bool = True
+    clicks: bool = False
+
+
+class CampaignIn(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    template_id: Id
+    audience: AudienceIn
+    schedule: ScheduleIn = Field(default_factory=ScheduleIn)
+    domains: list[DomainName] = Field(min_length=1, max_length=500)
+    followup: FollowupIn = Field(default_factory=FollowupIn)
+    tracking: TrackingIn = Field(default_factory=TrackingIn)
+
+
+class KpisOut(BaseModel):
+    total_planned: int
+    total_cancelled: int
+    total_sent: int
+    total_opened: int
+    total_opened_human: int
+    open_rate: float
+    open_rate_human: float
+    total_bounced: int
+    bounce_rate: float
+    total_failed: int
+    total_unsubscribed: int
+    avg_tempo_per_hour: float
+
+
+class TimelinePoint(BaseModel):
+    date: date
+    planned: int
+    sent: int
+    opened: int
+    bounced: int
+
+
+class CampaignOut(BaseModel):
+    id: str
+    name: str
+    status: str
+    template_id: str
+    followup_enabled: bool
+    followup_days: int
+    followup_attach_report: bool
+    start_at: datetime | None
+    window: dict[str, Any]
+    domains: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+class CampaignDetailOut(CampaignOut):
+    audience_count: int
+    domains_used: list[str]
+    kpis: KpisOut
+    timeline: list[TimelinePoint]
+
+
+class MessageOut(BaseModel):
+    id: str
+    campaign_id: str
+    lead_id: str
+    lead_email: str
+    domain_used: str
+    scheduled_at: datetime
+    sent_at: datetime | None
+    status: str
+    is_followup: bool
+    parent_message_id: str | None
+    retry_count: int
+    last_error: str | None
+    opened_at: datetime | None
+
+
+class Excluded(BaseModel):
+    unsubscribed: int
+    bounced: int
+    suppressed: int
+    recent: int
+    duplicate_domain: int
+
+
+class DaySlots(BaseModel):
+    date: date
+    count: int
+
+
+class PlannedSlot(BaseModel):
+    lead_id: str
+    domain: str
+    scheduled_at: datetime
+
+
+class DryRunOut(BaseModel):
+    audience_count: int
+    excluded: Excluded
+    total_messages: int
+    first_send_at: datetime | None
+    last_send_at: datetime | None
+    per_domain: dict[str, int]
+    per_day: list[DaySlots]
+    slots: list[PlannedSlot]
+    followups_expected: int

@@ -1,0 +1,114 @@
+"""Bodies of the sending-domain routes."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import re
+from datetime import datetime
+from typing import Annotated, Literal
+
+from email_validator import validate_email
+from pydantic import AfterValidator, BaseModel, Field, field_validator
+
+from services.api.kit.schemas import INT4_MAX, Email, Patch, Strict, domain_name
+from shared.headers import UNSAFE_IN_HEADER
+
+HOST_NAME = re.compile(
+    r"(?=.{1,253}\Z)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\.?\Z", re.I
+)
+
+
+def sender_address(value: str) -> str:
+    """A From address goes into the header and the envelope as it is: ASCII, its domain in IDNA (xn--) form
+    (we do not speak SMTPUTF8)."""
+    ascii_form = validate_email(value, check_deliverability=False).ascii_email
+    if ascii_form is None:
+        raise ValueError("a sender address needs an ASCII local part")
+    return str(ascii_form)
+
+
+def header_safe(value: str) -> str:
+    """A tenant's text that goes into a header as it is: refused, not cleaned, when it could break one."""
+    if UNSAFE_IN_HEADER.search(value):
+        raise ValueError("may not contain line breaks or control characters")
+    return value
+
+
+def smtp_host(value: str) -> str:
+    """A host name or an IP address without a zone: nothing a resolver or SMTP could read as more."""
+    with contextlib.suppress(ValueError):
+        if "%" not in value and ipaddress.ip_address(value):
+            return value
+    if not HOST_NAME.match(value):
+        raise ValueError("not a host name or IP address")
+    return value
+
+
+SenderEmail = Annotated[Email, AfterValidator(sender_address)]
+DisplayName = Annotated[str, AfterValidator(header_safe)]
+SmtpHost = Annotated[str, AfterValidator(smtp_host)]
+
+
+class SmtpIn(Strict):
+    host: SmtpHost = Field(min_length=1, max_length=253)
+    port: int = Field(ge=1, le=65535)
+    username: str | None = Field(None, max_length=320)
+    password: str | None = Field(None, max_length=1024)
+    security: Literal["none", "starttls", "tls"] = "starttls"
+
+
+class DomainIn(Strict):
+    domain: str = Field(max_length=253)
+    from_email: SenderEmail
+    from_name: DisplayName = Field("", max_length=200)
+    smtp: SmtpIn
+    min_interval_seconds: int | None = Field(None, ge=0, le=86400)
+    daily_cap: int | None = Field(None, ge=1, le=INT4_MAX)
+    active: bool = True
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        return domain_name(value)
+
+
+class SmtpPatch(Patch):
+    NULLABLE = frozenset({"username", "password"})
+    host: SmtpHost | None = Field(None, min_length=1, max_length=253)
+    port: int | None = Field(None, ge=1, le=65535)
+    username: str | None = Field(None, max_length=320)
+    password: str | None = Field(None, max_length=1024)
+    security: Literal["none", "starttls", "tls"] | None = None
+
+
+class DomainPatch(Patch):
+    """The domain name itself cannot change: campaigns name their domains by it."""
+
+    NULLABLE = frozenset({"daily_cap"})
+    from_email: SenderEmail | None = None
+    from_name: DisplayName | None = Field(None, max_length=200)
+    smtp: SmtpPatch | None = None
+    min_interval_seconds: int | None = Field(None, ge=0, le=86400)
+    daily_cap: int | None = Field(None, ge=1, le=INT4_MAX)
+    active: bool | None = None
+
+
+class SmtpOut(BaseModel):
+    host: str
+    port: int
+    username: str | None
+    security: str
+    has_password: bool
+
+
+class DomainOut(BaseModel):
+    id: str
+    domain: str
+    from_email: str
+    from_name: str
+    smtp: SmtpOut
+    min_interval_seconds: int
+    daily_cap: int | None
+    active: bool
+    created_at: datetime
