@@ -61,7 +61,8 @@ def test_the_signature_covers_the_headers_receivers_require_with_relaxed_canonic
     tags = dict(tag.split("=", 1) for tag in signature.split(";") if "=" in tag)
 
     assert tags["c"] == "relaxed/relaxed"
-    assert tags["d"] == "out.example" and tags["s"] == "md2026"
+    assert tags["d"] == "out.example"
+    assert tags["s"] == "md2026"
     assert [h.lower() for h in tags["h"].split(":")] == [h.decode().lower() for h in ours.SIGNED_HEADERS]
 
 
@@ -91,4 +92,5 @@ def test_the_records_publish_an_rsa_2048_key_and_an_ed25519_key_under_their_own_
     assert rsa_record.name == "md2026._domainkey.out.example"
     assert rsa_record.value.startswith("v=DKIM1; k=rsa; p=MIIBIjAN")  # the DER header of a 2048-bit key
     assert ed_record.name == "md2026e._domainkey.out.example"
-    assert ed_record.value.startswith("v=DKIM1; k=ed25519; p=") and len(ed_record.value.split("p=")[1]) == 44
+    assert ed_record.value.startswith("v=DKIM1; k=ed25519; p=")
+    assert len(ed_record.value.split("p=")[1]) == 44
