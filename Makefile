@@ -20,11 +20,15 @@ help:
 
 setup: .venv/.synced
 
-# nginx runs the gateway test (deploy/nginx.conf), wrk the tracker benchmark; from Debian's packages where we may.
+# nginx runs the gateway test (deploy/nginx.conf), dnsmasq the DNS the DKIM and domain check tests publish
+# records in, wrk the tracker benchmark; from Debian's packages where we may.
 system-packages:
 	@command -v nginx >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light) >/dev/null 2>&1; } \
 		|| echo "note: nginx not installed; the gateway test will be skipped"
+	@PATH="$$PATH:/usr/sbin" command -v dnsmasq >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsmasq-base) >/dev/null 2>&1; } \
+		|| echo "note: dnsmasq not installed; the DKIM and DNS check tests will be skipped"
 
 # Dovecot (IMAP and LMTP) is the mail server of the mailbox reader's tests, from Debian's packages where we may.
 mail-packages:

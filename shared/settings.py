@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     sending_lease_seconds: int = Field(300, ge=10)
     dispatch_batch_size: int = Field(500, ge=1)
     poll_seconds: float = Field(5.0, gt=0)
+    # The resolver for DKIM records and the domain checks, "host" or "host:port"; the system's when unset.
+    dns_server: str | None = None
+    dns_timeout_seconds: float = Field(5.0, gt=0)
 
     # Inbound mail at the tracker (`/inbound/*`): what one mail may be, and the processes that read it
     inbound_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)  # 413 beyond

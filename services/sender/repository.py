@@ -84,6 +84,9 @@ class Claim:
     smtp_password_encrypted: str | None
     smtp_security: str
     min_interval_seconds: int
+    dkim_selector: str | None
+    dkim_rsa_private_encrypted: str | None
+    dkim_ed25519_private_encrypted: str | None
 
     @property
     def may_receive(self) -> bool:

@@ -21,7 +21,7 @@ from services.sender import repository as repo
 from services.sender.outcome import Kind, Outcome
 from services.sender.repository import Claim
 from services.sender.smtp import Account, SmtpPool, SmtpTransaction
-from shared import crypto, tokens
+from shared import crypto, dkim, tokens
 from shared.clock import Clock
 from shared.db import TRANSIENT as DATABASE_AWAY
 from shared.db import message_store
@@ -207,7 +207,11 @@ class Sender:
                 letter = dataclasses.replace(letter, attachment=report)
                 notes["report"] = "attached" if report else "none: the lead has no report"
         try:
-            return Draft(await self._templates.build(letter, self._clock()), None, notes)
+            wire = await self._templates.build(letter, self._clock())
+            if (keys := self._dkim_keys(message)) is not None:
+                # Last, after every header is in place; off the event loop (RSA signing takes a millisecond).
+                wire = await asyncio.to_thread(dkim.sign, wire, message.domain, keys)
+            return Draft(wire, None, notes)
         except TRANSIENT:
             raise
         except RenderError as error:
@@ -250,6 +254,16 @@ class Sender:
             message.smtp_username,
             crypto.decrypt(self._settings.encryption_key, password) if password else None,
             message.smtp_security,
+        )
+
+    def _dkim_keys(self, message: Claim) -> dkim.DkimKeys | None:
+        if message.dkim_selector is None or message.dkim_rsa_private_encrypted is None:
+            return None
+        key, ed25519 = self._settings.encryption_key, message.dkim_ed25519_private_encrypted
+        return dkim.DkimKeys(
+            message.dkim_selector,
+            crypto.decrypt(key, message.dkim_rsa_private_encrypted),
+            crypto.decrypt(key, ed25519) if ed25519 else None,
         )
 
     def _letter(self, message: Claim) -> Letter:

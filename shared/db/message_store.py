@@ -172,7 +172,8 @@ SELECT m.id, m.workspace_id, m.campaign_id, m.lead_id, m.sending_domain_id, m.do
   c.window, c.track_opens, c.track_clicks, c.followup_attach_report,
   t.subject, t.body_html, t.body_text, t.followup_subject, t.followup_body_html,
   d.domain, d.from_email, d.from_name, d.smtp_host, d.smtp_port, d.smtp_username, d.smtp_password_encrypted,
-  d.smtp_security, d.min_interval_seconds
+  d.smtp_security, d.min_interval_seconds, d.dkim_selector, d.dkim_rsa_private_encrypted,
+  d.dkim_ed25519_private_encrypted
 FROM message AS m
 CROSS JOIN campaign AS c
 JOIN leads AS l ON l.id = m.lead_id

@@ -111,6 +111,9 @@ class SendingDomain(Base):
         UniqueConstraint("workspace_id", "domain"),
         CheckConstraint("min_interval_seconds BETWEEN 0 AND 86400", name="min_interval_range"),
         CheckConstraint("smtp_security IN ('none', 'starttls', 'tls')", name="smtp_security_valid"),
+        CheckConstraint(
+            "(dkim_selector IS NULL) = (dkim_rsa_private_encrypted IS NULL)", name="dkim_keys_complete"
+        ),
     )
     id: Mapped[uuid.UUID] = _id()
     workspace_id: Mapped[uuid.UUID] = _workspace()
@@ -127,6 +130,10 @@ class SendingDomain(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     # When a sender last began an SMTP transaction for this domain: the sender's own throttle guard.
     last_send_at: Mapped[datetime | None]
+    # DKIM (`shared.dkim`): the selector and private keys, encrypted like the SMTP password (none: unsigned).
+    dkim_selector: Mapped[str | None] = mapped_column(Text)
+    dkim_rsa_private_encrypted: Mapped[str | None] = mapped_column(Text)
+    dkim_ed25519_private_encrypted: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 
