@@ -114,7 +114,6 @@ class Settings(BaseSettings):
     inbox_timeout_seconds: float = Field(30.0, gt=0)  # one IMAP command
     inbox_batch: int = Field(100, ge=1)  # UIDs asked about in one FETCH
     inbox_lookback_days: int = Field(14, ge=0)  # a new folder is read from mail this many days old
-    inbox_max_failures: int = Field(5, ge=1)  # failures in a row before the account shows `failing`
     inbox_backoff_seconds: list[float] = [2, 10, 30, 120, 600]  # after the 1st, 2nd, … failure in a row
     inbox_max_accounts: int = Field(500, ge=1)  # accounts one reader process holds at most
     imap_ca_file: str | None = None  # CA bundle for IMAP servers' certificates; the system's when unset

@@ -34,7 +34,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID, ExcludeConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # The statuses live in pure code; importing them from here still works for the routes.
 from shared.message_states import SLOT_HOLDING
@@ -134,6 +134,9 @@ class SendingDomain(Base):
     dkim_selector: Mapped[str | None] = mapped_column(Text)
     dkim_rsa_private_encrypted: Mapped[str | None] = mapped_column(Text)
     dkim_ed25519_private_encrypted: Mapped[str | None] = mapped_column(Text)
+    dkim_records: Mapped[list[dict[str, str]] | None] = mapped_column(JSONB)  # [{name, value}] to publish
+    # Its IMAP mailbox: the api reads it joined, under the workspace filter; never loaded by accident.
+    mailbox: Mapped[MailboxAccount | None] = relationship(lazy="raise", viewonly=True)
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 

@@ -208,6 +208,43 @@ async def test_domains_change_and_delete_unless_a_campaign_uses_them(api: ApiCli
     assert (await api.http.get(f"/domains/{unused['id']}")).status_code == 404
 
 
+async def test_a_domains_mailbox_is_set_kept_without_its_password_shown_without_it_and_removed(
+    api: ApiClient,
+) -> None:
+    imap = {"host": "127.0.0.1", "port": 10993, "security": "tls", "username": "sales@box.example"}
+    refused = await api.http.post("/domains", json={**_domain(unique("nopass")), "imap": imap})
+    # A new mailbox needs its password.
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["fields"][0]["loc"] == ["body", "imap", "password"]
+    domain = await api.domain(f"{unique('box')}.example", 1025, imap={**imap, "password": "s3cret"})
+    assert domain["imap"] == {
+        **imap, "has_password": True, "folders": ["INBOX"], "reports_folder": None,
+        "active": True, "state": "ok", "failures": 0, "last_error": None, "last_error_at": None,
+        "last_success_at": None, "idle_supported": None,
+    }  # fmt: skip
+    moved = {**imap, "folders": ["INBOX", "Junk"], "reports_folder": "Reports"}
+    changed = await api.http.patch(f"/domains/{domain['id']}", json={"imap": moved})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["data"]["imap"]["folders"] == ["INBOX", "Junk"]
+    assert changed.json()["data"]["imap"]["has_password"] is True  # the stored one kept
+    for folder in ("In*box", "Ünbox", 'a"b', ""):
+        bad = await api.http.patch(f"/domains/{domain['id']}", json={"imap": {**imap, "folders": [folder]}})
+        assert bad.status_code == 422, folder
+    removed = await api.http.patch(f"/domains/{domain['id']}", json={"imap": None})
+    assert removed.json()["data"]["imap"] is None
+    assert (await api.get(f"/domains/{domain['id']}"))["imap"] is None
+    untested = await api.http.post(f"/domains/{domain['id']}/imap/test")
+    assert untested.status_code == 404
+
+
+def _domain(name: str) -> dict[str, Any]:
+    return {
+        "domain": f"{name}.example",
+        "from_email": f"sales@{name}.example",
+        "smtp": {"host": "127.0.0.1", "port": 1025, "security": "none"},
+    }
+
+
 async def test_leads_change_refuse_a_taken_address_and_delete(api: ApiClient) -> None:
     lead = await api.lead(f"{unique('a')}@lead.example", first_name="Jan")
     taken = await api.lead(f"{unique('b')}@lead.example")

@@ -226,11 +226,25 @@ async def walk_every_route(superuser: ApiClient, url: str, settings: Settings) -
         await api.login(admin_email, "correct horse")
         await api.get("/auth/me")
         domain = await api.domain(f"walk-{suffix}.example", 1025)
-        spare = await api.domain(f"spare-{suffix}.example", 1025)
+        mailbox = {"host": "127.0.0.1", "port": 1, "security": "none", "username": "walk"}
+        spare = await api.domain(f"spare-{suffix}.example", 1025, imap={**mailbox, "password": "secret"})
         assert (await api.http.post("/domains", json={**_domain_body(domain)})).status_code == 409
         await api.get("/domains?search=walk")
         await api.get(f"/domains/{domain['id']}")
         assert (await api.http.patch(f"/domains/{spare['id']}", json={"daily_cap": 10})).status_code == 200
+        # A mailbox replaced (the stored password kept), tested (nothing listens there), and removed.
+        replaced = await api.http.patch(f"/domains/{spare['id']}", json={"imap": {**mailbox, "port": 2}})
+        assert replaced.status_code == 200, replaced.text
+        tested = await api.http.post(f"/domains/{spare['id']}/imap/test")
+        assert tested.json()["data"]["ok"] is False, tested.text
+        assert (await api.http.patch(f"/domains/{spare['id']}", json={"imap": None})).status_code == 200
+        assert (
+            await api.http.post(f"/domains/{domain['id']}/dkim", json={"ed25519": True})
+        ).status_code == 200
+        assert (await api.http.get(f"/domains/{domain['id']}/checks")).status_code in (
+            200,
+            503,
+        )  # DNS or none
         lead = await api.lead(f"jan-{suffix}@client.example", tags=["walk"])
         other = await api.lead(f"piet-{suffix}@client.example", tags=["walk"])
         assert (await api.http.post("/leads", json={"email": lead["email"]})).status_code == 409

@@ -19,7 +19,6 @@ import pytest
 from sqlalchemy import text
 
 from shared.db import asyncpg_dsn, create_engine, session_factory
-from shared.db.mailboxes import ImapAccount, account_of, save_account
 from shared.settings import Settings
 from tests.support import hostile_mail, mailbox_mail
 from tests.support.api import ALWAYS_OPEN
@@ -94,19 +93,18 @@ async def sent_campaign(
     domain = campaign["domains"][0]
     mailbox = f"sales@{domain}"
     imap_server.add_user(mailbox, PASSWORD)
+    [domain_row] = (await pipeline.api.get(f"/domains?search={domain}"))["items"]
+    imap = {"host": "127.0.0.1", "port": imap_server.port, "security": "none", "username": mailbox}
+    changed = await pipeline.api.http.patch(
+        f"/domains/{domain_row['id']}", json={"imap": {**imap, "password": PASSWORD, **account}}
+    )
+    assert changed.status_code == 200, changed.text
     engine = create_engine(settings.database_url, pool_size=1)
     try:
-        async with session_factory(engine)() as session, session.begin():
-            domain_id, workspace_id = (
-                await session.execute(
-                    text("SELECT id, workspace_id FROM sending_domains WHERE domain = :d"), {"d": domain}
-                )
-            ).one()
-            imap = ImapAccount(
-                host="127.0.0.1", port=imap_server.port, security="none", username=mailbox, password=PASSWORD,
-                **account,
-            )  # fmt: skip
-            account_id = await save_account(session, settings, workspace_id, domain_id, imap)
+        async with session_factory(engine)() as session:
+            account_id = await session.scalar(
+                text("SELECT id FROM mailbox_accounts WHERE sending_domain_id = :d"), {"d": domain_row["id"]}
+            )
     finally:
         await engine.dispose()
     return Sent(campaign["id"], domain, mailbox, account_id, emails, mails)
@@ -181,20 +179,23 @@ async def test_a_reply_in_the_mailbox_makes_the_lead_replied_cancels_its_follow_
         [flags] = imap_server.flags(sent.mailbox).values()
         assert "\\Seen" not in flags
         assert process.logged("tracker.inbox.mail.replied")
-        engine = create_engine(settings.database_url, pool_size=1)
-        try:
-            async with session_factory(engine)() as session:
-                shown = await account_of(session, (await _domain_id(db, sent.domain)), settings)
-        finally:
-            await engine.dispose()
-        assert shown is not None
+        # What the user sees: the mailbox's health, the reply in the KPIs and on the message.
+        [domain] = (await pipeline.api.get(f"/domains?search={sent.domain}"))["items"]
+        shown = domain["imap"]
         assert (shown["state"], shown["idle_supported"], shown["folders"]) == ("ok", True, ["INBOX"])
+        assert shown["has_password"] is True
         assert not {"password", "password_encrypted"} & set(shown)
-
-
-async def _domain_id(db: asyncpg.Connection, domain: str) -> uuid.UUID:
-    found: uuid.UUID = await db.fetchval("SELECT id FROM sending_domains WHERE domain = $1", domain)
-    return found
+        kpis = (await pipeline.api.get(f"/campaigns/{sent.campaign_id}"))["kpis"]
+        assert (kpis["total_replied"], kpis["reply_rate"]) == (1, 1.0)
+        [first] = [m for m in await pipeline.messages(sent.campaign_id) if not m["is_followup"]]
+        assert first["replied_at"] is not None
+        tested = await pipeline.api.http.post(f"/domains/{domain['id']}/imap/test")
+        assert tested.json()["data"] == {
+            "ok": True,
+            "error": None,
+            "folders": ["INBOX"],
+            "idle_supported": True,
+        }
 
 
 async def test_a_dsn_bounces_and_an_arf_report_complains_and_both_go_to_the_reports_folder(

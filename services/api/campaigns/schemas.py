@@ -112,6 +112,12 @@ class KpisOut(BaseModel):
     bounce_rate: float
     total_failed: int
     total_unsubscribed: int
+    total_replied: int  # human replies; automatic ones change nothing
+    reply_rate: float  # replied ÷ sent
+    total_clicked: int  # messages with at least one click
+    click_rate: float  # clicked ÷ sent
+    total_complained: int  # spam complaints (ARF reports)
+    complaint_rate: float  # complained ÷ sent
     avg_tempo_per_hour: float
 
 
@@ -121,6 +127,9 @@ class TimelinePoint(BaseModel):
     sent: int
     opened: int
     bounced: int
+    replied: int
+    clicked: int
+    complained: int
 
 
 class CampaignOut(BaseModel):
@@ -159,6 +168,8 @@ class MessageOut(BaseModel):
     retry_count: int
     last_error: str | None
     opened_at: datetime | None
+    replied_at: datetime | None  # its lead's first human reply to it
+    clicked_at: datetime | None  # its first click
 
 
 class Excluded(BaseModel):

@@ -102,6 +102,8 @@ def message_out(message: Message, lead_email: str) -> dict[str, Any]:
         "retry_count",
         "last_error",
         "opened_at",
+        "replied_at",
+        "clicked_at",
     )
     return {
         **{name: str(value) if (value := getattr(message, name)) is not None else None for name in ids},

@@ -1,9 +1,22 @@
-"""All SQL of the sending domains, scoped to the workspace (`WorkspaceRepository`)."""
+"""All SQL of the sending domains and their mailboxes, scoped to the workspace (`WorkspaceRepository`)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy import Select
+from sqlalchemy.orm import joinedload
+
 from services.api.kit.repository import WorkspaceRepository
-from shared.db.models import SendingDomain
+from shared.db.models import MailboxAccount, SendingDomain
+
+# A change to these makes it another mailbox: its failures so far say nothing about it.
+MAILBOX_CONNECTION = ("host", "port", "security", "username", "password_encrypted")
+
+
+class MailboxRepository(WorkspaceRepository[MailboxAccount]):
+    model = MailboxAccount
+    noun = "mailbox"
 
 
 class DomainRepository(WorkspaceRepository[SendingDomain]):
@@ -11,7 +24,31 @@ class DomainRepository(WorkspaceRepository[SendingDomain]):
     noun = "sending domain"
     searched = (SendingDomain.domain, SendingDomain.from_email)
 
+    def scoped(self, *columns: Any, model: type[Any] | None = None) -> Select[Any]:
+        """A domain is read with its mailbox, joined under the same workspace filter."""
+        statement = super().scoped(*columns, model=model)
+        if columns or (model or self.model) is not SendingDomain:
+            return statement
+        mailbox = SendingDomain.mailbox.and_(MailboxAccount.workspace_id == self.workspace_id)
+        return statement.options(joinedload(mailbox))
+
     async def named(self, names: list[str]) -> dict[str, SendingDomain]:
         """The workspace's domains among `names`, by name."""
         rows = await self.session.scalars(self.scoped().where(SendingDomain.domain.in_(names)))
         return {row.domain: row for row in rows}
+
+    async def save_mailbox(self, domain: SendingDomain, values: dict[str, Any]) -> None:
+        """Create or replace the domain's mailbox (without `password_encrypted`: the stored one stays)."""
+        mailboxes = self.sibling(MailboxRepository)
+        if domain.mailbox is None:
+            await mailboxes.add(MailboxAccount(sending_domain_id=domain.id, **values))
+            return
+        stored = domain.mailbox
+        if any(name in values and values[name] != getattr(stored, name) for name in MAILBOX_CONNECTION):
+            values = {**values, "failures": 0, "last_error": None, "last_error_at": None}
+        await mailboxes.change(domain.mailbox, values)
+
+    async def delete_mailbox(self, domain: SendingDomain) -> None:
+        """Its checkpoints and processed mails go with it (ON DELETE CASCADE)."""
+        if domain.mailbox is not None:
+            await self.sibling(MailboxRepository).delete(domain.mailbox)

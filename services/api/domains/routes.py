@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 
 from services.api.domains import service
 from services.api.domains.repository import DomainRepository
-from services.api.domains.schemas import DomainIn, DomainOut, DomainPatch
+from services.api.domains.schemas import CheckOut, DkimIn, DomainIn, DomainOut, DomainPatch, ImapTestOut
 from services.api.kit.auth import CurrentPrincipal
 from services.api.kit.deps import unit_of_work
 from services.api.kit.envelope import Envelope
@@ -21,7 +21,10 @@ router = APIRouter()
 @router.post("/domains", status_code=201, response_model=Envelope[DomainOut], tags=["domains"])
 async def create_domain(request: Request, principal: CurrentPrincipal, body: DomainIn) -> dict[str, Any]:
     settings = request.app.state.runtime.settings
-    await service.check_smtp_host(settings, body.smtp.host, body.smtp.port)  # before a connection is taken
+    imap = (body.imap.host, body.imap.port) if body.imap is not None else None
+    await service.check_hosts(
+        settings, (body.smtp.host, body.smtp.port), imap
+    )  # before a connection is taken
     async with unit_of_work(request, principal, DomainRepository) as repo:
         return {"data": await service.create(repo, body, settings)}
 
@@ -43,3 +46,28 @@ async def delete_domain(request: Request, principal: CurrentPrincipal, domain_id
     """Only a domain no campaign names; otherwise deactivate it (`PATCH {"active": false}`)."""
     async with unit_of_work(request, principal, DomainRepository) as repo:
         return {"data": await service.delete(repo, domain_id)}
+
+
+@router.post("/domains/{domain_id}/dkim", response_model=Envelope[DomainOut], tags=["domains"])
+async def generate_dkim(
+    request: Request, principal: CurrentPrincipal, domain_id: str, body: DkimIn
+) -> dict[str, Any]:
+    """New DKIM keys under a new selector: publish `dkim.records`; mail is signed with them from now on."""
+    async with unit_of_work(request, principal, DomainRepository) as repo:
+        return {
+            "data": await service.generate_dkim(repo, domain_id, body, request.app.state.runtime.settings)
+        }
+
+
+@router.get("/domains/{domain_id}/checks", response_model=Envelope[list[CheckOut]], tags=["domains"])
+async def check_domain(request: Request, principal: CurrentPrincipal, domain_id: str) -> dict[str, Any]:
+    """SPF, DKIM, DMARC and MX as DNS answers them now, each with a verdict and what to fix."""
+    async with unit_of_work(request, principal, DomainRepository) as repo:
+        return {"data": await service.checks(repo, domain_id, request.app.state.runtime.settings)}
+
+
+@router.post("/domains/{domain_id}/imap/test", response_model=Envelope[ImapTestOut], tags=["domains"])
+async def test_mailbox(request: Request, principal: CurrentPrincipal, domain_id: str) -> dict[str, Any]:
+    """Log in to the domain's mailbox: its folders and whether it offers IDLE, or why it cannot be read."""
+    async with unit_of_work(request, principal, DomainRepository) as repo:
+        return {"data": await service.test_mailbox(repo, domain_id, request.app.state.runtime.settings)}

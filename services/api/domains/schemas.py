@@ -45,9 +45,21 @@ def smtp_host(value: str) -> str:
     return value
 
 
+# An IMAP folder: printable ASCII (modified UTF-7 names are not encoded), no wildcard, quote or backslash.
+FOLDER = re.compile(r"[\x20-\x7e]{1,200}\Z")
+FOLDER_FORBIDDEN = re.compile(r'[*%"\\]')
+
+
+def folder_name(value: str) -> str:
+    if not FOLDER.match(value) or FOLDER_FORBIDDEN.search(value):
+        raise ValueError('a folder name is printable ASCII without *, %, " or \\')
+    return value
+
+
 SenderEmail = Annotated[Email, AfterValidator(sender_address)]
 DisplayName = Annotated[str, AfterValidator(header_safe)]
 SmtpHost = Annotated[str, AfterValidator(smtp_host)]
+Folder = Annotated[str, AfterValidator(folder_name)]
 
 
 class SmtpIn(Strict):
@@ -58,11 +70,26 @@ class SmtpIn(Strict):
     security: Literal["none", "starttls", "tls"] = "starttls"
 
 
+class ImapIn(Strict):
+    """The mailbox where the domain's replies, bounces and complaints arrive. Without `password`, a change
+    keeps the stored one; a new mailbox needs it."""
+
+    host: SmtpHost = Field(min_length=1, max_length=253)
+    port: int = Field(993, ge=1, le=65535)
+    security: Literal["none", "starttls", "tls"] = "tls"
+    username: str = Field(min_length=1, max_length=320)
+    password: str | None = Field(None, min_length=1, max_length=1024)
+    folders: list[Folder] = Field(default_factory=lambda: ["INBOX"], min_length=1, max_length=20)
+    reports_folder: Folder | None = None  # DSNs and complaint reports are moved there when set
+    active: bool = True
+
+
 class DomainIn(Strict):
     domain: str = Field(max_length=253)
     from_email: SenderEmail
     from_name: DisplayName = Field("", max_length=200)
     smtp: SmtpIn
+    imap: ImapIn | None = None
     min_interval_seconds: int | None = Field(None, ge=0, le=86400)
     daily_cap: int | None = Field(None, ge=1, le=INT4_MAX)
     active: bool = True
@@ -85,10 +112,11 @@ class SmtpPatch(Patch):
 class DomainPatch(Patch):
     """The domain name itself cannot change: campaigns name their domains by it."""
 
-    NULLABLE = frozenset({"daily_cap"})
+    NULLABLE = frozenset({"daily_cap", "imap"})
     from_email: SenderEmail | None = None
     from_name: DisplayName | None = Field(None, max_length=200)
     smtp: SmtpPatch | None = None
+    imap: ImapIn | None = None  # replaces the mailbox; null removes it
     min_interval_seconds: int | None = Field(None, ge=0, le=86400)
     daily_cap: int | None = Field(None, ge=1, le=INT4_MAX)
     active: bool | None = None
@@ -102,12 +130,61 @@ class SmtpOut(BaseModel):
     has_password: bool
 
 
+class ImapOut(BaseModel):
+    host: str
+    port: int
+    security: str
+    username: str
+    has_password: bool
+    folders: list[str]
+    reports_folder: str | None
+    active: bool
+    state: Literal["ok", "retrying", "failing"]  # failing: `inbox_max_failures` failures in a row
+    failures: int
+    last_error: str | None
+    last_error_at: datetime | None
+    last_success_at: datetime | None
+    idle_supported: bool | None  # as the server last said; null before the first connection
+
+
+class RecordOut(BaseModel):
+    name: str
+    value: str
+
+
+class DkimOut(BaseModel):
+    selector: str
+    ed25519: bool
+    records: list[RecordOut]  # the TXT records to publish
+
+
+class DkimIn(Strict):
+    ed25519: bool = False  # a second signature with an Ed25519 key (RFC 8463) beside the RSA one
+
+
+class ImapTestOut(BaseModel):
+    ok: bool
+    error: str | None
+    folders: list[str]
+    idle_supported: bool | None
+
+
+class CheckOut(BaseModel):
+    check: Literal["spf", "dkim", "dmarc", "mx"]
+    status: Literal["pass", "warn", "fail"]
+    detail: str
+    fix: str | None
+    record: str | None
+
+
 class DomainOut(BaseModel):
     id: str
     domain: str
     from_email: str
     from_name: str
     smtp: SmtpOut
+    imap: ImapOut | None
+    dkim: DkimOut | None
     min_interval_seconds: int
     daily_cap: int | None
     active: bool

@@ -3,19 +3,28 @@ hosts); its password is stored encrypted; a domain a campaign names is never del
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import secrets
+from datetime import UTC, datetime
 from typing import Any
 
 from services.api.campaigns.usage import refuse_if_used
 from services.api.domains.repository import DomainRepository
-from services.api.domains.schemas import DomainIn, DomainPatch
-from services.api.kit.envelope import conflict, invalid
-from shared import crypto
-from shared.db.models import Campaign, SendingDomain
+from services.api.domains.schemas import DkimIn, DomainIn, DomainPatch, ImapIn
+from services.api.kit.envelope import ApiError, conflict, invalid, not_found
+from shared import crypto, dkim
+from shared.db.models import Campaign, MailboxAccount, SendingDomain
+from shared.domain_checks import check_domain
+from shared.imap import FAILING_AFTER
+from shared.imap import client as imap
 from shared.public_address import UnusableHost, resolve_public
+from shared.resolver import Dns, DnsUnavailable
 from shared.settings import Settings
 
 
 def domain_out(row: SendingDomain) -> dict[str, Any]:
+    """The domain as the api shows it: never a password or a private key."""
     return {
         "id": str(row.id),
         "domain": row.domain,
@@ -28,6 +37,14 @@ def domain_out(row: SendingDomain) -> dict[str, Any]:
             "security": row.smtp_security,
             "has_password": row.smtp_password_encrypted is not None,
         },
+        "imap": None if row.mailbox is None else mailbox_out(row.mailbox),
+        "dkim": None
+        if row.dkim_selector is None
+        else {
+            "selector": row.dkim_selector,
+            "ed25519": row.dkim_ed25519_private_encrypted is not None,
+            "records": row.dkim_records or [],
+        },
         "min_interval_seconds": row.min_interval_seconds,
         "daily_cap": row.daily_cap,
         "active": row.active,
@@ -35,15 +52,36 @@ def domain_out(row: SendingDomain) -> dict[str, Any]:
     }
 
 
-async def check_smtp_host(settings: Settings, host: str, port: int) -> None:
-    """Refuse an SMTP host that does not resolve, or resolves to an address that is not public (in production,
-    unless the operator allows private hosts). The sender judges it again at every connection."""
+def mailbox_out(row: MailboxAccount) -> dict[str, Any]:
+    """`state`: ok, retrying (it failed, fewer than FAILING_AFTER times in a row) or failing."""
+    state = "ok" if row.failures == 0 else "failing" if row.failures >= FAILING_AFTER else "retrying"
+    return {
+        **{name: getattr(row, name) for name in MAILBOX_SHOWN},
+        "has_password": True,
+        "folders": list(row.folders),
+        "state": state,
+    }
+
+
+MAILBOX_SHOWN = (
+    "host", "port", "security", "username", "reports_folder", "active", "failures", "last_error",
+    "last_error_at", "last_success_at", "idle_supported",
+)  # fmt: skip
+
+
+async def check_hosts(settings: Settings, smtp: tuple[str, int] | None, imap: tuple[str, int] | None) -> None:
+    """Refuse an SMTP or IMAP host that does not resolve, or resolves to an address that is not public (in
+    production, unless the operator allows private hosts). The sender and the mailbox reader judge it again at
+    every connection."""
     if settings.private_hosts_allowed:
         return
-    try:
-        await resolve_public(host, port, allow_private=False, timeout=5)
-    except UnusableHost as error:
-        raise invalid(f"SMTP host {error}", ["body", "smtp", "host"]) from error
+    for protocol, endpoint in (("smtp", smtp), ("imap", imap)):
+        if endpoint is None:
+            continue
+        try:
+            await resolve_public(*endpoint, allow_private=False, timeout=5)
+        except UnusableHost as error:
+            raise invalid(f"{protocol.upper()} host {error}", ["body", protocol, "host"]) from error
 
 
 def _encrypted(settings: Settings, password: str | None) -> str | None:
@@ -68,7 +106,10 @@ async def create(repo: DomainRepository, body: DomainIn, settings: Settings) -> 
         daily_cap=body.daily_cap,
         active=body.active,
     )
-    return domain_out(await repo.add(row))
+    row = await repo.add(row)
+    if body.imap is not None:
+        await _save_mailbox(repo, row, body.imap, settings, ["body", "imap", "password"])
+    return domain_out(await repo.reload(row))
 
 
 async def update(
@@ -78,14 +119,91 @@ async def update(
     changes = body.changes()
     smtp = changes.pop("smtp", None) or {}
     row = await repo.require(raw_id)
-    if "host" in smtp or "port" in smtp:
-        await check_smtp_host(settings, smtp.get("host", row.smtp_host), smtp.get("port", row.smtp_port))
+    moved = "host" in smtp or "port" in smtp
+    await check_hosts(
+        settings,
+        (smtp.get("host", row.smtp_host), smtp.get("port", row.smtp_port)) if moved else None,
+        (body.imap.host, body.imap.port) if body.imap is not None else None,
+    )
+    if "imap" in changes:
+        changes.pop("imap")
+        if body.imap is None:
+            await repo.delete_mailbox(row)
+        else:
+            await _save_mailbox(repo, row, body.imap, settings, ["body", "imap", "password"])
     for name, value in smtp.items():
         if name == "password":
             changes["smtp_password_encrypted"] = _encrypted(settings, value)
         else:
             changes[f"smtp_{name}"] = value
     return domain_out(await repo.change(row, changes))
+
+
+async def _save_mailbox(
+    repo: DomainRepository, row: SendingDomain, imap: ImapIn, settings: Settings, at: list[str | int]
+) -> None:
+    values: dict[str, Any] = imap.model_dump(exclude={"password"})
+    values["folders"] = list(dict.fromkeys(imap.folders))
+    if imap.password is not None:
+        values["password_encrypted"] = crypto.encrypt(settings.encryption_key, imap.password)
+    elif row.mailbox is None:
+        raise invalid("a new mailbox needs its password", at)
+    await repo.save_mailbox(row, values)
+
+
+async def generate_dkim(
+    repo: DomainRepository, raw_id: str, body: DkimIn, settings: Settings
+) -> dict[str, Any]:
+    """New keys under a new selector (dated, so a rotation never changes a published record): the domain signs
+    with them from its next e-mail on. The private keys are stored encrypted and never shown."""
+    row = await repo.require(raw_id)
+    selector = f"md{datetime.now(UTC):%Y%m%d}{secrets.token_hex(2)}"
+    keys = await asyncio.to_thread(dkim.generate, selector, body.ed25519)  # an RSA key takes 50–200 ms
+    key = settings.encryption_key
+    changes = {
+        "dkim_selector": keys.selector,
+        "dkim_rsa_private_encrypted": crypto.encrypt(key, keys.rsa_private),
+        "dkim_ed25519_private_encrypted": crypto.encrypt(key, keys.ed25519_private)
+        if keys.ed25519_private
+        else None,
+        "dkim_records": [dataclasses.asdict(record) for record in dkim.records(keys, row.domain)],
+    }
+    return domain_out(await repo.change(row, changes))
+
+
+async def checks(repo: DomainRepository, raw_id: str, settings: Settings) -> list[dict[str, Any]]:
+    """SPF, DKIM, DMARC and MX as DNS answers them now (`shared.domain_checks`)."""
+    row = await repo.require(raw_id)
+    records = [dkim.Record(**record) for record in row.dkim_records or []]
+    lookups = Dns(settings.dns_server, settings.dns_timeout_seconds)
+    try:
+        verdicts = await check_domain(lookups, row.domain, row.smtp_host, records)
+    except DnsUnavailable as error:
+        raise ApiError(503, "unavailable", f"{error}; try again later") from error
+    return [dataclasses.asdict(verdict) for verdict in verdicts]
+
+
+async def test_mailbox(repo: DomainRepository, raw_id: str, settings: Settings) -> dict[str, Any]:
+    """Log in to the domain's mailbox as the reader would: which folders exist and whether IDLE is offered."""
+    row = await repo.require(raw_id)
+    if row.mailbox is None:
+        raise not_found("mailbox of this sending domain")
+    account = row.mailbox
+    endpoint = imap.Endpoint(
+        account.host, account.port, account.security, account.username,  # type: ignore[arg-type]
+        crypto.decrypt(settings.encryption_key, account.password_encrypted), settings.smtp_timeout_seconds,
+        allow_private=settings.private_hosts_allowed, ca_file=settings.imap_ca_file,
+    )  # fmt: skip
+    try:
+        async with imap.connect(endpoint) as mailbox:
+            return {
+                "ok": True,
+                "error": None,
+                "folders": await mailbox.folders(),
+                "idle_supported": mailbox.idle_supported,
+            }
+    except imap.ImapFailure as error:
+        return {"ok": False, "error": str(error), "folders": [], "idle_supported": None}
 
 
 async def delete(repo: DomainRepository, raw_id: str) -> dict[str, Any]:

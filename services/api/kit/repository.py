@@ -17,9 +17,9 @@ from sqlalchemy import ColumnElement, Delete, Select, Update, delete, func, or_,
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.kit.envelope import not_found
-from shared.db.models import Campaign, Lead, Message, SendingDomain, Suppression, Template
+from shared.db.models import Campaign, Lead, MailboxAccount, Message, SendingDomain, Suppression, Template
 
-Owned = TypeVar("Owned", Campaign, Lead, SendingDomain, Template, Suppression, Message)
+Owned = TypeVar("Owned", Campaign, Lead, SendingDomain, Template, Suppression, Message, MailboxAccount)
 R = TypeVar("R", bound="WorkspaceRepository[Any]")
 
 

@@ -19,6 +19,7 @@ from services.tracker.inbox import policy, store
 from services.tracker.inbox.processing import MailProcessor
 from services.tracker.inbox.store import Account, Place
 from shared import crypto
+from shared.imap import FAILING_AFTER
 from shared.imap import client as imap
 from shared.imap.responses import FolderState, Unexpected
 from shared.settings import Settings
@@ -63,7 +64,7 @@ class MailboxReader:
         delay = policy.backoff(failures, self._settings.inbox_backoff_seconds)
         log.warning(
             "tracker.inbox.connect.failed", account_id=str(account.id), error=error, failures=failures,
-            retry_in=delay, failing=failures >= self._settings.inbox_max_failures,
+            retry_in=delay, failing=failures >= FAILING_AFTER,
         )  # fmt: skip
         await asyncio.sleep(delay)
 
