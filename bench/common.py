@@ -87,6 +87,15 @@ def bench_database(base: Settings) -> Iterator[Settings]:
             asyncio.run(remove_topology(settings.amqp_url, settings.broker_prefix))
 
 
+async def bare_table(db: asyncpg.Connection, like: str) -> str:
+    """A new table `bare_<like>` with `like`'s columns (names, types, NOT NULL, defaults) and nothing else: no
+    key, index, check, foreign key or trigger. Logged like ours, so a COPY into it writes the same rows and
+    the same WAL for them: the building block a COPY into our table is measured against."""
+    name = f"bare_{like}"
+    await db.execute(f"CREATE TABLE {name} (LIKE {like} INCLUDING DEFAULTS)")
+    return name
+
+
 @contextlib.asynccontextmanager
 async def raw_connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     connection = await asyncpg.connect(asyncpg_dsn(settings.database_url))

@@ -1,4 +1,5 @@
-"""Plan and store a campaign: `Scheduler.start_campaign` beside a raw asyncpg COPY of the same rows.
+"""Plan and store a campaign: `Scheduler.start_campaign` beside the building block, an asyncpg COPY of the
+same rows into a bare table of the messages' shape (no key, index, constraint or trigger).
 
 Run as `python -m bench.planning LEADS DOMAINS` in its own process, so its peak RSS is its own; prints JSON.
 """
@@ -10,9 +11,8 @@ import json
 import resource
 import sys
 import time
-import uuid
 
-from bench.common import OFFICE_HOURS, bench_database, median, raw_connection, seed_campaign
+from bench.common import OFFICE_HOURS, bare_table, bench_database, median, raw_connection, seed_campaign
 from services.scheduler.service import Scheduler
 from shared.clock import utcnow
 from shared.db import create_engine, message_store, session_factory
@@ -25,6 +25,8 @@ async def measure(settings: Settings, leads: int, domains: int, rounds: int) -> 
     scheduler = Scheduler(session_factory(engine), settings, utcnow)
     ours, raw = [], []
     peak_mb = 0.0
+    async with raw_connection(settings) as db:
+        bare = await bare_table(db, "messages")
     try:
         for _ in range(rounds):
             started = time.perf_counter()
@@ -37,20 +39,16 @@ async def measure(settings: Settings, leads: int, domains: int, rounds: int) -> 
                     campaign_id,
                 )
                 records = [tuple(r) for r in rows]
+                # Unplanned again, for the next round of ours.
                 await db.execute("DELETE FROM messages WHERE campaign_id = $1", campaign_id)
                 await db.execute("UPDATE campaign_kpis SET planned = 0 WHERE campaign_id = $1", campaign_id)
                 await db.execute("DELETE FROM campaign_kpi_days WHERE campaign_id = $1", campaign_id)
                 await db.execute("VACUUM messages")
-                # The building block: the same rows, COPYed into the same table with its constraints.
-                records = [(uuid.uuid4(), *r[1:]) for r in records]
                 started = time.perf_counter()
                 async with db.transaction():
-                    await db.copy_records_to_table(
-                        "messages", records=records, columns=message_store.COPY_COLUMNS
-                    )
+                    await db.copy_records_to_table(bare, records=records, columns=message_store.COPY_COLUMNS)
                 raw.append(time.perf_counter() - started)
-                await db.execute("DELETE FROM messages WHERE campaign_id = $1", campaign_id)
-                await db.execute("VACUUM messages")
+                await db.execute(f"TRUNCATE {bare}")
                 del records, rows
     finally:
         await engine.dispose()
