@@ -18,6 +18,7 @@ the original or its headers). A reply names what it answers in `In-Reply-To` / `
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from dataclasses import dataclass
@@ -107,13 +108,11 @@ Kind = Literal["hard_bounce", "soft_bounce", "complaint", "unsubscribe", "auto_r
 
 
 @dataclass(frozen=True)
-class Bounce:
+class Bounce(Failure):
+    """What failed, and the message it names."""
+
     message_id: uuid.UUID | None  # from the VERP address
     original_ids: tuple[str, ...]  # Message-IDs quoted from the original
-    permanent: bool
-    status: str | None  # the enhanced status code, e.g. 5.1.1
-    recipient: str | None
-    diagnostic: str
 
 
 @dataclass(frozen=True)
@@ -347,14 +346,10 @@ def bounce_of(reading: Reading) -> Bounce:
         raise NotUnderstood(reading.no_failure)
     if reading.verp_message_id is None and not reading.original_ids:
         raise NotUnderstood("it names no message: neither a VERP address nor the original Message-ID")
-    failure = reading.failure
     return Bounce(
-        reading.verp_message_id,
-        reading.original_ids,
-        failure.permanent,
-        failure.status,
-        failure.recipient,
-        failure.diagnostic,
+        **dataclasses.asdict(reading.failure),
+        message_id=reading.verp_message_id,
+        original_ids=reading.original_ids,
     )
 
 

@@ -98,6 +98,28 @@ KPIS = "campaign_id, shard"
 DAYS = "campaign_id, day, shard"
 HISTORY_COLUMNS = "message_id, campaign_id, kind, occurred_at, is_machine, data"
 
+
+def _history(source: str, name: str, at: str, data: str) -> str:
+    """CTE `history`: transition `name`'s event row for each message of CTE `source` (id, campaign_id)."""
+    return f"""history AS (
+  INSERT INTO message_events ({HISTORY_COLUMNS})
+  SELECT id, campaign_id, '{TRANSITIONS[name].history}', {at}, false, {data}::text::jsonb FROM {source}
+)"""
+
+
+def _counted(source: str, counter: str, shard: str, day: str) -> str:
+    """CTEs `counters` and `per_day`: `counter` raised by one for each row of CTE `source` (campaign_id), in
+    the campaign's shard `shard` and on the local day `day`."""
+    return f"""counters AS (
+  INSERT INTO campaign_kpis AS k (campaign_id, shard, {counter}) SELECT campaign_id, {shard}, 1 FROM {source}
+  {_counter_upsert(KPIS, [counter])}
+), per_day AS (
+  INSERT INTO campaign_kpi_days AS k (campaign_id, day, shard, {counter})
+  SELECT campaign_id, {day}, {shard}, 1 FROM {source}
+  {_counter_upsert(DAYS, [counter])}
+)"""
+
+
 # plan: new planned messages, counted on their slots' days
 COPY_COLUMNS = (
     "id", "workspace_id", "campaign_id", "lead_id", "sending_domain_id", "domain_used", "scheduled_at",
@@ -303,17 +325,8 @@ WITH bounced AS (
   UPDATE messages SET status = {_to("dsn_bounced")}, last_error = left($2::text, 1000)
   WHERE id = $1 AND {_guard("dsn_bounced")}
   RETURNING id, campaign_id, lead_id, workspace_id
-), history AS (
-  INSERT INTO message_events ({HISTORY_COLUMNS})
-  SELECT id, campaign_id, '{TRANSITIONS["dsn_bounced"].history}', $3, false, $4::text::jsonb FROM bounced
-), counters AS (
-  INSERT INTO campaign_kpis AS k (campaign_id, shard, bounced) SELECT campaign_id, $5, 1 FROM bounced
-  {_counter_upsert(KPIS, ["bounced"])}
-), per_day AS (
-  INSERT INTO campaign_kpi_days AS k (campaign_id, day, shard, bounced)
-  SELECT campaign_id, $6, $5, 1 FROM bounced
-  {_counter_upsert(DAYS, ["bounced"])}
-), lead_bounced AS (
+), {_history("bounced", "dsn_bounced", "$3", "$4")},
+{_counted("bounced", "bounced", "$5", "$6")}, lead_bounced AS (
   UPDATE leads SET status = '{TRANSITIONS["dsn_bounced"].lead}' FROM bounced WHERE leads.id = bounced.lead_id
   RETURNING leads.workspace_id, leads.email
 ), suppressed AS (
@@ -419,20 +432,10 @@ WITH message AS (
   FROM messages AS m JOIN campaigns AS c ON c.id = m.campaign_id
   WHERE m.id = $1 AND m.{_guard(name)}
   FOR UPDATE OF m
-), history AS (
-  INSERT INTO message_events ({HISTORY_COLUMNS})
-  SELECT id, campaign_id, '{declared.history}', $2, false, $3::text::jsonb FROM message
-), firsts AS (
+), {_history("message", name, "$2", "$3")}, firsts AS (
   UPDATE messages SET {column} = $2 FROM message WHERE messages.id = message.id AND message.first
   RETURNING message.campaign_id, message.zone
-), counters AS (
-  INSERT INTO campaign_kpis AS k (campaign_id, shard, {counter}) SELECT campaign_id, $4, 1 FROM firsts
-  {_counter_upsert(KPIS, [counter])}
-), per_day AS (
-  INSERT INTO campaign_kpi_days AS k (campaign_id, day, shard, {counter})
-  SELECT campaign_id, ($2 AT TIME ZONE zone)::date, $4, 1 FROM firsts
-  {_counter_upsert(DAYS, [counter])}
-)"""
+), {_counted("firsts", counter, "$4", "($2 AT TIME ZONE zone)::date")}"""
 
 
 CLICK = f"""{_first_of("click", "clicked_at")}
@@ -478,23 +481,13 @@ REPLY = f"""{_first_of("replied", "replied_at")}, replied AS (
 )
 SELECT id FROM replied
 """
-_complained = TRANSITIONS["complained"]
 # Counted once per lead, on the campaign of the message it complained about ($1), like an unsubscribe.
 COMPLAIN = f"""{_lead_leaves("complained", "complaint")}, message AS (
   SELECT m.id, m.campaign_id, c."window"->>'timezone' AS zone
   FROM lead, messages AS m JOIN campaigns AS c ON c.id = m.campaign_id
   WHERE m.id = $1 AND m.{_guard("complained")}
-), history AS (
-  INSERT INTO message_events ({HISTORY_COLUMNS})
-  SELECT id, campaign_id, '{_complained.history}', $3, false, $4::text::jsonb FROM message
-), counted AS (
-  INSERT INTO campaign_kpis AS k (campaign_id, shard, complained) SELECT campaign_id, $5, 1 FROM message
-  {_counter_upsert(KPIS, ["complained"])}
-), per_day AS (
-  INSERT INTO campaign_kpi_days AS k (campaign_id, day, shard, complained)
-  SELECT campaign_id, ($3 AT TIME ZONE zone)::date, $5, 1 FROM message
-  {_counter_upsert(DAYS, ["complained"])}
-), announced AS (
+), {_history("message", "complained", "$3", "$4")},
+{_counted("message", "complained", "$5", "($3 AT TIME ZONE zone)::date")}, announced AS (
   INSERT INTO outbox (routing_key, payload) SELECT $6, $7::text::jsonb FROM lead
 )
 SELECT workspace_id FROM lead

@@ -4,19 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.api.kit.reads import row_out
 from services.api.suppressions.repository import SuppressionRepository
 from services.api.suppressions.schemas import SuppressionIn
 from shared.db.models import Suppression
-
-
-def suppression_out(row: Suppression) -> dict[str, Any]:
-    return {
-        "id": str(row.id),
-        "email": row.email,
-        "domain": row.domain,
-        "reason": row.reason,
-        "created_at": row.created_at,
-    }
 
 
 async def add(repo: SuppressionRepository, body: SuppressionIn) -> tuple[dict[str, Any], bool]:
@@ -25,11 +16,11 @@ async def add(repo: SuppressionRepository, body: SuppressionIn) -> tuple[dict[st
     value = str(body.email or body.domain).lower()
     existing = await repo.matching(target, value)
     if existing is not None:
-        return suppression_out(existing), False
+        return row_out(existing), False
     row = Suppression(
         email=value if body.email else None, domain=value if body.domain else None, reason=body.reason
     )
-    return suppression_out(await repo.add(row)), True
+    return row_out(await repo.add(row)), True
 
 
 async def delete(repo: SuppressionRepository, raw_id: str) -> dict[str, Any]:
