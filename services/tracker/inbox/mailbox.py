@@ -32,9 +32,9 @@ RECANCEL_SECONDS = 1.0
 
 async def stop(*tasks: asyncio.Task[object]) -> None:
     """Cancel the tasks and wait until they have ended, however they end (the caller reads how). A cancel can
-    be lost: on Python 3.11 `asyncio.wait_for`, which aioimaplib wraps around every command, returns an answer
-    that arrives with the cancel and drops the cancel; the reading task then IDLEd on, and a reader waiting
-    for it never stopped. So a task still running is cancelled again."""
+    be lost (on Python 3.11 `asyncio.wait_for`, around every aioimaplib command, returns an answer that comes
+    with the cancel and drops the cancel), and a reading task that IDLEd on kept a reader from stopping on
+    SIGTERM: so a task still running is cancelled again."""
     for task in tasks:
         while not task.done():
             task.cancel()
