@@ -20,6 +20,9 @@ from shared.public_address import UnusableHost, resolve_public
 
 # A peer that never becomes an IMAP session is reported as one reason, so `last_error` cannot scan ports.
 NO_SESSION = "the IMAP server could not be reached (connection, TLS or greeting failed)"
+# Except an untrusted certificate: only the tenant can fix it (a certificate a public CA signed, or the CA
+# in MAILDASH_IMAP_CA_FILE), and to be told means only that a TLS server answered where they said one would.
+UNTRUSTED = "the IMAP server's TLS certificate is not trusted ({})"
 
 
 class ImapFailure(Exception):
@@ -188,6 +191,8 @@ async def connect(endpoint: Endpoint) -> AsyncIterator[Mailbox]:
             if endpoint.security == "starttls":
                 assert context is not None
                 await asyncio.wait_for(_starttls(client, context, endpoint.host), endpoint.timeout)
+        except ssl.SSLCertVerificationError as error:
+            raise ImapFailure(UNTRUSTED.format(error.verify_message)) from error
         except (OSError, TimeoutError, ssl.SSLError, aioimaplib.AioImapException) as error:
             raise ImapFailure(NO_SESSION) from error
         login = await client.login(endpoint.username, endpoint.password)

@@ -19,13 +19,15 @@ import pytest
 from sqlalchemy import text
 
 from shared.db import asyncpg_dsn, create_engine, session_factory
+from shared.imap import FAILING_AFTER
 from shared.settings import Settings
 from tests.support import hostile_mail, mailbox_mail
-from tests.support.api import ALWAYS_OPEN
+from tests.support.api import ALWAYS_OPEN, ApiClient
 from tests.support.dovecot import Dovecot, installed, running_dovecot
 from tests.support.pipeline import Pipeline
 from tests.support.samples import postfix_dsn
 from tests.support.stack import ServiceProcess, subprocess_service, with_ports
+from tests.support.tls import TlsFiles, self_signed
 
 pytestmark = [
     pytest.mark.integration,
@@ -68,6 +70,7 @@ class Sent:
 
     campaign_id: str
     domain: str
+    domain_id: str
     mailbox: str  # the sending address, the IMAP user
     account_id: uuid.UUID
     leads: list[str]  # addresses
@@ -94,9 +97,8 @@ async def sent_campaign(
     mailbox = f"sales@{domain}"
     imap_server.add_user(mailbox, PASSWORD)
     [domain_row] = (await pipeline.api.get(f"/domains?search={domain}"))["items"]
-    imap = {"host": "127.0.0.1", "port": imap_server.port, "security": "none", "username": mailbox}
     changed = await pipeline.api.http.patch(
-        f"/domains/{domain_row['id']}", json={"imap": {**imap, "password": PASSWORD, **account}}
+        f"/domains/{domain_row['id']}", json={"imap": imap_account(imap_server, mailbox, **account)}
     )
     assert changed.status_code == 200, changed.text
     engine = create_engine(settings.database_url, pool_size=1)
@@ -107,7 +109,18 @@ async def sent_campaign(
             )
     finally:
         await engine.dispose()
-    return Sent(campaign["id"], domain, mailbox, account_id, emails, mails)
+    return Sent(campaign["id"], domain, domain_row["id"], mailbox, account_id, emails, mails)
+
+
+def imap_account(imap_server: Dovecot, mailbox: str, **changes: Any) -> dict[str, Any]:
+    """The `imap` object of a domain whose mailbox is `mailbox` on this Dovecot, as the api takes it."""
+    imap = {"host": "127.0.0.1", "port": imap_server.port, "security": "none", "username": mailbox}
+    return {**imap, "password": PASSWORD, **changes}
+
+
+def reply_to(sent: Sent) -> bytes:
+    """The first lead answering the campaign's e-mail."""
+    return mailbox_mail.reply(sent.mailbox, sent.leads[0], sent.mails[0].message["Message-ID"])
 
 
 @contextlib.asynccontextmanager
@@ -411,3 +424,179 @@ async def test_bad_mail_is_skipped_with_its_reason_and_never_blocks_the_mailbox(
         assert process.logged("tracker.inbox.mail.skipped")
         await until(lambda: _checkpoint_is(db, sent.account_id, rows[0]["uidvalidity"], len(bad) + 1))
     assert await lead_status(db, sent.leads[0]) == "replied"
+
+
+# The mailbox's health: servers without IDLE, wrong passwords, TLS, and what the api shows of it.
+
+WRONG_PASSWORD = "not-the-mailbox-secret"
+
+
+@pytest.fixture(scope="module")
+def polled_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
+    with running_dovecot(tmp_path_factory.mktemp("dovecot-without-idle"), idle=False) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    return self_signed(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory, certificate: TlsFiles) -> Iterator[Dovecot]:
+    with running_dovecot(tmp_path_factory.mktemp("dovecot-tls"), tls=certificate) as server:
+        yield server
+
+
+async def mailbox_shown(pipeline: Pipeline, sent: Sent) -> dict[str, Any]:
+    """The domain's `imap` object, as the user sees it."""
+    return dict((await pipeline.api.get(f"/domains/{sent.domain_id}"))["imap"])
+
+
+def account_events(process: ServiceProcess, event: str, sent: Sent) -> list[dict[str, Any]]:
+    return [r for r in process.logged(event) if r["account_id"] == str(sent.account_id)]
+
+
+async def test_a_server_without_idle_is_polled_and_the_api_says_idle_is_not_supported(
+    pipeline: Pipeline, polled_server: Dovecot, settings: Settings, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    sent = await sent_campaign(pipeline, polled_server, settings)
+    async with reader(settings, tmp_path, inbox_poll_seconds=0.5) as process:
+
+        async def caught_up() -> bool:  # the folder was read once: only a later poll can find new mail
+            return await db.fetchrow(
+                "SELECT 1 FROM mailbox_checkpoints WHERE account_id = $1", sent.account_id
+            ) is not None  # fmt: skip
+
+        await until(caught_up)
+        polled_server.deliver(sent.mailbox, reply_to(sent))
+
+        async def replied() -> bool:
+            return await lead_status(db, sent.leads[0]) == "replied"
+
+        await until(replied, seconds=10)
+        # Found by polling in the session it had, not by connecting again.
+        assert [r["idle"] for r in account_events(process, "tracker.inbox.connect.ok", sent)] == [False]
+    shown = await mailbox_shown(pipeline, sent)
+    assert (shown["state"], shown["idle_supported"]) == ("ok", False)
+    tested = await pipeline.api.http.post(f"/domains/{sent.domain_id}/imap/test")
+    assert (tested.json()["data"]["ok"], tested.json()["data"]["idle_supported"]) == (True, False)
+
+
+async def test_a_wrong_password_backs_off_shows_failing_without_the_secret_and_recovers_once_fixed(
+    pipeline: Pipeline, imap_server: Dovecot, settings: Settings, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    good = await sent_campaign(pipeline, imap_server, settings)
+    bad = await sent_campaign(pipeline, imap_server, settings, password=WRONG_PASSWORD)
+    backoff = [0.05, 0.1, 0.2]
+    async with reader(settings, tmp_path, inbox_backoff_seconds=backoff) as process:
+
+        async def failing() -> bool:
+            return bool((await mailbox_shown(pipeline, bad))["state"] == "failing")
+
+        await until(failing)
+        shown = await mailbox_shown(pipeline, bad)
+        assert shown["failures"] >= FAILING_AFTER
+        assert shown["last_error"] == "the IMAP server refused the user name or password"
+        assert shown["last_success_at"] is None
+        failures = account_events(process, "tracker.inbox.connect.failed", bad)[:FAILING_AFTER]
+        assert [r["failures"] for r in failures] == list(range(1, FAILING_AFTER + 1))
+        assert [r["retry_in"] for r in failures] == [0.05, 0.1, 0.2, 0.2, 0.2]  # its last step repeats
+        assert [r["failing"] for r in failures] == [False] * (FAILING_AFTER - 1) + [True]
+        # Meanwhile the other mailbox on the same reader is read as ever.
+        imap_server.deliver(good.mailbox, reply_to(good))
+
+        async def good_replied() -> bool:
+            return await lead_status(db, good.leads[0]) == "replied"
+
+        await until(good_replied)
+        assert (await mailbox_shown(pipeline, good))["state"] == "ok"
+        assert (await mailbox_shown(pipeline, bad))["state"] == "failing"
+        # The user puts the right password in: the failures are forgotten and the mailbox is read again.
+        fixed = await pipeline.api.http.patch(
+            f"/domains/{bad.domain_id}", json={"imap": imap_account(imap_server, bad.mailbox)}
+        )
+        assert fixed.status_code == 200, fixed.text
+        imap_server.deliver(bad.mailbox, reply_to(bad))
+
+        async def recovered() -> bool:
+            shown = await mailbox_shown(pipeline, bad)
+            read = await lead_status(db, bad.leads[0]) == "replied"
+            return read and (shown["state"], shown["failures"]) == ("ok", 0)
+
+        await until(recovered)
+        shown = await mailbox_shown(pipeline, bad)
+        # An attempt under way with the old password may have failed after the change: its error stays
+        # shown as history, older than the success.
+        assert shown["last_error"] is None or shown["last_error_at"] < shown["last_success_at"]
+        for secret in (WRONG_PASSWORD, PASSWORD):
+            assert secret not in process.log()
+            assert secret not in (await pipeline.api.http.get(f"/domains/{bad.domain_id}")).text
+
+
+async def test_replies_are_read_over_tls_and_starttls_from_a_server_the_reader_trusts(
+    pipeline: Pipeline,
+    tls_server: Dovecot,
+    certificate: TlsFiles,
+    settings: Settings,
+    db: asyncpg.Connection,
+    tmp_path: Path,
+) -> None:
+    over_tls = await sent_campaign(pipeline, tls_server, settings, security="tls", port=tls_server.tls_port)
+    over_starttls = await sent_campaign(pipeline, tls_server, settings, security="starttls")
+    for sent in (over_tls, over_starttls):
+        tls_server.deliver(sent.mailbox, reply_to(sent))
+    async with reader(settings, tmp_path, imap_ca_file=str(certificate.certificate)):
+
+        async def both_replied() -> bool:
+            return [await lead_status(db, sent.leads[0]) for sent in (over_tls, over_starttls)] == [
+                "replied"
+            ] * 2
+
+        await until(both_replied)
+    for sent in (over_tls, over_starttls):
+        assert (await mailbox_shown(pipeline, sent))["state"] == "ok"
+    # Dovecot says how each logged in: over TLS, both (a plain login on localhost says "secured").
+    logins = [line for line in (tls_server.base / "dovecot.log").read_text().splitlines() if "Login:" in line]
+    for sent in (over_tls, over_starttls):
+        mine = [line for line in logins if f"user=<{sent.mailbox}>" in line]
+        assert mine
+        assert all(", TLS" in line for line in mine), mine
+
+
+async def test_a_certificate_the_reader_does_not_trust_is_a_clear_error_and_no_crash(
+    pipeline: Pipeline, tls_server: Dovecot, settings: Settings, tmp_path: Path
+) -> None:
+    sent = await sent_campaign(pipeline, tls_server, settings, security="tls", port=tls_server.tls_port)
+    untrusted = "the IMAP server's TLS certificate is not trusted (self-signed certificate)"
+    async with reader(settings, tmp_path, inbox_backoff_seconds=[0.1]) as process:  # the system's CAs only
+
+        async def refused() -> bool:
+            return bool((await mailbox_shown(pipeline, sent))["failures"] >= 2)
+
+        await until(refused)
+        assert (await mailbox_shown(pipeline, sent))["last_error"] == untrusted
+        assert process.process.poll() is None  # still running: the next attempt is backed off
+        assert not process.logged("tracker.inbox.read.failed")  # an expected failure, not a traceback
+    tested = await pipeline.api.http.post(f"/domains/{sent.domain_id}/imap/test")
+    assert tested.json()["data"] == {"ok": False, "error": untrusted, "folders": [], "idle_supported": None}
+
+
+async def test_the_connection_test_with_a_wrong_password_says_why_and_shows_no_secret(
+    api: ApiClient, imap_server: Dovecot
+) -> None:
+    domain = f"check-{uuid.uuid4().hex[:8]}.example"
+    mailbox = f"sales@{domain}"
+    imap_server.add_user(mailbox, PASSWORD)
+    imap = imap_account(imap_server, mailbox, password=WRONG_PASSWORD)
+    created = await api.domain(domain, smtp_port=25, imap=imap)  # its SMTP server is never contacted
+    tested = await api.http.post(f"/domains/{created['id']}/imap/test")
+    assert tested.status_code == 200, tested.text
+    assert tested.json()["data"] == {
+        "ok": False,
+        "error": "the IMAP server refused the user name or password",
+        "folders": [],
+        "idle_supported": None,
+    }
+    assert WRONG_PASSWORD not in tested.text
+    assert PASSWORD not in tested.text

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.smtp import free_port
+from tests.support.tls import TlsFiles
 
 MAIL_USER = "nobody"
 CONFIG = """
@@ -69,6 +70,27 @@ service lmtp {{
   }}
 }}
 """
+# A wrong password is answered at once (Dovecot waits 2 s by default, more and more for an address that keeps
+# failing): the tests of failing logins need not wait, and do not slow the other tests on the same server.
+QUICK_FAILED_LOGINS = """
+auth_failure_delay = 0
+service anvil {
+  unix_listener anvil-auth-penalty {
+    mode = 0
+  }
+}
+"""
+# TLS on the IMAP port (STARTTLS) and implicit TLS on a port of its own.
+TLS = """
+ssl = yes
+ssl_cert = <{certificate}
+ssl_key = <{key}
+service imap-login {{
+  inet_listener imaps {{
+    port = {tls_port}
+  }}
+}}
+"""
 
 
 def _path(program: str) -> str:
@@ -87,6 +109,7 @@ class Dovecot:
     homes: Path
     port: int
     lmtp_port: int
+    tls_port: int = 0  # implicit TLS; 0 without a certificate
 
     @property
     def config(self) -> Path:
@@ -153,8 +176,9 @@ def _wait_for(port: int) -> None:
 
 
 @contextlib.contextmanager
-def running_dovecot(base: Path, idle: bool = True) -> Iterator[Dovecot]:
-    """A Dovecot of its own; `idle=False` takes IDLE out of what it offers (a server where we must poll)."""
+def running_dovecot(base: Path, idle: bool = True, tls: TlsFiles | None = None) -> Iterator[Dovecot]:
+    """A Dovecot of its own; `idle=False` takes IDLE out of what it offers (a server where we must poll);
+    with `tls` it offers STARTTLS on `port` and implicit TLS on `tls_port`, with that certificate."""
     outside = Path(tempfile.mkdtemp(prefix="maildash-dovecot-"))
     outside.chmod(0o755)  # its auth process (user dovecot) reads the users, its mail processes the Maildirs
     homes = outside / "homes"
@@ -165,6 +189,8 @@ def running_dovecot(base: Path, idle: bool = True) -> Iterator[Dovecot]:
     for sub in ("run", "state"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     (outside / "users").touch()
+    if tls is not None:
+        dovecot.tls_port = free_port()
     capability = "" if idle else "imap_capability = IMAP4rev1 LITERAL+ SASL-IR ID ENABLE UIDPLUS MOVE"
     dovecot.config.write_text(
         CONFIG.format(
@@ -177,6 +203,12 @@ def running_dovecot(base: Path, idle: bool = True) -> Iterator[Dovecot]:
             lmtp_port=dovecot.lmtp_port,
             capability=capability,
         )
+        + QUICK_FAILED_LOGINS
+        + (
+            ""
+            if tls is None
+            else TLS.format(certificate=tls.certificate, key=tls.key, tls_port=dovecot.tls_port)
+        )
     )
     process = subprocess.Popen(  # noqa: S603
         [_path("dovecot"), "-F", "-c", str(dovecot.config)],
@@ -186,6 +218,8 @@ def running_dovecot(base: Path, idle: bool = True) -> Iterator[Dovecot]:
     try:
         _wait_for(dovecot.port)
         _wait_for(dovecot.lmtp_port)
+        if dovecot.tls_port:
+            _wait_for(dovecot.tls_port)
         yield dovecot
     finally:
         process.send_signal(signal.SIGTERM)

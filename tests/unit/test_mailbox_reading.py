@@ -1,15 +1,17 @@
 """The mailbox reader's pure parts: what a returning mail is and which message it names, what the IMAP
-server's answers say, and the reader's backoff and sharing."""
+server's answers say, the reader's backoff and sharing, and how it stops its tasks."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from datetime import UTC, date, datetime
 
 import pytest
 
 from services.tracker.inbound import first_named, kind_of, named_in_order, read_mail
-from services.tracker.inbox import policy
+from services.tracker.inbox import mailbox, policy
 from services.tracker.readers import limits_of
 from shared.imap import responses
 from shared.settings import Settings
@@ -97,3 +99,33 @@ def test_readers_share_the_accounts_out() -> None:
 
 def test_a_new_folder_is_read_from_the_days_before_the_account() -> None:
     assert policy.first_day(datetime(2026, 11, 30, 1, tzinfo=UTC), 14) == date(2026, 11, 16)
+
+
+async def test_a_task_that_loses_its_first_cancel_is_still_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mailbox, "RECANCEL_SECONDS", 0.01)
+
+    async def reading_on() -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # as wait_for drops a cancel on Python 3.11
+            await asyncio.sleep(60)
+        await asyncio.sleep(60)  # an IDLE that would never end
+
+    task = asyncio.create_task(reading_on())
+    await asyncio.sleep(0)
+    stopping = asyncio.create_task(mailbox.stop(task))
+    await asyncio.wait({stopping}, timeout=2)  # (not wait_for: its own cancel would stop the task)
+    assert stopping.done()
+    assert task.cancelled()
+
+
+async def test_stopping_tasks_that_fail_as_they_stop_raises_nothing_and_stops_them_all() -> None:
+    async def failing_on_cancel() -> None:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            raise RuntimeError("the handler is closed")  # as aioimaplib writing DONE to a closed transport
+
+    failing, quiet = asyncio.create_task(failing_on_cancel()), asyncio.create_task(asyncio.sleep(60))
+    await asyncio.sleep(0)
+    await mailbox.stop(failing, quiet)
+    assert isinstance(failing.exception(), RuntimeError)
+    assert quiet.cancelled()

@@ -7,7 +7,6 @@ the next connection catches up from the checkpoints."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -25,6 +24,23 @@ from shared.imap.responses import FolderState, Unexpected
 from shared.settings import Settings
 
 log = structlog.get_logger()
+
+
+# How long a cancelled task may take to end before it is cancelled again.
+RECANCEL_SECONDS = 1.0
+
+
+async def stop(*tasks: asyncio.Task[object]) -> None:
+    """Cancel the tasks and wait until they have ended, however they end (the caller reads how). A cancel can
+    be lost (on Python 3.11 `asyncio.wait_for`, around every aioimaplib command, returns an answer that comes
+    with the cancel and drops the cancel), and a reading task that IDLEd on kept a reader from stopping on
+    SIGTERM: so a task still running is cancelled again."""
+    for task in tasks:
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=RECANCEL_SECONDS)
+        if not task.cancelled():
+            task.exception()  # retrieved: its failure is the caller's to report, not asyncio's to log
 
 
 class MailboxReader:
@@ -90,11 +106,8 @@ class MailboxReader:
             try:
                 await asyncio.wait({reading, lost}, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for task in (reading, lost):
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-            if reading.done() and not reading.cancelled() and reading.exception() is not None:
+                await stop(reading, lost)
+            if not reading.cancelled() and reading.exception() is not None:
                 raise reading.exception()  # type: ignore[misc]
             raise imap.ConnectionLost("the IMAP server closed the connection")
 
