@@ -144,7 +144,7 @@ async def lead_status(db: asyncpg.Connection, email: str) -> str:
 
 async def statuses(db: asyncpg.Connection, campaign_id: str) -> list[tuple[bool, str]]:
     rows = await db.fetch(
-        "SELECT is_followup, status FROM messages WHERE campaign_id = $1 ORDER BY is_followup, created_at",
+        "SELECT is_followup, status FROM messages WHERE campaign_id = $1 ORDER BY is_followup, status",
         uuid.UUID(campaign_id),
     )
     return [(row["is_followup"], row["status"]) for row in rows]

@@ -59,7 +59,7 @@ def folder_name(value: str) -> str:
 SenderEmail = Annotated[Email, AfterValidator(sender_address)]
 DisplayName = Annotated[str, AfterValidator(header_safe)]
 SmtpHost = Annotated[str, AfterValidator(smtp_host)]
-Folder = Annotated[str, AfterValidator(folder_name)]
+Folder = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(folder_name)]
 
 
 class SmtpIn(Strict):

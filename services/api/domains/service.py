@@ -9,6 +9,8 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
+
 from services.api.campaigns.usage import refuse_if_used
 from services.api.domains.repository import DomainRepository
 from services.api.domains.schemas import DkimIn, DomainIn, DomainPatch, ImapIn
@@ -21,6 +23,8 @@ from shared.imap import client as imap
 from shared.public_address import UnusableHost, resolve_public
 from shared.resolver import Dns, DnsUnavailable
 from shared.settings import Settings
+
+log = structlog.get_logger()
 
 
 def domain_out(row: SendingDomain) -> dict[str, Any]:
@@ -191,7 +195,7 @@ async def test_mailbox(repo: DomainRepository, raw_id: str, settings: Settings) 
     account = row.mailbox
     endpoint = imap.Endpoint(
         account.host, account.port, account.security, account.username,  # type: ignore[arg-type]
-        crypto.decrypt(settings.encryption_key, account.password_encrypted), settings.smtp_timeout_seconds,
+        crypto.decrypt(settings.encryption_key, account.password_encrypted), settings.inbox_timeout_seconds,
         allow_private=settings.private_hosts_allowed, ca_file=settings.imap_ca_file,
     )  # fmt: skip
     try:
@@ -204,6 +208,9 @@ async def test_mailbox(repo: DomainRepository, raw_id: str, settings: Settings) 
             }
     except imap.ImapFailure as error:
         return {"ok": False, "error": str(error), "folders": [], "idle_supported": None}
+    except Exception:  # the server said something the client could not take: no detail to leak
+        log.warning("api.mailbox.test.failed", domain_id=raw_id, exc_info=True)
+        return {"ok": False, "error": imap.NO_SESSION, "folders": [], "idle_supported": None}
 
 
 async def delete(repo: DomainRepository, raw_id: str) -> dict[str, Any]:
