@@ -68,7 +68,7 @@ faults: services
 unit: setup
 	$(PY) -m pytest -q tests/unit
 
-bench: services bench-packages
+bench: services bench-packages mail-packages
 	$(PY) -m bench
 
 clean:

@@ -104,7 +104,26 @@ def results() -> list[Result]:
             Result(f"whole pipeline: peak RSS, {name}", pipeline[f"peak_rss_mb {name}"], None, "MB",
                    "reported", None)
         )  # fmt: skip
+    found += inbox_results()
     return found
+
+
+def inbox_results() -> list[Result]:
+    """The mailbox reader (issue 16) against Dovecot: `bench.inbox`, one process per part."""
+    replies = run("bench.inbox", "replies", "100")
+    backlog = run("bench.inbox", "backlog", "10000")
+    memory = run("bench.inbox", "memory", "200")
+    return [
+        Result("mailbox reply → lead replied, follow-up cancelled in the api, p99 (100 replies, IDLE)",
+               replies["p99_s"], replies["raw_p99_s"], "s", "≤ 5 s",
+               replies["p99_s"] <= 5 and replies["missed"] == 0),
+        Result("backlog of 10,000 mails in one mailbox, processed (wall)", backlog["ours_s"],
+               backlog["raw_s"], "s", "≤ 60 s", bool(backlog["finished"]) and backlog["ours_s"] <= 60),
+        Result("one reader process holding 200 mailboxes, idle: RSS", memory["rss_mb"], None, "MB",
+               "< 200 MB", memory["rss_mb"] < 200),
+        Result("… and each of its mail-reader processes: RSS (largest)", max(memory["reader_rss_mb"]), None,
+               "MB", "reported", None),
+    ]  # fmt: skip
 
 
 def report(found: list[Result]) -> str:

@@ -94,6 +94,15 @@ async def sent_campaign(
     emails = [(await pipeline.api.get(f"/leads/{lead}"))["email"] for lead in lead_ids]
     mails = [next(m for m in pipeline.sink.received if m.rcpt_tos == [email]) for email in emails]
     domain = campaign["domains"][0]
+    domain_id, mailbox, account_id = await add_account(pipeline, imap_server, settings, domain, **account)
+    return Sent(campaign["id"], domain, domain_id, mailbox, account_id, emails, mails)
+
+
+async def add_account(
+    pipeline: Pipeline, imap_server: Dovecot, settings: Settings, domain: str, **account: Any
+) -> tuple[str, str, uuid.UUID]:
+    """The domain's sending address as a Dovecot user, and as the domain's mailbox through the api: the
+    domain's id, the address and the account's id."""
     mailbox = f"sales@{domain}"
     imap_server.add_user(mailbox, PASSWORD)
     [domain_row] = (await pipeline.api.get(f"/domains?search={domain}"))["items"]
@@ -109,7 +118,7 @@ async def sent_campaign(
             )
     finally:
         await engine.dispose()
-    return Sent(campaign["id"], domain, domain_row["id"], mailbox, account_id, emails, mails)
+    return domain_row["id"], mailbox, account_id
 
 
 def imap_account(imap_server: Dovecot, mailbox: str, **changes: Any) -> dict[str, Any]:
@@ -329,6 +338,28 @@ async def test_two_readers_share_the_accounts_and_each_mail_is_processed_once(
         for sent in accounts:
             assert len(await processed(db, sent.account_id)) == 10
             assert await replies_recorded(db, sent.campaign_id) == 10
+
+
+async def test_mailboxes_with_more_mail_than_the_reader_processes_take_wait_their_turn_and_never_fail(
+    pipeline: Pipeline, imap_server: Dovecot, settings: Settings, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    accounts = []
+    for _ in range(6):
+        domain = f"busy-{uuid.uuid4().hex[:8]}.example"
+        await pipeline.api.domain(domain, pipeline.sink.port)
+        _, mailbox, account_id = await add_account(pipeline, imap_server, settings, domain)
+        imap_server.write(mailbox, mailbox_mail.reply(mailbox, "someone@elsewhere.example", None))
+        accounts.append(account_id)
+    # One reader process and no queue before it: six mailboxes with mail at once are five too many.
+    async with reader(settings, tmp_path, inbound_readers=1, inbound_backlog=0) as process:
+
+        async def all_read() -> bool:
+            return [len(await processed(db, account)) for account in accounts] == [1] * len(accounts)
+
+        await until(all_read)
+        assert not process.logged("tracker.inbox.connect.failed")
+    failures = await db.fetch("SELECT failures FROM mailbox_accounts WHERE id = ANY($1)", accounts)
+    assert [row["failures"] for row in failures] == [0] * len(accounts)
 
 
 async def test_a_changed_uidvalidity_reads_the_folder_again_without_counting_twice(

@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,13 +126,18 @@ class Dovecot:
 
     def write(self, user: str, raw: bytes, folder: str | None = None) -> None:
         """Straight into the Maildir's `new` (a folder is `.Name`), as a local delivery agent does."""
+        self.write_all(user, [raw], folder)
+
+    def write_all(self, user: str, raws: Iterable[bytes], folder: str | None = None) -> None:
+        """Each of `raws` into the Maildir, in order (a backlog: handed to the mail user once, at the end)."""
         maildir = self.homes / user / "Maildir"
         target = maildir / f".{folder}" if folder else maildir
         for sub in ("tmp", "new", "cur"):
             (target / sub).mkdir(parents=True, exist_ok=True)
-        name = f"{time.time():.6f}.{uuid.uuid4().hex}.test"
-        (target / "tmp" / name).write_bytes(raw)
-        (target / "tmp" / name).rename(target / "new" / name)
+        for raw in raws:
+            name = f"{time.time():.6f}.{uuid.uuid4().hex}.test"
+            (target / "tmp" / name).write_bytes(raw)
+            (target / "tmp" / name).rename(target / "new" / name)
         user_ids = pwd.getpwnam(MAIL_USER)
         for path in [self.homes / user, *(self.homes / user).rglob("*")]:
             os.chown(path, user_ids.pw_uid, user_ids.pw_gid)
@@ -176,9 +181,12 @@ def _wait_for(port: int) -> None:
 
 
 @contextlib.contextmanager
-def running_dovecot(base: Path, idle: bool = True, tls: TlsFiles | None = None) -> Iterator[Dovecot]:
+def running_dovecot(
+    base: Path, idle: bool = True, tls: TlsFiles | None = None, extra_config: str = ""
+) -> Iterator[Dovecot]:
     """A Dovecot of its own; `idle=False` takes IDLE out of what it offers (a server where we must poll);
-    with `tls` it offers STARTTLS on `port` and implicit TLS on `tls_port`, with that certificate."""
+    with `tls` it offers STARTTLS on `port` and implicit TLS on `tls_port`, with that certificate;
+    `extra_config` is added to its configuration (e.g. higher process limits for many sessions)."""
     outside = Path(tempfile.mkdtemp(prefix="maildash-dovecot-"))
     outside.chmod(0o755)  # its auth process (user dovecot) reads the users, its mail processes the Maildirs
     homes = outside / "homes"
@@ -209,6 +217,7 @@ def running_dovecot(base: Path, idle: bool = True, tls: TlsFiles | None = None) 
             if tls is None
             else TLS.format(certificate=tls.certificate, key=tls.key, tls_port=dovecot.tls_port)
         )
+        + extra_config
     )
     process = subprocess.Popen(  # noqa: S603
         [_path("dovecot"), "-F", "-c", str(dovecot.config)],

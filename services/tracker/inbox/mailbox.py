@@ -176,10 +176,12 @@ class MailboxReader:
             done = await self._processor.skip(account, place, key, "gone before it was fetched")
         elif size > limit:
             done = await self._processor.skip(account, place, key, f"larger than {limit} bytes ({size})")
-        elif (raw := await mailbox.body(place.uid)) is None:
-            done = await self._processor.skip(account, place, key, "gone before it was fetched")
         else:
-            done = await self._processor.process(account, place, raw)
+            async with self._processor.turn():
+                if (raw := await mailbox.body(place.uid)) is None:
+                    done = await self._processor.skip(account, place, key, "gone before it was fetched")
+                else:
+                    done = await self._processor.process(account, place, raw)
         if done.is_report and account.reports_folder and account.reports_folder != place.folder:
             try:
                 await mailbox.move(place.uid, account.reports_folder)

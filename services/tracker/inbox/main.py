@@ -29,7 +29,8 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> ASGIA
     settings = settings or Settings()
     runtime = Runtime.build(settings)
     readers = MailReaders(settings)
-    processor = MailProcessor(runtime.sessions, readers, settings.tracking_secret, clock)
+    turns = settings.inbound_readers + settings.inbound_backlog
+    processor = MailProcessor(runtime.sessions, readers, settings.tracking_secret, clock, turns)
 
     def start(account_id: uuid.UUID) -> asyncio.Task[None]:
         reader = MailboxReader(account_id, runtime.sessions, processor, settings, clock)

@@ -10,9 +10,11 @@ skipped with its reason, and its checkpoint advances all the same."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -59,11 +61,23 @@ class MailProcessor:
         readers: MailReaders,
         tracking_secret: str,
         clock: Callable[[], datetime],
+        turns: int,
     ) -> None:
         self._sessions = sessions
         self._readers = readers
         self._secret = tracking_secret
         self._clock = clock
+        # The accounts share the reader processes, whose queue refuses what it cannot hold (as it should for
+        # `POST /inbound/*`): here an account waits for its turn instead, or a busy reader process would be
+        # counted as the mailbox failing. `turns` is what the pool takes without refusing.
+        self._turns = asyncio.Semaphore(turns)
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """Held while one mail is fetched and processed: taken before its body is fetched, so an account
+        waiting for its turn holds no mail in memory."""
+        async with self._turns:
+            yield
 
     async def skip(self, account: Account, place: Place, key: str, reason: str) -> Processed:
         """A mail not even fetched (too large): recorded as skipped, its checkpoint advanced."""
