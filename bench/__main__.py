@@ -90,6 +90,12 @@ def results() -> list[Result]:
                    templates[f"{service}_p99_s"], templates[f"{service}_idle_p99_s"], "s", "≤ 0.05 s",
                    templates[f"{service}_p99_s"] <= 0.05)
         )  # fmt: skip
+    signing = run("bench.dkim", "2000")
+    for name, key in (("RSA 2048", "build_sign_rsa_us"), ("RSA 2048 + Ed25519", "build_sign_rsa_ed25519_us")):
+        found.append(
+            Result(f"an e-mail built and DKIM-signed ({name}), per e-mail", signing[key], signing["build_us"],
+                   "µs", "reported", None)
+        )  # fmt: skip
     pipeline = run("bench.pipeline", "20000")
     found.append(
         Result("whole pipeline, 20,000 leads, 20 domains, 2 senders, interval 0 (e-mails/s)",

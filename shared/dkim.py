@@ -8,11 +8,13 @@ second signature, which newer receivers prefer. Both live under one selector nam
 from __future__ import annotations
 
 import base64
+import functools
 from dataclasses import dataclass
+from typing import Any
 
 import dkim
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
 
 RSA_BITS = 2048
 # What a signature covers (the headers our mail has, less the ones a relay may add or change). Relaxed
@@ -114,3 +116,29 @@ def _signature(wire: bytes, domain: str, selector: str, key: bytes, algorithm: b
         include_headers=list(SIGNED_HEADERS),
     )
     return signature
+
+
+# dkimpy makes the RSA signature with Python's own big integers: 13 ms of CPU per e-mail here, holding the GIL
+# (18× building the e-mail). The same PKCS#1 v1.5 signature from OpenSSL through `cryptography` takes well
+# under a millisecond. dkimpy still canonicalizes and hashes; only the last step is OpenSSL's.
+def _openssl_rsa_sign(digest: Any, private_key: dict[str, int]) -> bytes:
+    assert digest.name == "sha256", "we sign rsa-sha256 only"
+    key = _openssl_key(*(private_key[part] for part in _KEY_PARTS))
+    signature: bytes = key.sign(digest.digest(), padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
+    return signature
+
+
+_KEY_PARTS = (
+    "prime1", "prime2", "privateExponent", "exponent1", "exponent2", "coefficient",
+    "publicExponent", "modulus",
+)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=256)
+def _openssl_key(
+    p: int, q: int, d: int, dmp1: int, dmq1: int, iqmp: int, e: int, n: int
+) -> rsa.RSAPrivateKey:
+    return rsa.RSAPrivateNumbers(p, q, d, dmp1, dmq1, iqmp, rsa.RSAPublicNumbers(e, n)).private_key()
+
+
+dkim.RSASSA_PKCS1_v1_5_sign = _openssl_rsa_sign
