@@ -63,11 +63,13 @@ async def generate_dkim(
 async def check_domain(request: Request, principal: CurrentPrincipal, domain_id: str) -> dict[str, Any]:
     """SPF, DKIM, DMARC and MX as DNS answers them now, each with a verdict and what to fix."""
     async with unit_of_work(request, principal, DomainRepository) as repo:
-        return {"data": await service.checks(repo, domain_id, request.app.state.runtime.settings)}
+        target = await service.check_target(repo, domain_id)
+    return {"data": await service.checks(target, request.app.state.runtime.settings)}
 
 
 @router.post("/domains/{domain_id}/imap/test", response_model=Envelope[ImapTestOut], tags=["domains"])
 async def test_mailbox(request: Request, principal: CurrentPrincipal, domain_id: str) -> dict[str, Any]:
     """Log in to the domain's mailbox: its folders and whether it offers IDLE, or why it cannot be read."""
     async with unit_of_work(request, principal, DomainRepository) as repo:
-        return {"data": await service.test_mailbox(repo, domain_id, request.app.state.runtime.settings)}
+        endpoint = await service.mailbox_endpoint(repo, domain_id, request.app.state.runtime.settings)
+    return {"data": await service.test_mailbox(endpoint)}

@@ -175,31 +175,57 @@ async def generate_dkim(
     return domain_out(await repo.change(row, changes))
 
 
-async def checks(repo: DomainRepository, raw_id: str, settings: Settings) -> list[dict[str, Any]]:
-    """SPF, DKIM, DMARC and MX as DNS answers them now (`shared.domain_checks`)."""
+# DNS and IMAP answers are awaited with no database connection held, and for this long at most in all: a
+# tenant's slow name server or mailbox cannot hold the api's connections.
+CHECKS_SECONDS = 15.0
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckTarget:
+    domain: str
+    smtp_host: str
+    dkim_records: list[dkim.Record]
+
+
+async def check_target(repo: DomainRepository, raw_id: str) -> CheckTarget:
     row = await repo.require(raw_id)
-    records = [dkim.Record(**record) for record in row.dkim_records or []]
+    return CheckTarget(
+        row.domain, row.smtp_host, [dkim.Record(**record) for record in row.dkim_records or []]
+    )
+
+
+async def checks(target: CheckTarget, settings: Settings) -> list[dict[str, Any]]:
+    """SPF, DKIM, DMARC and MX as DNS answers them now (`shared.domain_checks`)."""
     lookups = Dns(settings.dns_server, settings.dns_timeout_seconds)
     try:
-        verdicts = await check_domain(lookups, row.domain, row.smtp_host, records)
+        async with asyncio.timeout(CHECKS_SECONDS):
+            verdicts = await check_domain(lookups, target.domain, target.smtp_host, target.dkim_records)
     except DnsUnavailable as error:
         raise ApiError(503, "unavailable", f"{error}; try again later") from error
+    except TimeoutError as error:
+        raise ApiError(
+            503, "unavailable", f"DNS did not answer within {CHECKS_SECONDS:g} s; try again later"
+        ) from error
     return [dataclasses.asdict(verdict) for verdict in verdicts]
 
 
-async def test_mailbox(repo: DomainRepository, raw_id: str, settings: Settings) -> dict[str, Any]:
-    """Log in to the domain's mailbox as the reader would: which folders exist and whether IDLE is offered."""
+async def mailbox_endpoint(repo: DomainRepository, raw_id: str, settings: Settings) -> imap.Endpoint:
     row = await repo.require(raw_id)
     if row.mailbox is None:
         raise not_found("mailbox of this sending domain")
     account = row.mailbox
-    endpoint = imap.Endpoint(
+    return imap.Endpoint(
         account.host, account.port, account.security, account.username,  # type: ignore[arg-type]
         crypto.decrypt(settings.encryption_key, account.password_encrypted), settings.inbox_timeout_seconds,
         allow_private=settings.private_hosts_allowed, ca_file=settings.imap_ca_file,
     )  # fmt: skip
+
+
+async def test_mailbox(endpoint: imap.Endpoint) -> dict[str, Any]:
+    """Log in to the domain's mailbox as the reader would: which folders exist and whether IDLE is offered."""
+    failed = {"ok": False, "folders": [], "idle_supported": None}
     try:
-        async with imap.connect(endpoint) as mailbox:
+        async with asyncio.timeout(CHECKS_SECONDS), imap.connect(endpoint) as mailbox:
             return {
                 "ok": True,
                 "error": None,
@@ -207,10 +233,12 @@ async def test_mailbox(repo: DomainRepository, raw_id: str, settings: Settings) 
                 "idle_supported": mailbox.idle_supported,
             }
     except imap.ImapFailure as error:
-        return {"ok": False, "error": str(error), "folders": [], "idle_supported": None}
+        return {**failed, "error": str(error)}
+    except TimeoutError:
+        return {**failed, "error": f"the IMAP server did not answer within {CHECKS_SECONDS:g} s"}
     except Exception:  # the server said something the client could not take: no detail to leak
-        log.warning("api.mailbox.test.failed", domain_id=raw_id, exc_info=True)
-        return {"ok": False, "error": imap.NO_SESSION, "folders": [], "idle_supported": None}
+        log.warning("api.mailbox.test.failed", host=endpoint.host, exc_info=True)
+        return {**failed, "error": imap.NO_SESSION}
 
 
 async def delete(repo: DomainRepository, raw_id: str) -> dict[str, Any]:
