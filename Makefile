@@ -6,7 +6,7 @@ PY := .venv/bin/python
 # where the environment asks it not to (importing the api: 6.7 s → 2.0 s here).
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help setup system-packages mail-packages bench-packages services migrate run test lint types check unit faults bench clean
+.PHONY: help setup system-packages mail-packages bench-packages services migrate run test lint types check unit faults bench clean asyncapi
 
 help:
 	@echo "make run    set up and run api, scheduler, sender, tracker and a local SMTP sink"
@@ -21,7 +21,8 @@ help:
 setup: .venv/.synced
 
 # nginx runs the gateway test (deploy/nginx.conf), dnsmasq the DNS the DKIM and domain check tests publish
-# records in, wrk the tracker benchmark; from Debian's packages where we may.
+# records in, chromium the test that the API documentation renders, wrk the tracker benchmark; from Debian's
+# packages where we may.
 system-packages:
 	@command -v nginx >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light) >/dev/null 2>&1; } \
@@ -29,6 +30,9 @@ system-packages:
 	@PATH="$$PATH:/usr/sbin" command -v dnsmasq >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsmasq-base) >/dev/null 2>&1; } \
 		|| echo "note: dnsmasq not installed; the DKIM and DNS check tests will be skipped"
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; } \
+		|| echo "note: chromium not installed; the test that /docs renders will be skipped"
 
 # Dovecot (IMAP and LMTP) is the mail server of the mailbox reader's tests, from Debian's packages where we may.
 mail-packages:
@@ -70,6 +74,11 @@ unit: setup
 
 bench: services bench-packages mail-packages
 	$(PY) -m bench
+
+# The AsyncAPI document of the events, generated from shared/events.py and shared/messaging.py; commit it
+# (tests/unit/test_asyncapi.py fails while it is out of date).
+asyncapi: setup
+	$(PY) -m shared.asyncapi docs/asyncapi.json
 
 clean:
 	rm -rf .venv .mypy_cache .pytest_cache .ruff_cache var

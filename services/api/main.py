@@ -15,6 +15,7 @@ from services.api.campaigns import routes as campaigns
 from services.api.domains import routes as domains
 from services.api.kit.envelope import install_error_handlers
 from services.api.kit.gate import Gate
+from services.api.kit.openapi import install_docs, operation_id
 from services.api.leads import routes as leads
 from services.api.suppressions import routes as suppressions
 from services.api.templates import routes as templates
@@ -22,6 +23,8 @@ from shared.observability import RequestIds, health_routes
 from shared.render_pool import RenderPool
 from shared.runtime import Runtime
 from shared.settings import Settings
+
+TITLE = "Maildash Campaigns API"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -36,7 +39,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             async with app.state.templates, runtime.serving():
                 yield
 
-    app = FastAPI(title="Maildash Campaigns API", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title=TITLE,
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,  # install_docs serves them without a CDN
+        redoc_url=None,
+        generate_unique_id_function=operation_id,
+    )
     app.state.runtime = runtime
     app.state.accounts = Accounts(runtime.sessions, passwords)
     app.state.templates = RenderPool.from_settings(settings)  # tenant templates run in its processes
@@ -49,5 +59,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     for resource in (accounts, domains, leads, templates, suppressions, campaigns):
         app.include_router(resource.router, prefix="/api/v1")
+    install_docs(app, TITLE, settings.broker_prefix)
     app.router.routes.extend(health_routes(runtime.readiness_checks(), optional=frozenset({"broker"})))
     return app

@@ -9,12 +9,13 @@ from fastapi import APIRouter, Form, Request
 from services.api.accounts.schemas import MeOut, TokenOut, UserOut, UserRef, WorkspaceIn, WorkspaceOut
 from services.api.kit.auth import CurrentPrincipal, Principal, issue_token
 from services.api.kit.envelope import ApiError, Envelope, invalid
+from services.api.kit.openapi import errors
 from services.api.kit.schemas import storable
 
-router = APIRouter(tags=["auth"])
+router = APIRouter()
 
 
-@router.post("/auth/token", response_model=TokenOut)
+@router.post("/auth/token", response_model=TokenOut, tags=["auth"], responses=errors(401, 403, 429))
 async def token(
     request: Request,
     username: Annotated[str, Form(max_length=320)],
@@ -38,12 +39,18 @@ async def token(
     }
 
 
-@router.get("/auth/me", response_model=Envelope[MeOut])
+@router.get("/auth/me", response_model=Envelope[MeOut], tags=["auth"])
 async def me(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     return {"data": await request.app.state.accounts.me(principal)}
 
 
-@router.post("/workspaces", status_code=201, response_model=Envelope[WorkspaceOut], tags=["workspaces"])
+@router.post(
+    "/workspaces",
+    status_code=201,
+    response_model=Envelope[WorkspaceOut],
+    tags=["workspaces"],
+    responses=errors(403, 409),
+)
 async def create_workspace(
     request: Request, principal: CurrentPrincipal, body: WorkspaceIn
 ) -> dict[str, Any]:
@@ -53,14 +60,16 @@ async def create_workspace(
     return {"data": await accounts.create_workspace(body.name, str(body.admin_email), body.admin_password)}
 
 
-@router.post("/users/deactivate", response_model=Envelope[UserOut], tags=["users"])
+@router.post(
+    "/users/deactivate", response_model=Envelope[UserOut], tags=["users"], responses=errors(403, 404, 409)
+)
 async def deactivate_user(request: Request, principal: CurrentPrincipal, body: UserRef) -> dict[str, Any]:
     """Superuser only: the user can no longer log in, and every token they hold stops working at once."""
     superuser_only(principal, "deactivate users")
     return {"data": await request.app.state.accounts.set_active(principal, body.email, active=False)}
 
 
-@router.post("/users/activate", response_model=Envelope[UserOut], tags=["users"])
+@router.post("/users/activate", response_model=Envelope[UserOut], tags=["users"], responses=errors(403, 404))
 async def activate_user(request: Request, principal: CurrentPrincipal, body: UserRef) -> dict[str, Any]:
     """Superuser only: a deactivated user may log in again."""
     superuser_only(principal, "activate users")

@@ -13,6 +13,7 @@ from services.api.campaigns.schemas import CampaignDetailOut, CampaignIn, Campai
 from services.api.kit.auth import CurrentPrincipal
 from services.api.kit.deps import PageNumber, PageSize, Search, page_of, page_out, unit_of_work
 from services.api.kit.envelope import Envelope, Page
+from services.api.kit.openapi import errors
 from services.api.kit.schemas import ID_MAX, Moment
 from shared.db.models import Campaign, CampaignStatus, MessageStatus
 from shared.lifecycle import Requested
@@ -83,7 +84,9 @@ async def list_messages(
     return page_out(items, total, page, page_size)
 
 
-@router.post("/campaigns/messages/{message_id}/resend", response_model=Envelope[MessageOut])
+@router.post(
+    "/campaigns/messages/{message_id}/resend", response_model=Envelope[MessageOut], responses=errors(409)
+)
 async def resend_message(request: Request, principal: CurrentPrincipal, message_id: str) -> dict[str, Any]:
     async with unit_of_work(request, principal, MessageRepository) as repo:
         return {"data": await lifecycle.resend(repo, message_id)}
@@ -99,6 +102,7 @@ def add_lifecycle_route(action: Requested) -> None:
     @router.post(
         f"/campaigns/{{campaign_id}}/{action}",
         response_model=Envelope[CampaignOut],
+        responses=errors(409),
         name=f"{action}_campaign",
     )
     async def change(request: Request, principal: CurrentPrincipal, campaign_id: str) -> dict[str, Any]:

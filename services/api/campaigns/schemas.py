@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from services.api.kit.schemas import DomainName, Id, Moment, Strict, Tag
+from shared.message_states import CampaignStatus, MessageStatus
 from shared.planning.window import DEFAULT_WINDOW, is_known_country, is_known_timezone
 
 MAX_STATIC_AUDIENCE = 200_000  # lead ids in one wizard payload; a larger audience is chosen by tags
@@ -135,7 +136,7 @@ class TimelinePoint(BaseModel):
 class CampaignOut(BaseModel):
     id: str
     name: str
-    status: str
+    status: CampaignStatus
     template_id: str
     followup_enabled: bool
     followup_days: int
@@ -162,7 +163,7 @@ class MessageOut(BaseModel):
     domain_used: str
     scheduled_at: datetime
     sent_at: datetime | None
-    status: str
+    status: MessageStatus
     is_followup: bool
     parent_message_id: str | None
     retry_count: int

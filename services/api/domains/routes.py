@@ -12,13 +12,14 @@ from services.api.domains.schemas import CheckOut, DkimIn, DomainIn, DomainOut, 
 from services.api.kit.auth import CurrentPrincipal
 from services.api.kit.deps import unit_of_work
 from services.api.kit.envelope import Envelope
+from services.api.kit.openapi import errors
 from services.api.kit.reads import add_reads
 from services.api.kit.schemas import DeletedOut
 
-router = APIRouter()
+router = APIRouter(tags=["domains"])
 
 
-@router.post("/domains", status_code=201, response_model=Envelope[DomainOut], tags=["domains"])
+@router.post("/domains", status_code=201, response_model=Envelope[DomainOut], responses=errors(409))
 async def create_domain(request: Request, principal: CurrentPrincipal, body: DomainIn) -> dict[str, Any]:
     settings = request.app.state.runtime.settings
     imap = (body.imap.host, body.imap.port) if body.imap is not None else None
@@ -29,10 +30,10 @@ async def create_domain(request: Request, principal: CurrentPrincipal, body: Dom
         return {"data": await service.create(repo, body, settings)}
 
 
-add_reads(router, "domains", DomainRepository, DomainOut, service.domain_out)
+add_reads(router, "domains", "domain", DomainRepository, DomainOut, service.domain_out)
 
 
-@router.patch("/domains/{domain_id}", response_model=Envelope[DomainOut], tags=["domains"])
+@router.patch("/domains/{domain_id}", response_model=Envelope[DomainOut])
 async def update_domain(
     request: Request, principal: CurrentPrincipal, domain_id: str, body: DomainPatch
 ) -> dict[str, Any]:
@@ -41,14 +42,14 @@ async def update_domain(
         return {"data": await service.update(repo, domain_id, body, request.app.state.runtime.settings)}
 
 
-@router.delete("/domains/{domain_id}", response_model=Envelope[DeletedOut], tags=["domains"])
+@router.delete("/domains/{domain_id}", response_model=Envelope[DeletedOut], responses=errors(409))
 async def delete_domain(request: Request, principal: CurrentPrincipal, domain_id: str) -> dict[str, Any]:
     """Only a domain no campaign names; otherwise deactivate it (`PATCH {"active": false}`)."""
     async with unit_of_work(request, principal, DomainRepository) as repo:
         return {"data": await service.delete(repo, domain_id)}
 
 
-@router.post("/domains/{domain_id}/dkim", response_model=Envelope[DomainOut], tags=["domains"])
+@router.post("/domains/{domain_id}/dkim", response_model=Envelope[DomainOut])
 async def generate_dkim(
     request: Request, principal: CurrentPrincipal, domain_id: str, body: DkimIn
 ) -> dict[str, Any]:
@@ -59,7 +60,7 @@ async def generate_dkim(
         }
 
 
-@router.get("/domains/{domain_id}/checks", response_model=Envelope[list[CheckOut]], tags=["domains"])
+@router.get("/domains/{domain_id}/checks", response_model=Envelope[list[CheckOut]], responses=errors(503))
 async def check_domain(request: Request, principal: CurrentPrincipal, domain_id: str) -> dict[str, Any]:
     """SPF, DKIM, DMARC and MX as DNS answers them now, each with a verdict and what to fix."""
     async with unit_of_work(request, principal, DomainRepository) as repo:
@@ -67,7 +68,7 @@ async def check_domain(request: Request, principal: CurrentPrincipal, domain_id:
     return {"data": await service.checks(target, request.app.state.runtime.settings)}
 
 
-@router.post("/domains/{domain_id}/imap/test", response_model=Envelope[ImapTestOut], tags=["domains"])
+@router.post("/domains/{domain_id}/imap/test", response_model=Envelope[ImapTestOut])
 async def test_mailbox(request: Request, principal: CurrentPrincipal, domain_id: str) -> dict[str, Any]:
     """Log in to the domain's mailbox: its folders and whether it offers IDLE, or why it cannot be read."""
     async with unit_of_work(request, principal, DomainRepository) as repo:

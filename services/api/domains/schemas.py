@@ -60,6 +60,7 @@ SenderEmail = Annotated[Email, AfterValidator(sender_address)]
 DisplayName = Annotated[str, AfterValidator(header_safe)]
 SmtpHost = Annotated[str, AfterValidator(smtp_host)]
 Folder = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(folder_name)]
+Security = Literal["none", "starttls", "tls"]  # of an SMTP or IMAP connection
 
 
 class SmtpIn(Strict):
@@ -67,7 +68,7 @@ class SmtpIn(Strict):
     port: int = Field(ge=1, le=65535)
     username: str | None = Field(None, max_length=320)
     password: str | None = Field(None, max_length=1024)
-    security: Literal["none", "starttls", "tls"] = "starttls"
+    security: Security = "starttls"
 
 
 class ImapIn(Strict):
@@ -76,7 +77,7 @@ class ImapIn(Strict):
 
     host: SmtpHost = Field(min_length=1, max_length=253)
     port: int = Field(993, ge=1, le=65535)
-    security: Literal["none", "starttls", "tls"] = "tls"
+    security: Security = "tls"
     username: str = Field(min_length=1, max_length=320)
     password: str | None = Field(None, min_length=1, max_length=1024)
     folders: list[Folder] = Field(default_factory=lambda: ["INBOX"], min_length=1, max_length=20)
@@ -106,7 +107,7 @@ class SmtpPatch(Patch):
     port: int | None = Field(None, ge=1, le=65535)
     username: str | None = Field(None, max_length=320)
     password: str | None = Field(None, max_length=1024)
-    security: Literal["none", "starttls", "tls"] | None = None
+    security: Security | None = None
 
 
 class DomainPatch(Patch):
@@ -126,14 +127,14 @@ class SmtpOut(BaseModel):
     host: str
     port: int
     username: str | None
-    security: str
+    security: Security
     has_password: bool
 
 
 class ImapOut(BaseModel):
     host: str
     port: int
-    security: str
+    security: Security
     username: str
     has_password: bool
     folders: list[str]

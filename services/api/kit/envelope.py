@@ -8,7 +8,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -16,16 +16,41 @@ T = TypeVar("T")
 log = structlog.get_logger()
 
 
-class Envelope(BaseModel, Generic[T]):
+class Answer(BaseModel):
+    """The OpenAPI document lists a field with a default as required in an answer: it is always there."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+
+class Envelope(Answer, Generic[T]):
     data: T
-    error: None = None
+    error: str | None = None  # null on every success; the error envelopes below carry the message
 
 
-class Page(BaseModel, Generic[T]):
+class Page(Answer, Generic[T]):
     items: list[T]
     total: int
     page: int
     page_size: int
+
+
+class ErrorOut(Answer):
+    """Every error answer: `error` for people, `error_code` for machines."""
+
+    data: None = None
+    error: str
+    error_code: str
+
+
+class FieldError(Answer):
+    loc: list[str | int]
+    msg: str
+
+
+class ValidationErrorOut(ErrorOut):
+    """A 422: what was wrong with which part of the request."""
+
+    fields: list[FieldError]
 
 
 class ApiError(Exception):

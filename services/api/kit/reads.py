@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -16,13 +17,15 @@ from services.api.kit.repository import WorkspaceRepository
 def add_reads(
     router: APIRouter,
     path: str,
+    noun: str,
     repository: type[WorkspaceRepository[Any]],
     schema: type[Any],
     to_out: Callable[[Any], dict[str, Any]],
     listed: bool = True,
 ) -> None:
-    """`GET /<path>` (a page, newest first; `search` over its text columns) and `GET /<path>/{id}`, scoped to
-    the caller's workspace. `listed=False` for a resource whose list route takes more filters."""
+    """`GET /<path>` (`list_<path>`: a page, newest first; `search` over its text columns) and
+    `GET /<path>/{<noun>_id}` (`get_<noun>`), scoped to the caller's workspace. `listed=False` for a resource
+    whose list route takes more filters."""
 
     async def list_rows(
         request: Request,
@@ -38,14 +41,31 @@ def add_reads(
             f"/{path}",
             list_rows,
             response_model=Envelope[Page[schema]],  # type: ignore[valid-type]
-            tags=[path],
             name=f"list_{path}",
         )
 
-    @router.get(f"/{path}/{{row_id}}", response_model=Envelope[schema], tags=[path], name=f"get_{path}")  # type: ignore[valid-type]
-    async def get_row(request: Request, principal: CurrentPrincipal, row_id: str) -> dict[str, Any]:
+    id_name = f"{noun}_id"
+
+    async def get_row(request: Request, principal: CurrentPrincipal, **path_id: str) -> dict[str, Any]:
         async with unit_of_work(request, principal, repository) as repo:
-            return {"data": to_out(await repo.require(row_id))}
+            return {"data": to_out(await repo.require(path_id[id_name]))}
+
+    # The path parameter is named after the resource (`{domain_id}`), as on the resource's other routes.
+    get_row.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
+            inspect.Parameter(
+                "principal", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=CurrentPrincipal
+            ),
+            inspect.Parameter(id_name, inspect.Parameter.KEYWORD_ONLY, annotation=str),
+        ]
+    )
+    router.add_api_route(
+        f"/{path}/{{{id_name}}}",
+        get_row,
+        response_model=Envelope[schema],  # type: ignore[valid-type]
+        name=f"get_{noun}",
+    )
 
 
 def row_out(row: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, File, Request, UploadFile
 from services.api.kit.auth import CurrentPrincipal
 from services.api.kit.deps import PageNumber, PageSize, Search, page_of, searchable, unit_of_work
 from services.api.kit.envelope import Envelope, Page
+from services.api.kit.openapi import errors
 from services.api.kit.reads import add_reads, row_out
 from services.api.kit.schemas import DeletedOut
 from services.api.kit.uploads import file_chunks, upload_doc
@@ -17,16 +18,16 @@ from services.api.leads.repository import LeadRepository
 from services.api.leads.schemas import ImportOut, LeadIn, LeadOut, LeadPatch, ReportOut
 from shared.db.models import Lead, LeadStatus
 
-router = APIRouter()
+router = APIRouter(tags=["leads"])
 
 
-@router.post("/leads", status_code=201, response_model=Envelope[LeadOut], tags=["leads"])
+@router.post("/leads", status_code=201, response_model=Envelope[LeadOut], responses=errors(409))
 async def create_lead(request: Request, principal: CurrentPrincipal, body: LeadIn) -> dict[str, Any]:
     async with unit_of_work(request, principal, LeadRepository) as repo:
         return {"data": await service.create(repo, body)}
 
 
-@router.get("/leads", response_model=Envelope[Page[LeadOut]], tags=["leads"])
+@router.get("/leads", response_model=Envelope[Page[LeadOut]])
 async def list_leads(
     request: Request,
     principal: CurrentPrincipal,
@@ -43,10 +44,10 @@ async def list_leads(
     return await page_of(request, principal, LeadRepository, row_out, page, page_size, search, *where)
 
 
-add_reads(router, "leads", LeadRepository, LeadOut, row_out, listed=False)
+add_reads(router, "leads", "lead", LeadRepository, LeadOut, row_out, listed=False)
 
 
-@router.put("/leads/{lead_id}/report", response_model=Envelope[ReportOut], tags=["leads"])
+@router.put("/leads/{lead_id}/report", response_model=Envelope[ReportOut], responses=errors(400))
 async def upload_report(
     request: Request, principal: CurrentPrincipal, lead_id: str, file: Annotated[UploadFile, File()]
 ) -> dict[str, Any]:
@@ -61,7 +62,10 @@ async def upload_report(
 
 
 @router.post(
-    "/leads/import", response_model=Envelope[ImportOut], openapi_extra=upload_doc("file"), tags=["leads"]
+    "/leads/import",
+    response_model=Envelope[ImportOut],
+    openapi_extra=upload_doc("file"),
+    responses=errors(400),
 )
 async def import_leads(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     """CSV in UTF-8 whose first row names the columns: `email` (required), `first_name`, `last_name`,
@@ -74,7 +78,7 @@ async def import_leads(request: Request, principal: CurrentPrincipal) -> dict[st
     return {"data": await imports.import_csv(chunks, work, max_rows)}
 
 
-@router.patch("/leads/{lead_id}", response_model=Envelope[LeadOut], tags=["leads"])
+@router.patch("/leads/{lead_id}", response_model=Envelope[LeadOut], responses=errors(409))
 async def update_lead(
     request: Request, principal: CurrentPrincipal, lead_id: str, body: LeadPatch
 ) -> dict[str, Any]:
@@ -83,7 +87,7 @@ async def update_lead(
         return {"data": await service.update(repo, lead_id, body)}
 
 
-@router.delete("/leads/{lead_id}", response_model=Envelope[DeletedOut], tags=["leads"])
+@router.delete("/leads/{lead_id}", response_model=Envelope[DeletedOut], responses=errors(409))
 async def delete_lead(request: Request, principal: CurrentPrincipal, lead_id: str) -> dict[str, Any]:
     """Erases the lead with its message history; refused while a campaign still has mail for it."""
     async with unit_of_work(request, principal, LeadRepository) as repo:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field
 
 from services.api.kit.schemas import Email, Out, Patch, Strict, Tag
+from shared.message_states import LeadStatus
 
 FIELD_KEY_MAX = 100
 FIELD_VALUE_MAX = 5000
@@ -51,7 +52,7 @@ class LeadOut(Out):
     company: str
     tags: list[str]
     fields: dict[str, Any]
-    status: str
+    status: LeadStatus
     created_at: datetime
 
 

@@ -17,7 +17,7 @@ from services.api.suppressions.schemas import SuppressionIn, SuppressionOut
 
 router = APIRouter(tags=["suppressions"])
 
-add_reads(router, "suppressions", SuppressionRepository, SuppressionOut, row_out)
+add_reads(router, "suppressions", "suppression", SuppressionRepository, SuppressionOut, row_out)
 
 
 @router.post(
