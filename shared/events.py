@@ -29,18 +29,26 @@ class CampaignEvent(Event):
 
 
 class CampaignStarted(CampaignEvent):
+    """A campaign was started: its messages are to be planned from max(now, `start_at`)."""
+
     routing_key: ClassVar[str] = "campaign.started"
 
 
 class CampaignPaused(CampaignEvent):
+    """A campaign was paused: no new SMTP transaction of it starts until it is resumed."""
+
     routing_key: ClassVar[str] = "campaign.paused"
 
 
 class CampaignResumed(CampaignEvent):
+    """A paused campaign was resumed: its unsent messages are to be planned again from now."""
+
     routing_key: ClassVar[str] = "campaign.resumed"
 
 
 class CampaignStopped(CampaignEvent):
+    """A campaign was stopped for good: its unsent messages were cancelled."""
+
     routing_key: ClassVar[str] = "campaign.stopped"
 
 
@@ -59,12 +67,16 @@ class SendMessage(MessageEvent):
 
 
 class MessageSent(MessageEvent):
+    """The mail server accepted the message (`smtp_message_id` is its Message-ID)."""
+
     routing_key: ClassVar[str] = "message.sent"
     sent_at: datetime
     smtp_message_id: str
 
 
 class MessageBounced(MessageEvent):
+    """A hard bounce (a 5xx at SMTP time, or a DSN later): the lead is bounced and suppressed."""
+
     routing_key: ClassVar[str] = "message.bounced"
     reason: str
     smtp_code: int | None = None
@@ -82,11 +94,17 @@ class MessageFailed(MessageEvent):
 
 
 class MessageOpened(MessageEvent):
+    """The message's tracking pixel was fetched (defined by the contract; not published yet: opens are
+    recorded straight into the KPI store)."""
+
     routing_key: ClassVar[str] = "message.opened"
     is_machine: bool = False
 
 
 class LeadUnsubscribed(Event):
+    """The lead unsubscribed (the link, the one-click POST or the List-Unsubscribe mailto): it gets no more
+    mail."""
+
     routing_key: ClassVar[str] = "lead.unsubscribed"
     lead_id: uuid.UUID
     message_id: uuid.UUID | None = None

@@ -159,6 +159,10 @@ def create_broker(amqp_url: str, prefetch: int, graceful_timeout: float = 30.0) 
     )
 
 
+# How every event is published (the AsyncAPI document, shared/asyncapi.py, declares the same).
+PUBLISHING: dict[str, Any] = {"persist": True, "mandatory": True}
+
+
 async def publish(
     broker: RabbitBroker, topology: Topology, routing_key: str, payload: dict[str, Any]
 ) -> None:
@@ -167,10 +171,9 @@ async def publish(
         payload,
         exchange=topology.events,
         routing_key=routing_key,
-        persist=True,
-        mandatory=True,
         message_id=str(payload.get("event_id", "")),
         message_type=routing_key,
+        **PUBLISHING,
     )
 
 
