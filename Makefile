@@ -6,7 +6,7 @@ PY := .venv/bin/python
 # where the environment asks it not to (importing the api: 6.7 s → 2.0 s here).
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help setup system-packages mail-packages bench-packages services migrate run test lint types check unit faults bench clean asyncapi
+.PHONY: help setup system-packages mail-packages client-packages bench-packages services migrate run test lint types check unit faults bench clean asyncapi
 
 help:
 	@echo "make run    set up and run api, scheduler, sender, tracker and a local SMTP sink"
@@ -40,6 +40,14 @@ mail-packages:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd dovecot-lmtpd) \
 		>/dev/null 2>&1; } || echo "note: dovecot not installed; the mailbox reader tests will be skipped"
 
+# The TypeScript client check's npm packages (openapi-typescript, openapi-fetch, typescript), pinned in
+# clients/typescript/package-lock.json; its test is skipped where node and npm are missing.
+client-packages: clients/typescript/node_modules/.package-lock.json
+
+clients/typescript/node_modules/.package-lock.json: clients/typescript/package-lock.json
+	@if command -v npm >/dev/null; then cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error; \
+	else echo "note: npm not installed; the TypeScript client check will be skipped"; fi
+
 bench-packages: system-packages
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk) >/dev/null 2>&1; } \
@@ -62,7 +70,7 @@ types: setup
 	.venv/bin/mypy shared services tools maildash
 
 # The fault suite restarts the local PostgreSQL and RabbitMQ here too (MAILDASH_FAULT_RESTARTS).
-test: lint types services system-packages mail-packages
+test: lint types services system-packages mail-packages client-packages
 	MAILDASH_FAULT_RESTARTS=1 $(PY) -m pytest -q
 
 # The fault suite with the campaign of issue 7 (2,000 leads over 10 domains); `make test` runs it with 200.

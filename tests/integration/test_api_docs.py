@@ -95,6 +95,29 @@ def test_every_answer_is_the_envelope_with_error_required(spec: dict[str, Any]) 
                 assert "error_code" in schema["required"], where
 
 
+def test_every_field_of_every_answer_is_required(spec: dict[str, Any]) -> None:
+    """Answers carry every field of their model (null where empty), so a client may rely on each."""
+    schemas = spec["components"]["schemas"]
+    pending = [
+        answer["content"]["application/json"]["schema"]
+        for _, _, operation in operations(spec)
+        for answer in operation["responses"].values()
+    ]
+    seen: set[str] = set()
+    optional_fields = []
+    while pending:
+        schema = pending.pop()
+        for name in re.findall(r"#/components/schemas/([^'\"]+)", str(schema)):
+            if name not in seen:
+                seen.add(name)
+                pending.append(schemas[name])
+        if "properties" in schema:
+            optional = set(schema["properties"]) - set(schema.get("required", []))
+            optional_fields += [f"{schema.get('title')}.{field}" for field in sorted(optional)]
+    assert not optional_fields
+    assert {"ErrorOut", "CampaignDetailOut", "TokenOut"} <= seen
+
+
 def test_every_error_of_its_kind_is_documented(spec: dict[str, Any]) -> None:
     """A token, a path id, a body and parameters each bring their refusal (the api's gate and FastAPI's
     validation answer them for every route alike)."""

@@ -6,10 +6,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from services.api.kit.schemas import Email, Strict
+from services.api.kit.schemas import Answer, Email, Strict
 
 
-class TokenOut(BaseModel):
+class TokenOut(Answer):
     access_token: str
     token_type: Literal["bearer"] = "bearer"  # noqa: S105
     expires_in: int

@@ -8,18 +8,13 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.api.kit.schemas import Answer
+
 T = TypeVar("T")
 log = structlog.get_logger()
-
-
-class Answer(BaseModel):
-    """The OpenAPI document lists a field with a default as required in an answer: it is always there."""
-
-    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
 
 
 class Envelope(Answer, Generic[T]):

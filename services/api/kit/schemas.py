@@ -114,8 +114,15 @@ class Strict(BaseModel):
         return storable(value)
 
 
-class Out(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+class Answer(BaseModel):
+    """A response body: the OpenAPI document lists a field with a default as required, for it is always
+    there (`null` where empty)."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+
+class Out(Answer):
+    model_config = ConfigDict(from_attributes=True)  # merged with Answer's
 
 
 class Patch(Strict):
@@ -134,6 +141,6 @@ class Patch(Strict):
         return self.model_dump(mode="json", exclude_unset=True)
 
 
-class DeletedOut(BaseModel):
+class DeletedOut(Answer):
     id: str
     deleted: bool = True
