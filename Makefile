@@ -13,8 +13,11 @@ help:
 	@echo "make test   set up and run lint, types and the whole test suite"
 	@echo "make bench  run the benchmarks"
 
+# The Dockerfile installs the same version (ARG UV_VERSION; tests/unit/test_deploy.py compares them).
+UV_VERSION := 0.13.9
+
 .venv/.synced: pyproject.toml uv.lock
-	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	$(UV) sync --frozen --quiet --compile-bytecode
 	@touch $@
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import string
 from collections.abc import AsyncIterator
@@ -29,7 +30,7 @@ async def chunks(count: int) -> AsyncIterator[bytes]:
         yield b"x" * 65536
 
 
-async def test_gateway_routes_api_and_public_tracking_paths(
+async def test_gateway_routes_api_docs_and_public_tracking_paths(
     api_url: str, settings: Settings, tmp_path: Path
 ) -> None:
     port = free_port()
@@ -80,6 +81,21 @@ async def test_gateway_routes_api_and_public_tracking_paths(
                 writer.close()
                 assert head.startswith(b"HTTP/1.1 413")
                 assert b'"error_code": "payload_too_large"' in body
+                # Up to the tracker's inbound limit and a byte more, the tracker answers in its envelope.
+                mail = await client.post(
+                    "/inbound/bounces",
+                    content=b"x" * (settings.inbound_max_bytes + 1),
+                    headers={"X-Inbound-Secret": settings.inbound_secret},
+                )
+                assert (mail.status_code, mail.json()["error_code"]) == (413, "payload_too_large")
+                # The documentation, with every asset its pages load, and both documents.
+                for page in ("/docs", "/redoc"):
+                    html = (await client.get(page)).text
+                    for asset in re.findall(r'(?:src|href)="(/[^"]+)"', html):
+                        assert (await client.get(asset)).status_code == 200, asset
+                openapi = (await client.get("/openapi.json")).json()
+                assert "/api/v1/campaigns" in openapi["paths"]
+                assert (await client.get("/asyncapi.json")).json()["asyncapi"] == "3.0.0"
                 pixel = await client.get("/track/open.gif?m=x&t=y")
                 assert pixel.status_code == 200
                 assert pixel.headers["content-type"] == "image/gif"

@@ -20,15 +20,9 @@ import uvicorn
 
 from shared.settings import Settings
 from tests.support.smtp import free_port
+from tools.healthcheck import PORT_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]
-PORT_FIELD = {
-    "api": "api_port",
-    "scheduler": "scheduler_port",
-    "sender": "sender_port",
-    "tracker": "tracker_port",
-    "inbox": "inbox_port",
-}
 # How each is started, where that is not `python -m services.<name>`.
 COMMANDS = {"inbox": ["services.tracker", "inbox"]}
 
@@ -44,7 +38,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 def with_ports(settings: Settings, *names: str) -> Settings:
     """A copy with a free port for each named service (and the tracker URL to match)."""
-    ports = {PORT_FIELD[name]: free_port() for name in names}
+    ports = {PORT_SETTINGS[name]: free_port() for name in names}
     if "tracker_port" in ports:
         ports["public_tracker_url"] = f"http://127.0.0.1:{ports['tracker_port']}"  # type: ignore[assignment]
     return settings.model_copy(update=ports)
@@ -87,7 +81,7 @@ class ServiceProcess:
 async def subprocess_service(
     name: str, settings: Settings, log_dir: Path, extra_env: dict[str, str] | None = None
 ) -> AsyncIterator[ServiceProcess]:
-    port = getattr(settings, PORT_FIELD[name])
+    port = getattr(settings, PORT_SETTINGS[name])
     log_path = log_dir / f"{name}-{port}.log"
     env = {**os.environ, **settings_env(settings), **(extra_env or {}), "PYTHONUNBUFFERED": "1"}
     with log_path.open("wb") as log:
