@@ -1,7 +1,8 @@
 """`python -m maildash`: the operators' command line, a client of the api like the dashboard.
 
 Connection and credentials come from options or the environment: MAILDASH_CLI_API_URL (default
-http://127.0.0.1:8000), MAILDASH_CLI_EMAIL and MAILDASH_CLI_PASSWORD (asked for when not set).
+http://127.0.0.1:8000), MAILDASH_CLI_EMAIL and MAILDASH_CLI_PASSWORD (asked for when a command logs in and
+none is set; `--help` never asks).
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ class Connection:
 
     @contextlib.contextmanager
     def client(self) -> Iterator[httpx.Client]:
-        """A client logged in with a fresh token."""
+        """A client logged in with a fresh token; the password is asked for here, when it is needed."""
+        if not self.password:
+            self.password = typer.prompt(f"Password of {self.email}", hide_input=True)
         with httpx.Client(base_url=f"{self.url}/api/v1", timeout=httpx.Timeout(30, read=600)) as client:
             try:
                 reply = client.post("/auth/token", data={"username": self.email, "password": self.password})
@@ -79,7 +82,10 @@ def connect(
     api_url: Annotated[str, typer.Option(envvar="MAILDASH_CLI_API_URL")] = "http://127.0.0.1:8000",
     email: Annotated[str, typer.Option(envvar="MAILDASH_CLI_EMAIL", help="your login")] = "admin@example.com",
     password: Annotated[
-        str, typer.Option(envvar="MAILDASH_CLI_PASSWORD", prompt=True, hide_input=True, help="your password")
+        str,
+        typer.Option(
+            envvar="MAILDASH_CLI_PASSWORD", show_default=False, help="your password (asked for when not given)"
+        ),
     ] = "",
 ) -> None:
     context.obj = Connection(api_url, email, password)

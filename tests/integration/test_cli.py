@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -9,6 +13,7 @@ import pytest
 
 from tests.support.api import ApiClient
 from tests.support.cli import maildash
+from tests.support.stack import ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -65,3 +70,18 @@ async def test_the_cli_says_what_went_wrong(api_url: str) -> None:
         await maildash(api_url, "campaign", "pause", str(uuid.uuid4()))
     with pytest.raises(AssertionError, match="cannot reach the api"):
         await maildash("http://127.0.0.1:9", "campaign", "show", "x")
+
+
+async def test_a_command_asks_for_the_password_it_needs_when_none_is_set(api_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "MAILDASH_CLI_PASSWORD"} | {
+        "MAILDASH_CLI_API_URL": api_url
+    }
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "maildash", "user", "activate", "admin@example.com"],
+        cwd=ROOT, env=env, input="admin\n", capture_output=True, text=True, timeout=60, check=False,
+        start_new_session=True,  # no terminal to read from: the password comes from stdin
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Password of admin@example.com" in done.stdout + done.stderr
+    assert "user admin@example.com is active" in done.stderr
