@@ -83,9 +83,7 @@ def connect(
     email: Annotated[str, typer.Option(envvar="MAILDASH_CLI_EMAIL", help="your login")] = "admin@example.com",
     password: Annotated[
         str,
-        typer.Option(
-            envvar="MAILDASH_CLI_PASSWORD", show_default=False, help="your password (asked for when not given)"
-        ),
+        typer.Option(envvar="MAILDASH_CLI_PASSWORD", show_default=False, help="asked for when not given"),
     ] = "",
 ) -> None:
     context.obj = Connection(api_url, email, password)
