@@ -40,7 +40,7 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
         process = await asyncio.create_subprocess_exec(
             st, "run", f"{api_url}/openapi.json",
             "-H", f"Authorization: {api.http.headers['Authorization']}",
-            "--checks", "not_a_server_error,response_schema_conformance",
+            "--checks", "not_a_server_error,status_code_conformance,response_schema_conformance",
             "--max-examples", examples, "--seed", "1", "--no-color",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip

@@ -3,8 +3,8 @@
 The document is FastAPI's, with what a client relies on added in one place, so that a new route has it too:
 - each operation's id is its route's name (`get_campaign`), and it has one tag, its resource;
 - every error the api may answer is documented with the error envelope: 401 on each operation behind the
-  bearer token, 404 on each with a path id, 413 on each with a body, 422 (with `fields`) on each with
-  parameters or a body; the others (400, 403, 409, 429, 503) where the route declares them with `errors()`.
+  bearer token, 404 on each with a path id, 400 and 413 on each with a body, 422 (with `fields`) on each with
+  parameters or a body; the others (403, 409, 429, 503) where the route declares them with `errors()`.
 `tests/integration/test_openapi.py` holds the whole document to these rules.
 
 Swagger UI (`/docs`) and ReDoc (`/redoc`) load their scripts and styles from the api itself
@@ -29,7 +29,7 @@ from services.api.kit.envelope import ErrorOut, ValidationErrorOut
 from shared import asyncapi
 
 ERRORS = {
-    400: "The body is not the multipart/form-data the route reads (`bad_request`).",
+    400: "The body cannot be parsed: not UTF-8 JSON, or not the form the route reads (`bad_request`).",
     401: "No valid bearer token, or its user is gone or deactivated (`unauthorized`).",
     403: "The caller may not do this (`forbidden`).",
     404: "No such row in the caller's workspace, whatever the id's shape (`not_found`).",
@@ -70,7 +70,7 @@ def _statuses_of_its_kind(operation: dict[str, Any]) -> list[int]:
     return [
         *([401] if operation.get("security") else []),
         *([404] if any(p["in"] == "path" for p in parameters) else []),
-        *([413] if body else []),
+        *([400, 413] if body else []),
         *([422] if parameters or body else []),
     ]
 

@@ -47,7 +47,7 @@ async def list_leads(
 add_reads(router, "leads", "lead", LeadRepository, LeadOut, row_out, listed=False)
 
 
-@router.put("/leads/{lead_id}/report", response_model=Envelope[ReportOut], responses=errors(400))
+@router.put("/leads/{lead_id}/report", response_model=Envelope[ReportOut])
 async def upload_report(
     request: Request, principal: CurrentPrincipal, lead_id: str, file: Annotated[UploadFile, File()]
 ) -> dict[str, Any]:
@@ -65,7 +65,6 @@ async def upload_report(
     "/leads/import",
     response_model=Envelope[ImportOut],
     openapi_extra=upload_doc("file"),
-    responses=errors(400),
 )
 async def import_leads(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     """CSV in UTF-8 whose first row names the columns: `email` (required), `first_name`, `last_name`,
