@@ -1,0 +1,63 @@
+"""ESP webhooks: where each ESP posts its events to the tracker, and what the tracker checks them with."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from services.api.esp_webhooks import service
+from services.api.esp_webhooks.repository import EspWebhookRepository
+from services.api.esp_webhooks.schemas import EspWebhookIn, EspWebhookOut, EspWebhookPatch
+from services.api.kit.auth import CurrentPrincipal
+from services.api.kit.deps import PageNumber, PageSize, Search, page_of, unit_of_work
+from services.api.kit.envelope import Envelope, Page
+from services.api.kit.schemas import DeletedOut
+
+router = APIRouter(tags=["esp-webhooks"])
+
+
+@router.post("/esp-webhooks", status_code=201, response_model=Envelope[EspWebhookOut])
+async def create_esp_webhook(
+    request: Request, principal: CurrentPrincipal, body: EspWebhookIn
+) -> dict[str, Any]:
+    """One per provider: give the answer's `url` to the ESP as its event webhook."""
+    async with unit_of_work(request, principal, EspWebhookRepository) as repo:
+        return {"data": await service.create(repo, body, request.app.state.runtime.settings)}
+
+
+@router.get("/esp-webhooks", response_model=Envelope[Page[EspWebhookOut]])
+async def list_esp_webhooks(
+    request: Request,
+    principal: CurrentPrincipal,
+    page: PageNumber = 1,
+    page_size: PageSize = 20,
+    search: Search = None,
+) -> dict[str, Any]:
+    out = functools.partial(service.webhook_out, settings=request.app.state.runtime.settings)
+    return await page_of(request, principal, EspWebhookRepository, out, page, page_size, search)
+
+
+@router.get("/esp-webhooks/{webhook_id}", response_model=Envelope[EspWebhookOut])
+async def get_esp_webhook(request: Request, principal: CurrentPrincipal, webhook_id: str) -> dict[str, Any]:
+    async with unit_of_work(request, principal, EspWebhookRepository) as repo:
+        row = await repo.require(webhook_id)
+        return {"data": service.webhook_out(row, request.app.state.runtime.settings)}
+
+
+@router.patch("/esp-webhooks/{webhook_id}", response_model=Envelope[EspWebhookOut])
+async def update_esp_webhook(
+    request: Request, principal: CurrentPrincipal, webhook_id: str, body: EspWebhookPatch
+) -> dict[str, Any]:
+    async with unit_of_work(request, principal, EspWebhookRepository) as repo:
+        return {"data": await service.update(repo, webhook_id, body, request.app.state.runtime.settings)}
+
+
+@router.delete("/esp-webhooks/{webhook_id}", response_model=Envelope[DeletedOut])
+async def delete_esp_webhook(
+    request: Request, principal: CurrentPrincipal, webhook_id: str
+) -> dict[str, Any]:
+    """Its URL answers 404 from now on; the events it took stay counted."""
+    async with unit_of_work(request, principal, EspWebhookRepository) as repo:
+        return {"data": await service.delete(repo, webhook_id)}
