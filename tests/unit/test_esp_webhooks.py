@@ -49,6 +49,13 @@ SENT = Sent(
     ],
 )
 NAMES = (uuid.UUID(OURS), f"<{OURS}.0@outreach.example>")
+# What each provider's documented event of this kind (permanent or not) is to us.
+KINDS = [
+    ("bounce", True, "hard_bounce"),
+    ("bounce", False, "soft_bounce"),
+    ("complaint", True, "complaint"),
+    ("delivery", True, "delivery"),
+]
 SNS_SIGNER = SnsSigner()
 SNS_KEY = SNS_SIGNER.key.public_key()
 CERT_URL = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-abc.pem"
@@ -182,15 +189,7 @@ def test_the_sns_hosts_of_every_region_are_allowed() -> None:
         assert sns.allowed(f"https://{host}/SimpleNotificationService-x.pem", "it").host == host
 
 
-@pytest.mark.parametrize(
-    ("kind", "permanent", "expected"),
-    [
-        ("bounce", True, "hard_bounce"),
-        ("bounce", False, "soft_bounce"),
-        ("complaint", True, "complaint"),
-        ("delivery", True, "delivery"),
-    ],
-)
+@pytest.mark.parametrize(("kind", "permanent", "expected"), KINDS)
 def test_ses_events_are_classified_and_name_our_message(kind: str, permanent: bool, expected: str) -> None:
     event = ses_event(kind, SENT, permanent)
     reported = ses.ses_event(ses.sns_message(SNS_SIGNER.signed(sns_notification(event), CERT_URL)))
@@ -361,15 +360,7 @@ def test_postmark_takes_only_its_basic_auth() -> None:
             postmark.verify("maildash", "a-long-random-password", header)
 
 
-@pytest.mark.parametrize(
-    ("kind", "permanent", "expected"),
-    [
-        ("bounce", True, "hard_bounce"),
-        ("bounce", False, "soft_bounce"),
-        ("complaint", True, "complaint"),
-        ("delivery", True, "delivery"),
-    ],
-)
+@pytest.mark.parametrize(("kind", "permanent", "expected"), KINDS)
 def test_postmark_events_are_classified_and_named_by_our_metadata(
     kind: str, permanent: bool, expected: str
 ) -> None:

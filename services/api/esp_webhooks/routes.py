@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -11,8 +10,9 @@ from services.api.esp_webhooks import service
 from services.api.esp_webhooks.repository import EspWebhookRepository
 from services.api.esp_webhooks.schemas import EspWebhookIn, EspWebhookOut, EspWebhookPatch
 from services.api.kit.auth import CurrentPrincipal
-from services.api.kit.deps import PageNumber, PageSize, Search, page_of, unit_of_work
-from services.api.kit.envelope import Envelope, Page
+from services.api.kit.deps import unit_of_work
+from services.api.kit.envelope import Envelope
+from services.api.kit.reads import add_reads
 from services.api.kit.schemas import DeletedOut
 
 router = APIRouter(tags=["esp-webhooks"])
@@ -27,23 +27,9 @@ async def create_esp_webhook(
         return {"data": await service.create(repo, body, request.app.state.runtime.settings)}
 
 
-@router.get("/esp-webhooks", response_model=Envelope[Page[EspWebhookOut]])
-async def list_esp_webhooks(
-    request: Request,
-    principal: CurrentPrincipal,
-    page: PageNumber = 1,
-    page_size: PageSize = 20,
-    search: Search = None,
-) -> dict[str, Any]:
-    out = functools.partial(service.webhook_out, settings=request.app.state.runtime.settings)
-    return await page_of(request, principal, EspWebhookRepository, out, page, page_size, search)
-
-
-@router.get("/esp-webhooks/{webhook_id}", response_model=Envelope[EspWebhookOut])
-async def get_esp_webhook(request: Request, principal: CurrentPrincipal, webhook_id: str) -> dict[str, Any]:
-    async with unit_of_work(request, principal, EspWebhookRepository) as repo:
-        row = await repo.require(webhook_id)
-        return {"data": service.webhook_out(row, request.app.state.runtime.settings)}
+add_reads(
+    router, "esp-webhooks", EspWebhookRepository, EspWebhookOut, service.webhook_out, with_settings=True
+)
 
 
 @router.patch("/esp-webhooks/{webhook_id}", response_model=Envelope[EspWebhookOut])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -18,11 +19,17 @@ def add_reads(
     path: str,
     repository: type[WorkspaceRepository[Any]],
     schema: type[Any],
-    to_out: Callable[[Any], dict[str, Any]],
+    to_out: Callable[..., dict[str, Any]],
     listed: bool = True,
+    with_settings: bool = False,
 ) -> None:
     """`GET /<path>` (a page, newest first; `search` over its text columns) and `GET /<path>/{id}`, scoped to
-    the caller's workspace. `listed=False` for a resource whose list route takes more filters."""
+    the caller's workspace. `listed=False` for a resource whose list route takes more filters;
+    `with_settings` for a `to_out` that also takes the settings (`to_out(row, settings)`)."""
+
+    def out(request: Request) -> Callable[[Any], dict[str, Any]]:
+        settings = request.app.state.runtime.settings
+        return functools.partial(to_out, settings=settings) if with_settings else to_out
 
     async def list_rows(
         request: Request,
@@ -31,7 +38,7 @@ def add_reads(
         page_size: PageSize = 20,
         search: Search = None,
     ) -> dict[str, Any]:
-        return await page_of(request, principal, repository, to_out, page, page_size, search)
+        return await page_of(request, principal, repository, out(request), page, page_size, search)
 
     if listed:
         router.add_api_route(
@@ -45,7 +52,7 @@ def add_reads(
     @router.get(f"/{path}/{{row_id}}", response_model=Envelope[schema], tags=[path], name=f"get_{path}")  # type: ignore[valid-type]
     async def get_row(request: Request, principal: CurrentPrincipal, row_id: str) -> dict[str, Any]:
         async with unit_of_work(request, principal, repository) as repo:
-            return {"data": to_out(await repo.require(row_id))}
+            return {"data": out(request)(await repo.require(row_id))}
 
 
 def row_out(row: Any) -> dict[str, Any]:

@@ -13,12 +13,13 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from services.tracker.inbound import ENHANCED, clean_text
 
+T = TypeVar("T")
 Kind = Literal["hard_bounce", "soft_bounce", "complaint", "delivery", "unrelated"]
 MAX_DEPTH = 16  # nesting of a JSON body: the deepest documented payload (SES in SNS) has 5 levels
 EVENT_ID_MAX = 200
@@ -53,14 +54,6 @@ def malformed(why: str) -> Refused:
     return Refused(422, "malformed", why)
 
 
-def invalid_shape(error: ValidationError, what: str) -> Refused:
-    """A payload that is JSON but not the provider's documented shape: where it differs, briefly."""
-    places = "; ".join(
-        f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in error.errors(include_url=False)[:3]
-    )
-    return malformed(f"{what} is not in the provider's documented shape ({places})")
-
-
 def fresh(at: datetime, now: datetime, max_age: timedelta) -> None:
     """An event dated more than `max_age` before (or after) now is a replay, or comes from a clock far off."""
     if abs(now - at) > max_age:
@@ -92,6 +85,19 @@ def parse_json(raw: bytes | str, what: str) -> Any:
         return json.loads(text)
     except ValueError as error:
         raise malformed(f"{what} is not JSON: {error}") from error
+
+
+def read(raw: bytes | str, shape: TypeAdapter[T], what: str) -> T:
+    """The payload `what`, as JSON (`parse_json`) in the provider's documented `shape`; 422 otherwise, saying
+    where it differs, briefly."""
+    try:
+        return shape.validate_python(parse_json(raw, what))
+    except ValidationError as error:
+        places = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
+            for e in error.errors(include_url=False)[:3]
+        )
+        raise malformed(f"{what} is not in the provider's documented shape ({places})") from error
 
 
 def enhanced_status(*texts: str) -> str | None:

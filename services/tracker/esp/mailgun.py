@@ -13,7 +13,7 @@ import hashlib
 import hmac
 from datetime import UTC, datetime, timedelta
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from services.tracker.esp.common import (
     EVENT_ID_MAX,
@@ -21,9 +21,8 @@ from services.tracker.esp.common import (
     Reported,
     enhanced_status,
     fresh,
-    invalid_shape,
     message_ids,
-    parse_json,
+    read,
     text,
     unauthorized,
 )
@@ -75,11 +74,11 @@ class MailgunPost(BaseModel):
     event_data: _EventData = Field(alias="event-data")
 
 
+POST = TypeAdapter(MailgunPost)
+
+
 def post(body: bytes) -> MailgunPost:
-    try:
-        return MailgunPost.model_validate(parse_json(body, "the body"))
-    except ValidationError as error:
-        raise invalid_shape(error, "the Mailgun webhook") from error
+    return read(body, POST, "the Mailgun webhook")
 
 
 def verify(signing_key: str, signed: MailgunPost, now: datetime, max_age: timedelta) -> None:

@@ -17,7 +17,7 @@ import hmac
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, Field, ValidationError, model_validator
+from pydantic import AwareDatetime, BaseModel, Field, TypeAdapter, model_validator
 
 from services.tracker.esp.common import (
     EVENT_ID_MAX,
@@ -25,9 +25,8 @@ from services.tracker.esp.common import (
     Reported,
     enhanced_status,
     fresh,
-    invalid_shape,
     our_id,
-    parse_json,
+    read,
     text,
     unauthorized,
 )
@@ -83,12 +82,12 @@ class PostmarkEvent(BaseModel):
         return self
 
 
+EVENT = TypeAdapter(PostmarkEvent)
+
+
 def event(body: bytes, now: datetime, max_age: timedelta) -> Reported:
     """Raises Refused: 422 for what is no Postmark event, 401 for one dated more than `max_age` from now."""
-    try:
-        found = PostmarkEvent.model_validate(parse_json(body, "the body"))
-    except ValidationError as error:
-        raise invalid_shape(error, "the Postmark event") from error
+    found = read(body, EVENT, "the Postmark event")
     occurred = found.BouncedAt or found.DeliveredAt
     if occurred is not None:
         fresh(occurred, now, max_age)

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from services.tracker.esp.common import (
     EVENT_ID_MAX,
@@ -26,10 +26,9 @@ from services.tracker.esp.common import (
     Reported,
     enhanced_status,
     fresh,
-    invalid_shape,
     message_ids,
     our_id,
-    parse_json,
+    read,
     text,
     unauthorized,
 )
@@ -81,10 +80,7 @@ BATCH = TypeAdapter(list[SendGridEvent])
 
 
 def events(body: bytes) -> list[Reported]:
-    try:
-        batch = BATCH.validate_python(parse_json(body, "the body"))
-    except ValidationError as error:
-        raise invalid_shape(error, "the SendGrid events") from error
+    batch = read(body, BATCH, "the SendGrid events")
     reported = []
     for event in batch:
         diagnostic = text(event.reason or event.response)

@@ -18,18 +18,17 @@ from typing import Any, Literal
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, TypeAdapter, model_validator
 
 from services.tracker.esp.common import (
     EVENT_ID_MAX,
     Kind,
     Reported,
     enhanced_status,
-    invalid_shape,
     malformed,
     message_ids,
     our_id,
-    parse_json,
+    read,
     text,
     unauthorized,
 )
@@ -72,11 +71,11 @@ class SnsMessage(BaseModel):
         return moment
 
 
+SNS_MESSAGE = TypeAdapter(SnsMessage)
+
+
 def sns_message(body: bytes) -> SnsMessage:
-    try:
-        return SnsMessage.model_validate(parse_json(body, "the body"))
-    except ValidationError as error:
-        raise invalid_shape(error, "the SNS message") from error
+    return read(body, SNS_MESSAGE, "the SNS message")
 
 
 def string_to_sign(message: SnsMessage) -> bytes:
@@ -166,13 +165,13 @@ class SesEvent(BaseModel):
         return self
 
 
+SES_EVENT = TypeAdapter(SesEvent)
+
+
 def ses_event(message: SnsMessage) -> Reported:
     """The SES event an SNS notification carries. Its id: SES's feedback id of a bounce or complaint (the same
     when one reaches us through two topics), else the SNS message's."""
-    try:
-        event = SesEvent.model_validate(parse_json(message.Message, "the SNS Message"))
-    except ValidationError as error:
-        raise invalid_shape(error, "the SES event") from error
+    event = read(message.Message, SES_EVENT, "the SES event")
     names = event.mail.names()
     if event.kind == "Bounce" and event.bounce is not None:
         bounce, bounced = event.bounce, event.bounce.bouncedRecipients[0]
