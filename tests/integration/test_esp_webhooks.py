@@ -213,7 +213,7 @@ async def test_refused_requests_record_nothing_and_a_genuine_bounce_counts_once(
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 async def test_soft_bounces_and_deliveries_are_history_and_a_complaint_marks_the_lead(
-    world: World, provider: str
+    world: World, provider: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
     message, sent = await world.sent()
     for kind, permanent, outcome in (("bounce", False, "soft_bounce"), ("delivery", True, "delivery")):
@@ -237,6 +237,13 @@ async def test_soft_bounces_and_deliveries_are_history_and_a_complaint_marks_the
     assert after["status"] == "sent"
     kpis = (await world.pipeline.api.get(f"/campaigns/{message['campaign_id']}"))["kpis"]
     assert kpis["total_complained"] == 1
+
+    logged = "".join(capfd.readouterr())
+    assert "tracker.esp.received" in logged  # the tracker's log of these requests is what is searched
+    credentials = esp.basic_auth(POSTMARK_USER, POSTMARK_PASSWORD)["Authorization"].split()[1]
+    token = world.paths[provider].rsplit("/", 1)[1]
+    for secret in (MAILGUN_KEY, POSTMARK_PASSWORD, credentials, token):
+        assert secret not in logged
 
 
 MALFORMED: dict[str, list[bytes]] = {
