@@ -308,6 +308,28 @@ async def test_an_sns_subscription_is_confirmed_only_for_a_named_topic_and_sns_h
     assert len(world.sns.requests) == seen  # nothing was fetched for any of them
 
 
+async def test_an_event_about_an_email_still_being_sent_is_taken_later(world: World) -> None:
+    """An ESP may report a bounce before the sender has recorded that the ESP took the e-mail: 503, so the
+    ESP delivers it again, and nothing taken meanwhile (the event id would otherwise be spent)."""
+    message, sent = await world.sent()
+    await set_status(world, message["id"], "sending")  # as between the ESP's 250 and the sender's commit
+    request = world.speak("sendgrid", "bounce", sent)
+    early = await world.post("sendgrid", request)
+    assert (early.status_code, early.headers["retry-after"]) == (503, "5"), early.text
+    assert await world.recorded(message["id"]) == (["sent"], 0)
+    await set_status(world, message["id"], "sent")
+    later = await world.post("sendgrid", request)
+    assert later.status_code == 200, later.text
+    assert await world.recorded(message["id"]) == (["sent", "bounced"], 1)
+
+
+async def set_status(world: World, message_id: str, status: str) -> None:
+    async with world.sessions() as session, session.begin():
+        await session.execute(
+            text("UPDATE messages SET status = :s WHERE id = :m"), {"s": status, "m": uuid.UUID(message_id)}
+        )
+
+
 async def test_a_mailgun_signature_is_taken_once(world: World) -> None:
     message, sent = await world.sent()
     request = world.speak("mailgun", "delivery", sent)

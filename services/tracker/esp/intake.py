@@ -30,6 +30,7 @@ from services.tracker.esp.common import Refused, Reported, fresh
 from services.tracker.esp.sns import Sns
 from shared import crypto, esp
 from shared.clock import Clock
+from shared.message_states import MessageStatus
 from shared.settings import Settings
 
 log = structlog.get_logger()
@@ -70,7 +71,7 @@ class EspWebhooks:
     ) -> dict[str, Any]:
         """Raises Refused: 404 for a URL that names no webhook, 401 for a request the provider did not make
         (or made too long ago), 403 for an SNS topic not taken, 422 for a malformed payload, 503 when SNS
-        cannot be reached."""
+        cannot be reached or an event's e-mail is still being sent (its outcome not yet recorded)."""
         hook = await self._hook(provider, token)
         now = self._clock()
         verified = await self._verify(hook, headers, body, now)
@@ -148,6 +149,8 @@ class EspWebhooks:
         message = await repo.message_in_order(session, event.names, hook.workspace_id)
         if message is None:
             return {**answer, "outcome": "unmatched", "recorded": False}
+        if message.status == MessageStatus.SENDING:  # an ESP can be quicker than the sender's own settle
+            raise Refused(503, "unavailable", "the e-mail's send is still being recorded; deliver it again")
         answer["message_id"] = str(message.id)
         if not await repo.claim_esp_event(
             session, hook.workspace_id, hook.provider, event.event_id, message.id, event.kind
