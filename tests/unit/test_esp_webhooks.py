@@ -202,6 +202,15 @@ def test_ses_events_are_classified_and_name_our_message(kind: str, permanent: bo
         assert reported.feedback_type == "abuse"
 
 
+def test_a_long_smtp_answer_is_cut_short_not_refused() -> None:
+    event = ses_event("bounce", SENT)
+    event["bounce"]["bouncedRecipients"][0]["diagnosticCode"] = "smtp; 550 5.1.1 " + "gone\n" * 20_000
+    event["mail"]["headers"].append({"name": "X-Long", "value": "v" * 50_000})
+    reported = ses.ses_event(ses.sns_message(SNS_SIGNER.signed(sns_notification(event), CERT_URL)))
+    assert (reported.kind, reported.status, len(reported.diagnostic)) == ("hard_bounce", "5.1.1", 1000)
+    assert "\n" not in reported.diagnostic
+
+
 def test_configuration_set_events_and_kinds_we_do_not_use() -> None:
     event = ses_event("bounce", SENT)
     published = {"eventType": "Bounce", **{k: v for k, v in event.items() if k != "notificationType"}}

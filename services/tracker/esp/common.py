@@ -21,6 +21,8 @@ from services.tracker.inbound import ENHANCED, clean_text
 
 T = TypeVar("T")
 Kind = Literal["hard_bounce", "soft_bounce", "complaint", "delivery", "unrelated"]
+# Ids are bounded (they are keys); free text (a diagnostic, a header's value) is bounded by the body's size
+# and cut short when recorded, never refused: a genuine event must not fail on a long SMTP answer.
 MAX_DEPTH = 16  # nesting of a JSON body: the deepest documented payload (SES in SNS) has 5 levels
 EVENT_ID_MAX = 200
 

@@ -39,8 +39,8 @@ class _DeliveryStatus(BaseModel):
 
     code: int | str | None = None
     enhanced_code: str | None = Field(None, alias="enhanced-code", max_length=20)
-    message: str | None = Field(None, max_length=4000)
-    description: str | None = Field(None, max_length=4000)
+    message: str | None = None
+    description: str | None = None
 
 
 class _Message(BaseModel):

@@ -59,8 +59,8 @@ class PostmarkEvent(BaseModel):
     Recipient: str | None = Field(None, max_length=1000)
     BouncedAt: AwareDatetime | None = None
     DeliveredAt: AwareDatetime | None = None
-    Description: str | None = Field(None, max_length=4000)
-    Details: str | None = Field(None, max_length=4000)
+    Description: str | None = None
+    Details: str | None = None
     Metadata: dict[str, Any] = Field(default_factory=dict, max_length=100)
 
     @property

@@ -65,8 +65,8 @@ class SendGridEvent(BaseModel):
     ours: str | None = Field(None, alias=MESSAGE_KEY, max_length=100)
     type: str | None = Field(None, max_length=50)
     status: str | None = Field(None, max_length=100)
-    reason: str | None = Field(None, max_length=4000)
-    response: str | None = Field(None, max_length=4000)
+    reason: str | None = None
+    response: str | None = None
 
     @property
     def kind(self) -> Kind:

@@ -96,7 +96,7 @@ def verify(message: SnsMessage, signer: rsa.RSAPublicKey) -> None:
 
 class _Header(BaseModel):
     name: str = Field(max_length=200)
-    value: str = Field(max_length=4000)
+    value: str
 
 
 class _CommonHeaders(BaseModel):
@@ -119,7 +119,7 @@ class _Mail(BaseModel):
 class _Recipient(BaseModel):
     emailAddress: str = Field(max_length=1000)
     status: str | None = Field(None, max_length=100)
-    diagnosticCode: str | None = Field(None, max_length=4000)
+    diagnosticCode: str | None = None
 
 
 class _Bounce(BaseModel):
@@ -141,7 +141,7 @@ class _Complaint(BaseModel):
 
 class _Delivery(BaseModel):
     recipients: list[str] = Field(min_length=1, max_length=100)
-    smtpResponse: str = Field("", max_length=4000)
+    smtpResponse: str = ""
 
 
 class SesEvent(BaseModel):
