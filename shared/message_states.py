@@ -149,9 +149,11 @@ TRANSITIONS: dict[str, Transition] = {
     ),
     # Every click is history; `clicked` counts a message's first click (on its local day).
     "click": Transition(ANY, None, counters={"clicked": 1}, day="clicked", history="clicked"),
-    # Inbound mail that changes nothing: a 4.x.x notification, an automatic reply.
+    # Returning mail or ESP events that change nothing: a 4.x.x notification, an automatic reply, an ESP's
+    # report that the receiving server took the e-mail.
     "soft_bounced": Transition(ANY, None, history="soft_bounced"),
     "auto_replied": Transition(ANY, None, history="auto_replied"),
+    "delivered": Transition(ANY, None, history="delivered"),
     # A person answered: `replied` counts a message's first human reply (on its local day); an active lead
     # becomes replied, once, and gets no more follow-ups.
     "replied": Transition(

@@ -28,7 +28,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from shared import tokens
+from shared import esp, tokens
 from shared.headers import one_line
 
 # compat32's MIME classes take headers as given: several times cheaper than `EmailMessage`, which parses
@@ -83,6 +83,7 @@ class Letter:
     in_reply_to: str | None = None
     click_secret: str | None = None  # signs each tracked link for this message; None: click tracking off
     attachment: tuple[str, bytes] | None = None  # (file name, PDF bytes)
+    smtp_host: str = ""  # the relay: an ESP's relay gets our message id where its events return it
 
 
 # A power with a result this long is no e-mail content, and computing it could take minutes.
@@ -325,6 +326,8 @@ def build(letter: Letter, now: datetime, limits: TemplateLimits = DEFAULT_LIMITS
         f"<{unsubscribe_url(letter)}>, <mailto:unsubscribe+{letter.unsubscribe_token}@{letter.domain}>"
     )
     email["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    for name, value in esp.tagging_headers(letter.smtp_host, letter.message_id):
+        email[name] = one_line(value)
     return email.as_bytes()
 
 

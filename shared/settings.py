@@ -6,9 +6,10 @@ them that is a secret, so a forgotten variable stops the service instead of runn
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.planning.window import DEFAULT_WINDOW
@@ -107,6 +108,15 @@ class Settings(BaseSettings):
     inbound_backlog: int = Field(16, ge=0)  # mails waiting for a reader (each holds its body); 503 beyond
     inbound_reader_memory_mb: int = Field(512, ge=128)  # address space of a reader process
 
+    # ESP event webhooks at the tracker (`POST /webhooks/esp/<provider>/<token>`)
+    esp_max_bytes: int = Field(2 * 1024 * 1024, ge=1024)  # one request (SendGrid posts up to 768 KB); 413
+    esp_max_age_seconds: int = Field(300, ge=1)  # an event the ESP dated longer ago (or ahead) is refused
+    # Where SNS signing certificates and subscription confirmations may be fetched from: https and a host
+    # matching this, and certificates checked against the system's CAs (or only those in `sns_ca_file`).
+    sns_host_pattern: str = r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?"
+    sns_ca_file: str | None = None
+    sns_timeout_seconds: float = Field(10.0, gt=0)
+
     # The tracker's mailbox reader (`python -m services.tracker inbox`): sending mailboxes over IMAP
     inbox_lease_seconds: float = Field(30.0, ge=1)  # a dead reader's accounts are taken over after this
     inbox_poll_seconds: float = Field(60.0, gt=0)  # between reads without IDLE (or of other folders)
@@ -133,6 +143,15 @@ class Settings(BaseSettings):
         """Whether tenants may name hosts on non-public addresses: in development (a local SMTP sink), or when
         the operator says so."""
         return self.env != "production" or self.smtp_allow_private
+
+    @field_validator("sns_host_pattern")
+    @classmethod
+    def _a_regular_expression(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise ValueError(f"not a regular expression: {error}") from error
+        return value
 
     @model_validator(mode="after")
     def _refuse_dev_secrets_in_production(self) -> Settings:

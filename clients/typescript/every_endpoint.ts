@@ -209,3 +209,16 @@ export async function cleanUp(api: Api, leadId: string, templateId: string, doma
   );
   console.log(lead.id, template.deleted, domain.deleted);
 }
+
+export async function espWebhooks(api: Api): Promise<void> {
+  const created = settled(
+    await api.POST("/api/v1/esp-webhooks", { body: { provider: "mailgun", signing_key: "k".repeat(32) } }),
+  );
+  const path = { params: { path: { esp_webhook_id: created.id } } };
+  const page = settled(await api.GET("/api/v1/esp-webhooks", { params: { query: { search: "mailgun" } } }));
+  const same = settled(await api.GET("/api/v1/esp-webhooks/{esp_webhook_id}", path));
+  const changed = settled(await api.PATCH("/api/v1/esp-webhooks/{esp_webhook_id}", { ...path, body: { active: false } }));
+  const gone = settled(await api.DELETE("/api/v1/esp-webhooks/{esp_webhook_id}", path));
+  const provider: "ses" | "postmark" | "sendgrid" | "mailgun" = same.provider;
+  console.log(page.total, provider, same.url, same.has_signing_key, changed.active, gone.deleted);
+}

@@ -13,6 +13,7 @@ from services.api.accounts.passwords import Passwords
 from services.api.accounts.service import Accounts
 from services.api.campaigns import routes as campaigns
 from services.api.domains import routes as domains
+from services.api.esp_webhooks import routes as esp_webhooks
 from services.api.kit.envelope import install_error_handlers
 from services.api.kit.gate import Gate
 from services.api.kit.openapi import install_docs, operation_id
@@ -57,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
-    for resource in (accounts, domains, leads, templates, suppressions, campaigns):
+    for resource in (accounts, domains, leads, templates, suppressions, campaigns, esp_webhooks):
         app.include_router(resource.router, prefix="/api/v1")
     install_docs(app, TITLE, settings.broker_prefix)
     app.router.routes.extend(health_routes(runtime.readiness_checks(), optional=frozenset({"broker"})))

@@ -285,6 +285,7 @@ class Sender:
             unsubscribe_token=tokens.sign_message(secret, "unsubscribe", str(message.id)),
             smtp_message_id=message.smtp_message_id,
             in_reply_to=message.parent_smtp_message_id if followup else None,
+            smtp_host=message.smtp_host,
         )
 
     async def _settle(self, message: Claim, outcome: Outcome, notes: dict[str, str]) -> None:

@@ -171,8 +171,9 @@ def _cut_short(mail: Message) -> None:
             chars -= len(part.get_payload())
 
 
-def _text(value: object, limit: int) -> str:
-    """A header's value as one line of valid text, fit for a record (8-bit bytes come as U+FFFD)."""
+def clean_text(value: object, limit: int) -> str:
+    """A header's (or an ESP event's) value as one line of valid text, fit for a record (8-bit bytes come as
+    U+FFFD)."""
     text = str(value)[: limit * 4].encode("utf-8", "replace").decode("utf-8")
     return " ".join(CONTROLS.sub(" ", text).split())[:limit]
 
@@ -242,7 +243,7 @@ def _original_ids(mail: Message, limits: Limits) -> tuple[str, ...]:
 
 def _recipient(field: object) -> str | None:
     """`rfc822; jan@example.com` → `jan@example.com`. (A field with 8-bit bytes comes as a `Header`.)"""
-    return _text(field or "", 1000).split(";", 1)[-1].strip()[:320] or None
+    return clean_text(field or "", 1000).split(";", 1)[-1].strip()[:320] or None
 
 
 def _failure(mail: Message) -> Failure:
@@ -262,7 +263,7 @@ def _failure(mail: Message) -> Failure:
             permanent=status.startswith("5") if status else action == "failed",
             status=status,
             recipient=_recipient(block.get("Final-Recipient")) or _recipient(block.get("Original-Recipient")),
-            diagnostic=_text(str(block.get("Diagnostic-Code", "")).split(";", 1)[-1], 1000),
+            diagnostic=clean_text(str(block.get("Diagnostic-Code", "")).split(";", 1)[-1], 1000),
         )
     _cut_short(mail)
     try:
@@ -279,8 +280,8 @@ def _failure(mail: Message) -> Failure:
     return Failure(
         permanent=bool(permanent),
         status=status_match.group(0) if status_match and status_match.group(1) != "2" else None,
-        recipient=_text(sorted(addresses)[0].decode("utf-8", "replace"), 320) or None,
-        diagnostic=_text(mail.get("Subject", ""), 1000),
+        recipient=clean_text(sorted(addresses)[0].decode("utf-8", "replace"), 320) or None,
+        diagnostic=clean_text(mail.get("Subject", ""), 1000),
     )
 
 
@@ -292,7 +293,7 @@ def _is_automatic(mail: Message) -> bool:
         auto != "no"
         or precedence in ("auto_reply", "bulk", "junk", "list")
         or any(mail.get(h) for h in ("X-Autoreply", "X-Autorespond", "X-Auto-Response-Suppress"))
-        or bool(AUTOMATIC_SUBJECT.match(_text(mail.get("Subject", ""), 200)))
+        or bool(AUTOMATIC_SUBJECT.match(clean_text(mail.get("Subject", ""), 200)))
     )
 
 
@@ -304,7 +305,7 @@ def _feedback(mail: Message) -> tuple[str | None, list[str]]:
         payload = part.get_payload()
         fields = payload[0] if isinstance(payload, list) and payload else part
         if isinstance(fields, Message):
-            kind = _text(fields.get("Feedback-Type", "abuse"), 50).lower() or "abuse"
+            kind = clean_text(fields.get("Feedback-Type", "abuse"), 50).lower() or "abuse"
             return kind, [str(v) for name in FEEDBACK_ADDRESS_FIELDS for v in fields.get_all(name, [])]
     return None, []
 
@@ -331,10 +332,10 @@ def read_mail(raw: bytes, envelope_recipient: str | None, limits: Limits) -> Rea
         no_failure=no_failure,
         references=_distinct(references),
         unsubscribe_token=_unsubscribe_token(addresses),
-        sender=_text(mail.get("From", ""), 320),
+        sender=clean_text(mail.get("From", ""), 320),
         automatic=_is_automatic(mail),
         mail_id=next(iter(_ids(mail.get("Message-ID", ""))), None),
-        sender_address=parseaddr(_text(mail.get("From", ""), 320))[1].lower()[:320],
+        sender_address=parseaddr(clean_text(mail.get("From", ""), 320))[1].lower()[:320],
         feedback_type=feedback_type,
         report=mail.get_content_type() == "multipart/report",
     )

@@ -9,12 +9,13 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import func, or_, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.tracker.inbound import first_named
 from shared.db import message_store
 from shared.db.message_store import on_session
-from shared.db.models import Campaign, Lead, Message
+from shared.db.models import Campaign, EspEventRow, EspWebhook, Lead, Message
 from shared.events import LeadComplained, LeadReplied, LeadUnsubscribed, MessageBounced
 from shared.message_states import MessageStatus
 
@@ -48,7 +49,8 @@ async def record_click(
 async def record_event(
     session: AsyncSession, message: Any, kind: str, now: datetime, data: dict[str, Any]
 ) -> None:
-    """Inbound mail that changes nothing but the message's history (`kind`: soft_bounced, auto_replied)."""
+    """Returning mail or an ESP event that changes nothing but the message's history (`kind`: soft_bounced,
+    auto_replied, delivered)."""
     await message_store.record(on_session(session), message.id, kind, now, data)
 
 
@@ -169,3 +171,44 @@ async def record_complaint(session: AsyncSession, message: Any, now: datetime, d
     first time."""
     event = LeadComplained(workspace_id=message.workspace_id, lead_id=message.lead_id, message_id=message.id)
     return await message_store.complain(on_session(session), now, data, event)
+
+
+async def esp_webhook(session: AsyncSession, provider: str, token: str) -> Any:
+    """The active ESP webhook that the tracker URL with this provider and token names, or None."""
+    return (
+        await session.execute(
+            select(
+                EspWebhook.workspace_id,
+                EspWebhook.provider,
+                EspWebhook.topic_arns,
+                EspWebhook.username,
+                EspWebhook.secret_encrypted,
+                EspWebhook.public_key,
+            ).where(EspWebhook.token == token, EspWebhook.provider == provider, EspWebhook.active)
+        )
+    ).first()
+
+
+async def claim_esp_event(
+    session: AsyncSession,
+    workspace_id: uuid.UUID,
+    provider: str,
+    event_id: str,
+    message_id: uuid.UUID | None,
+    outcome: str,
+) -> bool:
+    """Whether this is the first time the workspace's ESP event `event_id` is taken (in this transaction, with
+    what it causes). A concurrent copy waits for this transaction and then finds it taken."""
+    claimed = (
+        insert(EspEventRow)
+        .values(
+            workspace_id=workspace_id,
+            provider=provider,
+            event_id=event_id,
+            message_id=message_id,
+            outcome=outcome,
+        )
+        .on_conflict_do_nothing()
+        .returning(EspEventRow.event_id)
+    )
+    return (await session.execute(claimed)).first() is not None

@@ -1,28 +1,38 @@
-"""What returning mail does, whichever way it came (`POST /inbound/*` or a sending mailbox): the effect of
-each kind on the message it names, in the caller's transaction, through the transitions of
-`shared.db.message_store`. The caller has read the mail (`inbound.read_mail`, in a reader process) and found
-the message."""
+"""What returning mail does, whichever way it came (`POST /inbound/*`, a sending mailbox, an ESP's webhook):
+the effect of each kind on the message it names, in the caller's transaction, through the transitions of
+`shared.db.message_store`. The caller has read the mail (`inbound.read_mail`, in a reader process) or the
+ESP's event (`services.tracker.esp`) and found the message."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.tracker import repository as repo
-from services.tracker.inbound import Bounce, Failure, Reading, Reply
+from services.tracker.esp.common import Reported
+from services.tracker.inbound import Bounce, Failure, Reply
 from shared.planning.window import Window
 
 Source = Literal["inbound", "mailbox"]
+# What a record says about where it came from, besides what it says about the mail or event.
+DSN: Mapping[str, Any] = MappingProxyType({"dsn": True})
+MAIL: Mapping[str, Any] = MappingProxyType({})
 
 
 async def bounce(
-    session: AsyncSession, message: Any, found: Bounce | Failure, now: datetime
+    session: AsyncSession,
+    message: Any,
+    found: Bounce | Failure,
+    now: datetime,
+    origin: Mapping[str, Any] = DSN,
 ) -> tuple[str, bool]:
     """5.x.x is a hard bounce (message bounced, lead bounced and suppressed, its pending mail cancelled),
     4.x.x a soft one (recorded; the remote server keeps trying). The outcome, and whether it was recorded."""
-    data = {"status": found.status, "recipient": found.recipient, "diagnostic": found.diagnostic, "dsn": True}
+    data = {"status": found.status, "recipient": found.recipient, "diagnostic": found.diagnostic, **origin}
     if not found.permanent:
         await repo.record_event(session, message, "soft_bounced", now, data)
         return "soft_bounce", True
@@ -32,10 +42,33 @@ async def bounce(
     return "hard_bounce", recorded
 
 
-async def complaint(session: AsyncSession, message: Any, reading: Reading, now: datetime) -> tuple[str, bool]:
+async def complaint(
+    session: AsyncSession,
+    message: Any,
+    feedback_type: str | None,
+    sender: str,
+    now: datetime,
+    origin: Mapping[str, Any] = MAIL,
+) -> tuple[str, bool]:
     """The lead reported the message as spam: complained, suppressed, its pending mail cancelled (once)."""
-    data = {"feedback_type": reading.feedback_type, "from": reading.sender[:320]}
+    data = {"feedback_type": feedback_type, "from": sender[:320], **origin}
     return "complaint", await repo.record_complaint(session, message, now, data)
+
+
+async def reported(
+    session: AsyncSession, message: Any, event: Reported, provider: str, now: datetime
+) -> tuple[str, bool]:
+    """An ESP's event: a bounce or a complaint as if it had come by mail; a delivery is recorded only."""
+    origin = {"esp": provider, "event_id": event.event_id}
+    if event.kind == "complaint":
+        return await complaint(session, message, event.feedback_type, event.recipient, now, origin)
+    if event.kind == "delivery":
+        data = {"recipient": event.recipient, "response": event.diagnostic, **origin}
+        await repo.record_event(session, message, "delivered", now, data)
+        return "delivery", True
+    assert event.kind in ("hard_bounce", "soft_bounce"), event.kind
+    failure = Failure(event.kind == "hard_bounce", event.status, event.recipient or None, event.diagnostic)
+    return await bounce(session, message, failure, now, origin)
 
 
 async def answer(

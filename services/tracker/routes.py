@@ -9,14 +9,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
+import structlog
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from services.tracker.esp.common import Refused
 from services.tracker.inbound import NotUnderstood, OverLimit
 from services.tracker.service import Tracker
 from shared.workers import WorkersUnavailable
+
+log = structlog.get_logger()
 
 # The smallest transparent 1×1 GIF.
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
@@ -160,7 +164,30 @@ def inbound_intake(use_case: str) -> Callable[[Request], Awaitable[Response]]:
     return intake
 
 
+async def esp_webhook(request: Request) -> Response:
+    """An ESP's events (`services.tracker.esp`), proven by the provider's own authentication: 200 with what
+    each event did; 4xx, with nothing recorded, for anything the provider did not send as it is."""
+    settings = request.app.state.runtime.settings
+    provider = request.path_params["provider"]
+    raw = await _body(request, settings.esp_max_bytes)
+    if raw is None:
+        limit = f"{settings.esp_max_bytes / 1024 / 1024:g} MB"
+        return _answer(413, error=f"a webhook request may be at most {limit}", code="payload_too_large")
+    try:
+        result = await request.app.state.tracker.esp.receive(
+            provider, request.path_params["token"], request.headers, raw
+        )
+    except Refused as refused:
+        log.info("tracker.esp.refused", provider=provider[:20], status=refused.status, code=refused.code)
+        answer = _answer(refused.status, error=str(refused), code=refused.code)
+        if refused.status == 503:
+            answer.headers["Retry-After"] = str(RETRY_BUSY_SECONDS)
+        return answer
+    return _answer(200, result)
+
+
 routes = [
+    Route("/webhooks/esp/{provider}/{token}", esp_webhook, methods=["POST"]),
     Route("/inbound/bounces", inbound_intake("bounce"), methods=["POST"]),
     Route("/inbound/replies", inbound_intake("reply"), methods=["POST"]),
     Route("/track/click", click),

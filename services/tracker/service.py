@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.tracker import inbound, returns
 from services.tracker import repository as repo
+from services.tracker.esp.intake import EspWebhooks
 from services.tracker.opens import Hit, OpenRecorder
 from services.tracker.readers import MailReaders
 from shared import tokens
@@ -26,6 +27,7 @@ class Tracker:
         self._clock = clock
         self.opens = OpenRecorder(settings.database_url)
         self.readers = MailReaders(settings)
+        self.esp = EspWebhooks(sessions, settings, clock)
 
     def unsubscribe_target(self, token: str) -> uuid.UUID | None:
         """The message an unsubscribe token names, or None for a forged or malformed one."""
@@ -55,7 +57,9 @@ class Tracker:
             if message is None:
                 raise inbound.NotUnderstood("it names no message sent from here")
             if found is None:
-                outcome, recorded = await returns.complaint(session, message, reading, now)
+                outcome, recorded = await returns.complaint(
+                    session, message, reading.feedback_type, reading.sender, now
+                )
             else:
                 outcome, recorded = await returns.bounce(session, message, found, now)
         log.info("tracker.bounce", message_id=str(message.id), outcome=outcome, recorded=recorded)

@@ -427,3 +427,48 @@ class MailboxMail(Base):
     message_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
     reason: Mapped[str | None] = mapped_column(Text)
     processed_at: Mapped[datetime] = _created()
+
+
+ESP_PROVIDERS = "provider IN ('ses', 'postmark', 'sendgrid', 'mailgun')"  # shared.esp.PROVIDERS
+
+
+class EspWebhook(Base):
+    """A workspace's event webhook of one ESP: what the tracker checks its requests with. `token` names it in
+    the tracker's URL (`/webhooks/esp/<provider>/<token>`); `secret_encrypted` (Postmark's password,
+    Mailgun's signing key) is encrypted like an SMTP password (`shared.crypto`) and never shown."""
+
+    __tablename__ = "esp_webhooks"
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "provider", name="esp_webhooks_provider_key"),
+        CheckConstraint(ESP_PROVIDERS, name="esp_provider_valid"),
+    )
+    id: Mapped[uuid.UUID] = _id()
+    workspace_id: Mapped[uuid.UUID] = _workspace()
+    provider: Mapped[str] = mapped_column(String(16))
+    token: Mapped[str] = mapped_column(Text, unique=True)
+    topic_arns: Mapped[list[str]] = mapped_column(server_default=text("'{}'"))  # SES: the SNS topics taken
+    username: Mapped[str | None] = mapped_column(Text)  # Postmark: the basic-auth user of its webhook URL
+    secret_encrypted: Mapped[str | None] = mapped_column(Text)
+    public_key: Mapped[str | None] = mapped_column(Text)  # SendGrid: its verification key, as it shows it
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class EspEventRow(Base):
+    """Every ESP event that had an effect, by the provider's own event id, written in the transaction of that
+    effect: an event delivered again (ESPs deliver at least once) counts once."""
+
+    __tablename__ = "esp_events"
+    __table_args__ = (
+        CheckConstraint(ESP_PROVIDERS, name="esp_provider_valid"),
+        Index("esp_events_message", "message_id"),  # a message deleted with its lead sets it null
+    )
+    workspace_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    provider: Mapped[str] = mapped_column(String(16), primary_key=True)
+    event_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    message_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
+    outcome: Mapped[str] = mapped_column(String(32))
+    received_at: Mapped[datetime] = _created()

@@ -48,6 +48,8 @@ def resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def singular(noun: str) -> str:
+    """`campaigns` → `campaign`, `deliveries` → `delivery`, `esp-webhooks` → `esp_webhook`."""
+    noun = noun.replace("-", "_")
     return noun[:-3] + "y" if noun.endswith("ies") else noun.removesuffix("s")
 
 

@@ -28,6 +28,7 @@ from sqlalchemy import event, select, update
 from services.api.accounts.repository import AccountRepository
 from services.api.campaigns.repository import CampaignRepository, MessageRepository
 from services.api.domains.repository import DomainRepository
+from services.api.esp_webhooks.repository import EspWebhookRepository
 from services.api.kit.repository import WorkspaceRepository
 from services.api.leads.repository import LeadRepository
 from services.api.main import create_app
@@ -67,6 +68,7 @@ REPOSITORIES = [
     CampaignRepository,
     MessageRepository,
     DomainRepository,
+    EspWebhookRepository,
     LeadRepository,
     SuppressionRepository,
     TemplateRepository,
@@ -272,6 +274,16 @@ async def walk_every_route(superuser: ApiClient, url: str, settings: Settings) -
         await api.get("/suppressions?search=gone")
         await api.get(f"/suppressions/{suppression['id']}")
         assert (await api.http.delete(f"/suppressions/{suppression['id']}")).status_code == 200
+
+        topics = {"topic_arns": ["arn:aws:sns:eu-west-1:123456789012:walk"]}
+        hook = await api.create("/esp-webhooks", {"provider": "ses", **topics})
+        assert (await api.http.post("/esp-webhooks", json={"provider": "ses", **topics})).status_code == 409
+        mailgun = await api.create("/esp-webhooks", {"provider": "mailgun", "signing_key": "k" * 32})
+        await api.get("/esp-webhooks?search=ses")
+        await api.get(f"/esp-webhooks/{hook['id']}")
+        patched_hook = await api.http.patch(f"/esp-webhooks/{mailgun['id']}", json={"signing_key": "n" * 32})
+        assert patched_hook.status_code == 200, patched_hook.text
+        assert (await api.http.delete(f"/esp-webhooks/{hook['id']}")).status_code == 200
 
         wizard = {
             "name": "walk",

@@ -158,7 +158,7 @@ async def run(db: Db, world: World, name: str, message: uuid.UUID, now: datetime
         await store.resend(db, message, now)
     elif name == "open":
         await store.record_opens(db, [message], [now], ["Mozilla/5.0"], [None], [False], TOO_SOON)
-    elif name in ("soft_bounced", "auto_replied"):
+    elif name in ("soft_bounced", "auto_replied", "delivered"):
         await store.record(db, message, name, now, {})
     elif name == "click":
         await store.click(db, message, now, {})

@@ -22,6 +22,7 @@ LETTER_HEADERS = [
     "Message-ID",
     "List-Unsubscribe",
     "List-Unsubscribe-Post",
+    "X-Maildash-Message",
 ]
 
 

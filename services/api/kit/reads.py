@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -20,12 +21,18 @@ def add_reads(
     noun: str,
     repository: type[WorkspaceRepository[Any]],
     schema: type[Any],
-    to_out: Callable[[Any], dict[str, Any]],
+    to_out: Callable[..., dict[str, Any]],
     listed: bool = True,
+    with_settings: bool = False,
 ) -> None:
     """`GET /<path>` (`list_<path>`: a page, newest first; `search` over its text columns) and
     `GET /<path>/{<noun>_id}` (`get_<noun>`), scoped to the caller's workspace. `listed=False` for a resource
-    whose list route takes more filters."""
+    whose list route takes more filters; `with_settings` for a `to_out` that also takes the settings
+    (`to_out(row, settings)`)."""
+
+    def out(request: Request) -> Callable[[Any], dict[str, Any]]:
+        settings = request.app.state.runtime.settings
+        return functools.partial(to_out, settings=settings) if with_settings else to_out
 
     async def list_rows(
         request: Request,
@@ -34,21 +41,21 @@ def add_reads(
         page_size: PageSize = 20,
         search: Search = None,
     ) -> dict[str, Any]:
-        return await page_of(request, principal, repository, to_out, page, page_size, search)
+        return await page_of(request, principal, repository, out(request), page, page_size, search)
 
     if listed:
         router.add_api_route(
             f"/{path}",
             list_rows,
             response_model=Envelope[Page[schema]],  # type: ignore[valid-type]
-            name=f"list_{path}",
+            name=f"list_{path.replace('-', '_')}",
         )
 
     id_name = f"{noun}_id"
 
     async def get_row(request: Request, principal: CurrentPrincipal, **path_id: str) -> dict[str, Any]:
         async with unit_of_work(request, principal, repository) as repo:
-            return {"data": to_out(await repo.require(path_id[id_name]))}
+            return {"data": out(request)(await repo.require(path_id[id_name]))}
 
     # The path parameter is named after the resource (`{domain_id}`), as on the resource's other routes.
     get_row.__signature__ = inspect.Signature(  # type: ignore[attr-defined]

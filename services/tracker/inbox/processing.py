@@ -136,7 +136,7 @@ class MailProcessor:
         self, session: AsyncSession, message: Any, kind: inbound.Kind, reading: inbound.Reading, now: datetime
     ) -> tuple[str, bool]:
         if kind == "complaint":
-            return await returns.complaint(session, message, reading, now)
+            return await returns.complaint(session, message, reading.feedback_type, reading.sender, now)
         if reading.failure is not None:
             return await returns.bounce(session, message, reading.failure, now)
         reply = inbound.Reply(reading.references, None, reading.sender, kind == "auto_reply")
