@@ -12,16 +12,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.tracker import repository as repo
 from services.tracker.inbound import Bounce, Failure, Reading, Reply
+from shared.clock import Clock
 from shared.planning.window import Window
+from shared.reputation import Signal
 
 Source = Literal["inbound", "mailbox"]
 
 
 async def bounce(
-    session: AsyncSession, message: Any, found: Bounce | Failure, now: datetime
+    session: AsyncSession, message: Any, found: Bounce | Failure, clock: Clock
 ) -> tuple[str, bool]:
-    """5.x.x is a hard bounce (message bounced, lead bounced and suppressed, its pending mail cancelled),
-    4.x.x a soft one (recorded; the remote server keeps trying). The outcome, and whether it was recorded."""
+    """5.x.x is a hard bounce (message bounced, lead bounced and suppressed, its pending mail cancelled,
+    counted towards its sending domain's health), 4.x.x a soft one (recorded; the remote server keeps trying).
+    The outcome, and whether it was recorded."""
+    now = clock()
     data = {"status": found.status, "recipient": found.recipient, "diagnostic": found.diagnostic, "dsn": True}
     if not found.permanent:
         await repo.record_event(session, message, "soft_bounced", now, data)
@@ -29,13 +33,20 @@ async def bounce(
     reason = f"{found.status or 'hard bounce'} {found.diagnostic}".strip()
     day = Window.from_dict(message.window).local_date(now)
     recorded = await repo.record_hard_bounce(session, message, now, day, reason, data, found.status)
+    if recorded:
+        await repo.count_for_domain(session, message, Signal.DSN_BOUNCE, now, clock)
     return "hard_bounce", recorded
 
 
-async def complaint(session: AsyncSession, message: Any, reading: Reading, now: datetime) -> tuple[str, bool]:
-    """The lead reported the message as spam: complained, suppressed, its pending mail cancelled (once)."""
+async def complaint(session: AsyncSession, message: Any, reading: Reading, clock: Clock) -> tuple[str, bool]:
+    """The lead reported the message as spam: complained, suppressed, its pending mail cancelled, counted
+    towards its sending domain's health (once)."""
+    now = clock()
     data = {"feedback_type": reading.feedback_type, "from": reading.sender[:320]}
-    return "complaint", await repo.record_complaint(session, message, now, data)
+    recorded = await repo.record_complaint(session, message, now, data)
+    if recorded:
+        await repo.count_for_domain(session, message, Signal.COMPLAINT, now, clock)
+    return "complaint", recorded
 
 
 async def answer(
