@@ -17,9 +17,20 @@ from sqlalchemy import ColumnElement, Delete, Select, Update, delete, func, or_,
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.kit.envelope import not_found
-from shared.db.models import Campaign, Lead, MailboxAccount, Message, SendingDomain, Suppression, Template
+from shared.db.models import (
+    Campaign,
+    Lead,
+    MailboxAccount,
+    Message,
+    SendingDomain,
+    Suppression,
+    Template,
+    WorkspaceSetting,
+)
 
-Owned = TypeVar("Owned", Campaign, Lead, SendingDomain, Template, Suppression, Message, MailboxAccount)
+Owned = TypeVar(
+    "Owned", Campaign, Lead, SendingDomain, Template, Suppression, Message, MailboxAccount, WorkspaceSetting
+)
 R = TypeVar("R", bound="WorkspaceRepository[Any]")
 
 
