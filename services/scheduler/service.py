@@ -131,6 +131,7 @@ class Scheduler:
             for m in messages
         }
         held = await held_slots(session, list(domains.values()), now, [m.id for m in messages])
+        await message_store.vacate(on_session(session), [m.id for m in messages])
         # One schedule per (campaign, domain): windows differ by campaign, slots are shared by domain.
         schedules: dict[tuple[uuid.UUID, uuid.UUID], DomainSchedule] = {}
         for message in messages:

@@ -171,6 +171,9 @@ INSERT INTO campaign_kpis AS k (campaign_id, shard, failed) SELECT campaign_id, 
 {_counter_upsert(KPIS, ["failed"])}
 RETURNING campaign_id
 """
+# Messages about to be re-planned together give up their slots first (an empty range overlaps nothing), so
+# that one moved earlier in the batch may take a slot another one still held.
+VACATE = f"UPDATE messages SET slot_ends_at = scheduled_at WHERE id = ANY($1::uuid[]) AND {_guard('reslot')}"
 # The planned count moves from the old slot's local day ($4) to the new one's ($5). The slot is on domain $6
 # (named $7): its own, or another one of its campaign's when its own paused.
 RESLOT = f"""
@@ -584,6 +587,12 @@ async def release_refused(db: Db, message_id: uuid.UUID) -> bool:
 
 async def defer(db: Db, message_id: uuid.UUID, not_before: datetime) -> None:
     await db.fetch(DEFER, message_id, not_before)
+
+
+async def vacate(db: Db, message_ids: Sequence[uuid.UUID]) -> None:
+    """Unsent messages give up their slots for a re-plan in the same transaction (each then gets a new one,
+    or fails without one)."""
+    await db.fetch(VACATE, list(message_ids))
 
 
 async def reslot(
