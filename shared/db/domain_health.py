@@ -66,10 +66,10 @@ def _first_signal(alias: str, where: str, order: str) -> str:
 ) AS {alias} ON true"""
 
 
-def _windows(now: str, empty: str, source: str) -> str:
+def _windows(now: str, starts: dict[str, str], source: str) -> str:
     """The columns, FROM `source` and joins of the three windows of domain `h` (with its totals now) at
-    `now`: `day_*`, `hour_*` and `sends_*`, the totals when each began. A window without a logged signal
-    starts at the totals of alias `empty` (`h` itself: an empty window)."""
+    `now`: `day_*`, `hour_*` and `sends_*`, the totals when each began. A window in which no logged signal is
+    seen starts at the totals of the alias `starts` names for it (`h` itself: an empty window)."""
 
     def since(span: timedelta) -> str:
         return f"s.at > greatest({now} - interval '{span.total_seconds():.0f} s', {_SINCE})"
@@ -77,15 +77,13 @@ def _windows(now: str, empty: str, source: str) -> str:
     last_sends = f"s.signal IN {_SEND_SIGNALS} AND s.sends >= h.sends - {LAST_SENDS} AND s.at > {_SINCE}"
     joins = "\n".join(
         (
-            _first_signal("day", since(DAY), "s.at"),
-            _first_signal("hour", since(HOUR), "s.at"),
+            _first_signal("day", since(DAY), "s.at, s.seq"),
+            _first_signal("hour", since(HOUR), "s.at, s.seq"),
             _first_signal("sends", last_sends, "s.sends"),
         )
     )
     columns = ", ".join(
-        f"coalesce({window}.{c}, {empty}.{c}, 0) AS {window}_{c}"
-        for window in ("day", "hour", "sends")
-        for c in COUNTED
+        f"coalesce({w}.{c}, {start}.{c}) AS {w}_{c}" for w, start in starts.items() for c in COUNTED
     )
     return f"{columns}\nFROM {source}\n{joins}"
 
@@ -95,18 +93,29 @@ def _streak(column: str, effect: str) -> str:
 
 
 # $1 the domain, $2 the signal, $3 its time, $4–$7 what it adds to COUNTED, $8–$9 its effect on STREAKS.
-# `before`: the totals as this statement's snapshot sees them. Signals committed by others while this one
-# waited for the row are not visible to its lookups; they are all later than any visible one, so a window
-# whose first signal is not visible starts at these totals.
-_RECORDED = """h
+# `before`: the totals as this statement's snapshot sees them. The signal itself, and signals others
+# committed while this statement waited for the row, are not visible to its lookups; they are all later than
+# any visible one, so a window in which no signal is seen starts at these totals when this signal is in it:
+# the time windows (`bt`) unless it came before the last resume, the last sends' (`bs`) when it is a send.
+_COUNTING = f"$3::timestamptz > {_SINCE}"
+
+
+def _before_if(condition: str) -> str:
+    return ", ".join(f"CASE WHEN {condition} THEN b.{c} ELSE h.{c} END AS {c}" for c in COUNTED)
+
+
+_RECORDED = f"""h
 JOIN sending_domains AS d ON d.id = h.sending_domain_id
 LEFT JOIN workspace_settings AS w ON w.workspace_id = d.workspace_id
-LEFT JOIN before AS b ON true"""
+CROSS JOIN before AS b
+CROSS JOIN LATERAL (SELECT {_before_if(_COUNTING)}) AS bt
+CROSS JOIN LATERAL (SELECT {_before_if(f"{_COUNTING} AND $2::text IN {_SEND_SIGNALS}")}) AS bs"""
 _ADDED = tuple(f"${i}::bigint" for i in range(4, 4 + len(COUNTED)))
 _BEFORE = tuple(zip(COUNTED, _ADDED, strict=True))
 RECORD = f"""
 WITH before AS (
-  SELECT {", ".join(COUNTED)} FROM domain_health WHERE sending_domain_id = $1
+  SELECT {", ".join(f"coalesce(max({c}), 0) AS {c}" for c in COUNTED)}
+  FROM domain_health WHERE sending_domain_id = $1
 ), h AS (
   INSERT INTO domain_health AS k (sending_domain_id, signals, {", ".join(COUNTED)}, {", ".join(STREAKS)})
   VALUES ($1, 1, {", ".join(_ADDED)}, {_streak("0", "$8")}, {_streak("0", "$9")})
@@ -120,14 +129,14 @@ WITH before AS (
   FROM h WHERE {" + ".join(_ADDED)} > 0
 )
 SELECT h.*, d.workspace_id, d.domain, d.state, d.probe_message_id, d.health_thresholds,
-  w.domain_health AS workspace_thresholds,
-{_windows("$3::timestamptz", "b", _RECORDED)}
+  w.health_thresholds AS workspace_thresholds,
+{_windows("$3::timestamptz", {"day": "bt", "hour": "bt", "sends": "bs"}, _RECORDED)}
 """
 
 # The figures of domains $1 at $2, for reading (nothing logged in a window: it is empty).
 FIGURES = f"""
 SELECT h.*,
-{_windows("$2::timestamptz", "h", "domain_health AS h")}
+{_windows("$2::timestamptz", dict.fromkeys(("day", "hour", "sends"), "h"), "domain_health AS h")}
 WHERE h.sending_domain_id = ANY($1::uuid[])
 """
 
@@ -188,11 +197,15 @@ RETURNING s.seq
 
 
 @dataclass(frozen=True)
-class Health:
-    """A domain's figures and the thresholds that judge them."""
+class Recorded:
+    """A domain as a signal left it: its figures then, the thresholds that judge them, and its state."""
 
     figures: Figures
     thresholds: Thresholds
+    state: DomainState
+    probe_message_id: uuid.UUID | None
+    workspace_id: uuid.UUID
+    domain: str
 
 
 def _counts(row: Any, prefix: str = "") -> Counts:
@@ -231,6 +244,27 @@ class Change:
     domain: str
     verdict: Verdict | None = None
 
+    def logged(self) -> dict[str, Any]:
+        """What a log line of it says beside its action."""
+        return {"domain": self.domain, "reason": self.verdict.reason if self.verdict else None}
+
+
+async def record(db: Db, domain_id: uuid.UUID, signal: Signal, at: datetime) -> Recorded:
+    """Add `signal` (at `at`) to the domain's totals, log it, and read its figures after it."""
+    effect = EFFECTS[signal]
+    [row] = await db.fetch(
+        RECORD, domain_id, signal.value, at, *effect.counts.as_tuple(), effect.connection.value,
+        effect.authentication.value,
+    )  # fmt: skip
+    return Recorded(
+        _figures(row),
+        thresholds_of(row["workspace_thresholds"], row["health_thresholds"]),
+        DomainState(row["state"]),
+        row["probe_message_id"],
+        row["workspace_id"],
+        row["domain"],
+    )
+
 
 async def count(
     db: Db,
@@ -243,23 +277,19 @@ async def count(
     """Record `signal` of the domain (from message `message_id`, if any) in the caller's transaction, and act
     on it there: an active domain whose figures cross a threshold is paused, a paused domain's probe resumes
     it or restarts its cool-down. None: the state stays."""
-    effect = EFFECTS[signal]
-    [row] = await db.fetch(
-        RECORD, domain_id, signal.value, at, *effect.counts.as_tuple(), effect.connection.value,
-        effect.authentication.value,
-    )  # fmt: skip
-    if row["state"] == DomainState.PAUSED:
-        if message_id is None or row["probe_message_id"] != message_id:
+    seen = await record(db, domain_id, signal, at)
+    if seen.state == DomainState.PAUSED:
+        if message_id is None or seen.probe_message_id != message_id:
             return None
         if probe_passed(signal):
-            await resume(db, domain_id, row["workspace_id"], row["domain"], clock(), automatic=True)
-            return Change("resumed", row["domain"])
+            await resume(db, domain_id, seen.workspace_id, seen.domain, clock(), automatic=True)
+            return Change("resumed", seen.domain)
         await db.fetch(PROBE_FAILED, domain_id, message_id, clock())
-        return Change("probe_failed", row["domain"])
-    verdict = judge(_figures(row), thresholds_of(row["workspace_thresholds"], row["health_thresholds"]))
-    if verdict is None or not await pause(db, domain_id, row["workspace_id"], row["domain"], verdict, clock):
+        return Change("probe_failed", seen.domain)
+    verdict = judge(seen.figures, seen.thresholds)
+    if verdict is None or not await pause(db, domain_id, seen.workspace_id, seen.domain, verdict, clock):
         return None
-    return Change("paused", row["domain"], verdict)
+    return Change("paused", seen.domain, verdict)
 
 
 async def pause(

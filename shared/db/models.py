@@ -90,7 +90,9 @@ class WorkspaceSetting(Base):
         ForeignKey("workspaces.id", ondelete="CASCADE"), unique=True
     )
     # Its sending domains' health thresholds (`shared.reputation.Thresholds`): only those it sets.
-    domain_health: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'::jsonb"))
+    health_thresholds: Mapped[dict[str, Any]] = mapped_column(
+        default=dict, server_default=text("'{}'::jsonb")
+    )
 
 
 class User(Base):
@@ -404,7 +406,7 @@ class DomainSignal(Base):
 
     __tablename__ = "domain_signals"
     __table_args__ = (
-        Index("domain_signals_at", "sending_domain_id", "at"),
+        Index("domain_signals_at", "sending_domain_id", "at", "seq"),
         Index(
             "domain_signals_sends",
             "sending_domain_id",

@@ -115,13 +115,21 @@ async def put(db: Db, message: uuid.UUID, status: MessageStatus) -> None:
     )  # fmt: skip
 
 
+def command(world: World, message: uuid.UUID, now: datetime) -> events.SendMessage:
+    """The command the dispatcher would issue for `message` at `now`."""
+    return events.SendMessage(
+        workspace_id=world.workspace, message_id=message, campaign_id=world.campaign, scheduled_at=now,
+        deadline=now + INTERVAL,
+    )  # fmt: skip
+
+
 async def run(db: Db, world: World, name: str, message: uuid.UUID, now: datetime = NOW) -> None:
     """Transition `name` of `message`, the way the services call it."""
     ids = {"workspace_id": world.workspace, "message_id": message, "campaign_id": world.campaign}
     lead = await db.fetch("SELECT lead_id FROM messages WHERE id = $1", message)
     lead_id = lead[0]["lead_id"]
     if name == "dispatch":
-        await store.dispatch(db, [events.SendMessage(**ids, scheduled_at=now, deadline=now + INTERVAL)])
+        await store.dispatch(db, [command(world, message, now)])
     elif name == "claim":
         await store.claim(db, message, world.campaign, now)
     elif name == "release":

@@ -86,7 +86,7 @@ def upgrade() -> None:
         sa.Column("complaints", sa.BigInteger(), nullable=False),
         sa.Column("policy_rejections", sa.BigInteger(), nullable=False),
     )
-    op.create_index("domain_signals_at", "domain_signals", ["sending_domain_id", "at"])
+    op.create_index("domain_signals_at", "domain_signals", ["sending_domain_id", "at", "seq"])
     op.create_index(
         "domain_signals_sends",
         "domain_signals",
@@ -103,7 +103,7 @@ def upgrade() -> None:
             nullable=False,
             unique=True,
         ),
-        sa.Column("domain_health", JSONB(), nullable=False, server_default=EMPTY),
+        sa.Column("health_thresholds", JSONB(), nullable=False, server_default=EMPTY),
     )
 
 
