@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol, TypeVar
@@ -222,41 +222,48 @@ def _percent(fraction: float) -> str:
     return f"{fraction * 100:.3g} %"
 
 
+def _window_over(
+    figures: Figures, count: Callable[[Counts], int], rate: float, min_sends: int = 0
+) -> tuple[str, Counts] | None:
+    """The first window (its name, its counts) with at least `min_sends` sends whose `count` is over `rate`
+    of them."""
+    for name, window in (("the last 24 h", figures.last_24h), ("the last 100 sends", figures.last_100_sends)):
+        if count(window) and window.sends >= min_sends and _over(count(window), rate, window.sends):
+            return name, window
+    return None
+
+
 def judge(figures: Figures, thresholds: Thresholds) -> Verdict | None:
     """Whether the figures pause the domain, and why; None: it stays active. Causes are tried in a fixed
     order (bounces, complaints, policy rejections, logins, connections) and the first that holds is given."""
     t = thresholds
-    windows = (("the last 24 h", figures.last_24h), ("the last 100 sends", figures.last_100_sends))
-    for name, window in windows:
-        if window.sends >= t.bounce_min_sends and _over(window.hard_bounces, t.bounce_rate, window.sends):
-            return Verdict(
-                Cause.HARD_BOUNCES,
-                f"hard bounces: {window.hard_bounces} of {window.sends} sends in {name}, over "
-                f"{_percent(t.bounce_rate)} (judged from {t.bounce_min_sends} sends on)",
-            )
-    for name, window in windows:
-        if window.complaints and _over(window.complaints, t.complaint_rate, window.sends):
-            return Verdict(
-                Cause.COMPLAINTS,
-                f"spam complaints: {window.complaints} for {window.sends} sends in {name}, over "
-                f"{_percent(t.complaint_rate)}",
-            )
-    if figures.policy_rejections_last_hour >= t.policy_rejections_per_hour:
+    if found := _window_over(figures, lambda w: w.hard_bounces, t.bounce_rate, t.bounce_min_sends):
+        name, window = found
         return Verdict(
-            Cause.POLICY_REJECTIONS,
-            f"policy rejections: {figures.policy_rejections_last_hour} in the last hour (receiving servers "
-            f"refused our mail as spam or by policy; the limit is {t.policy_rejections_per_hour})",
+            Cause.HARD_BOUNCES,
+            f"hard bounces: {window.hard_bounces} of {window.sends} sends in {name}, over "
+            f"{_percent(t.bounce_rate)} (judged from {t.bounce_min_sends} sends on)",
         )
-    if figures.consecutive_authentication_failures >= t.authentication_failures:
+    if found := _window_over(figures, lambda w: w.complaints, t.complaint_rate):
+        name, window = found
         return Verdict(
-            Cause.AUTHENTICATION_FAILURES,
-            f"the SMTP server refused our login {figures.consecutive_authentication_failures} times in a row "
-            f"(the limit is {t.authentication_failures}): check the domain's SMTP username and password",
+            Cause.COMPLAINTS,
+            f"spam complaints: {window.complaints} for {window.sends} sends in {name}, over "
+            f"{_percent(t.complaint_rate)}",
         )
-    if figures.consecutive_connection_failures >= t.connection_failures:
-        return Verdict(
-            Cause.CONNECTION_FAILURES,
-            f"the SMTP server could not be reached {figures.consecutive_connection_failures} times in a row "
-            f"(the limit is {t.connection_failures}); one probe send tries again after the cool-down",
-        )
+    f = figures
+    counted = (
+        (Cause.POLICY_REJECTIONS, f.policy_rejections_last_hour, t.policy_rejections_per_hour,
+         "policy rejections: {n} in the last hour (receiving servers refused our mail as spam or by "
+         "policy; the limit is {limit})"),
+        (Cause.AUTHENTICATION_FAILURES, f.consecutive_authentication_failures, t.authentication_failures,
+         "the SMTP server refused our login {n} times in a row (the limit is {limit}): check the domain's "
+         "SMTP username and password"),
+        (Cause.CONNECTION_FAILURES, f.consecutive_connection_failures, t.connection_failures,
+         "the SMTP server could not be reached {n} times in a row (the limit is {limit}); one probe send "
+         "tries again after the cool-down"),
+    )  # fmt: skip
+    for cause, seen, limit, reason in counted:
+        if seen >= limit:
+            return Verdict(cause, reason.format(n=seen, limit=limit))
     return None

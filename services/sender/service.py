@@ -348,12 +348,7 @@ class Sender:
             retry_at=retry_at.isoformat() if retry_at else None,
         )
         if change is not None:
-            log.warning(
-                f"sender.domain.{change.action}",
-                domain=change.domain,
-                message_id=str(message.id),
-                reason=change.verdict.reason if change.verdict else None,
-            )
+            log.warning(f"sender.domain.{change.action}", message_id=str(message.id), **change.logged())
 
 
 def _unexpected(when: str, error: Exception) -> Outcome:

@@ -183,9 +183,4 @@ async def count_for_domain(
     """What came back about the message counts towards its sending domain's health, which it may pause."""
     change = await domain_health.count(on_session(session), message.sending_domain_id, signal, now, clock)
     if change is not None:
-        log.warning(
-            f"tracker.domain.{change.action}",
-            domain=change.domain,
-            message_id=str(message.id),
-            reason=change.verdict.reason if change.verdict else None,
-        )
+        log.warning(f"tracker.domain.{change.action}", message_id=str(message.id), **change.logged())
