@@ -10,8 +10,9 @@ from services.api.domains import service
 from services.api.domains.repository import DomainRepository
 from services.api.domains.schemas import CheckOut, DkimIn, DomainIn, DomainOut, DomainPatch, ImapTestOut
 from services.api.kit.auth import CurrentPrincipal
-from services.api.kit.deps import PageNumber, PageSize, Search, page_out, searchable, unit_of_work
-from services.api.kit.envelope import Envelope, Page
+from services.api.kit.deps import unit_of_work
+from services.api.kit.envelope import Envelope
+from services.api.kit.reads import add_reads
 from services.api.kit.schemas import DeletedOut
 
 router = APIRouter()
@@ -28,25 +29,7 @@ async def create_domain(request: Request, principal: CurrentPrincipal, body: Dom
         return {"data": await service.create(repo, body, settings)}
 
 
-@router.get("/domains", response_model=Envelope[Page[DomainOut]], tags=["domains"])
-async def list_domains(
-    request: Request,
-    principal: CurrentPrincipal,
-    page: PageNumber = 1,
-    page_size: PageSize = 20,
-    search: Search = None,
-) -> dict[str, Any]:
-    """Newest first, each with its state and health figures; `search` matches the name and sender."""
-    text = searchable(search, "search")
-    async with unit_of_work(request, principal, DomainRepository) as repo:
-        items, total = await service.page(repo, page, page_size, text)
-    return page_out(items, total, page, page_size)
-
-
-@router.get("/domains/{domain_id}", response_model=Envelope[DomainOut], tags=["domains"])
-async def get_domain(request: Request, principal: CurrentPrincipal, domain_id: str) -> dict[str, Any]:
-    async with unit_of_work(request, principal, DomainRepository) as repo:
-        return {"data": await service.get(repo, domain_id)}
+add_reads(router, "domains", DomainRepository, DomainOut, service.shown)
 
 
 @router.post("/domains/{domain_id}/resume", response_model=Envelope[DomainOut], tags=["domains"])

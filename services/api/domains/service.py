@@ -95,24 +95,13 @@ def _window_out(window: Counts) -> dict[str, Any]:
 async def shown(repo: DomainRepository, rows: list[SendingDomain]) -> list[dict[str, Any]]:
     """The domains as the api shows them, their figures read now."""
     figures = await repo.figures(rows, utcnow())
-    workspace = await repo.sibling(WorkspaceSettingsRepository).domain_health()
+    workspace = await repo.sibling(WorkspaceSettingsRepository).health_thresholds()
     return [domain_out(row, figures.get(row.id), workspace) for row in rows]
 
 
 async def shown_one(repo: DomainRepository, row: SendingDomain) -> dict[str, Any]:
     [one] = await shown(repo, [row])
     return one
-
-
-async def get(repo: DomainRepository, raw_id: str) -> dict[str, Any]:
-    return await shown_one(repo, await repo.require(raw_id))
-
-
-async def page(
-    repo: DomainRepository, page_number: int, page_size: int, search: str | None
-) -> tuple[list[dict[str, Any]], int]:
-    rows, total = await repo.page(page_number, page_size, search)
-    return await shown(repo, rows), total
 
 
 async def resume(repo: DomainRepository, raw_id: str) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -12,13 +12,26 @@ from services.api.kit.deps import PageNumber, PageSize, Search, page_of, unit_of
 from services.api.kit.envelope import Envelope, Page
 from services.api.kit.repository import WorkspaceRepository
 
+# How a resource's rows are shown: all of a page at once, with the repository they were read through (for
+# what their answer adds, such as a domain's health figures).
+Shown = Callable[[Any, list[Any]], Awaitable[list[dict[str, Any]]]]
+
+
+def each(to_out: Callable[[Any], dict[str, Any]]) -> Shown:
+    """Rows shown one by one, from their columns alone."""
+
+    async def shown(_: Any, rows: list[Any]) -> list[dict[str, Any]]:
+        return [to_out(row) for row in rows]
+
+    return shown
+
 
 def add_reads(
     router: APIRouter,
     path: str,
     repository: type[WorkspaceRepository[Any]],
     schema: type[Any],
-    to_out: Callable[[Any], dict[str, Any]],
+    shown: Shown,
     listed: bool = True,
 ) -> None:
     """`GET /<path>` (a page, newest first; `search` over its text columns) and `GET /<path>/{id}`, scoped to
@@ -31,7 +44,7 @@ def add_reads(
         page_size: PageSize = 20,
         search: Search = None,
     ) -> dict[str, Any]:
-        return await page_of(request, principal, repository, to_out, page, page_size, search)
+        return await page_of(request, principal, repository, shown, page, page_size, search)
 
     if listed:
         router.add_api_route(
@@ -45,7 +58,8 @@ def add_reads(
     @router.get(f"/{path}/{{row_id}}", response_model=Envelope[schema], tags=[path], name=f"get_{path}")  # type: ignore[valid-type]
     async def get_row(request: Request, principal: CurrentPrincipal, row_id: str) -> dict[str, Any]:
         async with unit_of_work(request, principal, repository) as repo:
-            return {"data": to_out(await repo.require(row_id))}
+            [one] = await shown(repo, [await repo.require(row_id)])
+            return {"data": one}
 
 
 def row_out(row: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from services.api.kit.auth import CurrentPrincipal
 from services.api.kit.deps import unit_of_work
 from services.api.kit.envelope import Envelope
-from services.api.kit.reads import add_reads, row_out
+from services.api.kit.reads import add_reads, each, row_out
 from services.api.kit.schemas import DeletedOut
 from services.api.templates import service
 from services.api.templates.repository import TemplateRepository
@@ -25,7 +25,7 @@ async def create_template(request: Request, principal: CurrentPrincipal, body: T
         return {"data": await service.create(repo, body)}
 
 
-add_reads(router, "templates", TemplateRepository, TemplateOut, row_out)
+add_reads(router, "templates", TemplateRepository, TemplateOut, each(row_out))
 
 
 @router.patch("/templates/{template_id}", response_model=Envelope[TemplateOut], tags=["templates"])

@@ -15,17 +15,17 @@ class WorkspaceSettingsRepository(WorkspaceRepository[WorkspaceSetting]):
     model = WorkspaceSetting
     noun = "workspace settings"
 
-    async def domain_health(self) -> dict[str, Any]:
+    async def health_thresholds(self) -> dict[str, Any]:
         """The workspace's own health thresholds for its sending domains (none set: empty)."""
-        found = await self.session.scalar(self.scoped(WorkspaceSetting.domain_health))
+        found = await self.session.scalar(self.scoped(WorkspaceSetting.health_thresholds))
         return dict(found or {})
 
-    async def set_domain_health(self, values: dict[str, Any]) -> None:
+    async def set_health_thresholds(self, values: dict[str, Any]) -> None:
         statement = insert(WorkspaceSetting).values(
-            id=uuid.uuid4(), workspace_id=self.workspace_id, domain_health=values
+            id=uuid.uuid4(), workspace_id=self.workspace_id, health_thresholds=values
         )
         await self.session.execute(
             statement.on_conflict_do_update(
-                index_elements=[WorkspaceSetting.workspace_id], set_={"domain_health": values}
+                index_elements=[WorkspaceSetting.workspace_id], set_={"health_thresholds": values}
             )
         )

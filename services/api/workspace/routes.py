@@ -26,7 +26,7 @@ async def get_settings(request: Request, principal: CurrentPrincipal) -> dict[st
 async def update_settings(
     request: Request, principal: CurrentPrincipal, body: SettingsPatch
 ) -> dict[str, Any]:
-    """`domain_health`: the health thresholds of the workspace's sending domains, each overridable per domain
-    (`health_thresholds` on the domain)."""
+    """`health_thresholds`: those of the workspace's sending domains, each of which may override them (its own
+    `health_thresholds`). The fields sent change; null in one: the default again."""
     async with unit_of_work(request, principal, WorkspaceSettingsRepository) as repo:
         return {"data": await service.update(repo, body)}

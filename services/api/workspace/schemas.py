@@ -10,9 +10,9 @@ from services.api.kit.schemas import Strict
 
 class SettingsPatch(Strict):
     # The fields sent change; null in one: the default again.
-    domain_health: HealthThresholds = Field(default_factory=HealthThresholds)
+    health_thresholds: HealthThresholds = Field(default_factory=HealthThresholds)
 
 
 class SettingsOut(BaseModel):
-    domain_health: HealthThresholds  # the workspace's own thresholds for its sending domains
-    domain_health_effective: EffectiveThresholds  # with the defaults for the rest: what a domain inherits
+    health_thresholds: HealthThresholds  # the workspace's own thresholds for its sending domains
+    health_thresholds_effective: EffectiveThresholds  # with the defaults for the rest: what a domain inherits

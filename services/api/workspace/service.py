@@ -11,19 +11,19 @@ from services.api.workspace.schemas import SettingsPatch
 from shared.reputation import Thresholds
 
 
-def settings_out(domain_health: dict[str, Any]) -> dict[str, Any]:
+def settings_out(health_thresholds: dict[str, Any]) -> dict[str, Any]:
     return {
-        "domain_health": domain_health,
-        "domain_health_effective": dataclasses.asdict(Thresholds.layered(domain_health)),
+        "health_thresholds": health_thresholds,
+        "health_thresholds_effective": dataclasses.asdict(Thresholds.layered(health_thresholds)),
     }
 
 
 async def get(repo: WorkspaceSettingsRepository) -> dict[str, Any]:
-    return settings_out(await repo.domain_health())
+    return settings_out(await repo.health_thresholds())
 
 
 async def update(repo: WorkspaceSettingsRepository, body: SettingsPatch) -> dict[str, Any]:
     """The thresholds sent change, at once for every domain that does not set them itself."""
-    values = body.domain_health.over(await repo.domain_health())
-    await repo.set_domain_health(values)
+    values = body.health_thresholds.over(await repo.health_thresholds())
+    await repo.set_health_thresholds(values)
     return settings_out(values)
