@@ -129,6 +129,29 @@ class LeadComplained(Event):
     message_id: uuid.UUID | None = None
 
 
+class DomainEvent(Event):
+    sending_domain_id: uuid.UUID
+    domain: str
+
+
+class DomainPaused(DomainEvent):
+    """The sending domain's health crossed a threshold (`shared.reputation`): it sends nothing until resumed.
+    `cause` is one of `shared.reputation.Cause`; `reason` says it to people."""
+
+    routing_key: ClassVar[str] = "domain.paused"
+    cause: str
+    reason: str
+    paused_at: datetime
+
+
+class DomainResumed(DomainEvent):
+    """The domain sends again: everything it holds is planned again from now. `automatic`: a probe send
+    succeeded after a transient cause's cool-down; otherwise a person resumed it."""
+
+    routing_key: ClassVar[str] = "domain.resumed"
+    automatic: bool = False
+
+
 ALL_EVENTS: tuple[type[Event], ...] = (
     CampaignStarted,
     CampaignPaused,
@@ -142,4 +165,6 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     LeadUnsubscribed,
     LeadReplied,
     LeadComplained,
+    DomainPaused,
+    DomainResumed,
 )

@@ -89,6 +89,7 @@ class Transition:
     cancels: Literal["unsent", "followups"] | None = None  # the lead's other mail it cancels at once
     campaign: CampaignAction | None = None  # the campaign transition it causes (shared/lifecycle.py)
     followup: bool = False  # the scheduler plans the follow-up when it hears the announcement
+    tries: int = 0  # the retries it spends (`retry_count` rises by this)
 
 
 CLAIMED = frozenset({M.SENDING})
@@ -102,11 +103,13 @@ TRANSITIONS: dict[str, Transition] = {
     "dispatch": Transition(frozenset({M.PLANNED}), M.DISPATCHED, announce=events.SendMessage),
     # A sender takes it, while its campaign is one that sends (`shared.lifecycle.SENDS`).
     "claim": Transition(frozenset({M.DISPATCHED}), M.SENDING),
-    # Nobody took it by its deadline, or its campaign paused: planned again, to get a new slot.
+    # Nobody took it by its deadline, or its campaign or sending domain paused: planned again, to get a new
+    # slot.
     "release": Transition(frozenset({M.DISPATCHED}), M.PLANNED),
     # Its domain's turn has not come (the sender's throttle): planned again, no try spent.
     "defer": Transition(CLAIMED, M.PLANNED),
-    # A new slot (late, resumed, retried): its planned count moves to the new slot's day.
+    # A new slot (late, resumed, retried; or on another of its campaign's domains, its own paused): its
+    # planned count moves to the new slot's day.
     "reslot": Transition(UNSENT, M.PLANNED, day="planned"),
     # ... or none is free within the horizon: failed, saying so (it may finish the campaign).
     "no_slot": Transition(UNSENT, M.FAILED, counters={"failed": 1}),
@@ -126,8 +129,11 @@ TRANSITIONS: dict[str, Transition] = {
     ),
     # A temporary failure with tries left: planned again at or after its backoff, retry_count + 1.
     "retry": Transition(
-        CLAIMED, M.PLANNED, history="failed", announce=events.MessageFailed, campaign="first_send"
+        CLAIMED, M.PLANNED, history="failed", announce=events.MessageFailed, campaign="first_send", tries=1
     ),
+    # The recipient's server refused it by policy (5.7.x, a spam block): the sending domain's problem, not the
+    # lead's. Planned again after a backoff without spending a try; it counts towards the domain's health.
+    "rejected": Transition(CLAIMED, M.PLANNED, history="rejected", campaign="first_send"),
     # The lead may not receive it any more (found at the claim): cancelled instead of sent.
     "withheld": Transition(CLAIMED, M.CANCELLED, counters={"cancelled": 1}),
     # A sender died mid-transaction (the reconciler): at most once, so failed, never sent again by itself.

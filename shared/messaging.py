@@ -35,6 +35,8 @@ from shared.events import (
     CampaignResumed,
     CampaignStarted,
     CampaignStopped,
+    DomainPaused,
+    DomainResumed,
     Event,
     LeadComplained,
     LeadReplied,
@@ -66,6 +68,8 @@ CONSUMERS: dict[str, tuple[type[Event], ...]] = {
         LeadUnsubscribed,
         LeadReplied,
         LeadComplained,
+        DomainPaused,
+        DomainResumed,
     ),
     "sender": (SendMessage,),
 }

@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     send_grace_seconds: int | None = Field(None, ge=0)
     retry_backoff_seconds: list[int] = [300, 600]
     smtp_allow_private: bool = False
+    # A domain paused for a transient cause (connection failures) sends one probe message after this long.
+    domain_cooldown_seconds: int = Field(900, ge=1)
 
     # What one request may send the api (README "Limits"); each is checked while the body streams in.
     api_body_max_bytes: int = Field(1024 * 1024, ge=1024)  # every JSON or form body not named below

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -53,6 +53,24 @@ class SinkHandler:
     # Tests set this to answer EHLO slowly, like a server doing reverse-DNS and reputation checks.
     ehlo_delay: float = 0.0
     ehlo_started: int = 0
+    # Tests set this (`answer_from`) to answer every mail from the Nth on with a reply of their choice at RCPT
+    # or DATA, like a server that starts to block or defer us. Mails are numbered by their MAIL FROM, from 1.
+    answers_from: tuple[int, str, Literal["rcpt", "data"]] | None = None
+    mails: int = 0
+    # (time.time(), address) of each MAIL FROM: comparable with the wall-clock times services record.
+    mail_from_wall: list[tuple[float, str]] = field(default_factory=list)
+    _number: dict[Session, int] = field(default_factory=dict)  # the open transaction's mail number
+
+    def answer_from(self, nth: int, reply: str, phase: Literal["rcpt", "data"] = "data") -> None:
+        """Answer `reply` (e.g. "550 5.7.1 Message refused as spam", "421 4.7.0 Try again later") at `phase`
+        to the Nth mail and every one after it."""
+        self.answers_from = (nth, reply, phase)
+
+    def _answer(self, session: Session, phase: str) -> str | None:
+        if self.answers_from is None:
+            return None
+        nth, reply, at = self.answers_from
+        return reply if at == phase and self._number.get(session, 0) >= nth else None
 
     async def handle_EHLO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
@@ -68,9 +86,21 @@ class SinkHandler:
     ) -> str:
         now = time.monotonic()
         self.mail_from_times.append(now)
+        self.mail_from_wall.append((time.time(), address))
         self._mail_from_at[session] = now
+        self.mails += 1
+        self._number[session] = self.mails
         envelope.mail_from = address
         envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if (answer := self._answer(session, "rcpt")) is not None:
+            return answer
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -80,6 +110,8 @@ class SinkHandler:
             await asyncio.sleep(self.data_delay)
         if self.on_data is not None and (instead := await self.on_data(session)):
             return instead
+        if (answer := self._answer(session, "data")) is not None:
+            return answer
         reply = next((self.reply_to[r] for r in envelope.rcpt_tos if r in self.reply_to), self.reply)
         if not reply.startswith("250"):
             return reply

@@ -42,6 +42,8 @@ USE_CASES: dict[type[events.Event], UseCase] = {
     events.LeadUnsubscribed: lambda scheduler, event: scheduler.lead_left(event.lead_id),
     events.LeadComplained: lambda scheduler, event: scheduler.lead_left(event.lead_id),
     events.LeadReplied: lambda scheduler, event: scheduler.lead_left(event.lead_id, only_followups=True),
+    events.DomainPaused: lambda scheduler, event: scheduler.domain_paused(event.sending_domain_id),
+    events.DomainResumed: lambda scheduler, event: scheduler.domain_resumed(event.sending_domain_id),
 }
 
 

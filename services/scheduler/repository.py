@@ -6,14 +6,21 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.models import Campaign, CampaignLead, Lead, Message, SendingDomain
-from shared.lifecycle import SENDS
-from shared.message_states import TRANSITIONS, UNSENT, CampaignStatus, LeadStatus, MessageStatus
+from shared.lifecycle import FINAL, SENDS
+from shared.message_states import TRANSITIONS, UNFINISHED, UNSENT, CampaignStatus, LeadStatus, MessageStatus
 from shared.planning import Reservation
 from shared.planning.slots import unplanned_reason
+from shared.reputation import TRANSIENT, DomainState
+
+# A message its sending domain may send: the domain is active, or paused and this is its probe.
+DOMAIN_SENDS: ColumnElement[bool] = or_(
+    SendingDomain.state == DomainState.ACTIVE, SendingDomain.probe_message_id == Message.id
+)
+IN_SENDING_CAMPAIGN = Message.campaign_id.in_(select(Campaign.id).where(Campaign.status.in_(SENDS)))
 
 
 async def campaign_for_update(session: AsyncSession, campaign_id: uuid.UUID) -> Campaign | None:
@@ -95,6 +102,7 @@ async def claim_due(session: AsyncSession, now: datetime, limit: int) -> list[An
             Message.status == MessageStatus.PLANNED,
             Message.scheduled_at <= now,
             Campaign.status.in_(SENDS),
+            DOMAIN_SENDS,
         )
         .order_by(Message.scheduled_at)
         .limit(limit)
@@ -118,8 +126,83 @@ async def next_due(session: AsyncSession) -> datetime | None:
     return await session.scalar(
         select(func.min(Message.scheduled_at))
         .join(Campaign, Campaign.id == Message.campaign_id)
-        .where(Message.status == MessageStatus.PLANNED, Campaign.status.in_(SENDS))
+        .join(SendingDomain, SendingDomain.id == Message.sending_domain_id)
+        .where(Message.status == MessageStatus.PLANNED, Campaign.status.in_(SENDS), DOMAIN_SENDS)
     )
+
+
+async def paused_domain(session: AsyncSession, domain_id: uuid.UUID) -> SendingDomain | None:
+    """The domain, locked, if it is paused."""
+    domain = await session.get(SendingDomain, domain_id, with_for_update=True)
+    return domain if domain is not None and domain.state == DomainState.PAUSED else None
+
+
+async def reassigning_campaigns(session: AsyncSession, domain_id: uuid.UUID) -> list[Campaign]:
+    """Unfinished campaigns that move their mail off a paused domain and have unsent initial messages on this
+    one, locked."""
+    on_domain = select(Message.campaign_id).where(
+        Message.sending_domain_id == domain_id, Message.status.in_(UNSENT), Message.is_followup.is_(False)
+    )
+    rows = await session.scalars(
+        select(Campaign)
+        .where(
+            Campaign.reassign_on_domain_pause.is_(True),
+            Campaign.status.not_in(FINAL),
+            Campaign.id.in_(on_domain),
+        )
+        .order_by(Campaign.id)
+        .with_for_update()
+    )
+    return list(rows)
+
+
+async def active_domains(session: AsyncSession, campaign: Campaign) -> list[SendingDomain]:
+    """The campaign's sending domains that send, in its order."""
+    found = await sending_domains(session, campaign.workspace_id, campaign.domains)
+    return [
+        found[name]
+        for name in campaign.domains
+        if name in found and found[name].active and found[name].state == DomainState.ACTIVE
+    ]
+
+
+async def domains_to_probe(session: AsyncSession, cooled_before: datetime) -> list[SendingDomain]:
+    """Domains paused for a transient cause before `cooled_before` without a probe under way (none chosen, or
+    its message finished or its campaign stopped sending), locked; skipped while a sender holds one."""
+    probe_under_way = (
+        select(Message.id)
+        .join(Campaign, Campaign.id == Message.campaign_id)
+        .where(
+            Message.id == SendingDomain.probe_message_id,
+            Message.status.in_(UNFINISHED),
+            Campaign.status.in_(SENDS),
+        )
+        .exists()
+    )
+    rows = await session.scalars(
+        select(SendingDomain)
+        .where(
+            SendingDomain.state == DomainState.PAUSED,
+            SendingDomain.paused_cause.in_(TRANSIENT),
+            SendingDomain.paused_at <= cooled_before,
+            ~probe_under_way,
+        )
+        .order_by(SendingDomain.id)
+        .with_for_update(skip_locked=True)
+    )
+    return list(rows)
+
+
+async def first_unsent(session: AsyncSession, domain_id: uuid.UUID) -> Message | None:
+    """The domain's next message of a campaign that sends, locked: a paused domain's probe."""
+    message: Message | None = await session.scalar(
+        select(Message)
+        .where(Message.sending_domain_id == domain_id, Message.status.in_(UNSENT), IN_SENDING_CAMPAIGN)
+        .order_by(Message.scheduled_at, Message.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    return message
 
 
 async def active_campaigns_of_lead(session: AsyncSession, lead_id: uuid.UUID) -> list[uuid.UUID]:

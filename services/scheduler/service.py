@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.scheduler import repository as repo
 from shared.clock import Clock
-from shared.db import message_store
+from shared.db import domain_health, message_store
 from shared.db.message_store import on_session
 from shared.db.models import Campaign, CampaignStatus, Message, SendingDomain
 from shared.db.slots import domain_schedules, held_slots
@@ -22,6 +22,7 @@ from shared.events import SendMessage
 from shared.lifecycle import SENDS
 from shared.planning import DomainSchedule, Window, plan_round_robin
 from shared.planning.slots import NoSlotError, followup_due, send_grace
+from shared.reputation import DomainState, planned_on
 from shared.settings import Settings
 
 log = structlog.get_logger()
@@ -45,7 +46,9 @@ class Scheduler:
                 return 0
             leads = await repo.audience(session, campaign_id)
             by_name = await repo.sending_domains(session, campaign.workspace_id, campaign.domains)
-            domains = [by_name[name] for name in campaign.domains]
+            domains = planned_on(
+                [by_name[name] for name in campaign.domains], campaign.reassign_on_domain_pause
+            )
             window = Window.from_dict(campaign.window)
             earliest = max(self._clock(), campaign.start_at or self._clock())
             schedules = await domain_schedules(session, domains, window, earliest)
@@ -108,25 +111,32 @@ class Scheduler:
         return len(rows)
 
     async def replan(
-        self, session: AsyncSession, messages: Sequence[Message], now: datetime, why: str
+        self,
+        session: AsyncSession,
+        messages: Sequence[Message],
+        now: datetime,
+        why: str,
+        moves: Mapping[uuid.UUID, SendingDomain] | None = None,
     ) -> None:
         """Free the messages' slots and give each its domain's earliest free slot at or after
-        max(now, not_before), in their current order. Moves their timeline days with them."""
+        max(now, not_before), in their current order; a message in `moves` takes its slot on the domain it
+        names instead of its own. Moves their timeline days with them."""
         if not messages:
             return
-        domains = {
-            m.sending_domain_id: await session.get_one(SendingDomain, m.sending_domain_id) for m in messages
-        }
+        moves = moves or {}
+        target = {m.id: moves[m.id].id if m.id in moves else m.sending_domain_id for m in messages}
+        domains = {d: await session.get_one(SendingDomain, d) for d in set(target.values())}
         windows = {
             m.campaign_id: Window.from_dict((await session.get_one(Campaign, m.campaign_id)).window)
             for m in messages
         }
         held = await held_slots(session, list(domains.values()), now, [m.id for m in messages])
+        await message_store.vacate(on_session(session), [m.id for m in messages])
         # One schedule per (campaign, domain): windows differ by campaign, slots are shared by domain.
         schedules: dict[tuple[uuid.UUID, uuid.UUID], DomainSchedule] = {}
         for message in messages:
-            key = (message.campaign_id, message.sending_domain_id)
-            domain = domains[message.sending_domain_id]
+            domain = domains[target[message.id]]
+            key = (message.campaign_id, domain.id)
             if key not in schedules:
                 schedules[key] = DomainSchedule(
                     windows[message.campaign_id],
@@ -151,6 +161,7 @@ class Scheduler:
                 slot.end,
                 window.local_date(message.scheduled_at),
                 window.local_date(slot.start),
+                (domain.id, domain.domain),
             )
         REPLANNED.labels(why).inc(len(messages))
 
@@ -170,6 +181,60 @@ class Scheduler:
             messages = await repo.unsent_for_update(session, Message.campaign_id == campaign_id)
             await self.replan(session, messages, now, "resume")
         log.info("scheduler.campaign.resumed", campaign_id=str(campaign_id), replanned=len(messages))
+
+    async def domain_paused(self, domain_id: uuid.UUID) -> None:
+        """Commands on their way from a paused domain are void (the sender refuses them): take them back. The
+        unsent initial messages of campaigns that allow it move to their domains still active, round-robin in
+        their order; follow-ups stay on their domain (their thread), the rest wait for its resume."""
+        now = self._clock()
+        moved = 0
+        async with self._sessions() as session, session.begin():
+            if await repo.paused_domain(session, domain_id) is None:  # resumed since
+                return
+            await message_store.release_domain(on_session(session), domain_id)
+            for campaign in await repo.reassigning_campaigns(session, domain_id):
+                healthy = await repo.active_domains(session, campaign)
+                if not healthy:
+                    continue
+                messages = await repo.unsent_for_update(
+                    session,
+                    Message.campaign_id == campaign.id,
+                    Message.sending_domain_id == domain_id,
+                    Message.is_followup.is_(False),
+                )
+                moves = {m.id: healthy[i % len(healthy)] for i, m in enumerate(messages)}
+                await self.replan(
+                    session, messages, max(now, campaign.start_at or now), "domain paused", moves
+                )
+                moved += len(messages)
+        log.info("scheduler.domain.paused", domain_id=str(domain_id), moved=moved)
+
+    async def domain_resumed(self, domain_id: uuid.UUID) -> None:
+        """Everything the domain holds for campaigns that send is planned again from now, as a campaign
+        resume plans its messages (a paused campaign's wait for its own resume)."""
+        async with self._sessions() as session, session.begin():
+            domain = await session.get(SendingDomain, domain_id)
+            if domain is None or domain.state != DomainState.ACTIVE:  # paused again since
+                return
+            messages = await repo.unsent_for_update(
+                session, Message.sending_domain_id == domain_id, repo.IN_SENDING_CAMPAIGN
+            )
+            await self.replan(session, messages, self._clock(), "domain resumed")
+        log.info("scheduler.domain.resumed", domain_id=str(domain_id), replanned=len(messages))
+
+    async def probe_paused_domains(self) -> None:
+        """A domain paused for a transient cause gets one probe message once its cool-down is over: the next
+        it holds, planned from now. Its outcome resumes the domain, or starts the cool-down again."""
+        now = self._clock()
+        cooled = now - timedelta(seconds=self._settings.domain_cooldown_seconds)
+        async with self._sessions() as session, session.begin():
+            for domain in await repo.domains_to_probe(session, cooled):
+                message = await repo.first_unsent(session, domain.id)
+                if message is None:  # nothing to send: it waits until there is
+                    continue
+                await domain_health.choose_probe(on_session(session), domain.id, message.id)
+                await self.replan(session, [message], now, "probe")
+                log.info("scheduler.domain.probe", domain_id=str(domain.id), message_id=str(message.id))
 
     async def pause_campaign(self, campaign_id: uuid.UUID) -> None:
         """Commands already on their way are void (the sender refuses a paused campaign): take them back."""
@@ -242,5 +307,7 @@ class Scheduler:
             interrupted = await message_store.interrupt(db, now - lease)
             for campaign_id in sorted(interrupted):
                 await message_store.complete_if_done(db, campaign_id)
+            await domain_health.prune(db, now)
+        await self.probe_paused_domains()
         if released or interrupted:
             log.warning("scheduler.reconcile.fixed", released=released, interrupted=sum(interrupted.values()))

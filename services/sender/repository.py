@@ -144,6 +144,12 @@ async def mark_domain_send(db: asyncpg.Connection, domain_id: uuid.UUID, at: dat
     )
 
 
+async def release_refused(db: asyncpg.Connection, message_id: uuid.UUID) -> bool:
+    """A claim refused because the message's sending domain is paused: back to planned, to wait for the
+    domain's resume. False: refused for another reason (a duplicate command, a paused campaign)."""
+    return await message_store.release_refused(db, message_id)
+
+
 async def defer(db: asyncpg.Connection, message_id: uuid.UUID, not_before: datetime) -> None:
     """Back to planned, to be given a new slot at or after `not_before`; not a try, so no retry is spent."""
     await message_store.defer(db, message_id, not_before)

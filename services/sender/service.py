@@ -18,15 +18,15 @@ import structlog
 from prometheus_client import Counter
 
 from services.sender import repository as repo
-from services.sender.outcome import Kind, Outcome
+from services.sender.outcome import Kind, Outcome, health_signal
 from services.sender.repository import Claim
 from services.sender.smtp import Account, SmtpPool, SmtpTransaction
 from shared import crypto, dkim, tokens
 from shared.clock import Clock
 from shared.db import TRANSIENT as DATABASE_AWAY
-from shared.db import message_store
+from shared.db import domain_health, message_store
 from shared.events import Event, MessageBounced, MessageFailed, MessageSent, SendMessage
-from shared.planning.slots import retry_not_before, send_grace
+from shared.planning.slots import rejection_not_before, retry_not_before, send_grace
 from shared.planning.window import Window
 from shared.render import Letter, RenderError, lead_variables, return_path
 from shared.render_pool import RendererUnavailable, RenderPool
@@ -222,7 +222,10 @@ class Sender:
     async def _claim(self, db: asyncpg.Connection, command: SendMessage, draft: Draft) -> Attempt | None:
         message = await repo.claim(db, command.message_id, command.campaign_id, self._clock())
         if message is None:
-            _skipped(command)
+            if await repo.release_refused(db, command.message_id):
+                log.info("sender.message.domain_paused", message_id=str(command.message_id))
+            else:
+                _skipped(command)
             return None
         if not message.may_receive:
             await repo.cancel(db, message, f"lead is {message.lead_status} or suppressed")
@@ -312,20 +315,32 @@ class Sender:
             retry_at = retry_not_before(message.retry_count, now, self._settings.retry_backoff_seconds)
         if retry_at is not None:
             data["retry_at"] = retry_at.isoformat()
-        event: Event
+        not_before = retry_at
+        event: Event | None
         if outcome.kind == Kind.SENT:
             event = MessageSent(**ids, sent_at=now, smtp_message_id=message.smtp_message_id)
         elif outcome.kind == Kind.BOUNCED:
             event = MessageBounced(**ids, **codes)
+        elif outcome.kind == Kind.REJECTED:  # the domain's problem: planned again, the lead left alone
+            event, not_before = None, rejection_not_before(now, self._settings.retry_backoff_seconds)
+            data["not_before"] = not_before.isoformat()
         else:
             event = MessageFailed(**ids, **codes, retry_at=retry_at)
         day = Window.from_dict(message.window).local_date(now)
         # Each outcome is recorded by the transition of its name (`shared.message_states.TRANSITIONS`).
         transition = "retry" if retry_at is not None else outcome.kind.value
+        settle = (message.id, transition, now, day, outcome.reason or None, data, event, not_before)
+        signal = health_signal(outcome)
+        change = None
         async with self._db.acquire() as db:
-            await message_store.settle(
-                db, message.id, transition, now, day, outcome.reason or None, data, event, retry_at
-            )
+            if signal is None:
+                await message_store.settle(db, *settle)
+            else:  # the domain's health counts it, and may pause the domain, with the outcome
+                async with db.transaction():
+                    await message_store.settle(db, *settle)
+                    change = await domain_health.count(
+                        db, message.sending_domain_id, signal, now, self._clock, message.id
+                    )
         OUTCOMES.labels(outcome.kind.value).inc()
         log.info(
             f"sender.message.{outcome.kind.value}",
@@ -333,6 +348,8 @@ class Sender:
             reason=outcome.reason or None,
             retry_at=retry_at.isoformat() if retry_at else None,
         )
+        if change is not None:
+            log.warning(f"sender.domain.{change.action}", message_id=str(message.id), **change.logged())
 
 
 def _unexpected(when: str, error: Exception) -> Outcome:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import aiosmtplib
 import structlog
 
-from services.sender.outcome import Kind, Outcome, from_reply, from_transport_error
+from services.sender.outcome import Kind, Outcome, from_login_refusal, from_reply, from_transport_error
 from shared.public_address import NotPublic, Resolver, UnusableHost, resolve_public, system_resolver
 
 log = structlog.get_logger()
@@ -52,6 +52,8 @@ def _outcome(error: Exception, for_recipient: bool) -> Outcome:
         return from_transport_error(f"SMTP host {error}")
     if isinstance(error, NoSmtpServer):
         return from_transport_error(str(error))
+    if isinstance(error, aiosmtplib.SMTPAuthenticationError):
+        return from_login_refusal(error.code, error.message)
     if isinstance(error, aiosmtplib.SMTPResponseException):  # includes a refused recipient
         return from_reply(error.code, error.message, for_recipient)
     return from_transport_error(f"{type(error).__name__}: {error}")

@@ -8,16 +8,21 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
+import structlog
 from sqlalchemy import func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.tracker.inbound import first_named
-from shared.db import message_store
+from shared.clock import Clock
+from shared.db import domain_health, message_store
 from shared.db.message_store import on_session
 from shared.db.models import Campaign, EspEventRow, EspWebhook, Lead, Message
 from shared.events import LeadComplained, LeadReplied, LeadUnsubscribed, MessageBounced
 from shared.message_states import MessageStatus
+from shared.reputation import Signal
+
+log = structlog.get_logger()
 
 
 async def unsubscribe(session: AsyncSession, message_id: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID] | None:
@@ -62,6 +67,7 @@ def _message_row() -> Any:
             Message.workspace_id,
             Message.campaign_id,
             Message.lead_id,
+            Message.sending_domain_id,
             Message.status,
             Message.smtp_message_id,
             Campaign.window,
@@ -212,3 +218,12 @@ async def claim_esp_event(
         .returning(EspEventRow.event_id)
     )
     return (await session.execute(claimed)).first() is not None
+
+
+async def count_for_domain(
+    session: AsyncSession, message: Any, signal: Signal, now: datetime, clock: Clock
+) -> None:
+    """What came back about the message counts towards its sending domain's health, which it may pause."""
+    change = await domain_health.count(on_session(session), message.sending_domain_id, signal, now, clock)
+    if change is not None:
+        log.warning(f"tracker.domain.{change.action}", message_id=str(message.id), **change.logged())

@@ -15,7 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.tracker import repository as repo
 from services.tracker.esp.common import Reported
 from services.tracker.inbound import Bounce, Failure, Reply
+from shared.clock import Clock
 from shared.planning.window import Window
+from shared.reputation import Signal
 
 Source = Literal["inbound", "mailbox"]
 # What a record says about where it came from, besides what it says about the mail or event.
@@ -27,11 +29,13 @@ async def bounce(
     session: AsyncSession,
     message: Any,
     found: Bounce | Failure,
-    now: datetime,
+    clock: Clock,
     origin: Mapping[str, Any] = DSN,
 ) -> tuple[str, bool]:
-    """5.x.x is a hard bounce (message bounced, lead bounced and suppressed, its pending mail cancelled),
-    4.x.x a soft one (recorded; the remote server keeps trying). The outcome, and whether it was recorded."""
+    """5.x.x is a hard bounce (message bounced, lead bounced and suppressed, its pending mail cancelled,
+    counted towards its sending domain's health), 4.x.x a soft one (recorded; the remote server keeps trying).
+    The outcome, and whether it was recorded."""
+    now = clock()
     data = {"status": found.status, "recipient": found.recipient, "diagnostic": found.diagnostic, **origin}
     if not found.permanent:
         await repo.record_event(session, message, "soft_bounced", now, data)
@@ -39,6 +43,8 @@ async def bounce(
     reason = f"{found.status or 'hard bounce'} {found.diagnostic}".strip()
     day = Window.from_dict(message.window).local_date(now)
     recorded = await repo.record_hard_bounce(session, message, now, day, reason, data, found.status)
+    if recorded:
+        await repo.count_for_domain(session, message, Signal.DSN_BOUNCE, now, clock)
     return "hard_bounce", recorded
 
 
@@ -47,28 +53,33 @@ async def complaint(
     message: Any,
     feedback_type: str | None,
     sender: str,
-    now: datetime,
+    clock: Clock,
     origin: Mapping[str, Any] = MAIL,
 ) -> tuple[str, bool]:
-    """The lead reported the message as spam: complained, suppressed, its pending mail cancelled (once)."""
+    """The lead reported the message as spam: complained, suppressed, its pending mail cancelled, counted
+    towards its sending domain's health (once)."""
+    now = clock()
     data = {"feedback_type": feedback_type, "from": sender[:320], **origin}
-    return "complaint", await repo.record_complaint(session, message, now, data)
+    recorded = await repo.record_complaint(session, message, now, data)
+    if recorded:
+        await repo.count_for_domain(session, message, Signal.COMPLAINT, now, clock)
+    return "complaint", recorded
 
 
 async def reported(
-    session: AsyncSession, message: Any, event: Reported, provider: str, now: datetime
+    session: AsyncSession, message: Any, event: Reported, provider: str, clock: Clock
 ) -> tuple[str, bool]:
     """An ESP's event: a bounce or a complaint as if it had come by mail; a delivery is recorded only."""
     origin = {"esp": provider, "event_id": event.event_id}
     if event.kind == "complaint":
-        return await complaint(session, message, event.feedback_type, event.recipient, now, origin)
+        return await complaint(session, message, event.feedback_type, event.recipient, clock, origin)
     if event.kind == "delivery":
         data = {"recipient": event.recipient, "response": event.diagnostic, **origin}
-        await repo.record_event(session, message, "delivered", now, data)
+        await repo.record_event(session, message, "delivered", clock(), data)
         return "delivery", True
     assert event.kind in ("hard_bounce", "soft_bounce"), event.kind
     failure = Failure(event.kind == "hard_bounce", event.status, event.recipient or None, event.diagnostic)
-    return await bounce(session, message, failure, now, origin)
+    return await bounce(session, message, failure, clock, origin)
 
 
 async def answer(

@@ -47,7 +47,6 @@ class Tracker:
         reading = await self.readers.read(raw, recipient)
         complained = inbound.kind_of(reading) == "complaint"
         found = None if complained else inbound.bounce_of(reading)
-        now = self._clock()
         async with self._sessions() as session, session.begin():
             if complained:
                 message = await repo.message_in_order(session, inbound.named_in_order(reading))
@@ -58,10 +57,10 @@ class Tracker:
                 raise inbound.NotUnderstood("it names no message sent from here")
             if found is None:
                 outcome, recorded = await returns.complaint(
-                    session, message, reading.feedback_type, reading.sender, now
+                    session, message, reading.feedback_type, reading.sender, self._clock
                 )
             else:
-                outcome, recorded = await returns.bounce(session, message, found, now)
+                outcome, recorded = await returns.bounce(session, message, found, self._clock)
         log.info("tracker.bounce", message_id=str(message.id), outcome=outcome, recorded=recorded)
         return {"message_id": str(message.id), "outcome": outcome, "recorded": recorded}
 

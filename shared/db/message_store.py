@@ -29,6 +29,7 @@ from shared.db.kpi import shard_of
 from shared.events import Event, LeadComplained, LeadReplied, LeadUnsubscribed, MessageBounced, SendMessage
 from shared.lifecycle import RULES, SENDS, Action
 from shared.message_states import TRANSITIONS, UNFINISHED, LeadStatus, MessageStatus
+from shared.reputation import DomainState
 
 
 class Db(Protocol):
@@ -154,6 +155,11 @@ _RELEASE = f"UPDATE messages SET status = {_to('release')} WHERE {_guard('releas
 RELEASE_ONE = f"{_RELEASE} AND id = $1"
 RELEASE_CAMPAIGN = f"{_RELEASE} AND campaign_id = $1"
 RELEASE_LOST = f"{_RELEASE} AND scheduled_at < $1 RETURNING id"
+RELEASE_OF_DOMAIN = f"{_RELEASE} AND sending_domain_id = $1"
+# A command the sender refused because its domain is paused (and the message is not its probe).
+_PAUSED_DOMAINS = f"SELECT id FROM sending_domains WHERE state = '{DomainState.PAUSED}'"
+RELEASE_REFUSED = f"""{_RELEASE} AND id = $1
+  AND sending_domain_id IN ({_PAUSED_DOMAINS} AND probe_message_id IS DISTINCT FROM $1) RETURNING id"""
 DEFER = f"UPDATE messages SET status = {_to('defer')}, not_before = $2 WHERE id = $1 AND {_guard('defer')}"
 # A re-plan that finds no slot within the horizon: failed, with the reason ($2).
 NO_SLOT = f"""
@@ -165,10 +171,15 @@ INSERT INTO campaign_kpis AS k (campaign_id, shard, failed) SELECT campaign_id, 
 {_counter_upsert(KPIS, ["failed"])}
 RETURNING campaign_id
 """
-# The planned count moves from the old slot's local day ($4) to the new one's ($5).
+# Messages about to be re-planned together give up their slots first (an empty range overlaps nothing), so
+# that one moved earlier in the batch may take a slot another one still held.
+VACATE = f"UPDATE messages SET slot_ends_at = scheduled_at WHERE id = ANY($1::uuid[]) AND {_guard('reslot')}"
+# The planned count moves from the old slot's local day ($4) to the new one's ($5). The slot is on domain $6
+# (named $7): its own, or another one of its campaign's when its own paused.
 RESLOT = f"""
 WITH moved AS (
-  UPDATE messages SET status = {_to("reslot")}, scheduled_at = $2, slot_ends_at = $3
+  UPDATE messages SET status = {_to("reslot")}, scheduled_at = $2, slot_ends_at = $3, sending_domain_id = $6,
+    domain_used = $7
   WHERE id = $1 AND {_guard("reslot")} RETURNING campaign_id
 )
 INSERT INTO campaign_kpi_days AS k (campaign_id, day, shard, planned)
@@ -206,15 +217,21 @@ LEFT JOIN messages AS p ON p.id = m.parent_message_id
 """
 _SMTP_MESSAGE_ID = "format('<%s.%s@%s>', m.id, m.retry_count, d.domain)"
 
-# Under a share lock on the campaign: a pause or stop waits for this transaction, and one already
-# committed leaves the command without a claim.
+# Under a share lock on the campaign, then a key-share lock on its sending domain, which is active (or
+# paused, and this is its probe): a pause or stop of the campaign, or a pause of the domain
+# (`shared.db.domain_health`), waits for this transaction, and one already committed leaves the command
+# without a claim. A key-share lock leaves the domain's other claims and its turn (`last_send_at`) free.
 CLAIM = f"""
 WITH campaign AS (
   SELECT * FROM campaigns WHERE id = $2 AND status IN {_in(SENDS)} FOR SHARE
+), domain AS (
+  SELECT d.id, d.domain FROM campaign, messages AS m JOIN sending_domains AS d ON d.id = m.sending_domain_id
+  WHERE m.id = $1 AND (d.state = '{DomainState.ACTIVE}' OR d.probe_message_id = m.id)
+  FOR KEY SHARE OF d
 ), message AS (
   UPDATE messages AS m
   SET status = {_to("claim")}, claimed_at = $3, smtp_message_id = {_SMTP_MESSAGE_ID}
-  FROM campaign, sending_domains AS d
+  FROM domain AS d
   WHERE m.id = $1 AND m.{_guard("claim")} AND d.id = m.sending_domain_id
   RETURNING m.*
 )
@@ -233,18 +250,19 @@ WITH campaign AS (
 )
 {_WITH_ALL_IT_NEEDS}"""
 
-# settle: sending → sent | bounced | failed | planned (retry)
-SETTLES = ("sent", "bounced", "failed", "retry")
+# settle: sending → sent | bounced | failed | planned (retry, rejected)
+SETTLES = ("sent", "bounced", "failed", "retry", "rejected")
 assert len({TRANSITIONS[name].sources for name in SETTLES}) == 1
 assert {TRANSITIONS[name].campaign for name in SETTLES} == {"first_send"}
 # The outcome in one statement: the message, the campaign's first send, its history, its counters, a hard
-# bounce's lead and suppression, and the event for the outbox. $2 is the target status, $9–$12 the counters,
-# $14–$15 the day's, $16 the lead's new status, $17 whether its address is suppressed.
+# bounce's lead and suppression, and the event for the outbox (if any). $2 is the target status, $4 when it
+# may go again (planned again), $9–$12 the counters, $14–$15 the day's, $16 the lead's new status, $17 whether
+# its address is suppressed, $20 the retries it spends.
 SETTLE = f"""
 WITH settled AS (
   UPDATE messages
   SET status = $2, last_error = $3, sent_at = CASE WHEN $9::int + $11::int > 0 THEN $6::timestamptz END,
-    retry_count = retry_count + ($4::timestamptz IS NOT NULL)::int, not_before = coalesce($4, not_before)
+    retry_count = retry_count + $20::int, not_before = coalesce($4, not_before)
   WHERE id = $1 AND {_guard("sent")}
   RETURNING id, campaign_id, lead_id, workspace_id
 ), running AS (
@@ -277,7 +295,8 @@ WITH settled AS (
   WHERE $17::bool
   ON CONFLICT DO NOTHING
 ), announced AS (
-  INSERT INTO outbox (routing_key, payload) SELECT $18, $19::text::jsonb FROM settled
+  INSERT INTO outbox (routing_key, payload)
+  SELECT $18, $19::text::jsonb FROM settled WHERE $18::text IS NOT NULL
 )
 SELECT count(*) FROM settled
 """
@@ -555,15 +574,38 @@ async def release_lost(db: Db, before: datetime) -> int:
     return len(await db.fetch(RELEASE_LOST, before))
 
 
+async def release_domain(db: Db, domain_id: uuid.UUID) -> None:
+    """Commands on their way for a paused sending domain are void: take them back."""
+    await db.fetch(RELEASE_OF_DOMAIN, domain_id)
+
+
+async def release_refused(db: Db, message_id: uuid.UUID) -> bool:
+    """A command the sender could not claim: back to planned if its sending domain is paused (and it is not
+    the domain's probe). False: the claim failed for another reason (a duplicate, a paused campaign)."""
+    return bool(await db.fetch(RELEASE_REFUSED, message_id))
+
+
 async def defer(db: Db, message_id: uuid.UUID, not_before: datetime) -> None:
     await db.fetch(DEFER, message_id, not_before)
 
 
+async def vacate(db: Db, message_ids: Sequence[uuid.UUID]) -> None:
+    """Unsent messages give up their slots for a re-plan in the same transaction (each then gets a new one,
+    or fails without one)."""
+    await db.fetch(VACATE, list(message_ids))
+
+
 async def reslot(
-    db: Db, message_id: uuid.UUID, start: datetime, end: datetime, old_day: date, new_day: date
+    db: Db,
+    message_id: uuid.UUID,
+    start: datetime,
+    end: datetime,
+    old_day: date,
+    new_day: date,
+    domain: tuple[uuid.UUID, str],
 ) -> None:
-    """A new slot [start, end); the days are the old and new slots' local dates."""
-    await db.fetch(RESLOT, message_id, start, end, old_day, new_day)
+    """A new slot [start, end) on `domain` (id, name); the days are the old and new slots' local dates."""
+    await db.fetch(RESLOT, message_id, start, end, old_day, new_day, *domain)
 
 
 async def fail_without_slot(db: Db, message_id: uuid.UUID, reason: str) -> bool:
@@ -592,21 +634,23 @@ async def settle(
     day: date,
     error: str | None,
     data: dict[str, Any],
-    event: Event,
-    retry_at: datetime | None = None,
+    event: Event | None,
+    not_before: datetime | None = None,
 ) -> None:
-    """sending → `name` (one of SETTLES; `retry` with its `retry_at`). A message settled before is left."""
+    """sending → `name` (one of SETTLES; `retry` and `rejected`, planned again, with their `not_before`). A
+    message settled before is left."""
     declared = TRANSITIONS[name]
     assert name in SETTLES, name
     assert declared.target is not None
-    assert (name == "retry") == (retry_at is not None)
+    assert (declared.target == MessageStatus.PLANNED) == (not_before is not None)
+    assert (declared.announce is None) == (event is None)
     count = declared.counters.get
     per_day = [int(declared.day == column) for column in ("sent", "bounced")]
     await db.fetch(
-        SETTLE, message_id, declared.target, error, retry_at, declared.history, now, json.dumps(data),
+        SETTLE, message_id, declared.target, error, not_before, declared.history, now, json.dumps(data),
         shard_of(message_id), count("sent", 0), count("bounced", 0), count("bounced_at_smtp", 0),
-        count("failed", 0), day, *per_day, declared.lead, declared.suppress, event.routing_key,
-        event.model_dump_json(),
+        count("failed", 0), day, *per_day, declared.lead, declared.suppress,
+        event and event.routing_key, event and event.model_dump_json(), declared.tries,
     )  # fmt: skip
 
 

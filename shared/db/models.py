@@ -41,6 +41,7 @@ from shared.message_states import SLOT_HOLDING
 from shared.message_states import CampaignStatus as CampaignStatus
 from shared.message_states import LeadStatus as LeadStatus
 from shared.message_states import MessageStatus as MessageStatus
+from shared.reputation import SENDS, Cause, DomainState
 
 
 class Base(DeclarativeBase):
@@ -80,6 +81,20 @@ class Workspace(Base):
     created_at: Mapped[datetime] = _created()
 
 
+class WorkspaceSetting(Base):
+    """A workspace's own settings; a workspace without a row has the defaults."""
+
+    __tablename__ = "workspace_settings"
+    id: Mapped[uuid.UUID] = _id()
+    workspace_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), unique=True
+    )
+    # Its sending domains' health thresholds (`shared.reputation.Thresholds`): only those it sets.
+    health_thresholds: Mapped[dict[str, Any]] = mapped_column(
+        default=dict, server_default=text("'{}'::jsonb")
+    )
+
+
 class User(Base):
     __tablename__ = "users"
     __table_args__ = (Index("users_email_key", func.lower(text("email")), unique=True),)
@@ -114,6 +129,12 @@ class SendingDomain(Base):
         CheckConstraint(
             "(dkim_selector IS NULL) = (dkim_rsa_private_encrypted IS NULL)", name="dkim_keys_complete"
         ),
+        _check_in("state", DomainState),
+        _check_in("paused_cause", Cause),
+        CheckConstraint(
+            f"(state = '{DomainState.PAUSED}') = (paused_at IS NOT NULL AND paused_cause IS NOT NULL)",
+            name="paused_since",
+        ),
     )
     id: Mapped[uuid.UUID] = _id()
     workspace_id: Mapped[uuid.UUID] = _workspace()
@@ -135,6 +156,17 @@ class SendingDomain(Base):
     dkim_rsa_private_encrypted: Mapped[str | None] = mapped_column(Text)
     dkim_ed25519_private_encrypted: Mapped[str | None] = mapped_column(Text)
     dkim_records: Mapped[list[dict[str, str]] | None] = mapped_column(JSONB)  # [{name, value}] to publish
+    # Its reputation (`shared.reputation`, written by `shared.db.domain_health`): a paused domain sends
+    # nothing but, after a transient cause's cool-down, its one probe message.
+    state: Mapped[str] = mapped_column(String(16), default=DomainState.ACTIVE, server_default="active")
+    paused_cause: Mapped[str | None] = mapped_column(String(32))
+    paused_reason: Mapped[str | None] = mapped_column(Text)
+    paused_at: Mapped[datetime | None]
+    probe_message_id: Mapped[uuid.UUID | None]
+    # The thresholds this domain sets for itself (`shared.reputation.Thresholds`), over its workspace's.
+    health_thresholds: Mapped[dict[str, Any]] = mapped_column(
+        default=dict, server_default=text("'{}'::jsonb")
+    )
     # Its IMAP mailbox: the api reads it joined, under the workspace filter; never loaded by accident.
     mailbox: Mapped[MailboxAccount | None] = relationship(lazy="raise", viewonly=True)
     created_at: Mapped[datetime] = _created()
@@ -216,6 +248,10 @@ class Campaign(Base):
     followup_attach_report: Mapped[bool] = mapped_column(Boolean, default=False)
     track_opens: Mapped[bool] = mapped_column(Boolean, default=True)
     track_clicks: Mapped[bool] = mapped_column(Boolean, default=False)
+    # When one of its domains is paused, its unsent initial messages move to its domains still active.
+    reassign_on_domain_pause: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
     start_at: Mapped[datetime | None]
     window: Mapped[dict[str, Any]] = mapped_column()
     domains: Mapped[list[str]] = mapped_column()
@@ -344,6 +380,50 @@ class OutboxRow(Base):
     routing_key: Mapped[str] = mapped_column(Text)
     payload: Mapped[dict[str, Any]] = mapped_column()
     created_at: Mapped[datetime] = _created()
+
+
+class DomainHealth(Base):
+    """A sending domain's running totals since it was created, and its failures in a row: written with every
+    signal (`shared.db.domain_health`), in the transaction of the outcome it comes from."""
+
+    __tablename__ = "domain_health"
+    sending_domain_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("sending_domains.id", ondelete="CASCADE"), primary_key=True
+    )
+    signals: Mapped[int] = mapped_column(BigInteger, default=0)  # the last `domain_signals.seq`
+    sends: Mapped[int] = mapped_column(BigInteger, default=0)
+    hard_bounces: Mapped[int] = mapped_column(BigInteger, default=0)
+    complaints: Mapped[int] = mapped_column(BigInteger, default=0)
+    policy_rejections: Mapped[int] = mapped_column(BigInteger, default=0)
+    consecutive_connection_failures: Mapped[int] = _counter()
+    consecutive_authentication_failures: Mapped[int] = _counter()
+    counting_since: Mapped[datetime | None]  # its last resume: the figures count from then on
+
+
+class DomainSignal(Base):
+    """Each signal that changed a domain's totals, with the totals as they stood before it: the figures of a
+    window are the totals now minus those of the window's first row. Rows outside every window are pruned."""
+
+    __tablename__ = "domain_signals"
+    __table_args__ = (
+        Index("domain_signals_at", "sending_domain_id", "at", "seq"),
+        Index(
+            "domain_signals_sends",
+            "sending_domain_id",
+            "sends",
+            postgresql_where=text("signal IN (" + ", ".join(f"'{s}'" for s in sorted(SENDS)) + ")"),
+        ),
+    )
+    sending_domain_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("sending_domains.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    at: Mapped[datetime]
+    signal: Mapped[str] = mapped_column(String(32))
+    sends: Mapped[int] = mapped_column(BigInteger)
+    hard_bounces: Mapped[int] = mapped_column(BigInteger)
+    complaints: Mapped[int] = mapped_column(BigInteger)
+    policy_rejections: Mapped[int] = mapped_column(BigInteger)
 
 
 class MailboxAccount(Base):

@@ -142,6 +142,12 @@ def retry_not_before(
     return failed_at + timedelta(seconds=backoff_seconds[retry_count])
 
 
+def rejection_not_before(rejected_at: datetime, backoff_seconds: Sequence[int]) -> datetime:
+    """When a message refused by policy (SPEC §8) may go again: after the first retry's backoff, without
+    spending a try. Its domain's health, not its tries, stops a run of them (the domain pauses)."""
+    return rejected_at + timedelta(seconds=backoff_seconds[0] if backoff_seconds else 0)
+
+
 def send_grace(interval_seconds: int, configured: int | None = None) -> timedelta:
     """How late after its slot a message may still start: min(60 s, interval / 4) unless configured.
 

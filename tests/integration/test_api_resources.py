@@ -139,6 +139,7 @@ async def test_no_resource_of_one_workspace_is_visible_or_usable_from_another(
         assert (await outsider.http.delete(f"/{path}/{row_id}")).status_code == 404, path
     for action in ("start", "pause", "resume", "stop", "dry-run"):
         assert (await outsider.http.post(f"/campaigns/{campaign['id']}/{action}")).status_code == 404, action
+    assert (await outsider.http.post(f"/domains/{domain['id']}/resume")).status_code == 404
 
     own_template = await outsider.template()
     own_domain = await outsider.domain(f"{unique('mine')}.example", 1025)
@@ -235,6 +236,59 @@ async def test_a_domains_mailbox_is_set_kept_without_its_password_shown_without_
     assert (await api.get(f"/domains/{domain['id']}"))["imap"] is None
     untested = await api.http.post(f"/domains/{domain['id']}/imap/test")
     assert untested.status_code == 404
+
+
+async def test_a_domains_health_thresholds_layer_over_its_workspaces_and_the_defaults(
+    api: ApiClient, outsider: ApiClient
+) -> None:
+    """A new domain is active with empty figures, judged by the defaults; a workspace's thresholds override
+    them, a domain's own override those (null: inherited again). Another workspace's are not touched."""
+    domain = await outsider.domain(f"{unique('health')}.example", 1025)
+    assert (domain["state"], domain["paused_cause"], domain["paused_reason"], domain["paused_at"]) == (
+        "active", None, None, None,
+    )  # fmt: skip
+    assert domain["health"]["last_24h"] == domain["health"]["last_100_sends"] == {
+        "sends": 0, "hard_bounces": 0, "complaints": 0, "policy_rejections": 0, "bounce_rate": 0.0,
+        "complaint_rate": 0.0,
+    }  # fmt: skip
+    defaults = {
+        "bounce_rate": 0.05, "bounce_min_sends": 20, "complaint_rate": 0.003, "policy_rejections_per_hour": 3,
+        "authentication_failures": 5, "connection_failures": 10,
+    }  # fmt: skip
+    inheriting = dict.fromkeys(defaults)  # null: inherited from the level below
+    assert (domain["health"]["thresholds"], domain["health_thresholds"]) == (defaults, inheriting)
+    assert (await outsider.get("/workspace/settings"))["health_thresholds_effective"] == defaults
+
+    workspace = {"bounce_rate": 0.1, "connection_failures": 4}
+    changed = await outsider.http.patch("/workspace/settings", json={"health_thresholds": workspace})
+    assert changed.json()["data"] == {
+        "health_thresholds": inheriting | workspace, "health_thresholds_effective": defaults | workspace,
+    }  # fmt: skip
+    set_here = {"connection_failures": 2, "bounce_min_sends": 50}
+    own = await outsider.http.patch(f"/domains/{domain['id']}", json={"health_thresholds": set_here})
+    assert own.json()["data"]["health_thresholds"] == inheriting | set_here
+    assert own.json()["data"]["health"]["thresholds"] == defaults | workspace | set_here
+    inherited = await outsider.http.patch(
+        f"/domains/{domain['id']}", json={"health_thresholds": {"connection_failures": None}}
+    )
+    assert inherited.json()["data"]["health_thresholds"] == inheriting | {"bounce_min_sends": 50}
+    assert inherited.json()["data"]["health"]["thresholds"]["connection_failures"] == 4  # the workspace's
+    assert (await api.get("/workspace/settings"))["health_thresholds"] == inheriting  # the other workspace's
+
+    for bad in (
+        {"bounce_rate": 0}, {"bounce_rate": 1.5}, {"complaint_rate": "much"},
+        {"policy_rejections_per_hour": 0}, {"connection_failures": 10**7}, {"spam_score": 5},
+    ):  # fmt: skip
+        for path, body in (
+            (f"/domains/{domain['id']}", {"health_thresholds": bad}),
+            ("/workspace/settings", {"health_thresholds": bad}),
+        ):
+            refused = await outsider.http.patch(path, json=body)
+            assert refused.status_code == 422, (path, bad, refused.text)
+    assert (
+        await outsider.http.patch(f"/domains/{domain['id']}", json={"health_thresholds": None})
+    ).status_code == 422
+    assert (await outsider.http.post(f"/domains/{domain['id']}/resume")).status_code == 409  # it is active
 
 
 def _domain(name: str) -> dict[str, Any]:

@@ -34,11 +34,13 @@ from services.api.leads.repository import LeadRepository
 from services.api.main import create_app
 from services.api.suppressions.repository import SuppressionRepository
 from services.api.templates.repository import TemplateRepository
+from services.api.workspace.repository import WorkspaceSettingsRepository
 from services.scheduler.service import Scheduler
 from shared.clock import utcnow
-from shared.db import create_engine, message_store, session_factory
+from shared.db import create_engine, domain_health, message_store, session_factory
 from shared.db.message_store import on_session
-from shared.db.models import Base, Campaign, Message, Workspace
+from shared.db.models import Base, Campaign, Message, SendingDomain, Workspace
+from shared.reputation import Cause, Verdict
 from shared.settings import Settings
 from tests.support.api import ApiClient
 from tests.support.smtp import free_port
@@ -52,6 +54,7 @@ SHARED_CALLEES = {
     "shared/db/message_store.py",
     "shared/db/kpi.py",
     "shared/db/slots.py",
+    "shared/db/domain_health.py",
     "shared/messaging.py",
 }
 TABLES = Base.metadata.tables.values()
@@ -72,6 +75,7 @@ REPOSITORIES = [
     LeadRepository,
     SuppressionRepository,
     TemplateRepository,
+    WorkspaceSettingsRepository,
 ]
 
 
@@ -210,6 +214,22 @@ async def fail_one_message(settings: Settings, campaign_id: str) -> None:
         await engine.dispose()
 
 
+async def pause_domain(settings: Settings, domain_id: str) -> None:
+    """Pause a domain as its health would (policy rejections), so that it can be resumed."""
+    engine = create_engine(settings.database_url, pool_size=1)
+    row = uuid.UUID(domain_id)
+    try:
+        async with session_factory(engine)() as session, session.begin():
+            domain = await session.get_one(SendingDomain, row)
+            verdict = Verdict(Cause.POLICY_REJECTIONS, "for the walk")
+            paused = await domain_health.pause(
+                on_session(session), row, domain.workspace_id, domain.domain, verdict, utcnow
+            )
+            assert paused
+    finally:
+        await engine.dispose()
+
+
 async def walk_every_route(superuser: ApiClient, url: str, settings: Settings) -> uuid.UUID:
     """As the admin of a new workspace, every route of the api (and each branch that reads differently)."""
     suffix = uuid.uuid4().hex[:8]
@@ -227,13 +247,24 @@ async def walk_every_route(superuser: ApiClient, url: str, settings: Settings) -
     async with ApiClient(url) as api:
         await api.login(admin_email, "correct horse")
         await api.get("/auth/me")
-        domain = await api.domain(f"walk-{suffix}.example", 1025)
+        domain = await api.domain(f"walk-{suffix}.example", 1025, health_thresholds={"bounce_rate": 0.1})
         mailbox = {"host": "127.0.0.1", "port": 1, "security": "none", "username": "walk"}
         spare = await api.domain(f"spare-{suffix}.example", 1025, imap={**mailbox, "password": "secret"})
         assert (await api.http.post("/domains", json={**_domain_body(domain)})).status_code == 409
         await api.get("/domains?search=walk")
         await api.get(f"/domains/{domain['id']}")
         assert (await api.http.patch(f"/domains/{spare['id']}", json={"daily_cap": 10})).status_code == 200
+        thresholds = {"health_thresholds": {"connection_failures": 3, "bounce_rate": None}}
+        assert (await api.http.patch(f"/domains/{domain['id']}", json=thresholds)).status_code == 200
+        for _ in range(2):  # the workspace's settings: new, then changed
+            changed = await api.http.patch(
+                "/workspace/settings", json={"health_thresholds": {"complaint_rate": 0.01}}
+            )
+            assert changed.status_code == 200, changed.text
+        await api.get("/workspace/settings")
+        assert (await api.http.post(f"/domains/{spare['id']}/resume")).status_code == 409  # active
+        await pause_domain(settings, spare["id"])
+        assert (await api.http.post(f"/domains/{spare['id']}/resume")).status_code == 200
         # A mailbox replaced (the stored password kept), tested (nothing listens there), and removed.
         replaced = await api.http.patch(f"/domains/{spare['id']}", json={"imap": {**mailbox, "port": 2}})
         assert replaced.status_code == 200, replaced.text

@@ -19,6 +19,7 @@ from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -359,6 +360,85 @@ async def test_a_server_answering_4xx_for_a_while_loses_nothing(
     assert smtp_sink.handler.data_started > len(smtp_sink.received)  # the 4xx answers really happened
     assert counts["sent_after_refusals"] > 0  # a refused e-mail was tried again, and went out
     assert counts["failed_with_retries_left"] == 0  # none was given up before its retries ran out
+
+
+async def until_paused(api: ApiClient, domains: list[str], seconds: float) -> dict[str, dict[str, Any]]:
+    """Each of `domains` as the api shows it, once all are paused."""
+    for _ in range(int(seconds * 4)):
+        shown = {d["domain"]: d for d in (await api.get("/domains?page_size=200"))["items"]}
+        if all(shown[name]["state"] == "paused" for name in domains):
+            return {name: shown[name] for name in domains}
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"not all paused after {seconds} s: {[shown[n]['state'] for n in domains]}")
+
+
+async def until_settled(settings: Settings, campaign_id: uuid.UUID, seconds: float) -> list[Any]:
+    """The campaign's messages once none is on its way to a sender or in an SMTP transaction."""
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        for _ in range(int(seconds * 4)):
+            async with session_factory(engine)() as session:
+                rows = (
+                    await session.execute(
+                        select(
+                            Message.id, Message.status, Message.domain_used, Message.retry_count, Lead.email
+                        )
+                        .join(Lead, Lead.id == Message.lead_id)
+                        .where(Message.campaign_id == campaign_id)
+                    )
+                ).all()
+            if not {row.status for row in rows} & {"dispatched", "sending"}:
+                return list(rows)
+            await asyncio.sleep(0.25)
+    finally:
+        await engine.dispose()
+    raise AssertionError(f"messages still on their way after {seconds} s")
+
+
+async def test_a_server_refusing_mail_by_policy_pauses_each_domain_within_3_sends_and_loses_nothing(
+    api: ApiClient, fault_settings: Settings, smtp_sink: SmtpSink, tmp_path: Path, figures: dict[str, Any]
+) -> None:
+    """From the 31st mail on the server answers 5.7.1: each domain pauses at its third policy rejection,
+    begins no SMTP transaction after its pause is recorded, and keeps every message planned (no bounce, no
+    retry spent). Resumed, with the server accepting again, the campaign ends as if nothing had happened."""
+    refusal = "550 5.7.1 Message refused as spam by policy"
+    smtp_sink.answer_from(31, refusal, "rcpt")
+    started = time.monotonic()
+    async with AsyncExitStack() as stack:
+        await services(stack, fault_settings, tmp_path, schedulers=1, senders=2)
+        run = await start_campaign(api, smtp_sink)
+        paused = await until_paused(api, run.domains, CAMPAIGN_SECONDS)
+        rows = await until_settled(fault_settings, run.campaign_id, 30)
+        # Nothing lost, nothing spent: every lead planned once, sent or waiting on its paused domain.
+        assert sorted(row.email for row in rows) == sorted(run.emails)
+        assert {row.status for row in rows} == {"sent", "planned"}
+        assert all(row.retry_count == 0 for row in rows)
+        assert sum(row.status == "sent" for row in rows) == len(smtp_sink.received) == 30
+        assert (await api.get(f"/campaigns/{run.campaign_id}"))["status"] == "running"
+        # Each domain's transactions: none begun after its pause was recorded, at most 3 refused before it.
+        transactions: dict[str, list[float]] = defaultdict(list)
+        for at, address in smtp_sink.handler.mail_from_wall:
+            transactions[address.rsplit("@", 1)[1]].append(at)
+        refused = Counter(address.rsplit("@", 1)[1] for _, address in smtp_sink.handler.mail_from_wall[30:])
+        for name, domain in paused.items():
+            assert domain["paused_cause"] == "policy_rejections", domain
+            paused_at = datetime.fromisoformat(domain["paused_at"]).timestamp()
+            late = [at - paused_at for at in transactions[name] if at > paused_at]
+            assert not late, f"{name}: {len(late)} transactions begun after the pause, {late[0]:.3f} s after"
+            assert refused[name] <= 3, f"{name} paused after {refused[name]} refusals"
+        assert sum(refused.values()) == 3 * DOMAINS  # each domain really met the refusals
+        pause_seconds = round(time.monotonic() - started)
+
+        smtp_sink.handler.answers_from = None
+        for domain in paused.values():
+            assert (await api.http.post(f"/domains/{domain['id']}/resume")).status_code == 200
+        await until_finished(fault_settings, run.campaign_id, seconds=CAMPAIGN_SECONDS + 30)
+    counts = await judge(api, fault_settings, smtp_sink, run)
+    assert counts["sent"] == LEADS
+    figures.update(
+        messages=LEADS, refused_per_domain=max(refused.values()), paused_after_s=pause_seconds, **counts,
+        seconds=round(time.monotonic() - started),
+    )  # fmt: skip
 
 
 @pytest.fixture

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from email.message import EmailMessage
+from typing import Any
 
 import pytest
+from aiosmtpd.smtp import AuthResult
 
-from services.sender.outcome import Kind, Outcome
+from services.sender.outcome import Fault, Kind, Outcome, health_signal
 from services.sender.smtp import Account, SmtpPool
+from shared.reputation import Signal
 from tests.support.smtp import SmtpSink, free_port, running_sink
 from tests.support.tls import TlsFiles, self_signed
 
@@ -80,6 +83,32 @@ async def test_connection_refused_is_a_temporary_failure(pool: SmtpPool) -> None
     assert outcome.kind is Kind.FAILED
     assert outcome.retryable
     assert "refused" in outcome.reason.lower() or "connect" in outcome.reason.lower()
+    assert health_signal(outcome) is Signal.CONNECTION_FAILURE  # counted towards the domain's health
+
+
+async def test_a_refused_login_is_an_authentication_failure_of_the_domain(pool: SmtpPool) -> None:
+    def refuse(*_: Any) -> AuthResult:
+        return AuthResult(success=False, handled=False)
+
+    async with running_sink(authenticator=refuse, auth_require_tls=False) as sink:
+        outcome = await deliver(pool, Account("127.0.0.1", sink.port, "sales", "wrong", "none"))
+        assert (outcome.kind, outcome.fault, outcome.smtp_code) == (Kind.FAILED, Fault.AUTHENTICATION, 535)
+        assert outcome.retryable
+        assert health_signal(outcome) is Signal.AUTHENTICATION_FAILURE
+        assert sink.received == []
+
+
+async def test_a_policy_refusal_of_the_recipient_is_a_rejection_not_a_bounce(
+    pool: SmtpPool, smtp_sink: SmtpSink
+) -> None:
+    smtp_sink.answer_from(
+        2, "554 5.7.1 Service unavailable; client host blocked using zen.spamhaus.org", "rcpt"
+    )
+    sent, refused = [await deliver(pool, account(smtp_sink.port, host="127.0.0.1"), n) for n in (1, 2)]
+    assert sent.kind is Kind.SENT
+    assert (refused.kind, refused.enhanced_code) == (Kind.REJECTED, "5.7.1")
+    assert health_signal(refused) is Signal.POLICY_REJECTION
+    assert len(smtp_sink.received) == 1
 
 
 # Before the server has answered EHLO it is not known to be one: why it failed is not told (no port scans).

@@ -28,6 +28,7 @@ class Pipeline:
     sink: SmtpSink
     clock: MovableClock
     tracker_url: str
+    settings: Settings  # as the services in it run
 
     async def campaign(
         self, leads: int = 1, interval: int = 0, **extra: Any
@@ -84,4 +85,4 @@ async def pipeline(api: ApiClient, settings: Settings, smtp_sink: SmtpSink) -> A
         tracker_url = await stack.enter_async_context(
             inprocess_service(create_tracker, tuned, tracker_port, clock=clock)
         )
-        yield Pipeline(api, smtp_sink, clock, tracker_url)
+        yield Pipeline(api, smtp_sink, clock, tracker_url, tuned)

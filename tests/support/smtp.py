@@ -7,7 +7,7 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from tools.smtp_sink import Received, SinkHandler, start
 
@@ -35,6 +35,11 @@ class SmtpSink:
     @property
     def received(self) -> list[Received]:
         return self.handler.received
+
+    def answer_from(self, nth: int, reply: str, phase: Literal["rcpt", "data"] = "data") -> None:
+        """From the Nth mail on (numbered by MAIL FROM, from 1), answer `reply` at RCPT or DATA instead of
+        taking it: e.g. `answer_from(31, "550 5.7.1 Message refused as spam", "rcpt")`, or a 421 deferral."""
+        self.handler.answer_from(nth, reply, phase)
 
     async def wait_for(self, count: int, timeout: float = 30.0) -> list[Received]:
         deadline = asyncio.get_running_loop().time() + timeout

@@ -115,13 +115,21 @@ async def put(db: Db, message: uuid.UUID, status: MessageStatus) -> None:
     )  # fmt: skip
 
 
+def command(world: World, message: uuid.UUID, now: datetime) -> events.SendMessage:
+    """The command the dispatcher would issue for `message` at `now`."""
+    return events.SendMessage(
+        workspace_id=world.workspace, message_id=message, campaign_id=world.campaign, scheduled_at=now,
+        deadline=now + INTERVAL,
+    )  # fmt: skip
+
+
 async def run(db: Db, world: World, name: str, message: uuid.UUID, now: datetime = NOW) -> None:
     """Transition `name` of `message`, the way the services call it."""
     ids = {"workspace_id": world.workspace, "message_id": message, "campaign_id": world.campaign}
     lead = await db.fetch("SELECT lead_id FROM messages WHERE id = $1", message)
     lead_id = lead[0]["lead_id"]
     if name == "dispatch":
-        await store.dispatch(db, [events.SendMessage(**ids, scheduled_at=now, deadline=now + INTERVAL)])
+        await store.dispatch(db, [command(world, message, now)])
     elif name == "claim":
         await store.claim(db, message, world.campaign, now)
     elif name == "release":
@@ -135,16 +143,18 @@ async def run(db: Db, world: World, name: str, message: uuid.UUID, now: datetime
             "scheduled_at"
         ]
         new = now + timedelta(days=2) + (start - NOW)
-        await store.reslot(db, message, new, new + INTERVAL, _local(start), _local(new))
+        domain = (world.domain, f"{world.domain.hex}.example")
+        await store.reslot(db, message, new, new + INTERVAL, _local(start), _local(new), domain)
     elif name in store.SETTLES:
-        outcomes = {
+        outcomes: dict[str, events.Event | None] = {
             "sent": events.MessageSent(**ids, sent_at=now, smtp_message_id=f"<{message}@test>"),
             "bounced": events.MessageBounced(**ids, reason="550 5.1.1"),
             "failed": events.MessageFailed(**ids, reason="451 4.3.0"),
             "retry": events.MessageFailed(**ids, reason="451 4.3.0", retry_at=now + timedelta(minutes=5)),
+            "rejected": None,  # a policy rejection: the domain's problem, nothing announced
         }
-        retry_at = now + timedelta(minutes=5) if name == "retry" else None
-        await store.settle(db, message, name, now, _local(now), "reason", {}, outcomes[name], retry_at)
+        again = now + timedelta(minutes=5) if TRANSITIONS[name].target == MessageStatus.PLANNED else None
+        await store.settle(db, message, name, now, _local(now), "reason", {}, outcomes[name], again)
     elif name == "withheld":
         await store.withhold(db, message, "lead is unsubscribed or suppressed")
     elif name == "interrupted":

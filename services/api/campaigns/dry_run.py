@@ -19,6 +19,7 @@ from shared.planning import DomainSchedule, audience, plan_round_robin
 from shared.planning.slots import NoSlotError, Reservation, unplanned_reason
 from shared.planning.summary import summarize
 from shared.planning.window import Window
+from shared.reputation import planned_on
 from shared.settings import Settings
 
 L = TypeVar("L")
@@ -50,13 +51,13 @@ async def dry_run(repo: CampaignRepository, payload: CampaignIn, settings: Setti
     """What creating this campaign now would plan."""
     wizard = await check_wizard(repo, payload, settings)
     earliest = max(utcnow(), wizard.start_at or utcnow())
-    schedules = await repo.schedules(wizard.domains, wizard.window, earliest)
+    domains = planned_on(wizard.domains, payload.reassign_on_domain_pause)
+    schedules = await repo.schedules(domains, wizard.window, earliest)
     with _fitting():
         planned = _every_lead_fits(
-            plan_round_robin(wizard.audience.lead_ids, [d.id for d in wizard.domains], schedules, earliest),
-            earliest,
+            plan_round_robin(wizard.audience.lead_ids, [d.id for d in domains], schedules, earliest), earliest
         )
-    names = {d.id: d.domain for d in wizard.domains}
+    names = {d.id: d.domain for d in domains}
     return {
         "audience_count": len(wizard.audience.lead_ids),
         "excluded": wizard.audience.excluded,
@@ -87,6 +88,7 @@ async def campaign_dry_run(repo: CampaignRepository, raw_id: str) -> dict[str, A
             ]
     else:
         leads = await repo.audience_of(campaign)
+        domains = planned_on(domains, campaign.reassign_on_domain_pause)
         schedules = await repo.schedules(domains, window, earliest)
         names = {d.id: d.domain for d in domains}
         with _fitting():

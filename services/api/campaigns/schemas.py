@@ -99,6 +99,9 @@ class CampaignIn(Strict):
     domains: list[DomainName] = Field(min_length=1, max_length=500)
     followup: FollowupIn = Field(default_factory=FollowupIn)
     tracking: TrackingIn = Field(default_factory=TrackingIn)
+    # When one of its domains pauses (its health), move its unsent initial messages to its active domains;
+    # otherwise they wait for that domain. Follow-ups always stay on the domain of their thread.
+    reassign_on_domain_pause: bool = False
 
 
 class KpisOut(BaseModel):
@@ -144,6 +147,7 @@ class CampaignOut(BaseModel):
     start_at: datetime | None
     window: dict[str, Any]
     domains: list[str]
+    reassign_on_domain_pause: bool
     created_at: datetime
     updated_at: datetime
 

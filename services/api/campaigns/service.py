@@ -35,6 +35,7 @@ async def create(repo: CampaignRepository, payload: CampaignIn, settings: Settin
             start_at=wizard.start_at,
             window=wizard.window_spec,
             domains=[d.domain for d in wizard.domains],
+            reassign_on_domain_pause=payload.reassign_on_domain_pause,
             audience_count=len(wizard.audience.lead_ids),
             audience_excluded=wizard.audience.excluded,
         )
@@ -74,6 +75,7 @@ def campaign_out(campaign: Campaign) -> dict[str, Any]:
         "start_at": campaign.start_at,
         "window": campaign.window,
         "domains": campaign.domains,
+        "reassign_on_domain_pause": campaign.reassign_on_domain_pause,
         "created_at": campaign.created_at,
         "updated_at": campaign.updated_at,
     }

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select
 from sqlalchemy.orm import joinedload
 
 from services.api.kit.repository import WorkspaceRepository
+from shared.db import domain_health
+from shared.db.message_store import on_session
 from shared.db.models import MailboxAccount, SendingDomain
+from shared.reputation import Figures
 
 # A change to these makes it another mailbox: its failures so far say nothing about it.
 MAILBOX_CONNECTION = ("host", "port", "security", "username", "password_encrypted")
@@ -52,3 +57,14 @@ class DomainRepository(WorkspaceRepository[SendingDomain]):
         """Its checkpoints and processed mails go with it (ON DELETE CASCADE)."""
         if domain.mailbox is not None:
             await self.sibling(MailboxRepository).delete(domain.mailbox)
+
+    async def figures(self, rows: list[SendingDomain], now: datetime) -> dict[uuid.UUID, Figures]:
+        """The health figures of these domains (read in the workspace) at `now`."""
+        if not rows:
+            return {}
+        return await domain_health.figures(on_session(self.session), [row.id for row in rows], now)
+
+    async def resume(self, row: SendingDomain, now: datetime) -> bool:
+        """A paused domain (read in the workspace) active again, `DomainResumed` in the outbox. False: it
+        was not paused."""
+        return await domain_health.resume(on_session(self.session), row.id, row.workspace_id, row.domain, now)

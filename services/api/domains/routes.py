@@ -30,7 +30,14 @@ async def create_domain(request: Request, principal: CurrentPrincipal, body: Dom
         return {"data": await service.create(repo, body, settings)}
 
 
-add_reads(router, "domains", "domain", DomainRepository, DomainOut, service.domain_out)
+add_reads(router, "domains", "domain", DomainRepository, DomainOut, service.shown)
+
+
+@router.post("/domains/{domain_id}/resume", response_model=Envelope[DomainOut], responses=errors(409))
+async def resume_domain(request: Request, principal: CurrentPrincipal, domain_id: str) -> dict[str, Any]:
+    """A paused domain sends again: everything it holds is planned again from now. 409 when it is active."""
+    async with unit_of_work(request, principal, DomainRepository) as repo:
+        return {"data": await service.resume(repo, domain_id)}
 
 
 @router.patch("/domains/{domain_id}", response_model=Envelope[DomainOut])

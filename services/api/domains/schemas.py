@@ -6,7 +6,7 @@ import contextlib
 import ipaddress
 import re
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from email_validator import validate_email
 from pydantic import AfterValidator, BaseModel, Field, field_validator
@@ -85,6 +85,38 @@ class ImapIn(Strict):
     active: bool = True
 
 
+Rate = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=1, le=1_000_000)]
+
+
+class HealthThresholds(Strict):
+    """A level of the health thresholds (`shared.reputation.Thresholds`): each field set here overrides the
+    level below (a domain's over its workspace's, the workspace's over the defaults); null: inherited."""
+
+    bounce_rate: Rate | None = None  # hard bounces over this share of the sends pause the domain …
+    bounce_min_sends: Count | None = None  # … once a window holds this many sends
+    complaint_rate: Rate | None = None
+    policy_rejections_per_hour: Count | None = None
+    authentication_failures: Count | None = None  # refused logins in a row
+    connection_failures: Count | None = None  # failed connections in a row
+
+    def over(self, stored: dict[str, Any]) -> dict[str, Any]:
+        """The stored level with the fields sent here applied (null removes one)."""
+        merged = {**stored, **self.model_dump(exclude_unset=True)}
+        return {name: value for name, value in merged.items() if value is not None}
+
+
+class EffectiveThresholds(BaseModel):
+    """The thresholds that judge the domain: the defaults, overridden by its workspace's, then its own."""
+
+    bounce_rate: float
+    bounce_min_sends: int
+    complaint_rate: float
+    policy_rejections_per_hour: int
+    authentication_failures: int
+    connection_failures: int
+
+
 class DomainIn(Strict):
     domain: str = Field(max_length=253)
     from_email: SenderEmail
@@ -94,6 +126,7 @@ class DomainIn(Strict):
     min_interval_seconds: int | None = Field(None, ge=0, le=86400)
     daily_cap: int | None = Field(None, ge=1, le=INT4_MAX)
     active: bool = True
+    health_thresholds: HealthThresholds = Field(default_factory=HealthThresholds)
 
     @field_validator("domain")
     @classmethod
@@ -121,6 +154,7 @@ class DomainPatch(Patch):
     min_interval_seconds: int | None = Field(None, ge=0, le=86400)
     daily_cap: int | None = Field(None, ge=1, le=INT4_MAX)
     active: bool | None = None
+    health_thresholds: HealthThresholds | None = None  # the fields sent change; null in one: inherited
 
 
 class SmtpOut(BaseModel):
@@ -178,6 +212,26 @@ class CheckOut(BaseModel):
     record: str | None
 
 
+class WindowOut(BaseModel):
+    sends: int  # accepted or hard-bounced at SMTP time
+    hard_bounces: int
+    complaints: int
+    policy_rejections: int
+    bounce_rate: float  # hard bounces ÷ sends (0 without sends)
+    complaint_rate: float  # complaints ÷ sends (0 without sends)
+
+
+class HealthOut(BaseModel):
+    """The domain's figures now, each counted from the later of its window's start and its last resume."""
+
+    last_24h: WindowOut
+    last_100_sends: WindowOut
+    policy_rejections_last_hour: int
+    consecutive_connection_failures: int
+    consecutive_authentication_failures: int
+    thresholds: EffectiveThresholds
+
+
 class DomainOut(BaseModel):
     id: str
     domain: str
@@ -189,4 +243,10 @@ class DomainOut(BaseModel):
     min_interval_seconds: int
     daily_cap: int | None
     active: bool
+    state: Literal["active", "paused"]  # paused: it sends nothing until resumed
+    paused_cause: str | None  # hard_bounces, complaints, policy_rejections, authentication_failures, …
+    paused_reason: str | None
+    paused_at: datetime | None
+    health: HealthOut
+    health_thresholds: HealthThresholds  # its own; the rest come from its workspace and the defaults
     created_at: datetime

@@ -15,20 +15,26 @@ from services.api.campaigns.usage import refuse_if_used
 from services.api.domains.repository import DomainRepository
 from services.api.domains.schemas import DkimIn, DomainIn, DomainPatch, ImapIn
 from services.api.kit.envelope import ApiError, conflict, invalid, not_found
-from shared import crypto, dkim
+from services.api.workspace.repository import WorkspaceSettingsRepository
+from shared import crypto, dkim, reputation
+from shared.clock import utcnow
 from shared.db.models import Campaign, MailboxAccount, SendingDomain
 from shared.domain_checks import check_domain
 from shared.imap import FAILING_AFTER
 from shared.imap import client as imap
 from shared.public_address import UnusableHost, resolve_public
+from shared.reputation import Counts, Figures, Thresholds
 from shared.resolver import Dns, DnsUnavailable
 from shared.settings import Settings
 
 log = structlog.get_logger()
 
 
-def domain_out(row: SendingDomain) -> dict[str, Any]:
-    """The domain as the api shows it: never a password or a private key."""
+def domain_out(
+    row: SendingDomain, figures: Figures | None, workspace_thresholds: dict[str, Any]
+) -> dict[str, Any]:
+    """The domain as the api shows it, with its health (`figures`, None before its first signal) judged by
+    the thresholds of its workspace and its own: never a password or a private key."""
     return {
         "id": str(row.id),
         "domain": row.domain,
@@ -52,8 +58,63 @@ def domain_out(row: SendingDomain) -> dict[str, Any]:
         "min_interval_seconds": row.min_interval_seconds,
         "daily_cap": row.daily_cap,
         "active": row.active,
+        "state": row.state,
+        "paused_cause": row.paused_cause,
+        "paused_reason": row.paused_reason,
+        "paused_at": row.paused_at,
+        "health": health_out(figures, Thresholds.layered(workspace_thresholds, row.health_thresholds)),
+        "health_thresholds": row.health_thresholds,
         "created_at": row.created_at,
     }
+
+
+NO_FIGURES = Figures(Counts(), Counts(), 0, 0, 0)
+
+
+def health_out(figures: Figures | None, thresholds: Thresholds) -> dict[str, Any]:
+    figures = figures or NO_FIGURES
+    return {
+        "last_24h": _window_out(figures.last_24h),
+        "last_100_sends": _window_out(figures.last_100_sends),
+        "policy_rejections_last_hour": figures.policy_rejections_last_hour,
+        "consecutive_connection_failures": figures.consecutive_connection_failures,
+        "consecutive_authentication_failures": figures.consecutive_authentication_failures,
+        "thresholds": dataclasses.asdict(thresholds),
+    }
+
+
+def _window_out(window: Counts) -> dict[str, Any]:
+    sends = window.sends
+    return {
+        **dataclasses.asdict(window),
+        "bounce_rate": window.hard_bounces / sends if sends else 0.0,
+        "complaint_rate": window.complaints / sends if sends else 0.0,
+    }
+
+
+async def shown(repo: DomainRepository, rows: list[SendingDomain]) -> list[dict[str, Any]]:
+    """The domains as the api shows them, their figures read now."""
+    figures = await repo.figures(rows, utcnow())
+    workspace = await repo.sibling(WorkspaceSettingsRepository).health_thresholds()
+    return [domain_out(row, figures.get(row.id), workspace) for row in rows]
+
+
+async def shown_one(repo: DomainRepository, row: SendingDomain) -> dict[str, Any]:
+    [one] = await shown(repo, [row])
+    return one
+
+
+async def resume(repo: DomainRepository, raw_id: str) -> dict[str, Any]:
+    """A paused domain sends again: the scheduler plans everything it holds again from now (`DomainResumed`).
+    Its figures count afresh from now. 409 for a domain that is not paused."""
+    row = await repo.require(raw_id)
+    try:
+        reputation.transition(reputation.DomainState(row.state), "resume")
+    except reputation.InvalidDomainTransition as error:
+        raise conflict(str(error)) from error
+    if not await repo.resume(row, utcnow()):  # resumed by someone else meanwhile
+        raise conflict("cannot resume a sending domain that is active")
+    return await shown_one(repo, await repo.reload(row))
 
 
 def mailbox_out(row: MailboxAccount) -> dict[str, Any]:
@@ -109,11 +170,12 @@ async def create(repo: DomainRepository, body: DomainIn, settings: Settings) -> 
         else body.min_interval_seconds,
         daily_cap=body.daily_cap,
         active=body.active,
+        health_thresholds=body.health_thresholds.over({}),
     )
     row = await repo.add(row)
     if body.imap is not None:
         await _save_mailbox(repo, row, body.imap, settings, ["body", "imap", "password"])
-    return domain_out(await repo.reload(row))
+    return await shown_one(repo, await repo.reload(row))
 
 
 async def update(
@@ -123,6 +185,8 @@ async def update(
     changes = body.changes()
     smtp = changes.pop("smtp", None) or {}
     row = await repo.require(raw_id)
+    if body.health_thresholds is not None:
+        changes["health_thresholds"] = body.health_thresholds.over(row.health_thresholds)
     moved = "host" in smtp or "port" in smtp
     await check_hosts(
         settings,
@@ -140,7 +204,7 @@ async def update(
             changes["smtp_password_encrypted"] = _encrypted(settings, value)
         else:
             changes[f"smtp_{name}"] = value
-    return domain_out(await repo.change(row, changes))
+    return await shown_one(repo, await repo.change(row, changes))
 
 
 async def _save_mailbox(
@@ -172,7 +236,7 @@ async def generate_dkim(
         else None,
         "dkim_records": [dataclasses.asdict(record) for record in dkim.records(keys, row.domain)],
     }
-    return domain_out(await repo.change(row, changes))
+    return await shown_one(repo, await repo.change(row, changes))
 
 
 # DNS and IMAP answers are awaited with no database connection held, and for this long at most in all: a

@@ -13,7 +13,7 @@ from services.api.kit.auth import CurrentPrincipal
 from services.api.kit.deps import unit_of_work
 from services.api.kit.envelope import Envelope
 from services.api.kit.openapi import errors
-from services.api.kit.reads import add_reads
+from services.api.kit.reads import add_reads, each
 from services.api.kit.schemas import DeletedOut
 
 router = APIRouter(tags=["esp-webhooks"])
@@ -34,7 +34,7 @@ add_reads(
     "esp_webhook",
     EspWebhookRepository,
     EspWebhookOut,
-    service.webhook_out,
+    each(service.webhook_out),
     with_settings=True,
 )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Query, Request
@@ -44,7 +44,7 @@ async def page_of(
     request: Request,
     principal: Principal,
     repository: type[WorkspaceRepository[Any]],
-    to_out: Callable[[Any], dict[str, Any]],
+    shown: Callable[[Any, list[Any]], Awaitable[list[dict[str, Any]]]],
     page: int,
     page_size: int,
     search: str | None,
@@ -54,5 +54,5 @@ async def page_of(
     text = searchable(search, "search")
     async with unit_of_work(request, principal, repository) as repo:
         rows, total = await repo.page(page, page_size, text, *where)
-        items = [to_out(r) for r in rows]
+        items = await shown(repo, rows)
     return page_out(items, total, page, page_size)

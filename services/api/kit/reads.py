@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -14,6 +14,19 @@ from services.api.kit.deps import PageNumber, PageSize, Search, page_of, unit_of
 from services.api.kit.envelope import Envelope, Page
 from services.api.kit.repository import WorkspaceRepository
 
+# How a resource's rows are shown: all of a page at once, with the repository they were read through (for
+# what their answer adds, such as a domain's health figures), and the settings where `with_settings`.
+Shown = Callable[..., Awaitable[list[dict[str, Any]]]]
+
+
+def each(to_out: Callable[..., dict[str, Any]]) -> Shown:
+    """Rows shown one by one, from their columns alone (and the settings, for `with_settings`)."""
+
+    async def shown(_: Any, rows: list[Any], **context: Any) -> list[dict[str, Any]]:
+        return [to_out(row, **context) for row in rows]
+
+    return shown
+
 
 def add_reads(
     router: APIRouter,
@@ -21,18 +34,18 @@ def add_reads(
     noun: str,
     repository: type[WorkspaceRepository[Any]],
     schema: type[Any],
-    to_out: Callable[..., dict[str, Any]],
+    shown: Shown,
     listed: bool = True,
     with_settings: bool = False,
 ) -> None:
     """`GET /<path>` (`list_<path>`: a page, newest first; `search` over its text columns) and
     `GET /<path>/{<noun>_id}` (`get_<noun>`), scoped to the caller's workspace. `listed=False` for a resource
-    whose list route takes more filters; `with_settings` for a `to_out` that also takes the settings
-    (`to_out(row, settings)`)."""
+    whose list route takes more filters; `with_settings` for rows shown with the settings
+    (`each(to_out)` then calls `to_out(row, settings=...)`)."""
 
-    def out(request: Request) -> Callable[[Any], dict[str, Any]]:
+    def showing(request: Request) -> Shown:
         settings = request.app.state.runtime.settings
-        return functools.partial(to_out, settings=settings) if with_settings else to_out
+        return functools.partial(shown, settings=settings) if with_settings else shown
 
     async def list_rows(
         request: Request,
@@ -41,7 +54,7 @@ def add_reads(
         page_size: PageSize = 20,
         search: Search = None,
     ) -> dict[str, Any]:
-        return await page_of(request, principal, repository, out(request), page, page_size, search)
+        return await page_of(request, principal, repository, showing(request), page, page_size, search)
 
     if listed:
         router.add_api_route(
@@ -55,7 +68,8 @@ def add_reads(
 
     async def get_row(request: Request, principal: CurrentPrincipal, **path_id: str) -> dict[str, Any]:
         async with unit_of_work(request, principal, repository) as repo:
-            return {"data": out(request)(await repo.require(path_id[id_name]))}
+            [one] = await showing(request)(repo, [await repo.require(path_id[id_name])])
+            return {"data": one}
 
     # The path parameter is named after the resource (`{domain_id}`), as on the resource's other routes.
     get_row.__signature__ = inspect.Signature(  # type: ignore[attr-defined]

@@ -26,10 +26,20 @@ from shared.db.models import (
     SendingDomain,
     Suppression,
     Template,
+    WorkspaceSetting,
 )
 
 Owned = TypeVar(
-    "Owned", Campaign, Lead, SendingDomain, Template, Suppression, Message, MailboxAccount, EspWebhook
+    "Owned",
+    Campaign,
+    Lead,
+    SendingDomain,
+    Template,
+    Suppression,
+    Message,
+    MailboxAccount,
+    EspWebhook,
+    WorkspaceSetting,
 )
 R = TypeVar("R", bound="WorkspaceRepository[Any]")
 

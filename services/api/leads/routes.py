@@ -10,7 +10,7 @@ from services.api.kit.auth import CurrentPrincipal
 from services.api.kit.deps import PageNumber, PageSize, Search, page_of, searchable, unit_of_work
 from services.api.kit.envelope import Envelope, Page
 from services.api.kit.openapi import errors
-from services.api.kit.reads import add_reads, row_out
+from services.api.kit.reads import add_reads, each, row_out
 from services.api.kit.schemas import DeletedOut
 from services.api.kit.uploads import file_chunks, upload_doc
 from services.api.leads import imports, service
@@ -41,10 +41,10 @@ async def list_leads(
     where = [] if status is None else [Lead.status == status]
     if wanted := searchable(tag, "tag"):
         where.append(Lead.tags.contains([wanted]))
-    return await page_of(request, principal, LeadRepository, row_out, page, page_size, search, *where)
+    return await page_of(request, principal, LeadRepository, each(row_out), page, page_size, search, *where)
 
 
-add_reads(router, "leads", "lead", LeadRepository, LeadOut, row_out, listed=False)
+add_reads(router, "leads", "lead", LeadRepository, LeadOut, each(row_out), listed=False)
 
 
 @router.put("/leads/{lead_id}/report", response_model=Envelope[ReportOut])

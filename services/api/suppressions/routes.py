@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 from services.api.kit.auth import CurrentPrincipal
 from services.api.kit.deps import unit_of_work
 from services.api.kit.envelope import Envelope
-from services.api.kit.reads import add_reads, row_out
+from services.api.kit.reads import add_reads, each, row_out
 from services.api.kit.schemas import DeletedOut
 from services.api.suppressions import service
 from services.api.suppressions.repository import SuppressionRepository
@@ -17,7 +17,7 @@ from services.api.suppressions.schemas import SuppressionIn, SuppressionOut
 
 router = APIRouter(tags=["suppressions"])
 
-add_reads(router, "suppressions", "suppression", SuppressionRepository, SuppressionOut, row_out)
+add_reads(router, "suppressions", "suppression", SuppressionRepository, SuppressionOut, each(row_out))
 
 
 @router.post(

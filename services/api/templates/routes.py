@@ -10,7 +10,7 @@ from services.api.kit.auth import CurrentPrincipal
 from services.api.kit.deps import unit_of_work
 from services.api.kit.envelope import Envelope
 from services.api.kit.openapi import errors
-from services.api.kit.reads import add_reads, row_out
+from services.api.kit.reads import add_reads, each, row_out
 from services.api.kit.schemas import DeletedOut
 from services.api.templates import service
 from services.api.templates.repository import TemplateRepository
@@ -26,7 +26,7 @@ async def create_template(request: Request, principal: CurrentPrincipal, body: T
         return {"data": await service.create(repo, body)}
 
 
-add_reads(router, "templates", "template", TemplateRepository, TemplateOut, row_out)
+add_reads(router, "templates", "template", TemplateRepository, TemplateOut, each(row_out))
 
 
 @router.patch("/templates/{template_id}", response_model=Envelope[TemplateOut], responses=errors(503))

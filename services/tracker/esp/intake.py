@@ -156,5 +156,5 @@ class EspWebhooks:
             session, hook.workspace_id, hook.provider, event.event_id, message.id, event.kind
         ):
             return {**answer, "recorded": False}  # delivered again: it took effect the first time
-        outcome, recorded = await returns.reported(session, message, event, hook.provider, now)
+        outcome, recorded = await returns.reported(session, message, event, hook.provider, self._clock)
         return {**answer, "outcome": outcome, "recorded": recorded}

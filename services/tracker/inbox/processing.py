@@ -136,9 +136,11 @@ class MailProcessor:
         self, session: AsyncSession, message: Any, kind: inbound.Kind, reading: inbound.Reading, now: datetime
     ) -> tuple[str, bool]:
         if kind == "complaint":
-            return await returns.complaint(session, message, reading.feedback_type, reading.sender, now)
+            return await returns.complaint(
+                session, message, reading.feedback_type, reading.sender, self._clock
+            )
         if reading.failure is not None:
-            return await returns.bounce(session, message, reading.failure, now)
+            return await returns.bounce(session, message, reading.failure, self._clock)
         reply = inbound.Reply(reading.references, None, reading.sender, kind == "auto_reply")
         return await returns.answer(session, message, reply, now, "mailbox")
 
