@@ -100,8 +100,11 @@ export async function domains(api: Api): Promise<string> {
     console.log(check.check, verdict, check.fix ?? "");
   }
   const mailbox = settled(await api.POST("/api/v1/domains/{domain_id}/imap/test", path));
+  const resumed = settled(await api.POST("/api/v1/domains/{domain_id}/resume", path));
   const security: "none" | "starttls" | "tls" = same.smtp.security;
-  console.log(page.total, changed.daily_cap, signed.dkim?.records, mailbox.ok, mailbox.error, security);
+  const state: "active" | "paused" = resumed.state;
+  console.log(page.total, changed.daily_cap, signed.dkim?.records, mailbox.ok, mailbox.error, security, state);
+  console.log(same.paused_reason ?? "", same.health.last_24h, same.health.thresholds.bounce_rate);
   return domain.domain;
 }
 
@@ -221,4 +224,13 @@ export async function espWebhooks(api: Api): Promise<void> {
   const gone = settled(await api.DELETE("/api/v1/esp-webhooks/{esp_webhook_id}", path));
   const provider: "ses" | "postmark" | "sendgrid" | "mailgun" = same.provider;
   console.log(page.total, provider, same.url, same.has_signing_key, changed.active, gone.deleted);
+}
+
+export async function workspaceSettings(api: Api): Promise<void> {
+  const before = settled(await api.GET("/api/v1/workspace/settings"));
+  const after = settled(
+    await api.PATCH("/api/v1/workspace/settings", { body: { health_thresholds: { bounce_rate: 0.03 } } }),
+  );
+  const own: number | null = after.health_thresholds.bounce_rate;
+  console.log(before.health_thresholds_effective.complaint_rate, own);
 }

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from email_validator import validate_email
-from pydantic import AfterValidator, BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from services.api.kit.schemas import INT4_MAX, Email, Patch, Strict, domain_name
 from shared.headers import UNSAFE_IN_HEADER
@@ -91,7 +91,10 @@ Count = Annotated[int, Field(ge=1, le=1_000_000)]
 
 class HealthThresholds(Strict):
     """A level of the health thresholds (`shared.reputation.Thresholds`): each field set here overrides the
-    level below (a domain's over its workspace's, the workspace's over the defaults); null: inherited."""
+    level below (a domain's over its workspace's, the workspace's over the defaults); null: inherited. In an
+    answer every field is there, null where inherited."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)  # merged with Strict's
 
     bounce_rate: Rate | None = None  # hard bounces over this share of the sends pause the domain …
     bounce_min_sends: Count | None = None  # … once a window holds this many sends
