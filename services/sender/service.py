@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import structlog
@@ -59,6 +60,7 @@ class Attempt:
     transaction: SmtpTransaction | None
     notes: dict[str, str]  # recorded with the outcome, e.g. whether a report was attached
     throttled: bool = False  # the domain has an interval: this transaction holds its turn
+    paced: bool = False  # the provider slowed the domain down: this transaction holds its turn towards it
 
 
 OUTCOMES = Counter("maildash_sender_outcomes_total", "SMTP attempts by outcome", ["outcome"])
@@ -135,6 +137,8 @@ class Sender:
                     # The domain's last send is when its server accepted MAIL FROM: what the next turn counts
                     # from. The row is still locked by this claim.
                     await repo.mark_domain_send(db, attempt.message.sending_domain_id, self._clock())
+                if outcome is None and attempt.paced:  # so is the pace's, towards the provider
+                    await repo.mark_provider_send(db, attempt.message, self._clock())
         except BaseException as error:
             if attempt is not None and attempt.transaction is not None:
                 await attempt.transaction.abandon()
@@ -235,8 +239,20 @@ class Sender:
             return Attempt(
                 message, None, _unexpected("before its SMTP transaction", error), None, draft.notes
             )
+        # A provider's slower pace first: its row is only locked here, so a turn it refuses takes nothing.
+        rules, grace = self._settings.pace_rules, self._settings.send_grace_seconds
+        paced = repo.slowed(message, rules, self._clock())
+        if paced and (not_before := await repo.take_provider_turn(db, message, rules, self._clock(), grace)):
+            await repo.defer(db, message.id, not_before)
+            log.info(
+                "sender.message.paced",
+                message_id=str(message.id),
+                provider=message.receiving_provider,
+                not_before=not_before.isoformat(),
+            )
+            return None
         gap = timedelta(seconds=message.min_interval_seconds) - send_grace(
-            message.min_interval_seconds, self._settings.send_grace_seconds
+            message.min_interval_seconds, grace
         )
         if not_before := await repo.take_domain_turn(db, message.sending_domain_id, self._clock(), gap):
             await repo.defer(db, message.id, not_before)
@@ -244,7 +260,9 @@ class Sender:
                 "sender.message.deferred", message_id=str(message.id), not_before=not_before.isoformat()
             )
             return None
-        return Attempt(message, draft.email, None, transaction, draft.notes, throttled=gap > timedelta(0))
+        return Attempt(
+            message, draft.email, None, transaction, draft.notes, throttled=gap > timedelta(0), paced=paced
+        )
 
     def _account(self, message: Claim) -> Account:
         password = message.smtp_password_encrypted
@@ -306,6 +324,10 @@ class Sender:
             "smtp_code": outcome.smtp_code,
             "enhanced_code": outcome.enhanced_code,
         }
+        day = Window.from_dict(message.window).local_date(now)
+        if outcome.kind == Kind.DEFERRED:
+            await self._deferred(message, outcome, data, now, day)
+            return
         retry_at = None
         if outcome.kind == Kind.FAILED and outcome.retryable:
             retry_at = retry_not_before(message.retry_count, now, self._settings.retry_backoff_seconds)
@@ -318,7 +340,6 @@ class Sender:
             event = MessageBounced(**ids, **codes)
         else:
             event = MessageFailed(**ids, **codes, retry_at=retry_at)
-        day = Window.from_dict(message.window).local_date(now)
         # Each outcome is recorded by the transition of its name (`shared.message_states.TRANSITIONS`).
         transition = "retry" if retry_at is not None else outcome.kind.value
         async with self._db.acquire() as db:
@@ -331,6 +352,24 @@ class Sender:
             message_id=str(message.id),
             reason=outcome.reason or None,
             retry_at=retry_at.isoformat() if retry_at else None,
+        )
+
+    async def _deferred(
+        self, message: Claim, outcome: Outcome, data: dict[str, Any], now: datetime, day: date
+    ) -> None:
+        """The provider asked us to slow down: the domain's pace towards it slows, and the message is planned
+        again at that pace (the scheduler gives it its slot), its tries untouched."""
+        async with self._db.acquire() as db, db.transaction():
+            pace = await repo.slow_down(db, message, self._settings.pace_rules, now)
+            data = {**data, "provider": message.receiving_provider, "pace_seconds": pace.interval_seconds}
+            await message_store.settle(db, message.id, "deferred", now, day, outcome.reason, data, None, now)
+        OUTCOMES.labels(outcome.kind.value).inc()
+        log.warning(
+            "sender.message.deferred_by_provider",
+            message_id=str(message.id),
+            provider=message.receiving_provider,
+            pace_seconds=pace.interval_seconds,
+            reason=outcome.reason,
         )
 
 

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.kpi import shard_of
+from shared.db.providers import recipient_domain_sql
 from shared.events import Event, LeadComplained, LeadReplied, LeadUnsubscribed, MessageBounced, SendMessage
 from shared.lifecycle import RULES, SENDS, Action
 from shared.message_states import TRANSITIONS, UNFINISHED, LeadStatus, MessageStatus
@@ -179,7 +180,8 @@ SELECT campaign_id, day, 0, n FROM moved, (VALUES ($4::date, -1), ($5::date, 1))
 # claim: dispatched → sending
 # The message with all its e-mail needs, from `message` (one row of messages' columns) and `campaign`. The
 # suppression check uses the unique indexes: the address itself, or its domain or any parent domain of it.
-_WITH_ALL_IT_NEEDS = """
+# The lead's receiving provider (its domain while not resolved) and the domain's pace towards it, if any.
+_WITH_ALL_IT_NEEDS = f"""
 SELECT m.id, m.workspace_id, m.campaign_id, m.lead_id, m.sending_domain_id, m.domain_used, m.is_followup,
   m.retry_count, m.smtp_message_id, p.smtp_message_id AS parent_smtp_message_id,
   l.email, l.first_name, l.last_name, l.company, l.fields, l.status AS lead_status,
@@ -195,14 +197,20 @@ SELECT m.id, m.workspace_id, m.campaign_id, m.lead_id, m.sending_domain_id, m.do
   t.subject, t.body_html, t.body_text, t.followup_subject, t.followup_body_html,
   d.domain, d.from_email, d.from_name, d.smtp_host, d.smtp_port, d.smtp_username, d.smtp_password_encrypted,
   d.smtp_security, d.min_interval_seconds, d.dkim_selector, d.dkim_rsa_private_encrypted,
-  d.dkim_ed25519_private_encrypted
+  d.dkim_ed25519_private_encrypted,
+  r.domain AS recipient_domain, rp.provider, pp.interval_seconds AS pace_interval_seconds,
+  pp.slowed_at AS pace_slowed_at
 FROM message AS m
 CROSS JOIN campaign AS c
 JOIN leads AS l ON l.id = m.lead_id
-CROSS JOIN LATERAL string_to_array(substring(lower(l.email) FROM '[^@]*$'), '.') AS labels
+CROSS JOIN LATERAL (SELECT {recipient_domain_sql("l.email")} AS domain) AS r
+CROSS JOIN LATERAL string_to_array(r.domain, '.') AS labels
 JOIN templates AS t ON t.id = c.template_id
 JOIN sending_domains AS d ON d.id = m.sending_domain_id
 LEFT JOIN messages AS p ON p.id = m.parent_message_id
+LEFT JOIN recipient_providers AS rp ON rp.domain = r.domain
+LEFT JOIN provider_paces AS pp
+  ON pp.sending_domain_id = m.sending_domain_id AND pp.provider = coalesce(rp.provider, r.domain)
 """
 _SMTP_MESSAGE_ID = "format('<%s.%s@%s>', m.id, m.retry_count, d.domain)"
 
@@ -233,18 +241,19 @@ WITH campaign AS (
 )
 {_WITH_ALL_IT_NEEDS}"""
 
-# settle: sending → sent | bounced | failed | planned (retry)
-SETTLES = ("sent", "bounced", "failed", "retry")
+# settle: sending → sent | bounced | failed | planned (retry, deferred)
+SETTLES = ("sent", "bounced", "failed", "retry", "deferred")
 assert len({TRANSITIONS[name].sources for name in SETTLES}) == 1
 assert {TRANSITIONS[name].campaign for name in SETTLES} == {"first_send"}
 # The outcome in one statement: the message, the campaign's first send, its history, its counters, a hard
-# bounce's lead and suppression, and the event for the outbox. $2 is the target status, $9–$12 the counters,
-# $14–$15 the day's, $16 the lead's new status, $17 whether its address is suppressed.
+# bounce's lead and suppression, and the event for the outbox (none: $18 null). $2 is the target status, $4
+# the new `not_before` of one planned again and $20 whether that spends a try, $9–$12 the counters, $14–$15
+# the day's, $16 the lead's new status, $17 whether its address is suppressed.
 SETTLE = f"""
 WITH settled AS (
   UPDATE messages
   SET status = $2, last_error = $3, sent_at = CASE WHEN $9::int + $11::int > 0 THEN $6::timestamptz END,
-    retry_count = retry_count + ($4::timestamptz IS NOT NULL)::int, not_before = coalesce($4, not_before)
+    retry_count = retry_count + $20::int, not_before = coalesce($4, not_before)
   WHERE id = $1 AND {_guard("sent")}
   RETURNING id, campaign_id, lead_id, workspace_id
 ), running AS (
@@ -277,7 +286,8 @@ WITH settled AS (
   WHERE $17::bool
   ON CONFLICT DO NOTHING
 ), announced AS (
-  INSERT INTO outbox (routing_key, payload) SELECT $18, $19::text::jsonb FROM settled
+  INSERT INTO outbox (routing_key, payload)
+  SELECT $18, $19::text::jsonb FROM settled WHERE $18::text IS NOT NULL
 )
 SELECT count(*) FROM settled
 """
@@ -342,7 +352,9 @@ SELECT lead_id FROM bounced
 # resend: failed → planned, by hand
 RESEND = f"""
 WITH resent AS (
-  UPDATE messages SET status = {_to("resend")}, retry_count = retry_count + 1, not_before = $2
+  UPDATE messages
+  SET status = {_to("resend")}, not_before = $2,
+    retry_count = retry_count + {int(TRANSITIONS["resend"].spends_retry)}
   WHERE id = $1 AND {_guard("resend")} RETURNING campaign_id
 ), reopened AS (
   {_campaign("reopen", "SELECT campaign_id FROM resent")}
@@ -592,21 +604,24 @@ async def settle(
     day: date,
     error: str | None,
     data: dict[str, Any],
-    event: Event,
-    retry_at: datetime | None = None,
+    event: Event | None,
+    not_before: datetime | None = None,
 ) -> None:
-    """sending → `name` (one of SETTLES; `retry` with its `retry_at`). A message settled before is left."""
+    """sending → `name` (one of SETTLES; one planned again, `retry` or `deferred`, with its `not_before`). A
+    message settled before is left. `event` goes to the outbox with it (`deferred` announces nothing)."""
     declared = TRANSITIONS[name]
     assert name in SETTLES, name
     assert declared.target is not None
-    assert (name == "retry") == (retry_at is not None)
+    assert (declared.target == MessageStatus.PLANNED) == (not_before is not None)
+    assert (event is None) == (declared.announce is None), name
     count = declared.counters.get
     per_day = [int(declared.day == column) for column in ("sent", "bounced")]
     await db.fetch(
-        SETTLE, message_id, declared.target, error, retry_at, declared.history, now, json.dumps(data),
+        SETTLE, message_id, declared.target, error, not_before, declared.history, now, json.dumps(data),
         shard_of(message_id), count("sent", 0), count("bounced", 0), count("bounced_at_smtp", 0),
-        count("failed", 0), day, *per_day, declared.lead, declared.suppress, event.routing_key,
-        event.model_dump_json(),
+        count("failed", 0), day, *per_day, declared.lead, declared.suppress,
+        event.routing_key if event else None, event.model_dump_json() if event else None,
+        declared.spends_retry,
     )  # fmt: skip
 
 

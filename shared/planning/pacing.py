@@ -78,6 +78,15 @@ class Slowdown:
         """The first moment after `after` when the interval is smaller (None: it is the domain's own)."""
         return self._step_at(after)[1]
 
+    def turn_at(self, last_send_at: datetime | None, now: datetime, grace: timedelta) -> datetime | None:
+        """None when a send towards the provider may start at `now`; else the earliest moment it may. A send
+        may start up to `grace` after its slot, so two real sends may be `grace` closer than the pace, as for
+        the domain's own throttle (SPEC §2.3)."""
+        if last_send_at is None or not self.is_slowed(now):
+            return None
+        ready = last_send_at + self.gap_at(now) - grace
+        return ready if ready > now else None
+
     def recovered_at(self) -> datetime:
         """When the provider is back to the domain's own pace, if no deferral comes before."""
         return list(self._steps())[-1][0]

@@ -142,9 +142,10 @@ async def run(db: Db, world: World, name: str, message: uuid.UUID, now: datetime
             "bounced": events.MessageBounced(**ids, reason="550 5.1.1"),
             "failed": events.MessageFailed(**ids, reason="451 4.3.0"),
             "retry": events.MessageFailed(**ids, reason="451 4.3.0", retry_at=now + timedelta(minutes=5)),
+            "deferred": None,  # announces nothing: the sender slows its pace towards the provider
         }
-        retry_at = now + timedelta(minutes=5) if name == "retry" else None
-        await store.settle(db, message, name, now, _local(now), "reason", {}, outcomes[name], retry_at)
+        again = now + timedelta(minutes=5) if name in ("retry", "deferred") else None
+        await store.settle(db, message, name, now, _local(now), "reason", {}, outcomes[name], again)
     elif name == "withheld":
         await store.withhold(db, message, "lead is unsubscribed or suppressed")
     elif name == "interrupted":
