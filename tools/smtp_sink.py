@@ -32,6 +32,24 @@ class Received:
 
 
 @dataclass
+class AnswerFrom:
+    """From the `nth` mail on (1 = the first), answer `reply` at DATA instead of taking the mail: a server
+    that starts deferring or refusing after a while (e.g. "421 4.7.0 Try again later"). Only mails to a
+    recipient `to` accepts count and are answered."""
+
+    nth: int
+    reply: str
+    to: Callable[[str], bool] = lambda _: True
+    seen: int = 0
+
+    def answer(self, recipients: list[str]) -> str | None:
+        if not any(self.to(recipient) for recipient in recipients):
+            return None
+        self.seen += 1
+        return self.reply if self.seen >= self.nth else None
+
+
+@dataclass
 class SinkHandler:
     directory: Path | None = None
     received: list[Received] = field(default_factory=list)
@@ -39,6 +57,7 @@ class SinkHandler:
     # for everyone or (reply_to) for one recipient.
     reply: str = "250 2.0.0 OK: queued"
     reply_to: dict[str, str] = field(default_factory=dict)
+    answer_from: AnswerFrom | None = None
     # Tests set this to hold the DATA phase open, like a slow mail server.
     data_delay: float = 0.0
     data_started: int = 0
@@ -81,6 +100,8 @@ class SinkHandler:
         if self.on_data is not None and (instead := await self.on_data(session)):
             return instead
         reply = next((self.reply_to[r] for r in envelope.rcpt_tos if r in self.reply_to), self.reply)
+        if self.answer_from is not None:
+            reply = self.answer_from.answer(envelope.rcpt_tos) or reply
         if not reply.startswith("250"):
             return reply
         content = envelope.original_content or b""

@@ -182,12 +182,14 @@ async def mark_provider_send(db: asyncpg.Connection, message: Claim, at: datetim
     await providers.mark_sent(db, message.sending_domain_id, message.receiving_provider, at)
 
 
-async def slow_down(db: asyncpg.Connection, message: Claim, rules: PaceRules, at: datetime) -> Pace:
-    """The message's provider deferred it at `at`: the domain's pace towards the provider slows (in the
-    caller's transaction)."""
+async def slow_down(
+    db: asyncpg.Connection, message: Claim, rules: PaceRules, at: datetime, began: datetime
+) -> Pace:
+    """The message's provider deferred it at `at` (its attempt `began` then): the domain's pace towards the
+    provider slows (in the caller's transaction)."""
     provider = message.receiving_provider
     locked = await providers.lock_pace(db, message.sending_domain_id, provider)
-    pace = after_deferral(locked[0] if locked else None, message.min_interval_seconds, rules, at)
+    pace = after_deferral(locked[0] if locked else None, message.min_interval_seconds, rules, at, began)
     await providers.record_deferral(db, message.workspace_id, message.sending_domain_id, provider, pace, at)
     return pace
 

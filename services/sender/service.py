@@ -61,6 +61,7 @@ class Attempt:
     notes: dict[str, str]  # recorded with the outcome, e.g. whether a report was attached
     throttled: bool = False  # the domain has an interval: this transaction holds its turn
     paced: bool = False  # the provider slowed the domain down: this transaction holds its turn towards it
+    claimed_at: datetime | None = None  # when its claim was made: a deferral of it answers what came before
 
 
 OUTCOMES = Counter("maildash_sender_outcomes_total", "SMTP attempts by outcome", ["outcome"])
@@ -186,7 +187,7 @@ class Sender:
         delay, deadline = 0.5, None
         while True:
             try:
-                await self._settle(attempt.message, outcome, attempt.notes)
+                await self._settle(attempt, outcome)
                 return
             except DATABASE_AWAY as error:
                 now = asyncio.get_running_loop().time()
@@ -224,7 +225,8 @@ class Sender:
             return Draft(None, _unexpected("while its e-mail was made", error), notes)
 
     async def _claim(self, db: asyncpg.Connection, command: SendMessage, draft: Draft) -> Attempt | None:
-        message = await repo.claim(db, command.message_id, command.campaign_id, self._clock())
+        claimed_at = self._clock()
+        message = await repo.claim(db, command.message_id, command.campaign_id, claimed_at)
         if message is None:
             _skipped(command)
             return None
@@ -260,9 +262,8 @@ class Sender:
                 "sender.message.deferred", message_id=str(message.id), not_before=not_before.isoformat()
             )
             return None
-        return Attempt(
-            message, draft.email, None, transaction, draft.notes, throttled=gap > timedelta(0), paced=paced
-        )
+        throttled = gap > timedelta(0)
+        return Attempt(message, draft.email, None, transaction, draft.notes, throttled, paced, claimed_at)
 
     def _account(self, message: Claim) -> Account:
         password = message.smtp_password_encrypted
@@ -305,8 +306,8 @@ class Sender:
             in_reply_to=message.parent_smtp_message_id if followup else None,
         )
 
-    async def _settle(self, message: Claim, outcome: Outcome, notes: dict[str, str]) -> None:
-        now = self._clock()
+    async def _settle(self, attempt: Attempt, outcome: Outcome) -> None:
+        message, notes, now = attempt.message, attempt.notes, self._clock()
         data = {
             "smtp_code": outcome.smtp_code,
             "enhanced_code": outcome.enhanced_code,
@@ -326,7 +327,8 @@ class Sender:
         }
         day = Window.from_dict(message.window).local_date(now)
         if outcome.kind == Kind.DEFERRED:
-            await self._deferred(message, outcome, data, now, day)
+            assert attempt.claimed_at is not None, "a deferral answers an SMTP transaction, which was claimed"
+            await self._deferred(message, outcome, data, day, now, attempt.claimed_at)
             return
         retry_at = None
         if outcome.kind == Kind.FAILED and outcome.retryable:
@@ -355,14 +357,21 @@ class Sender:
         )
 
     async def _deferred(
-        self, message: Claim, outcome: Outcome, data: dict[str, Any], now: datetime, day: date
+        self,
+        message: Claim,
+        outcome: Outcome,
+        data: dict[str, Any],
+        day: date,
+        now: datetime,
+        began: datetime,
     ) -> None:
         """The provider asked us to slow down: the domain's pace towards it slows, and the message is planned
-        again at that pace (the scheduler gives it its slot), its tries untouched."""
+        again at that pace (the scheduler gives it its slot), its tries untouched. The message (and its
+        campaign) is locked before the pace, the order of a claim: the two never wait for each other."""
+        data = {**data, "provider": message.receiving_provider}
         async with self._db.acquire() as db, db.transaction():
-            pace = await repo.slow_down(db, message, self._settings.pace_rules, now)
-            data = {**data, "provider": message.receiving_provider, "pace_seconds": pace.interval_seconds}
             await message_store.settle(db, message.id, "deferred", now, day, outcome.reason, data, None, now)
+            pace = await repo.slow_down(db, message, self._settings.pace_rules, now, began)
         OUTCOMES.labels(outcome.kind.value).inc()
         log.warning(
             "sender.message.deferred_by_provider",

@@ -2,9 +2,9 @@
 one receiving provider must be after the provider said "slow down". Pure: stored state and `now` in.
 
 - A deferral (421, or a 4.7.x status, at connect, MAIL FROM, RCPT or DATA) doubles the domain's interval
-  towards that provider, from the domain's own interval (`normal`, at least `floor_seconds` when the domain
-  has no throttle), up to `cap_seconds`. Deferrals closer together than the interval then in force count
-  once: they are answers to e-mails that were on their way before the first one came back.
+  towards that provider, from the domain's own interval (`normal`, at least `floor_seconds`), up to
+  `cap_seconds`. The deferral of an attempt that began before the last slowing counts once: it answers an
+  e-mail that was on its way before the provider's first "slow down" came back.
 - After a quiet period without a deferral the interval halves (rounded down); once it is down to the domain's
   own interval, or below the floor, the provider is back to normal. A quiet period lasts `quiet_seconds`, and
   at least two of the intervals it ends, so at least one e-mail went through at the slower pace before it
@@ -92,12 +92,14 @@ class Slowdown:
         return list(self._steps())[-1][0]
 
 
-def after_deferral(pace: Pace | None, normal_seconds: int, rules: PaceRules, at: datetime) -> Pace:
-    """The pace once the provider deferred an e-mail at `at`."""
+def after_deferral(
+    pace: Pace | None, normal_seconds: int, rules: PaceRules, at: datetime, began: datetime
+) -> Pace:
+    """The pace once the provider deferred, at `at`, an attempt that began at `began`."""
     if pace is None:
         return Pace(min(rules.cap_seconds, max(rules.floor_seconds, 2 * normal_seconds)), at)
     current = Slowdown(pace, normal_seconds, rules)
     interval = current.interval_at(at)
-    if current.is_slowed(at) and at - pace.slowed_at < timedelta(seconds=interval):
+    if current.is_slowed(at) and began < pace.slowed_at:
         return Pace(interval, at)  # the same slowdown, heard again: the quiet period starts anew
     return Pace(min(rules.cap_seconds, max(rules.floor_seconds, 2 * interval)), at)

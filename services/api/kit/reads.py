@@ -20,9 +20,11 @@ def add_reads(
     schema: type[Any],
     to_out: Callable[[Any], dict[str, Any]],
     listed: bool = True,
+    detailed: bool = True,
 ) -> None:
     """`GET /<path>` (a page, newest first; `search` over its text columns) and `GET /<path>/{id}`, scoped to
-    the caller's workspace. `listed=False` for a resource whose list route takes more filters."""
+    the caller's workspace. `listed=False` for a resource whose list route takes more filters,
+    `detailed=False` for one whose detail shows more than its row."""
 
     async def list_rows(
         request: Request,
@@ -42,10 +44,18 @@ def add_reads(
             name=f"list_{path}",
         )
 
-    @router.get(f"/{path}/{{row_id}}", response_model=Envelope[schema], tags=[path], name=f"get_{path}")  # type: ignore[valid-type]
     async def get_row(request: Request, principal: CurrentPrincipal, row_id: str) -> dict[str, Any]:
         async with unit_of_work(request, principal, repository) as repo:
             return {"data": to_out(await repo.require(row_id))}
+
+    if detailed:
+        router.add_api_route(
+            f"/{path}/{{row_id}}",
+            get_row,
+            response_model=Envelope[schema],  # type: ignore[valid-type]
+            tags=[path],
+            name=f"get_{path}",
+        )
 
 
 def row_out(row: Any) -> dict[str, Any]:

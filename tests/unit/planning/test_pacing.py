@@ -35,11 +35,11 @@ def reference_interval(pace: Pace, normal: int, rules: PaceRules, at: datetime) 
 
 
 def test_a_first_deferral_doubles_the_domains_own_interval() -> None:
-    assert after_deferral(None, 1200, RULES, T0) == Pace(2400, T0)
+    assert after_deferral(None, 1200, RULES, T0, T0) == Pace(2400, T0)
 
 
 def test_a_domain_without_interval_is_slowed_to_the_floor_first() -> None:
-    assert after_deferral(None, 0, RULES, T0) == Pace(60, T0)
+    assert after_deferral(None, 0, RULES, T0, T0) == Pace(60, T0)
 
 
 @pytest.mark.parametrize(
@@ -51,20 +51,26 @@ def test_each_deferral_after_the_interval_doubles_up_to_the_cap(
 ) -> None:
     pace, at = None, T0
     for _ in range(deferrals):
-        pace = after_deferral(pace, normal, RULES, at)
-        at += timedelta(seconds=pace.interval_seconds)  # the next send to the provider keeps the pace
+        pace = after_deferral(pace, normal, RULES, at + timedelta(seconds=1), at)
+        # The next send to the provider keeps the pace, less a quarter (a send may start late by that).
+        at += timedelta(seconds=pace.interval_seconds * 3 / 4)
     assert pace is not None
     assert pace.interval_seconds == expected
 
 
-def test_deferrals_within_the_interval_count_once() -> None:
-    first = after_deferral(None, 0, RULES, T0)
+def test_deferrals_of_attempts_begun_before_the_slowing_count_once() -> None:
+    began = T0 - timedelta(seconds=2)
+    first = after_deferral(None, 0, RULES, T0, began)
     # Seven more answers to e-mails that were on their way together with the first.
     pace = first
     for second in range(1, 8):
-        pace = after_deferral(pace, 0, RULES, T0 + timedelta(seconds=second))
+        pace = after_deferral(pace, 0, RULES, T0 + timedelta(seconds=second), began)
     assert pace.interval_seconds == first.interval_seconds == 60
     assert pace.slowed_at == T0 + timedelta(seconds=7)  # but the quiet period starts anew
+    # An attempt begun after the slowing (at its pace) that is deferred again slows it down further.
+    assert after_deferral(pace, 0, RULES, T0 + timedelta(seconds=50), T0 + timedelta(seconds=49)) == Pace(
+        120, T0 + timedelta(seconds=50)
+    )
 
 
 def test_the_pace_halves_after_each_quiet_period_down_to_the_domains_own_interval() -> None:
@@ -87,7 +93,8 @@ def test_a_quiet_period_lasts_at_least_two_intervals() -> None:
 def test_the_pace_never_loosens_the_domains_throttle() -> None:
     # The domain's interval was raised above the provider's pace since: the domain's own interval holds.
     assert Slowdown(Pace(2400, T0), 3600, RULES).interval_at(T0) == 3600
-    assert after_deferral(Pace(2400, T0), 3600, RULES, T0 + timedelta(hours=2)).interval_seconds == 7200
+    later = T0 + timedelta(hours=2)
+    assert after_deferral(Pace(2400, T0), 3600, RULES, later, later).interval_seconds == 7200
 
 
 @settings(max_examples=300, deadline=None)
