@@ -19,11 +19,13 @@ import pytest
 
 from services.api.main import create_app as create_api
 from services.scheduler.main import create_app as create_scheduler
+from services.scheduler.providers import ProviderLookups
 from services.sender.main import create_app as create_sender
 from shared.clock import utcnow
-from shared.db import asyncpg_dsn
+from shared.db import asyncpg_dsn, create_engine, session_factory
 from shared.settings import Settings
 from tests.support.api import ALWAYS_OPEN, ApiClient
+from tests.support.clock import MovableClock
 from tests.support.dns import Zone, needs_dnsmasq, running_dns
 from tests.support.smtp import SmtpSink, free_port, running_sink
 from tests.support.stack import inprocess_service
@@ -42,6 +44,7 @@ class Stack:
     sink: SmtpSink
     settings: Settings
     suffix: str
+    dns: str  # the DNS server, as `Settings.dns_server` takes it
     restart_sender: Callable[[], Awaitable[None]]
 
     def recipient(self, name: str) -> str:
@@ -73,6 +76,8 @@ async def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
             f"alpha-{suffix}.example": [(10, f"mx1.{PROVIDER_A}"), (20, f"mx2.{PROVIDER_A}")],
             f"beta-{suffix}.example": [(5, f"inbound.eu.{PROVIDER_A}"), (50, "mx.backup.example")],
             f"gamma-{suffix}.example": [(10, f"mx.{PROVIDER_B}")],
+            f"delta-{suffix}.example": [(10, f"mx.{PROVIDER_A}")],  # for the look-ups alone
+            f"epsilon-{suffix}.example": [(10, f"mx.{PROVIDER_B}")],
         }
     )
     directory = tmp_path_factory.mktemp("dns")
@@ -97,7 +102,7 @@ async def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
         try:
             async with ApiClient(api_url) as api:
                 await api.login()
-                yield Stack(api, sink, tuned, suffix, restart_sender)
+                yield Stack(api, sink, tuned, suffix, dns, restart_sender)
         finally:
             await sender.aclose()
 
@@ -199,6 +204,57 @@ async def test_a_provider_that_defers_is_paced_while_another_keeps_the_domains_p
     slots = [datetime.fromisoformat(slot["scheduled_at"]) for slot in planned.json()["data"]["slots"]]
     assert (slots[2] - slots[0]).total_seconds() >= 4
     assert (slots[3] - slots[1]).total_seconds() <= 2
+
+
+async def test_providers_are_looked_up_by_mx_kept_for_their_ttl_and_asked_again_when_dns_was_away(
+    stack: Stack,
+) -> None:
+    delta, epsilon = stack.recipient("delta"), stack.recipient("epsilon")
+    unknown = f"nothing-{stack.suffix}.example"  # no MX: its own provider
+    domains = [delta, epsilon, unknown]
+    # Due an hour from now: on this test's clock, not on the running scheduler's, which leaves them alone.
+    await stack.query(
+        "INSERT INTO recipient_providers (domain, expires_at)"
+        " SELECT unnest($1::text[]), now() + interval '1 hour'",
+        domains,
+    )
+    clock, wanted = MovableClock(), asyncio.Event()
+    clock.advance(timedelta(hours=1, seconds=1))
+    silent = free_port()  # nothing answers there
+    away = stack.settings.model_copy(update={"dns_server": f"127.0.0.1:{silent}", "dns_timeout_seconds": 0.3})
+    engine = create_engine(stack.settings.database_url, pool_size=2)
+    try:
+        sessions = session_factory(engine)
+        assert await ProviderLookups(sessions, away, clock, wanted).resolve_due(batch=100) >= 3
+
+        async def rows() -> dict[str, asyncpg.Record]:
+            found = await stack.query("SELECT * FROM recipient_providers WHERE domain = ANY($1)", domains)
+            return {row["domain"]: row for row in found}
+
+        # DNS away: nothing known, planning lets each domain stand for itself; asked again after the retry.
+        for row in (await rows()).values():
+            assert row["provider"] is None
+            assert row["wanted"]
+            assert "no DNS answer" in row["error"]
+            again = row["expires_at"] - clock()
+            assert timedelta(seconds=299) < again <= timedelta(seconds=300)
+        assert await ProviderLookups(sessions, stack.settings, clock, wanted).resolve_due(batch=100) == 0
+
+        clock.advance(timedelta(seconds=301))
+        assert await ProviderLookups(sessions, stack.settings, clock, wanted).resolve_due(batch=100) >= 3
+        found = await rows()
+        assert {domain: row["provider"] for domain, row in found.items()} == {
+            delta: PROVIDER_A,
+            epsilon: PROVIDER_B,
+            unknown: unknown,
+        }
+        assert not any(row["wanted"] or row["error"] for row in found.values())
+        # dnsmasq gives its records a TTL of 0: kept the least time, a minute; a domain without MX an hour.
+        kept = {domain: row["expires_at"] - clock() for domain, row in found.items()}
+        assert timedelta(seconds=55) < kept[delta] <= timedelta(seconds=60)
+        assert timedelta(seconds=3595) < kept[unknown] <= timedelta(seconds=3600)
+    finally:
+        await engine.dispose()
 
 
 async def test_a_warmup_plans_day_by_day_beside_the_daily_cap(stack: Stack) -> None:
