@@ -27,6 +27,7 @@ from shared.settings import Settings
 from tests.support.api import ALWAYS_OPEN, ApiClient
 from tests.support.clock import MovableClock
 from tests.support.dns import Zone, needs_dnsmasq, running_dns
+from tests.support.pipeline import until
 from tests.support.smtp import SmtpSink, free_port, running_sink
 from tests.support.stack import inprocess_service
 from tools.smtp_sink import AnswerFrom
@@ -51,11 +52,7 @@ class Stack:
         return f"{name}-{self.suffix}.example"
 
     async def until(self, probe: Callable[[], Awaitable[bool]], seconds: float = 60.0) -> None:
-        for _ in range(int(seconds * 20)):
-            if await probe():
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError("condition not reached in time")
+        await until(probe, seconds)
 
     async def query(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         connection = await asyncpg.connect(asyncpg_dsn(self.settings.database_url))
