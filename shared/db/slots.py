@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, text
+from sqlalchemy import ColumnElement, all_, any_, bindparam, func, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.models import Lead, Message, ProviderPace, RecipientProvider, SendingDomain
@@ -45,6 +47,12 @@ def warmup_of(domain: SendingDomain) -> Warmup | None:
         domain.warmup_max_per_day,
         domain.warmup_start_date,
     )
+
+
+def _ids(values: Collection[uuid.UUID]) -> Any:
+    """Ids as one array parameter: a campaign's messages or leads can be more than the 32,767 parameters
+    asyncpg takes in one statement (what `in_()` would make of them)."""
+    return bindparam(None, list(values), type_=ARRAY(PgUUID(as_uuid=True)))
 
 
 def provider_of_lead() -> ColumnElement[str]:
@@ -93,7 +101,7 @@ async def load_domains(
         Message.scheduled_at >= earliest - LOOK_BACK,
     ]
     if excluding:
-        holding.append(Message.id.not_in(excluding))
+        holding.append(Message.id != all_(_ids(excluding)))
     loads = {d.id: DomainLoad(d, []) for d in domains}
     query = select(Message.sending_domain_id, Message.scheduled_at, Message.slot_ends_at).where(*holding)
     for domain_id, start, end in await session.execute(query):
@@ -146,7 +154,7 @@ async def lead_providers(
     rows = await session.execute(
         select(Lead.id, provider)
         .outerjoin(RecipientProvider, RecipientProvider.domain == recipient_domain(Lead.email))
-        .where(Lead.id.in_(lead_ids), provider.in_(slowed))
+        .where(Lead.id == any_(_ids(lead_ids)), provider.in_(slowed))
     )
     return {lead_id: name for lead_id, name in rows}
 

@@ -23,6 +23,8 @@ from services.scheduler.providers import ProviderLookups
 from services.sender.main import create_app as create_sender
 from shared.clock import utcnow
 from shared.db import asyncpg_dsn, create_engine, session_factory
+from shared.db.models import SendingDomain
+from shared.db.slots import lead_providers, load_domains
 from shared.settings import Settings
 from tests.support.api import ALWAYS_OPEN, ApiClient
 from tests.support.clock import MovableClock
@@ -250,6 +252,28 @@ async def test_providers_are_looked_up_by_mx_kept_for_their_ttl_and_asked_again_
         kept = {domain: row["expires_at"] - clock() for domain, row in found.items()}
         assert timedelta(seconds=55) < kept[delta] <= timedelta(seconds=60)
         assert timedelta(seconds=3595) < kept[unknown] <= timedelta(seconds=3600)
+    finally:
+        await engine.dispose()
+
+
+async def test_planning_reads_more_ids_than_one_statement_takes_parameters(stack: Stack) -> None:
+    """A resume re-plans every unsent message of a campaign at once: more ids than asyncpg's 32,767
+    parameters of one statement."""
+    domain = await stack.api.domain(f"many-{stack.suffix}.example", stack.sink.port, interval=60)
+    domain_id = uuid.UUID(domain["id"])
+    await stack.query(
+        "INSERT INTO provider_paces (sending_domain_id, provider, workspace_id, interval_seconds, slowed_at)"
+        " SELECT id, 'slow.example', workspace_id, 3600, now() FROM sending_domains WHERE id = $1",
+        domain_id,
+    )
+    engine = create_engine(stack.settings.database_url, pool_size=1)
+    try:
+        async with session_factory(engine)() as session:
+            row = await session.get_one(SendingDomain, domain_id)
+            ids = [uuid.uuid4() for _ in range(40_000)]
+            loads = await load_domains(session, [row], utcnow(), stack.settings.pace_rules, ids, lock=False)
+            assert set(loads[domain_id].slowdowns) == {"slow.example"}
+            assert await lead_providers(session, loads.values(), ids) == {}
     finally:
         await engine.dispose()
 
