@@ -181,3 +181,13 @@ def test_warmup_caps_each_day_and_the_domains_daily_cap_still_holds() -> None:
     plan = plan_round_robin(list(range(20)), ["d"], {"d": schedule}, T0)
     per_day = Counter(slot.start.date() for _, _, slot in plan if slot is not None)
     assert [per_day[T0.date() + timedelta(days=n)] for n in range(6)] == [2, 3, 4, 4, 4, 3]
+
+
+def test_a_sender_takes_a_slowed_providers_turn_only_once_its_pace_less_the_grace_has_passed() -> None:
+    slowdown = Slowdown(Pace(400, T0), 100, RULES)
+    grace = timedelta(seconds=60)
+    last = T0 + timedelta(seconds=10)
+    assert slowdown.turn_at(last, T0 + timedelta(seconds=300), grace) == last + timedelta(seconds=340)
+    assert slowdown.turn_at(last, last + timedelta(seconds=340), grace) is None
+    assert slowdown.turn_at(None, T0, grace) is None  # nothing sent towards it since the slowing
+    assert slowdown.turn_at(last, slowdown.recovered_at(), grace) is None  # eased back: the domain's turn
