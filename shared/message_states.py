@@ -88,8 +88,8 @@ class Transition:
     announce: type[events.Event] | None = None  # the event it writes to the outbox
     cancels: Literal["unsent", "followups"] | None = None  # the lead's other mail it cancels at once
     campaign: CampaignAction | None = None  # the campaign transition it causes (shared/lifecycle.py)
+    spends_retry: bool = False  # retry_count + 1: one of the message's tries is used up
     followup: bool = False  # the scheduler plans the follow-up when it hears the announcement
-    tries: int = 0  # the retries it spends (`retry_count` rises by this)
 
 
 CLAIMED = frozenset({M.SENDING})
@@ -129,11 +129,15 @@ TRANSITIONS: dict[str, Transition] = {
     ),
     # A temporary failure with tries left: planned again at or after its backoff, retry_count + 1.
     "retry": Transition(
-        CLAIMED, M.PLANNED, history="failed", announce=events.MessageFailed, campaign="first_send", tries=1
+        CLAIMED, M.PLANNED, history="failed", announce=events.MessageFailed, campaign="first_send",
+        spends_retry=True,
     ),
     # The recipient's server refused it by policy (5.7.x, a spam block): the sending domain's problem, not the
     # lead's. Planned again after a backoff without spending a try; it counts towards the domain's health.
     "rejected": Transition(CLAIMED, M.PLANNED, history="rejected", campaign="first_send"),
+    # The receiving provider asked us to slow down (421, 4.7.x): planned again at its slower pace, no try
+    # spent (SPEC §8); the pace itself is the sender's (`shared/db/providers.py`).
+    "deferred": Transition(CLAIMED, M.PLANNED, history="deferred", campaign="first_send"),
     # The lead may not receive it any more (found at the claim): cancelled instead of sent.
     "withheld": Transition(CLAIMED, M.CANCELLED, counters={"cancelled": 1}),
     # A sender died mid-transaction (the reconciler): at most once, so failed, never sent again by itself.
@@ -146,7 +150,9 @@ TRANSITIONS: dict[str, Transition] = {
         suppress=True, history="bounced", announce=events.MessageBounced, cancels="unsent",
     ),
     # By hand, like a retry: it no longer counts as failed; a completed campaign runs again.
-    "resend": Transition(frozenset({M.FAILED}), M.PLANNED, counters={"failed": -1}, campaign="reopen"),
+    "resend": Transition(
+        frozenset({M.FAILED}), M.PLANNED, counters={"failed": -1}, campaign="reopen", spends_retry=True
+    ),
     # Tracking, the status stays. Every hit counts in opens_total; `opened` counts a message's first hit (on
     # its local day) and `opened_human` its first hit not from a machine.
     "open": Transition(

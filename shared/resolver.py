@@ -36,15 +36,21 @@ class Dns:
 
     async def mx(self, name: str) -> list[tuple[int, str]]:
         """(preference, host) of each MX record, most preferred first."""
+        return (await self.mx_with_ttl(name))[0]
+
+    async def mx_with_ttl(self, name: str) -> tuple[list[tuple[int, str]], int | None]:
+        """The MX records as `mx` gives them, and how long they may be kept (None: there are none)."""
         answer = await self._query(name, "MX")
-        return sorted((record.preference, record.exchange.to_text(omit_final_dot=True)) for record in answer)
+        records = sorted((r.preference, r.exchange.to_text(omit_final_dot=True)) for r in answer)
+        return records, (answer.rrset.ttl if records and answer.rrset is not None else None)
 
     async def addresses(self, name: str) -> list[str]:
         return [record.to_text() for kind in ("A", "AAAA") for record in await self._query(name, kind)]
 
-    async def _query(self, name: str, kind: str) -> list[Any]:
+    async def _query(self, name: str, kind: str) -> Any:
+        """The answer (iterating gives its records), or an empty list when there is none."""
         try:
-            return list(await self._resolver.resolve(name, kind, search=False))
+            return await self._resolver.resolve(name, kind, search=False)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return []
         except (dns.exception.Timeout, dns.resolver.NoNameservers, dns.resolver.YXDOMAIN) as error:

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.planning.pacing import PaceRules
 from shared.planning.window import DEFAULT_WINDOW
 from shared.render import DEFAULT_LIMITS
 
@@ -95,9 +96,18 @@ class Settings(BaseSettings):
     sending_lease_seconds: int = Field(300, ge=10)
     dispatch_batch_size: int = Field(500, ge=1)
     poll_seconds: float = Field(5.0, gt=0)
-    # The resolver for DKIM records and the domain checks, "host" or "host:port"; the system's when unset.
+    # The resolver for DKIM records, the domain checks and the recipients' MX, "host" or "host:port"; the
+    # system's when unset.
     dns_server: str | None = None
     dns_timeout_seconds: float = Field(5.0, gt=0)
+
+    # Adaptive pacing per receiving provider (shared/planning/pacing.py) and the cache of providers
+    pace_max_interval_seconds: int = Field(14400, ge=1, le=86400)  # the slowest pace towards a provider
+    pace_floor_seconds: int = Field(60, ge=1, le=86400)  # the first slowing of a domain without interval
+    pace_quiet_seconds: int = Field(3600, ge=1)  # without a deferral this long (and 2 intervals), it halves
+    provider_cache_max_seconds: int = Field(86400, ge=60)  # an MX answer is kept its TTL, at most this
+    provider_retry_seconds: int = Field(300, ge=1)  # after DNS did not answer, the domain is asked again
+    provider_lookups: int = Field(16, ge=1)  # MX look-ups at once by one scheduler
 
     # Inbound mail at the tracker (`/inbound/*`): what one mail may be, and the processes that read it
     inbound_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)  # 413 beyond
@@ -139,6 +149,10 @@ class Settings(BaseSettings):
 
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"
+
+    @property
+    def pace_rules(self) -> PaceRules:
+        return PaceRules(self.pace_max_interval_seconds, self.pace_floor_seconds, self.pace_quiet_seconds)
 
     @property
     def private_hosts_allowed(self) -> bool:

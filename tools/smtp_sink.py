@@ -32,6 +32,25 @@ class Received:
 
 
 @dataclass
+class AnswerFrom:
+    """From the `nth` mail on (1 = the first), answer `reply` at `phase` (RCPT or DATA) instead of taking the
+    mail: a server that starts refusing or deferring after a while (e.g. "550 5.7.1 Message refused as spam",
+    "421 4.7.0 Try again later"). Only mails to a recipient `to` accepts count and are answered."""
+
+    nth: int
+    reply: str
+    phase: Literal["rcpt", "data"] = "data"
+    to: Callable[[str], bool] = lambda _: True
+    seen: int = 0
+
+    def answer(self, phase: str, recipients: list[str]) -> str | None:
+        if phase != self.phase or not any(self.to(recipient) for recipient in recipients):
+            return None
+        self.seen += 1
+        return self.reply if self.seen >= self.nth else None
+
+
+@dataclass
 class SinkHandler:
     directory: Path | None = None
     received: list[Received] = field(default_factory=list)
@@ -39,6 +58,8 @@ class SinkHandler:
     # for everyone or (reply_to) for one recipient.
     reply: str = "250 2.0.0 OK: queued"
     reply_to: dict[str, str] = field(default_factory=dict)
+    # Tests set this (or call `answer_from`) to answer every mail from the Nth on with a reply of theirs.
+    answers_from: AnswerFrom | None = None
     # Tests set this to hold the DATA phase open, like a slow mail server.
     data_delay: float = 0.0
     data_started: int = 0
@@ -53,24 +74,14 @@ class SinkHandler:
     # Tests set this to answer EHLO slowly, like a server doing reverse-DNS and reputation checks.
     ehlo_delay: float = 0.0
     ehlo_started: int = 0
-    # Tests set this (`answer_from`) to answer every mail from the Nth on with a reply of their choice at RCPT
-    # or DATA, like a server that starts to block or defer us. Mails are numbered by their MAIL FROM, from 1.
-    answers_from: tuple[int, str, Literal["rcpt", "data"]] | None = None
-    mails: int = 0
     # (time.time(), address) of each MAIL FROM: comparable with the wall-clock times services record.
     mail_from_wall: list[tuple[float, str]] = field(default_factory=list)
-    _number: dict[Session, int] = field(default_factory=dict)  # the open transaction's mail number
 
     def answer_from(self, nth: int, reply: str, phase: Literal["rcpt", "data"] = "data") -> None:
-        """Answer `reply` (e.g. "550 5.7.1 Message refused as spam", "421 4.7.0 Try again later") at `phase`
-        to the Nth mail and every one after it."""
-        self.answers_from = (nth, reply, phase)
+        self.answers_from = AnswerFrom(nth, reply, phase)
 
-    def _answer(self, session: Session, phase: str) -> str | None:
-        if self.answers_from is None:
-            return None
-        nth, reply, at = self.answers_from
-        return reply if at == phase and self._number.get(session, 0) >= nth else None
+    def _answer(self, phase: str, recipients: list[str]) -> str | None:
+        return None if self.answers_from is None else self.answers_from.answer(phase, recipients)
 
     async def handle_EHLO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
@@ -88,8 +99,6 @@ class SinkHandler:
         self.mail_from_times.append(now)
         self.mail_from_wall.append((time.time(), address))
         self._mail_from_at[session] = now
-        self.mails += 1
-        self._number[session] = self.mails
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 OK"
@@ -97,7 +106,7 @@ class SinkHandler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        if (answer := self._answer(session, "rcpt")) is not None:
+        if (answer := self._answer("rcpt", [address])) is not None:
             return answer
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
@@ -110,7 +119,7 @@ class SinkHandler:
             await asyncio.sleep(self.data_delay)
         if self.on_data is not None and (instead := await self.on_data(session)):
             return instead
-        if (answer := self._answer(session, "data")) is not None:
+        if (answer := self._answer("data", envelope.rcpt_tos)) is not None:
             return answer
         reply = next((self.reply_to[r] for r in envelope.rcpt_tos if r in self.reply_to), self.reply)
         if not reply.startswith("250"):

@@ -1,4 +1,5 @@
-"""Composition root of the scheduler: consumers, the dispatcher, the reconciler, health and metrics."""
+"""Composition root of the scheduler: consumers, the dispatcher, the reconciler, the look-ups of receiving
+providers, health and metrics."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from starlette.applications import Starlette
 
 from services.scheduler.handlers import build_router
 from services.scheduler.loops import dispatch_forever, reconcile_forever
+from services.scheduler.providers import ProviderLookups, resolve_forever
 from services.scheduler.service import Scheduler
 from shared.clock import Clock, utcnow
 from shared.observability import health_routes
@@ -20,6 +22,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Starl
     settings = settings or Settings()
     runtime = Runtime.build(settings)
     scheduler = Scheduler(runtime.sessions, settings, clock)
+    lookups = ProviderLookups(runtime.sessions, settings, clock, scheduler.providers_wanted)
     runtime.broker.include_router(build_router(runtime.topology, scheduler))
 
     @contextlib.asynccontextmanager
@@ -27,7 +30,11 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Starl
         dispatcher = dispatch_forever(
             scheduler, settings.database_url, settings.dispatch_batch_size, settings.poll_seconds
         )
-        async with runtime.serving(dispatcher, reconcile_forever(scheduler, settings.poll_seconds)):
+        async with runtime.serving(
+            dispatcher,
+            reconcile_forever(scheduler, settings.poll_seconds),
+            resolve_forever(lookups, settings.dispatch_batch_size, settings.poll_seconds),
+        ):
             yield
 
     app = Starlette(routes=health_routes(runtime.readiness_checks()), lifespan=lifespan)

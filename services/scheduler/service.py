@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -15,12 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.scheduler import repository as repo
 from shared.clock import Clock
 from shared.db import domain_health, message_store
+from shared.db import providers as provider_store
 from shared.db.message_store import on_session
 from shared.db.models import Campaign, CampaignStatus, Message, SendingDomain
-from shared.db.slots import domain_schedules, held_slots
+from shared.db.slots import domain_schedules, lead_providers, load_domains
 from shared.events import SendMessage
 from shared.lifecycle import SENDS
-from shared.planning import DomainSchedule, Window, plan_round_robin
+from shared.planning import DomainSchedule, Reservation, Window, plan_round_robin
 from shared.planning.slots import NoSlotError, followup_due, send_grace
 from shared.reputation import DomainState, planned_on
 from shared.settings import Settings
@@ -35,6 +37,8 @@ class Scheduler:
         self._sessions = sessions
         self._settings = settings
         self._clock = clock
+        # Set when a campaign wants its recipients' providers known (`services/scheduler/providers.py`).
+        self.providers_wanted = asyncio.Event()
 
     async def start_campaign(self, campaign_id: uuid.UUID) -> int:
         """Plan every audience lead once. Idempotent: a campaign that already has messages is left alone."""
@@ -51,8 +55,10 @@ class Scheduler:
             )
             window = Window.from_dict(campaign.window)
             earliest = max(self._clock(), campaign.start_at or self._clock())
-            schedules = await domain_schedules(session, domains, window, earliest)
-            planned = plan_round_robin(leads, [d.id for d in domains], schedules, earliest)
+            schedules, providers = await domain_schedules(
+                session, domains, window, earliest, self._settings.pace_rules, leads
+            )
+            planned = plan_round_robin(leads, [d.id for d in domains], schedules, earliest, providers)
             names = {d.id: d.domain for d in domains}
             await message_store.plan(
                 on_session(session),
@@ -63,7 +69,9 @@ class Scheduler:
                 ],
                 Counter(window.local_date(slot.start) for *_, slot in planned if slot is not None),
             )
+            await provider_store.want_campaign(on_session(session), campaign.id, self._clock())
             unplanned = sum(slot is None for *_, slot in planned)
+        self.providers_wanted.set()
         log.info(
             "scheduler.campaign.planned",
             campaign_id=str(campaign_id),
@@ -130,29 +138,29 @@ class Scheduler:
             m.campaign_id: Window.from_dict((await session.get_one(Campaign, m.campaign_id)).window)
             for m in messages
         }
-        held = await held_slots(session, list(domains.values()), now, [m.id for m in messages])
+        rules = self._settings.pace_rules
+        loads = await load_domains(session, list(domains.values()), now, rules, [m.id for m in messages])
+        providers = await lead_providers(session, loads.values(), [m.lead_id for m in messages])
         await message_store.vacate(on_session(session), [m.id for m in messages])
         # One schedule per (campaign, domain): windows differ by campaign, slots are shared by domain.
         schedules: dict[tuple[uuid.UUID, uuid.UUID], DomainSchedule] = {}
         for message in messages:
-            domain = domains[target[message.id]]
-            key = (message.campaign_id, domain.id)
+            load = loads[target[message.id]]
+            key = (message.campaign_id, load.domain.id)
             if key not in schedules:
-                schedules[key] = DomainSchedule(
-                    windows[message.campaign_id],
-                    domain.min_interval_seconds,
-                    held[domain.id],
-                    domain.daily_cap,
-                )
+                schedules[key] = load.schedule(windows[message.campaign_id])
+            provider = providers.get(message.lead_id)
             try:
-                slot = schedules[key].take(max(now, message.not_before))
+                slot = schedules[key].take(max(now, message.not_before), provider)
             except NoSlotError as error:  # nothing free within the horizon: the message fails, not the batch
                 await self._fail_unplanned(session, message, str(error))
                 continue
-            held[domain.id].append(slot)
+            load.reservations.append(slot)
+            if provider in load.provider_sends:
+                load.provider_sends[provider].append(slot.start)
             for (_, domain_id), other in schedules.items():
-                if domain_id == domain.id and other is not schedules[key]:
-                    other.reserve(slot.start)
+                if domain_id == load.domain.id and other is not schedules[key]:
+                    other.reserve(slot.start, provider)
             window = windows[message.campaign_id]
             await message_store.reslot(
                 on_session(session),
@@ -161,7 +169,7 @@ class Scheduler:
                 slot.end,
                 window.local_date(message.scheduled_at),
                 window.local_date(slot.start),
-                (domain.id, domain.domain),
+                (load.domain.id, load.domain.domain),
             )
         REPLANNED.labels(why).inc(len(messages))
 
@@ -258,8 +266,13 @@ class Scheduler:
             window = Window.from_dict(campaign.window)
             due = max(self._clock(), followup_due(window, original.sent_at, campaign.followup_days))
             domain = await session.get_one(SendingDomain, original.sending_domain_id)
-            schedule = (await domain_schedules(session, [domain], window, due))[domain.id]
-            slot = next(schedule.free_slots(due), None)  # None: it fails, saying there was no slot
+            schedules, providers = await domain_schedules(
+                session, [domain], window, due, self._settings.pace_rules, [original.lead_id]
+            )
+            try:
+                slot: Reservation | None = schedules[domain.id].take(due, providers.get(original.lead_id))
+            except NoSlotError:
+                slot = None  # it fails, saying there was no slot
             followup = repo.new_message(
                 campaign,
                 original.lead_id,

@@ -16,6 +16,7 @@ class Kind(enum.StrEnum):
     BOUNCED = "bounced"  # permanent: 5xx for the recipient
     FAILED = "failed"  # temporary: 4xx, connection failure, timeout
     REJECTED = "rejected"  # a policy rejection (5.7.x, a spam block): the sending domain's problem
+    DEFERRED = "deferred"  # the receiving provider asks us to slow down (421, 4.7.x): no try is spent
 
 
 class Fault(enum.StrEnum):
@@ -60,11 +61,15 @@ def _policy_rejection(code: int, enhanced: str | None, text: str) -> bool:
 def from_reply(code: int, text: str, for_recipient: bool = True) -> Outcome:
     """`for_recipient`: the reply to RCPT or DATA. A 5xx before them (login, MAIL FROM, a server that wants
     STARTTLS) is about our account, not the lead's address: a failure, never a bounce. A policy rejection of
-    RCPT or DATA is not the lead's either: it is `REJECTED`, the message planned again."""
+    RCPT or DATA is not the lead's either: it is `REJECTED`, the message planned again. A 421 (service not
+    available: closing) or a 4xx with a 4.7.x status (policy: rate limits, greylisting), at any step, is a
+    deferral (SPEC §8)."""
     enhanced = match.group(1) if (match := _ENHANCED.search(text)) else None
     reason = f"{code} {text}".strip()[:1000]
     if 200 <= code < 300:
         return Outcome(Kind.SENT, "", code, enhanced)
+    if code == 421 or (400 <= code < 500 and enhanced is not None and enhanced.startswith("4.7.")):
+        return Outcome(Kind.DEFERRED, reason, code, enhanced)
     if 500 <= code < 600 and for_recipient:
         kind = Kind.REJECTED if _policy_rejection(code, enhanced, text) else Kind.BOUNCED
         return Outcome(kind, reason, code, enhanced)

@@ -2,7 +2,8 @@
 attempt is four round trips (begin, claim, commit; settle) instead of a dozen ORM statements.
 
 The message's transitions (claim, settle, release, defer, withhold) are `shared.db.message_store`'s
-statements, the ones every service runs; the domain's turn and the lead's report are the sender's own.
+statements, the ones every service runs, and the paces towards receiving providers `shared.db.providers`';
+the domain's turn and the lead's report are the sender's own.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from typing import Any
 
 import asyncpg
 
-from shared.db import asyncpg_dsn, message_store
+from shared.db import asyncpg_dsn, message_store, providers
 from shared.message_states import LEAD_GONE, LeadStatus
+from shared.planning.pacing import Pace, PaceRules, Slowdown, after_deferral
+from shared.planning.slots import send_grace
 
 APPLICATION_NAME = "maildash-sender"
 
@@ -87,6 +90,16 @@ class Claim:
     dkim_selector: str | None
     dkim_rsa_private_encrypted: str | None
     dkim_ed25519_private_encrypted: str | None
+    # the lead's receiving provider (None: not resolved yet) and the domain's pace towards it, if any
+    recipient_domain: str
+    provider: str | None
+    pace_interval_seconds: int | None
+    pace_slowed_at: datetime | None
+
+    @property
+    def receiving_provider(self) -> str:
+        """While the recipient's domain is not resolved, it stands for its provider."""
+        return self.provider or self.recipient_domain
 
     @property
     def may_receive(self) -> bool:
@@ -148,6 +161,43 @@ async def release_refused(db: asyncpg.Connection, message_id: uuid.UUID) -> bool
     """A claim refused because the message's sending domain is paused: back to planned, to wait for the
     domain's resume. False: refused for another reason (a duplicate command, a paused campaign)."""
     return await message_store.release_refused(db, message_id)
+
+
+def slowed(message: Claim, rules: PaceRules, now: datetime) -> bool:
+    """Whether the message's provider has the domain on a slower pace now (as the claim read it)."""
+    if message.pace_interval_seconds is None or message.pace_slowed_at is None:
+        return False
+    pace = Pace(message.pace_interval_seconds, message.pace_slowed_at)
+    return Slowdown(pace, message.min_interval_seconds, rules).is_slowed(now)
+
+
+async def take_provider_turn(
+    db: asyncpg.Connection, message: Claim, rules: PaceRules, now: datetime, grace: int | None
+) -> datetime | None:
+    """None: the provider's pace lets this message go now; else when it may. The pace row stays locked until
+    the claim commits (a slowed provider's senders take their turns one after the other)."""
+    locked = await providers.lock_pace(db, message.sending_domain_id, message.receiving_provider)
+    if locked is None:
+        return None
+    pace, last_send_at = locked
+    slowdown = Slowdown(pace, message.min_interval_seconds, rules)
+    return slowdown.turn_at(last_send_at, now, send_grace(slowdown.interval_at(now), grace))
+
+
+async def mark_provider_send(db: asyncpg.Connection, message: Claim, at: datetime) -> None:
+    await providers.mark_sent(db, message.sending_domain_id, message.receiving_provider, at)
+
+
+async def slow_down(
+    db: asyncpg.Connection, message: Claim, rules: PaceRules, at: datetime, began: datetime
+) -> Pace:
+    """The message's provider deferred it at `at` (its attempt `began` then): the domain's pace towards the
+    provider slows (in the caller's transaction)."""
+    provider = message.receiving_provider
+    locked = await providers.lock_pace(db, message.sending_domain_id, provider)
+    pace = after_deferral(locked[0] if locked else None, message.min_interval_seconds, rules, at, began)
+    await providers.record_deferral(db, message.workspace_id, message.sending_domain_id, provider, pace, at)
+    return pace
 
 
 async def defer(db: asyncpg.Connection, message_id: uuid.UUID, not_before: datetime) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import structlog
@@ -59,6 +60,8 @@ class Attempt:
     transaction: SmtpTransaction | None
     notes: dict[str, str]  # recorded with the outcome, e.g. whether a report was attached
     throttled: bool = False  # the domain has an interval: this transaction holds its turn
+    paced: bool = False  # the provider slowed the domain down: this transaction holds its turn towards it
+    claimed_at: datetime | None = None  # when its claim was made: a deferral of it answers what came before
 
 
 OUTCOMES = Counter("maildash_sender_outcomes_total", "SMTP attempts by outcome", ["outcome"])
@@ -135,6 +138,8 @@ class Sender:
                     # The domain's last send is when its server accepted MAIL FROM: what the next turn counts
                     # from. The row is still locked by this claim.
                     await repo.mark_domain_send(db, attempt.message.sending_domain_id, self._clock())
+                if outcome is None and attempt.paced:  # so is the pace's, towards the provider
+                    await repo.mark_provider_send(db, attempt.message, self._clock())
         except BaseException as error:
             if attempt is not None and attempt.transaction is not None:
                 await attempt.transaction.abandon()
@@ -182,7 +187,7 @@ class Sender:
         delay, deadline = 0.5, None
         while True:
             try:
-                await self._settle(attempt.message, outcome, attempt.notes)
+                await self._settle(attempt, outcome)
                 return
             except DATABASE_AWAY as error:
                 now = asyncio.get_running_loop().time()
@@ -220,7 +225,8 @@ class Sender:
             return Draft(None, _unexpected("while its e-mail was made", error), notes)
 
     async def _claim(self, db: asyncpg.Connection, command: SendMessage, draft: Draft) -> Attempt | None:
-        message = await repo.claim(db, command.message_id, command.campaign_id, self._clock())
+        claimed_at = self._clock()
+        message = await repo.claim(db, command.message_id, command.campaign_id, claimed_at)
         if message is None:
             if await repo.release_refused(db, command.message_id):
                 log.info("sender.message.domain_paused", message_id=str(command.message_id))
@@ -238,8 +244,20 @@ class Sender:
             return Attempt(
                 message, None, _unexpected("before its SMTP transaction", error), None, draft.notes
             )
+        # A provider's slower pace first: its row is only locked here, so a turn it refuses takes nothing.
+        rules, grace = self._settings.pace_rules, self._settings.send_grace_seconds
+        paced = repo.slowed(message, rules, self._clock())
+        if paced and (not_before := await repo.take_provider_turn(db, message, rules, self._clock(), grace)):
+            await repo.defer(db, message.id, not_before)
+            log.info(
+                "sender.message.paced",
+                message_id=str(message.id),
+                provider=message.receiving_provider,
+                not_before=not_before.isoformat(),
+            )
+            return None
         gap = timedelta(seconds=message.min_interval_seconds) - send_grace(
-            message.min_interval_seconds, self._settings.send_grace_seconds
+            message.min_interval_seconds, grace
         )
         if not_before := await repo.take_domain_turn(db, message.sending_domain_id, self._clock(), gap):
             await repo.defer(db, message.id, not_before)
@@ -247,7 +265,8 @@ class Sender:
                 "sender.message.deferred", message_id=str(message.id), not_before=not_before.isoformat()
             )
             return None
-        return Attempt(message, draft.email, None, transaction, draft.notes, throttled=gap > timedelta(0))
+        throttled = gap > timedelta(0)
+        return Attempt(message, draft.email, None, transaction, draft.notes, throttled, paced, claimed_at)
 
     def _account(self, message: Claim) -> Account:
         password = message.smtp_password_encrypted
@@ -291,8 +310,8 @@ class Sender:
             smtp_host=message.smtp_host,
         )
 
-    async def _settle(self, message: Claim, outcome: Outcome, notes: dict[str, str]) -> None:
-        now = self._clock()
+    async def _settle(self, attempt: Attempt, outcome: Outcome) -> None:
+        message, notes, now = attempt.message, attempt.notes, self._clock()
         data = {
             "smtp_code": outcome.smtp_code,
             "enhanced_code": outcome.enhanced_code,
@@ -310,6 +329,11 @@ class Sender:
             "smtp_code": outcome.smtp_code,
             "enhanced_code": outcome.enhanced_code,
         }
+        day = Window.from_dict(message.window).local_date(now)
+        if outcome.kind == Kind.DEFERRED:
+            assert attempt.claimed_at is not None, "a deferral answers an SMTP transaction, which was claimed"
+            await self._deferred(message, outcome, data, day, now, attempt.claimed_at)
+            return
         retry_at = None
         if outcome.kind == Kind.FAILED and outcome.retryable:
             retry_at = retry_not_before(message.retry_count, now, self._settings.retry_backoff_seconds)
@@ -326,7 +350,6 @@ class Sender:
             data["not_before"] = not_before.isoformat()
         else:
             event = MessageFailed(**ids, **codes, retry_at=retry_at)
-        day = Window.from_dict(message.window).local_date(now)
         # Each outcome is recorded by the transition of its name (`shared.message_states.TRANSITIONS`).
         transition = "retry" if retry_at is not None else outcome.kind.value
         settle = (message.id, transition, now, day, outcome.reason or None, data, event, not_before)
@@ -350,6 +373,31 @@ class Sender:
         )
         if change is not None:
             log.warning(f"sender.domain.{change.action}", message_id=str(message.id), **change.logged())
+
+    async def _deferred(
+        self,
+        message: Claim,
+        outcome: Outcome,
+        data: dict[str, Any],
+        day: date,
+        now: datetime,
+        began: datetime,
+    ) -> None:
+        """The provider asked us to slow down: the domain's pace towards it slows, and the message is planned
+        again at that pace (the scheduler gives it its slot), its tries untouched. The message (and its
+        campaign) is locked before the pace, the order of a claim: the two never wait for each other."""
+        data = {**data, "provider": message.receiving_provider}
+        async with self._db.acquire() as db, db.transaction():
+            await message_store.settle(db, message.id, "deferred", now, day, outcome.reason, data, None, now)
+            pace = await repo.slow_down(db, message, self._settings.pace_rules, now, began)
+        OUTCOMES.labels(outcome.kind.value).inc()
+        log.warning(
+            "sender.message.deferred_by_provider",
+            message_id=str(message.id),
+            provider=message.receiving_provider,
+            pace_seconds=pace.interval_seconds,
+            reason=outcome.reason,
+        )
 
 
 def _unexpected(when: str, error: Exception) -> Outcome:

@@ -37,7 +37,9 @@ class Account:
 
 class NoSmtpServer(Exception):
     """The peer never became an SMTP session (refused, reset, timed out, a failed TLS handshake, no 220
-    greeting, no 250 to EHLO or HELO). Why is not told: a tenant could otherwise scan ports through us."""
+    greeting, no 250 to EHLO or HELO). Why is not told: a tenant could otherwise scan ports through us. A 421
+    instead of the greeting or to EHLO is the exception: an SMTP server asking us to come back later, whose
+    answer is a deferral."""
 
     def __init__(self) -> None:
         super().__init__(
@@ -62,6 +64,16 @@ def _outcome(error: Exception, for_recipient: bool) -> Outcome:
 FAILURES = (aiosmtplib.SMTPException, OSError, TimeoutError, UnusableHost, NoSmtpServer)
 # A pooled session the server has dropped since: nothing was sent on it, so a fresh one may be opened.
 GONE = (aiosmtplib.SMTPServerDisconnected, ConnectionError)
+
+
+def _closing(error: BaseException) -> bool:
+    """A 421 reply: the server is there and closes the session, "come back later" (a deferral)."""
+    return isinstance(error, aiosmtplib.SMTPResponseException) and error.code == 421
+
+
+def _gone(error: BaseException) -> bool:
+    """A pooled session the server dropped since (it may say so with a 421 to our next command)."""
+    return isinstance(error, GONE) or _closing(error)
 
 
 async def _close(client: aiosmtplib.SMTP) -> None:
@@ -144,6 +156,8 @@ class SmtpPool:
             client.close()
             if sock is not None:
                 sock.close()
+            if _closing(error):  # an SMTP server greeting (or answering EHLO) with 421: its real reply
+                raise
             log.info("sender.smtp.unreachable", host=account.host, port=account.port, error=repr(error))
             raise NoSmtpServer from error
         try:
@@ -179,7 +193,9 @@ async def _greet(client: aiosmtplib.SMTP) -> None:
     """EHLO, or HELO for a server without ESMTP: the step that shows the peer is an SMTP server."""
     try:
         await client.ehlo()
-    except aiosmtplib.SMTPHeloError:
+    except aiosmtplib.SMTPHeloError as error:
+        if _closing(error):
+            raise
         await client.helo()
 
 
@@ -194,11 +210,10 @@ class SmtpTransaction:
         if (pooled := await self._pool.idle_session(self._account)) is not None:
             try:
                 await pooled.mail(sender)
-            except GONE:
-                await _close(pooled)
             except FAILURES as error:
                 await _close(pooled)
-                return _outcome(error, for_recipient=False)
+                if not _gone(error):
+                    return _outcome(error, for_recipient=False)
             else:
                 self._client = pooled
                 return None

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.kpi import shard_of
+from shared.db.providers import recipient_domain_sql
 from shared.events import Event, LeadComplained, LeadReplied, LeadUnsubscribed, MessageBounced, SendMessage
 from shared.lifecycle import RULES, SENDS, Action
 from shared.message_states import TRANSITIONS, UNFINISHED, LeadStatus, MessageStatus
@@ -190,7 +191,8 @@ SELECT campaign_id, day, 0, n FROM moved, (VALUES ($4::date, -1), ($5::date, 1))
 # claim: dispatched → sending
 # The message with all its e-mail needs, from `message` (one row of messages' columns) and `campaign`. The
 # suppression check uses the unique indexes: the address itself, or its domain or any parent domain of it.
-_WITH_ALL_IT_NEEDS = """
+# The lead's receiving provider (its domain while not resolved) and the domain's pace towards it, if any.
+_WITH_ALL_IT_NEEDS = f"""
 SELECT m.id, m.workspace_id, m.campaign_id, m.lead_id, m.sending_domain_id, m.domain_used, m.is_followup,
   m.retry_count, m.smtp_message_id, p.smtp_message_id AS parent_smtp_message_id,
   l.email, l.first_name, l.last_name, l.company, l.fields, l.status AS lead_status,
@@ -206,14 +208,20 @@ SELECT m.id, m.workspace_id, m.campaign_id, m.lead_id, m.sending_domain_id, m.do
   t.subject, t.body_html, t.body_text, t.followup_subject, t.followup_body_html,
   d.domain, d.from_email, d.from_name, d.smtp_host, d.smtp_port, d.smtp_username, d.smtp_password_encrypted,
   d.smtp_security, d.min_interval_seconds, d.dkim_selector, d.dkim_rsa_private_encrypted,
-  d.dkim_ed25519_private_encrypted
+  d.dkim_ed25519_private_encrypted,
+  r.domain AS recipient_domain, rp.provider, pp.interval_seconds AS pace_interval_seconds,
+  pp.slowed_at AS pace_slowed_at
 FROM message AS m
 CROSS JOIN campaign AS c
 JOIN leads AS l ON l.id = m.lead_id
-CROSS JOIN LATERAL string_to_array(substring(lower(l.email) FROM '[^@]*$'), '.') AS labels
+CROSS JOIN LATERAL (SELECT {recipient_domain_sql("l.email")} AS domain) AS r
+CROSS JOIN LATERAL string_to_array(r.domain, '.') AS labels
 JOIN templates AS t ON t.id = c.template_id
 JOIN sending_domains AS d ON d.id = m.sending_domain_id
 LEFT JOIN messages AS p ON p.id = m.parent_message_id
+LEFT JOIN recipient_providers AS rp ON rp.domain = r.domain
+LEFT JOIN provider_paces AS pp
+  ON pp.sending_domain_id = m.sending_domain_id AND pp.provider = coalesce(rp.provider, r.domain)
 """
 _SMTP_MESSAGE_ID = "format('<%s.%s@%s>', m.id, m.retry_count, d.domain)"
 
@@ -250,14 +258,14 @@ WITH campaign AS (
 )
 {_WITH_ALL_IT_NEEDS}"""
 
-# settle: sending → sent | bounced | failed | planned (retry, rejected)
-SETTLES = ("sent", "bounced", "failed", "retry", "rejected")
+# settle: sending → sent | bounced | failed | planned (retry, rejected, deferred)
+SETTLES = ("sent", "bounced", "failed", "retry", "rejected", "deferred")
 assert len({TRANSITIONS[name].sources for name in SETTLES}) == 1
 assert {TRANSITIONS[name].campaign for name in SETTLES} == {"first_send"}
 # The outcome in one statement: the message, the campaign's first send, its history, its counters, a hard
-# bounce's lead and suppression, and the event for the outbox (if any). $2 is the target status, $4 when it
-# may go again (planned again), $9–$12 the counters, $14–$15 the day's, $16 the lead's new status, $17 whether
-# its address is suppressed, $20 the retries it spends.
+# bounce's lead and suppression, and the event for the outbox (none: $18 null). $2 is the target status, $4
+# the new `not_before` of one planned again and $20 whether that spends a try, $9–$12 the counters, $14–$15
+# the day's, $16 the lead's new status, $17 whether its address is suppressed.
 SETTLE = f"""
 WITH settled AS (
   UPDATE messages
@@ -361,7 +369,9 @@ SELECT lead_id FROM bounced
 # resend: failed → planned, by hand
 RESEND = f"""
 WITH resent AS (
-  UPDATE messages SET status = {_to("resend")}, retry_count = retry_count + 1, not_before = $2
+  UPDATE messages
+  SET status = {_to("resend")}, not_before = $2,
+    retry_count = retry_count + {int(TRANSITIONS["resend"].spends_retry)}
   WHERE id = $1 AND {_guard("resend")} RETURNING campaign_id
 ), reopened AS (
   {_campaign("reopen", "SELECT campaign_id FROM resent")}
@@ -637,20 +647,22 @@ async def settle(
     event: Event | None,
     not_before: datetime | None = None,
 ) -> None:
-    """sending → `name` (one of SETTLES; `retry` and `rejected`, planned again, with their `not_before`). A
-    message settled before is left."""
+    """sending → `name` (one of SETTLES; one planned again, `retry`, `rejected` or `deferred`, with its
+    `not_before`). A message settled before is left. `event` goes to the outbox with it (`rejected` and
+    `deferred` announce nothing)."""
     declared = TRANSITIONS[name]
     assert name in SETTLES, name
     assert declared.target is not None
     assert (declared.target == MessageStatus.PLANNED) == (not_before is not None)
-    assert (declared.announce is None) == (event is None)
+    assert (event is None) == (declared.announce is None), name
     count = declared.counters.get
     per_day = [int(declared.day == column) for column in ("sent", "bounced")]
     await db.fetch(
         SETTLE, message_id, declared.target, error, not_before, declared.history, now, json.dumps(data),
         shard_of(message_id), count("sent", 0), count("bounced", 0), count("bounced_at_smtp", 0),
         count("failed", 0), day, *per_day, declared.lead, declared.suppress,
-        event and event.routing_key, event and event.model_dump_json(), declared.tries,
+        event.routing_key if event else None, event.model_dump_json() if event else None,
+        declared.spends_retry,
     )  # fmt: skip
 
 

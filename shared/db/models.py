@@ -120,6 +120,9 @@ class LoginFailure(Base):
     at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
+WARMUP_COLUMNS = ("warmup_start_per_day", "warmup_growth_percent", "warmup_max_per_day", "warmup_start_date")
+
+
 class SendingDomain(Base):
     __tablename__ = "sending_domains"
     __table_args__ = (
@@ -134,6 +137,15 @@ class SendingDomain(Base):
         CheckConstraint(
             f"(state = '{DomainState.PAUSED}') = (paused_at IS NOT NULL AND paused_cause IS NOT NULL)",
             name="paused_since",
+        ),
+        CheckConstraint(
+            " AND ".join(f"({c} IS NULL) = (warmup_start_per_day IS NULL)" for c in WARMUP_COLUMNS),
+            name="warmup_complete",
+        ),
+        CheckConstraint(
+            "warmup_start_per_day >= 1 AND warmup_max_per_day >= warmup_start_per_day"
+            " AND warmup_growth_percent BETWEEN 0 AND 1000",
+            name="warmup_valid",
         ),
     )
     id: Mapped[uuid.UUID] = _id()
@@ -167,6 +179,11 @@ class SendingDomain(Base):
     health_thresholds: Mapped[dict[str, Any]] = mapped_column(
         default=dict, server_default=text("'{}'::jsonb")
     )
+    # Its warm-up plan (`shared.planning.warmup`): all four or none.
+    warmup_start_per_day: Mapped[int | None] = mapped_column(Integer)
+    warmup_growth_percent: Mapped[int | None] = mapped_column(Integer)
+    warmup_max_per_day: Mapped[int | None] = mapped_column(Integer)
+    warmup_start_date: Mapped[date | None] = mapped_column(Date)
     # Its IMAP mailbox: the api reads it joined, under the workspace filter; never loaded by accident.
     mailbox: Mapped[MailboxAccount | None] = relationship(lazy="raise", viewonly=True)
     created_at: Mapped[datetime] = _created()
@@ -552,3 +569,37 @@ class EspEventRow(Base):
     message_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
     outcome: Mapped[str] = mapped_column(String(32))
     received_at: Mapped[datetime] = _created()
+
+
+class RecipientProvider(Base):
+    """The receiving provider of a recipient domain: the registrable domain of its most preferred MX host
+    (`shared.providers`), cached until its TTL runs out. Not a workspace's row: DNS says the same to everyone.
+    `wanted` rows are resolved by the scheduler when they expire; until a domain is resolved it stands for
+    itself."""
+
+    __tablename__ = "recipient_providers"
+    __table_args__ = (Index("recipient_providers_due", "expires_at", postgresql_where=text("wanted")),)
+    domain: Mapped[str] = mapped_column(Text, primary_key=True)  # lower-cased, as in the lead's address
+    provider: Mapped[str | None] = mapped_column(Text)
+    wanted: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    expires_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)  # why the last look-up failed
+
+
+class ProviderPace(Base):
+    """A sending domain's slower pace towards one receiving provider after it deferred our mail (421, 4.7.x):
+    `interval_seconds` from `slowed_at`, halving after each quiet period (`shared.planning.pacing`).
+    `last_send_at`: the last attempt towards the provider while slowed, what the sender's turn counts from."""
+
+    __tablename__ = "provider_paces"
+    __table_args__ = (CheckConstraint("interval_seconds > 0", name="pace_interval_positive"),)
+    sending_domain_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("sending_domains.id", ondelete="CASCADE"), primary_key=True
+    )
+    provider: Mapped[str] = mapped_column(Text, primary_key=True)
+    workspace_id: Mapped[uuid.UUID] = _workspace()
+    interval_seconds: Mapped[int] = mapped_column(Integer)
+    slowed_at: Mapped[datetime]
+    last_send_at: Mapped[datetime | None]
+    deferrals: Mapped[int] = _counter()

@@ -1,19 +1,27 @@
-"""Slots: the per-domain throttle, the daily cap and round-robin assignment.
+"""Slots: the per-domain throttle, the daily cap (and warm-up), provider pacing and round-robin assignment.
 
 A reservation is the half-open span [start, start + interval) a message holds on its sending domain. A slot is
 free when its span overlaps no reservation of that domain (across every campaign) and its local day is under
-the domain's daily cap. The database enforces the same overlap rule with an exclusion constraint.
+the domain's daily cap and its warm-up's cap of that day. The database enforces the same overlap rule with an
+exclusion constraint.
+
+A message to a receiving provider that slowed the domain down (`shared.planning.pacing`) also keeps that
+provider's interval from the domain's other slots to the same provider: two such slots t1 < t2 are at least
+the provider's interval at t2 apart (the interval only shrinks as time goes on, so this is the nearest
+neighbours' rule). The slots it skips stay free for the domain's other messages.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections import Counter
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TypeVar
 
+from shared.planning.pacing import Slowdown
+from shared.planning.warmup import Warmup
 from shared.planning.window import Window
 
 # Far enough to cover any real campaign; a planner that finds nothing in this horizon reports it.
@@ -39,14 +47,26 @@ class DomainSchedule:
         interval_seconds: int,
         reservations: Iterable[Reservation] = (),
         daily_cap: int | None = None,
+        warmup: Warmup | None = None,
+        slowdowns: Mapping[str, Slowdown] | None = None,
+        provider_sends: Mapping[str, Iterable[datetime]] | None = None,
     ) -> None:
+        """`slowdowns`: the providers that slowed this domain down; `provider_sends`: the domain's reserved
+        slots (and last attempts) towards each of them."""
         self.window = window
         self.interval = timedelta(seconds=interval_seconds)
         self.daily_cap = daily_cap
+        self.warmup = warmup
         spans = sorted((r.start, r.end) for r in reservations if r.end > r.start)
         self._starts = [s for s, _ in spans]
         self._ends = [e for _, e in spans]
         self._per_day = Counter(window.local_date(r.start) for r in reservations)
+        self._caps: dict[date, int | None] = {}
+        self._slowdowns = dict(slowdowns or {})
+        self._provider_sends: defaultdict[str, list[datetime]] = defaultdict(list)
+        for provider, sends in (provider_sends or {}).items():
+            if provider in self._slowdowns:
+                self._provider_sends[provider] = sorted(sends)
 
     def _is_free(self, slot: datetime) -> bool:
         # Reservations never overlap each other, so ends are sorted too: the last span starting before this
@@ -54,8 +74,34 @@ class DomainSchedule:
         i = bisect.bisect_left(self._starts, slot + self.interval) - 1
         return i < 0 or self._ends[i] <= slot
 
+    def _cap(self, day: date) -> int | None:
+        if day not in self._caps:
+            caps = [self.daily_cap, self.warmup.cap_on(day) if self.warmup else None]
+            self._caps[day] = min((cap for cap in caps if cap is not None), default=None)
+        return self._caps[day]
+
     def _under_cap(self, day: date) -> bool:
-        return self.daily_cap is None or self._per_day[day] < self.daily_cap
+        cap = self._cap(day)
+        return cap is None or self._per_day[day] < cap
+
+    def is_paced(self, provider: str | None) -> bool:
+        """Whether messages to `provider` keep a pace of their own on this domain."""
+        return provider is not None and provider in self._slowdowns
+
+    def _pace_blocks_until(self, slot: datetime, provider: str) -> datetime | None:
+        """None when `slot` keeps the provider's pace from the nearest slots to it on both sides; else the
+        earliest moment worth trying next (nothing between `slot` and it can keep the pace)."""
+        slowdown = self._slowdowns[provider]
+        sends = self._provider_sends[provider]
+        i = bisect.bisect_right(sends, slot)  # sends[i-1] <= slot < sends[i]
+        if i and slot - sends[i - 1] < slowdown.gap_at(slot):
+            # The pace may ease before the gap it has at `slot` has passed.
+            eased = slowdown.next_change(slot)
+            kept = sends[i - 1] + slowdown.gap_at(slot)
+            return kept if eased is None else min(kept, eased)
+        if i < len(sends) and sends[i] - slot < slowdown.gap_at(sends[i]):
+            return sends[i]  # anything before the next send is too close to it
+        return None
 
     def _candidates(self, earliest: datetime) -> Iterator[datetime]:
         """Grid points at or after `earliest`, in order, on days still under the cap."""
@@ -75,11 +121,20 @@ class DomainSchedule:
                     while not self.interval and self._under_cap(day):
                         yield slot  # no throttle: everyone is due at the window start
 
-    def earliest_free(self, earliest: datetime) -> datetime:
-        for slot in self._candidates(earliest):
-            if self._is_free(slot):
+    def earliest_free(self, earliest: datetime, provider: str | None = None) -> datetime:
+        """The earliest free slot at or after `earliest`; for a slowed `provider`, one that keeps its pace."""
+        moment = earliest
+        while True:
+            slot = next((s for s in self._candidates(moment) if self._is_free(s)), None)
+            if slot is None:
+                raise NoSlotError(unplanned_reason(earliest))
+            if not self.is_paced(provider):
                 return slot
-        raise NoSlotError(unplanned_reason(earliest))
+            assert provider is not None
+            blocked_until = self._pace_blocks_until(slot, provider)
+            if blocked_until is None:
+                return slot
+            moment = blocked_until  # later than `slot`: the search always moves on
 
     def free_slots(self, earliest: datetime) -> Iterator[Reservation]:
         """Reserve and yield successive free slots from `earliest` on: planning n messages costs one pass.
@@ -88,21 +143,54 @@ class DomainSchedule:
             if self._is_free(slot):
                 yield self.reserve(slot)
 
-    def reserve(self, slot: datetime) -> Reservation:
+    def reserve(self, slot: datetime, provider: str | None = None) -> Reservation:
         reservation = Reservation(slot, slot + self.interval)
         if self.interval:
             i = bisect.bisect_left(self._starts, slot)
             self._starts.insert(i, slot)
             self._ends.insert(i, reservation.end)
         self._per_day[self.window.local_date(slot)] += 1
+        if self.is_paced(provider):
+            assert provider is not None
+            bisect.insort(self._provider_sends[provider], slot)
         return reservation
 
-    def take(self, earliest: datetime) -> Reservation:
-        return self.reserve(self.earliest_free(earliest))
+    def take(self, earliest: datetime, provider: str | None = None) -> Reservation:
+        return self.reserve(self.earliest_free(earliest, provider), provider)
 
 
 Lead = TypeVar("Lead")
 Domain = TypeVar("Domain", bound=Hashable)
+
+
+class _Cursor:
+    """One plan's pass over one domain's free slots. Leads to providers without a pace of their own take the
+    next free slot in time; a lead to a slowed provider searches from where the pass stands (every earlier
+    candidate is taken) or from the provider's previous slot in this plan, whichever is later."""
+
+    def __init__(self, schedule: DomainSchedule, earliest: datetime) -> None:
+        self._schedule = schedule
+        self._free = schedule.free_slots(earliest)
+        self._passed = earliest
+        self._paced_from: dict[str, datetime | None] = {}  # None: nothing left within the horizon
+
+    def next(self, provider: str | None) -> Reservation | None:
+        if not self._schedule.is_paced(provider):
+            slot = next(self._free, None)
+            if slot is not None:
+                self._passed = slot.start
+            return slot
+        assert provider is not None
+        start = self._paced_from.get(provider, self._passed)
+        if start is None:
+            return None  # slots are only ever taken: a later search cannot find what this one did not
+        try:
+            taken = self._schedule.take(max(start, self._passed), provider)
+        except NoSlotError:
+            self._paced_from[provider] = None
+            return None
+        self._paced_from[provider] = taken.start
+        return taken
 
 
 def plan_round_robin(
@@ -110,12 +198,15 @@ def plan_round_robin(
     domains: Sequence[Domain],
     schedules: dict[Domain, DomainSchedule],
     earliest: datetime,
+    providers: Mapping[Lead, str] | None = None,
 ) -> list[tuple[Lead, Domain, Reservation | None]]:
-    """Lead i goes to domains[i mod D] and takes that domain's earliest free slot at or after `earliest`;
-    None where its domain has no free slot left within the horizon (a daily cap too small for its leads)."""
-    cursors = {domain: schedules[domain].free_slots(earliest) for domain in domains}
+    """Lead i goes to domains[i mod D] and takes that domain's earliest free slot at or after `earliest` (that
+    keeps its provider's pace, where `providers` names a provider that slowed the domain down); None where its
+    domain has no free slot left within the horizon (a daily cap too small for its leads)."""
+    cursors = {domain: _Cursor(schedules[domain], earliest) for domain in domains}
+    found = providers or {}
     return [
-        (lead, domains[i % len(domains)], next(cursors[domains[i % len(domains)]], None))
+        (lead, domains[i % len(domains)], cursors[domains[i % len(domains)]].next(found.get(lead)))
         for i, lead in enumerate(leads)
     ]
 

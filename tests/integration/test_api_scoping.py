@@ -265,6 +265,10 @@ async def walk_every_route(superuser: ApiClient, url: str, settings: Settings) -
         assert (await api.http.post(f"/domains/{spare['id']}/resume")).status_code == 409  # active
         await pause_domain(settings, spare["id"])
         assert (await api.http.post(f"/domains/{spare['id']}/resume")).status_code == 200
+        # A warm-up plan: the detail then says where it stands today (pacing: what providers slowed it).
+        warmup = {"start_per_day": 5, "growth_percent": 20, "max_per_day": 50}
+        assert (await api.http.patch(f"/domains/{spare['id']}", json={"warmup": warmup})).status_code == 200
+        assert (await api.get(f"/domains/{spare['id']}"))["warmup"]["cap_today"] == 5
         # A mailbox replaced (the stored password kept), tested (nothing listens there), and removed.
         replaced = await api.http.patch(f"/domains/{spare['id']}", json={"imap": {**mailbox, "port": 2}})
         assert replaced.status_code == 200, replaced.text

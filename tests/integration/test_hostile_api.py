@@ -266,7 +266,7 @@ async def test_without_a_valid_token_no_byte_of_the_body_is_read(
 
 
 # ── every input bounded ────────────────────────────────────────────────────────────────────────────────
-BOUNDED_FORMATS = {"date-time", "binary"}  # a time parses to a fixed size; a file is bounded by its route
+BOUNDED_FORMATS = {"date-time", "date", "binary"}  # a time or date parses to a fixed size; a file: its route
 
 
 def _unbounded(schema: dict[str, Any], components: dict[str, Any], where: str, seen: set[str]) -> list[str]:

@@ -61,7 +61,7 @@ async def test_a_followup_threads_under_the_original_days_later(pipeline: Pipeli
 async def test_temporary_failures_retry_twice_then_fail_for_good_and_resend_delivers(
     pipeline: Pipeline,
 ) -> None:
-    pipeline.sink.handler.reply = "451 4.7.1 Greylisted, try again later"
+    pipeline.sink.handler.reply = "451 4.3.0 Temporary local problem, try again later"
     tries_before = len(pipeline.sink.handler.mail_from_times)
     campaign, _ = await pipeline.campaign()
 
@@ -76,7 +76,7 @@ async def test_temporary_failures_retry_twice_then_fail_for_good_and_resend_deli
     assert second - first >= 1  # each retry waited for its backoff: 1 s, then 2 s
     assert third - second >= 2
     assert message["retry_count"] == 2
-    assert message["last_error"].startswith("451 4.7.1")
+    assert message["last_error"].startswith("451 4.3.0")
     detail = await pipeline.api.get(f"/campaigns/{campaign['id']}")
     assert detail["kpis"]["total_failed"] == 1
 

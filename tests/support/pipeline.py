@@ -61,11 +61,16 @@ class Pipeline:
         )
 
     async def until(self, probe: Callable[[], Awaitable[bool]], seconds: float = 20.0) -> None:
-        for _ in range(int(seconds * 20)):
-            if await probe():
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError("condition not reached in time")
+        await until(probe, seconds)
+
+
+async def until(probe: Callable[[], Awaitable[bool]], seconds: float = 20.0) -> None:
+    """Wait for `probe` to say yes, looking every 50 ms; fail after `seconds`."""
+    for _ in range(int(seconds * 20)):
+        if await probe():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached in time")
 
 
 @pytest.fixture

@@ -152,6 +152,7 @@ async def run(db: Db, world: World, name: str, message: uuid.UUID, now: datetime
             "failed": events.MessageFailed(**ids, reason="451 4.3.0"),
             "retry": events.MessageFailed(**ids, reason="451 4.3.0", retry_at=now + timedelta(minutes=5)),
             "rejected": None,  # a policy rejection: the domain's problem, nothing announced
+            "deferred": None,  # announces nothing: the sender slows its pace towards the provider
         }
         again = now + timedelta(minutes=5) if TRANSITIONS[name].target == MessageStatus.PLANNED else None
         await store.settle(db, message, name, now, _local(now), "reason", {}, outcomes[name], again)

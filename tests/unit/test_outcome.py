@@ -19,8 +19,11 @@ from shared.reputation import Signal
         (250, "2.0.0 OK queued", Kind.SENT, "2.0.0"),
         (550, "5.1.1 <x@y>: Recipient address rejected", Kind.BOUNCED, "5.1.1"),
         (554, "Transaction failed", Kind.BOUNCED, None),
-        (451, "4.7.1 Greylisted, try again", Kind.FAILED, "4.7.1"),
-        (421, "Service not available", Kind.FAILED, None),
+        (451, "4.3.0 Temporary local problem", Kind.FAILED, "4.3.0"),
+        (450, "Mailbox busy", Kind.FAILED, None),
+        (451, "4.7.1 Greylisted, try again", Kind.DEFERRED, "4.7.1"),
+        (421, "4.7.0 Try again later, closing connection", Kind.DEFERRED, "4.7.0"),
+        (421, "Service not available", Kind.DEFERRED, None),
     ],
 )
 def test_smtp_replies_map_to_outcomes(code: int, text: str, kind: Kind, enhanced: str | None) -> None:
@@ -130,3 +133,9 @@ def test_what_an_attempt_says_about_its_sending_domain(outcome: Outcome, signal:
 def test_a_refused_login_is_our_accounts_failure_retried() -> None:
     outcome = from_login_refusal(535, "5.7.8 Authentication credentials invalid")
     assert (outcome.kind, outcome.retryable, outcome.smtp_code) == (Kind.FAILED, True, 535)
+
+
+def test_a_421_before_the_recipient_is_a_deferral_too() -> None:
+    outcome = from_reply(421, "4.7.0 Too many connections, slow down", for_recipient=False)
+    assert outcome.kind is Kind.DEFERRED
+    assert outcome.reason == "421 4.7.0 Too many connections, slow down"

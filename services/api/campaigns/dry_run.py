@@ -15,7 +15,7 @@ from services.api.domains.repository import DomainRepository
 from services.api.kit.envelope import invalid
 from shared.clock import utcnow
 from shared.db.models import Campaign
-from shared.planning import DomainSchedule, audience, plan_round_robin
+from shared.planning import audience, plan_round_robin
 from shared.planning.slots import NoSlotError, Reservation, unplanned_reason
 from shared.planning.summary import summarize
 from shared.planning.window import Window
@@ -51,11 +51,12 @@ async def dry_run(repo: CampaignRepository, payload: CampaignIn, settings: Setti
     """What creating this campaign now would plan."""
     wizard = await check_wizard(repo, payload, settings)
     earliest = max(utcnow(), wizard.start_at or utcnow())
+    leads = wizard.audience.lead_ids
     domains = planned_on(wizard.domains, payload.reassign_on_domain_pause)
-    schedules = await repo.schedules(domains, wizard.window, earliest)
+    schedules, providers = await repo.schedules(domains, wizard.window, earliest, settings.pace_rules, leads)
     with _fitting():
         planned = _every_lead_fits(
-            plan_round_robin(wizard.audience.lead_ids, [d.id for d in domains], schedules, earliest), earliest
+            plan_round_robin(leads, [d.id for d in domains], schedules, earliest, providers), earliest
         )
     names = {d.id: d.domain for d in domains}
     return {
@@ -67,7 +68,7 @@ async def dry_run(repo: CampaignRepository, payload: CampaignIn, settings: Setti
     }
 
 
-async def campaign_dry_run(repo: CampaignRepository, raw_id: str) -> dict[str, Any]:
+async def campaign_dry_run(repo: CampaignRepository, raw_id: str, settings: Settings) -> dict[str, Any]:
     """What a start or resume now would plan: the leads not yet sent to, re-planned from max(now, start_at)
     with the campaign's own unsent reservations left out."""
     campaign: Campaign = await repo.require(raw_id)
@@ -77,22 +78,26 @@ async def campaign_dry_run(repo: CampaignRepository, raw_id: str) -> dict[str, A
     domains = [by_name[n] for n in campaign.domains]
     unsent = await repo.unsent_initial_messages(campaign)
     if unsent or await repo.has_messages(campaign):
-        held = await repo.held_slots(domains, earliest, excluding=unsent)
-        schedules = {
-            d.id: DomainSchedule(window, d.min_interval_seconds, held[d.id], d.daily_cap) for d in domains
-        }
+        loads, providers = await repo.domain_loads(domains, earliest, settings.pace_rules, excluding=unsent)
+        schedules = {d.id: loads[d.id].schedule(window) for d in domains}
         with _fitting():
             planned = [
-                (m.lead_id, m.domain_used, schedules[m.sending_domain_id].take(max(earliest, m.not_before)))
+                (
+                    m.lead_id,
+                    m.domain_used,
+                    schedules[m.sending_domain_id].take(
+                        max(earliest, m.not_before), providers.get(m.lead_id)
+                    ),
+                )
                 for m in unsent
             ]
     else:
         leads = await repo.audience_of(campaign)
         domains = planned_on(domains, campaign.reassign_on_domain_pause)
-        schedules = await repo.schedules(domains, window, earliest)
+        schedules, providers = await repo.schedules(domains, window, earliest, settings.pace_rules, leads)
         names = {d.id: d.domain for d in domains}
         with _fitting():
-            plan = plan_round_robin(leads, [d.id for d in domains], schedules, earliest)
+            plan = plan_round_robin(leads, [d.id for d in domains], schedules, earliest, providers)
             planned = [(lead, names[d], slot) for lead, d, slot in _every_lead_fits(plan, earliest)]
     return {
         "audience_count": campaign.audience_count,

@@ -19,13 +19,14 @@ from services.api.kit.repository import WorkspaceRepository
 from shared.db import kpi, message_store
 from shared.db.message_store import on_session
 from shared.db.models import Campaign, CampaignLead, Lead, Message, SendingDomain
-from shared.db.slots import domain_schedules, held_slots
+from shared.db.slots import DomainLoad, domain_schedules, lead_providers, load_domains
 from shared.events import Event
 from shared.kpis import Counters
 from shared.lifecycle import FINAL
 from shared.message_states import UNSENT
 from shared.messaging import enqueue
-from shared.planning import DomainSchedule, Reservation, Window
+from shared.planning import DomainSchedule, Window
+from shared.planning.pacing import PaceRules
 
 
 class CampaignRepository(WorkspaceRepository[Campaign]):
@@ -104,17 +105,25 @@ class CampaignRepository(WorkspaceRepository[Campaign]):
         await enqueue(self.session, event)
 
     async def schedules(
-        self, domains: list[SendingDomain], window: Window, earliest: datetime
-    ) -> dict[uuid.UUID, DomainSchedule]:
-        """What planning on these domains from `earliest` would find free, read without locking."""
-        return await domain_schedules(self.session, domains, window, earliest, lock=False)
+        self,
+        domains: list[SendingDomain],
+        window: Window,
+        earliest: datetime,
+        rules: PaceRules,
+        lead_ids: list[uuid.UUID],
+    ) -> tuple[dict[uuid.UUID, DomainSchedule], dict[uuid.UUID, str]]:
+        """What planning these leads on these domains from `earliest` would find free, and the leads'
+        providers that keep a pace of their own there; read without locking."""
+        return await domain_schedules(self.session, domains, window, earliest, rules, lead_ids, lock=False)
 
-    async def held_slots(
-        self, domains: list[SendingDomain], earliest: datetime, excluding: list[Message]
-    ) -> dict[uuid.UUID, list[Reservation]]:
-        """The reservations of these domains but `excluding`, read without locking."""
+    async def domain_loads(
+        self, domains: list[SendingDomain], earliest: datetime, rules: PaceRules, excluding: list[Message]
+    ) -> tuple[dict[uuid.UUID, DomainLoad], dict[uuid.UUID, str]]:
+        """These domains as a re-plan of `excluding` would find them, and the paced providers of those
+        messages' leads; read without locking."""
         ids = [m.id for m in excluding]
-        return await held_slots(self.session, domains, earliest, excluding=ids, lock=False)
+        loads = await load_domains(self.session, domains, earliest, rules, excluding=ids, lock=False)
+        return loads, await lead_providers(self.session, loads.values(), [m.lead_id for m in excluding])
 
 
 class MessageRepository(WorkspaceRepository[Message]):

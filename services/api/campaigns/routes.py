@@ -39,7 +39,9 @@ async def dry_run(request: Request, principal: CurrentPrincipal, body: CampaignI
 async def campaign_dry_run(request: Request, principal: CurrentPrincipal, campaign_id: str) -> dict[str, Any]:
     """What a start or resume now would plan, writing nothing."""
     async with unit_of_work(request, principal, CampaignRepository) as repo:
-        return {"data": await dry_runs.campaign_dry_run(repo, campaign_id)}
+        return {
+            "data": await dry_runs.campaign_dry_run(repo, campaign_id, request.app.state.runtime.settings)
+        }
 
 
 @router.get("/campaigns", response_model=Envelope[Page[CampaignOut]])

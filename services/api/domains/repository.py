@@ -6,13 +6,14 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select
+from sqlalchemy import Select, func
 from sqlalchemy.orm import joinedload
 
 from services.api.kit.repository import WorkspaceRepository
 from shared.db import domain_health
 from shared.db.message_store import on_session
-from shared.db.models import MailboxAccount, SendingDomain
+from shared.db.models import MailboxAccount, Message, ProviderPace, SendingDomain
+from shared.message_states import SLOT_HOLDING
 from shared.reputation import Figures
 
 # A change to these makes it another mailbox: its failures so far say nothing about it.
@@ -52,6 +53,28 @@ class DomainRepository(WorkspaceRepository[SendingDomain]):
         if any(name in values and values[name] != getattr(stored, name) for name in MAILBOX_CONNECTION):
             values = {**values, "failures": 0, "last_error": None, "last_error_at": None}
         await mailboxes.change(domain.mailbox, values)
+
+    async def paces(self, domain: SendingDomain) -> list[ProviderPace]:
+        """The domain's paces towards receiving providers, eased back or not."""
+        rows = await self.session.scalars(
+            self.scoped(model=ProviderPace).where(ProviderPace.sending_domain_id == domain.id)
+        )
+        return list(rows)
+
+    async def day_counts(self, domain: SendingDomain, start: datetime, end: datetime) -> tuple[int, int]:
+        """The domain's e-mails with slots in [start, end), all campaigns (what a daily cap counts), and how
+        many of them were sent."""
+        row = (
+            await self.session.execute(
+                self.scoped(func.count(), func.count(Message.sent_at), model=Message).where(
+                    Message.sending_domain_id == domain.id,
+                    Message.status.in_(SLOT_HOLDING),
+                    Message.scheduled_at >= start,
+                    Message.scheduled_at < end,
+                )
+            )
+        ).one()
+        return row[0], row[1]
 
     async def delete_mailbox(self, domain: SendingDomain) -> None:
         """Its checkpoints and processed mails go with it (ON DELETE CASCADE)."""

@@ -8,7 +8,15 @@ from fastapi import APIRouter, Request
 
 from services.api.domains import service
 from services.api.domains.repository import DomainRepository
-from services.api.domains.schemas import CheckOut, DkimIn, DomainIn, DomainOut, DomainPatch, ImapTestOut
+from services.api.domains.schemas import (
+    CheckOut,
+    DkimIn,
+    DomainDetailOut,
+    DomainIn,
+    DomainOut,
+    DomainPatch,
+    ImapTestOut,
+)
 from services.api.kit.auth import CurrentPrincipal
 from services.api.kit.deps import unit_of_work
 from services.api.kit.envelope import Envelope
@@ -30,7 +38,15 @@ async def create_domain(request: Request, principal: CurrentPrincipal, body: Dom
         return {"data": await service.create(repo, body, settings)}
 
 
-add_reads(router, "domains", "domain", DomainRepository, DomainOut, service.shown)
+add_reads(router, "domains", "domain", DomainRepository, DomainOut, service.shown, detailed=False)
+
+
+@router.get("/domains/{domain_id}", response_model=Envelope[DomainDetailOut])
+async def get_domain(request: Request, principal: CurrentPrincipal, domain_id: str) -> dict[str, Any]:
+    """The domain with its health, where its warm-up stands today and its slower paces towards receiving
+    providers."""
+    async with unit_of_work(request, principal, DomainRepository) as repo:
+        return {"data": await service.detail(repo, domain_id, request.app.state.runtime.settings)}
 
 
 @router.post("/domains/{domain_id}/resume", response_model=Envelope[DomainOut], responses=errors(409))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import re
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from email_validator import validate_email
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.api.kit.schemas import INT4_MAX, Email, Patch, Strict, domain_name
 from shared.headers import UNSAFE_IN_HEADER
@@ -120,6 +120,23 @@ class EffectiveThresholds(BaseModel):
     connection_failures: int
 
 
+class WarmupIn(Strict):
+    """Day 1 (`start_date`) allows `start_per_day` e-mails, each day `growth_percent` more (compounded,
+    rounded down) up to `max_per_day` (`shared/planning/warmup.py`). Without `start_date`: the stored plan's
+    start, else today (in MAILDASH_WINDOW_TIMEZONE)."""
+
+    start_per_day: int = Field(ge=1, le=INT4_MAX)
+    growth_percent: int = Field(ge=0, le=1000)
+    max_per_day: int = Field(ge=1, le=INT4_MAX)
+    start_date: date | None = None
+
+    @model_validator(mode="after")
+    def _grows(self) -> WarmupIn:
+        if self.max_per_day < self.start_per_day:
+            raise ValueError("max_per_day must be at least start_per_day")
+        return self
+
+
 class DomainIn(Strict):
     domain: str = Field(max_length=253)
     from_email: SenderEmail
@@ -128,6 +145,7 @@ class DomainIn(Strict):
     imap: ImapIn | None = None
     min_interval_seconds: int | None = Field(None, ge=0, le=86400)
     daily_cap: int | None = Field(None, ge=1, le=INT4_MAX)
+    warmup: WarmupIn | None = None
     active: bool = True
     health_thresholds: HealthThresholds = Field(default_factory=HealthThresholds)
 
@@ -149,13 +167,14 @@ class SmtpPatch(Patch):
 class DomainPatch(Patch):
     """The domain name itself cannot change: campaigns name their domains by it."""
 
-    NULLABLE = frozenset({"daily_cap", "imap"})
+    NULLABLE = frozenset({"daily_cap", "imap", "warmup"})
     from_email: SenderEmail | None = None
     from_name: DisplayName | None = Field(None, max_length=200)
     smtp: SmtpPatch | None = None
     imap: ImapIn | None = None  # replaces the mailbox; null removes it
     min_interval_seconds: int | None = Field(None, ge=0, le=86400)
     daily_cap: int | None = Field(None, ge=1, le=INT4_MAX)
+    warmup: WarmupIn | None = None  # replaces the plan; null removes it
     active: bool | None = None
     health_thresholds: HealthThresholds | None = None  # the fields sent change; null in one: inherited
 
@@ -235,6 +254,33 @@ class HealthOut(BaseModel):
     thresholds: EffectiveThresholds
 
 
+class WarmupOut(BaseModel):
+    start_per_day: int
+    growth_percent: int
+    max_per_day: int
+    start_date: date
+
+
+class WarmupTodayOut(WarmupOut):
+    """Where the plan stands today (in MAILDASH_WINDOW_TIMEZONE)."""
+
+    today: date
+    day: int  # 1 on the start date; 0 or less before it
+    cap_today: int  # what the plan allows today (the domain's daily_cap may allow less)
+    planned_today: int  # e-mails of the domain with today's slots, all campaigns (what the caps count)
+    sent_today: int  # of which sent (an SMTP transaction completed)
+
+
+class PaceOut(BaseModel):
+    """A receiving provider that slowed this domain down and has not eased back to its own interval yet."""
+
+    provider: str
+    interval_seconds: int  # between two e-mails of the domain to the provider, now
+    deferred_at: datetime  # its last deferral
+    deferrals: int
+    until: datetime  # back to the domain's own interval then, unless it defers again
+
+
 class DomainOut(BaseModel):
     id: str
     domain: str
@@ -245,6 +291,7 @@ class DomainOut(BaseModel):
     dkim: DkimOut | None
     min_interval_seconds: int
     daily_cap: int | None
+    warmup: WarmupOut | None
     active: bool
     state: Literal["active", "paused"]  # paused: it sends nothing until resumed
     paused_cause: str | None  # hard_bounces, complaints, policy_rejections, authentication_failures, …
@@ -253,3 +300,8 @@ class DomainOut(BaseModel):
     health: HealthOut
     health_thresholds: HealthThresholds  # its own; the rest come from its workspace and the defaults
     created_at: datetime
+
+
+class DomainDetailOut(DomainOut):
+    warmup: WarmupTodayOut | None
+    pacing: list[PaceOut]  # slowest first

@@ -6,22 +6,26 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import structlog
 
 from services.api.campaigns.usage import refuse_if_used
 from services.api.domains.repository import DomainRepository
-from services.api.domains.schemas import DkimIn, DomainIn, DomainPatch, ImapIn
+from services.api.domains.schemas import DkimIn, DomainIn, DomainPatch, ImapIn, WarmupIn
 from services.api.kit.envelope import ApiError, conflict, invalid, not_found
 from services.api.workspace.repository import WorkspaceSettingsRepository
 from shared import crypto, dkim, reputation
 from shared.clock import utcnow
-from shared.db.models import Campaign, MailboxAccount, SendingDomain
+from shared.db.models import WARMUP_COLUMNS, Campaign, MailboxAccount, SendingDomain
+from shared.db.slots import warmup_of
 from shared.domain_checks import check_domain
 from shared.imap import FAILING_AFTER
 from shared.imap import client as imap
+from shared.planning.pacing import Pace, Slowdown
+from shared.planning.warmup import Warmup
 from shared.public_address import UnusableHost, resolve_public
 from shared.reputation import Counts, Figures, Thresholds
 from shared.resolver import Dns, DnsUnavailable
@@ -57,6 +61,7 @@ def domain_out(
         },
         "min_interval_seconds": row.min_interval_seconds,
         "daily_cap": row.daily_cap,
+        "warmup": None if (plan := warmup_of(row)) is None else dataclasses.asdict(plan),
         "active": row.active,
         "state": row.state,
         "paused_cause": row.paused_cause,
@@ -117,6 +122,63 @@ async def resume(repo: DomainRepository, raw_id: str) -> dict[str, Any]:
     return await shown_one(repo, await repo.reload(row))
 
 
+async def detail(repo: DomainRepository, raw_id: str, settings: Settings) -> dict[str, Any]:
+    """The domain, where its warm-up stands today and the providers that have it on a slower pace now."""
+    row = await repo.require(raw_id)
+    out, now = await shown_one(repo, row), utcnow()
+    if (plan := warmup_of(row)) is not None:
+        zone = ZoneInfo(settings.window_timezone)
+        today = now.astimezone(zone).date()
+        start = datetime.combine(today, time(0), zone)
+        planned, sent = await repo.day_counts(
+            row, start, datetime.combine(today + timedelta(days=1), time(0), zone)
+        )
+        out["warmup"] = {
+            **out["warmup"],
+            "today": today,
+            "day": plan.day_number(today),
+            "cap_today": plan.cap_on(today),
+            "planned_today": planned,
+            "sent_today": sent,
+        }
+    slowdowns = [
+        (
+            pace,
+            Slowdown(
+                Pace(pace.interval_seconds, pace.slowed_at), row.min_interval_seconds, settings.pace_rules
+            ),
+        )
+        for pace in await repo.paces(row)
+    ]
+    out["pacing"] = sorted(
+        (
+            {
+                "provider": pace.provider,
+                "interval_seconds": slowdown.interval_at(now),
+                "deferred_at": pace.slowed_at,
+                "deferrals": pace.deferrals,
+                "until": slowdown.recovered_at(),
+            }
+            for pace, slowdown in slowdowns
+            if slowdown.is_slowed(now)
+        ),
+        key=lambda pace: (-pace["interval_seconds"], pace["provider"]),
+    )
+    return out
+
+
+def warmup_columns(plan: WarmupIn | None, stored: Warmup | None, settings: Settings) -> dict[str, Any]:
+    """The columns of a new or changed plan (none: removed). Without a start date it keeps the stored plan's,
+    else starts today in the default window's time zone."""
+    if plan is None:
+        return dict.fromkeys(WARMUP_COLUMNS)
+    start = plan.start_date or (stored.start_date if stored else None)
+    start = start or utcnow().astimezone(ZoneInfo(settings.window_timezone)).date()
+    return dict(
+        zip(WARMUP_COLUMNS, (plan.start_per_day, plan.growth_percent, plan.max_per_day, start), strict=True)
+    )
+
+
 def mailbox_out(row: MailboxAccount) -> dict[str, Any]:
     """`state`: ok, retrying (it failed, fewer than FAILING_AFTER times in a row) or failing."""
     state = "ok" if row.failures == 0 else "failing" if row.failures >= FAILING_AFTER else "retrying"
@@ -171,6 +233,7 @@ async def create(repo: DomainRepository, body: DomainIn, settings: Settings) -> 
         daily_cap=body.daily_cap,
         active=body.active,
         health_thresholds=body.health_thresholds.over({}),
+        **warmup_columns(body.warmup, None, settings),
     )
     row = await repo.add(row)
     if body.imap is not None:
@@ -193,6 +256,9 @@ async def update(
         (smtp.get("host", row.smtp_host), smtp.get("port", row.smtp_port)) if moved else None,
         (body.imap.host, body.imap.port) if body.imap is not None else None,
     )
+    if "warmup" in changes:
+        changes.pop("warmup")
+        changes.update(warmup_columns(body.warmup, warmup_of(row), settings))
     if "imap" in changes:
         changes.pop("imap")
         if body.imap is None:

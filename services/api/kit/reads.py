@@ -37,11 +37,12 @@ def add_reads(
     shown: Shown,
     listed: bool = True,
     with_settings: bool = False,
+    detailed: bool = True,
 ) -> None:
     """`GET /<path>` (`list_<path>`: a page, newest first; `search` over its text columns) and
     `GET /<path>/{<noun>_id}` (`get_<noun>`), scoped to the caller's workspace. `listed=False` for a resource
-    whose list route takes more filters; `with_settings` for rows shown with the settings
-    (`each(to_out)` then calls `to_out(row, settings=...)`)."""
+    whose list route takes more filters, `detailed=False` for one whose detail shows more than its row;
+    `with_settings` for rows shown with the settings (`each(to_out)` calls `to_out(row, settings=...)`)."""
 
     def showing(request: Request) -> Shown:
         settings = request.app.state.runtime.settings
@@ -81,12 +82,13 @@ def add_reads(
             inspect.Parameter(id_name, inspect.Parameter.KEYWORD_ONLY, annotation=str),
         ]
     )
-    router.add_api_route(
-        f"/{path}/{{{id_name}}}",
-        get_row,
-        response_model=Envelope[schema],  # type: ignore[valid-type]
-        name=f"get_{noun}",
-    )
+    if detailed:
+        router.add_api_route(
+            f"/{path}/{{{id_name}}}",
+            get_row,
+            response_model=Envelope[schema],  # type: ignore[valid-type]
+            name=f"get_{noun}",
+        )
 
 
 def row_out(row: Any) -> dict[str, Any]:
