@@ -118,8 +118,9 @@ def install_docs(app: FastAPI, title: str, broker_prefix: str) -> None:
             swagger_css_url=f"{ASSETS}/swagger-ui.css",
             swagger_favicon_url=f"{ASSETS}/favicon.png",
             oauth2_redirect_url="/docs/oauth2-redirect",
-            # No badge from the online validator (it would call validator.swagger.io).
-            swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": True},
+            # No badge from the online validator (it would call validator.swagger.io); the token is kept in
+            # the page only, not in the browser's storage.
+            swagger_ui_parameters={"validatorUrl": None},
         )
 
     @app.get("/docs/oauth2-redirect", include_in_schema=False)
