@@ -163,8 +163,8 @@ async def world(
             api = await stack.enter_async_context(await new_workspace(api_url, f"esp-{uuid.uuid4().hex[:8]}"))
             hooks = await configure(api, sendgrid)
             yield World(
-                Pipeline(api, sink, clock, tracker_url, tuned), settings, session_factory(engine), sns, sns_signer,
-                sendgrid, {p: urlsplit(hook["url"]).path for p, hook in hooks.items()}, hooks,
+                Pipeline(api, sink, clock, tracker_url, tuned), settings, session_factory(engine), sns,
+                sns_signer, sendgrid, {p: urlsplit(hook["url"]).path for p, hook in hooks.items()}, hooks,
                 esp.SnsSigner(), esp.SendGridSigner(),
             )  # fmt: skip
     await engine.dispose()
