@@ -29,6 +29,7 @@ async def test_text_that_postgresql_cannot_store_is_refused_not_crashed(api: Api
     assert (await api.http.get("/campaigns/messages?domain=a%00b")).status_code == 422
 
 
+@pytest.mark.timeout(400)  # every operation, 25 examples each: over two minutes on a busy machine
 async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     api_url: str, api: ApiClient, pipeline: Pipeline, settings: Settings, figures: dict[str, str]
 ) -> None:

@@ -269,7 +269,8 @@ async def test_a_peer_that_is_not_an_smtp_server_yields_one_generic_reason(
     settings: Settings, api: ApiClient, smtp_sink: SmtpSink
 ) -> None:
     tuned = settings.model_copy(update={"smtp_timeout_seconds": 1.0, "retry_backoff_seconds": []})
-    smtp_sink.handler.reply = "451 4.7.1 Greylisted, try again later"  # a real SMTP server's reply is kept
+    # A real SMTP server's reply is kept (a 4.3.x one: 4.7.x would be a deferral, planned again).
+    smtp_sink.handler.reply = "451 4.3.0 Temporary local problem, try again later"
     async with AsyncExitStack() as stack:
         http = await stack.enter_async_context(
             peer(lambda _: None, b"HTTP/1.1 400 Bad Request\r\nServer: internal-admin/7.1\r\n\r\n")
@@ -298,7 +299,7 @@ async def test_a_peer_that_is_not_an_smtp_server_yields_one_generic_reason(
         what: next(m["last_error"] for m in messages if m["domain_used"] == body["domain"])
         for what, body in targets.items()
     }
-    assert reasons.pop("smtp") == "451 4.7.1 Greylisted, try again later"
+    assert reasons.pop("smtp") == "451 4.3.0 Temporary local problem, try again later"
     assert set(reasons.values()) == {
         "could not reach an SMTP server (connection refused, timed out, or not an SMTP server)"
     }, reasons
