@@ -358,12 +358,12 @@ class Sender:
         async with self._db.acquire() as db:
             if signal is None:
                 await message_store.settle(db, *settle)
-            else:  # the domain's health counts it, and may pause the domain, with the outcome
+            else:  # the domain's health counts it (once), and may pause the domain, with the outcome
                 async with db.transaction():
-                    await message_store.settle(db, *settle)
-                    change = await domain_health.count(
-                        db, message.sending_domain_id, signal, now, self._clock, message.id
-                    )
+                    if await message_store.settle(db, *settle):
+                        change = await domain_health.count(
+                            db, message.sending_domain_id, signal, now, self._clock, message.id
+                        )
         OUTCOMES.labels(outcome.kind.value).inc()
         log.info(
             f"sender.message.{outcome.kind.value}",

@@ -646,10 +646,10 @@ async def settle(
     data: dict[str, Any],
     event: Event | None,
     not_before: datetime | None = None,
-) -> None:
+) -> bool:
     """sending → `name` (one of SETTLES; one planned again, `retry`, `rejected` or `deferred`, with its
-    `not_before`). A message settled before is left. `event` goes to the outbox with it (`rejected` and
-    `deferred` announce nothing)."""
+    `not_before`). A message settled before is left (False). `event` goes to the outbox with it
+    (`rejected` and `deferred` announce nothing)."""
     declared = TRANSITIONS[name]
     assert name in SETTLES, name
     assert declared.target is not None
@@ -657,13 +657,14 @@ async def settle(
     assert (event is None) == (declared.announce is None), name
     count = declared.counters.get
     per_day = [int(declared.day == column) for column in ("sent", "bounced")]
-    await db.fetch(
+    settled = await db.fetch(
         SETTLE, message_id, declared.target, error, not_before, declared.history, now, json.dumps(data),
         shard_of(message_id), count("sent", 0), count("bounced", 0), count("bounced_at_smtp", 0),
         count("failed", 0), day, *per_day, declared.lead, declared.suppress,
         event.routing_key if event else None, event.model_dump_json() if event else None,
         declared.spends_retry,
     )  # fmt: skip
+    return bool(settled[0]["count"])
 
 
 async def withhold(db: Db, message_id: uuid.UUID, reason: str) -> None:
