@@ -35,8 +35,14 @@ from tests.support.esp import (
     sns_notification,
 )
 
-NOW = datetime.now(UTC)
 AGE = timedelta(minutes=5)
+
+
+def now() -> datetime:
+    """Read as each test runs: the builders date requests by the clock, not by a time fixed at import."""
+    return datetime.now(UTC)
+
+
 OURS = str(uuid.uuid4())
 SENT = Sent(
     f"<{OURS}.0@outreach.example>",
@@ -248,7 +254,7 @@ SENDGRID_KEY = esp.sendgrid_key(SENDGRID.verification_key)
 def test_a_sendgrid_batch_signed_with_the_key_verifies_and_reads_each_event() -> None:
     body = json.dumps(sendgrid_events("bounce", SENT) + sendgrid_events("complaint", SENT)).encode()
     headers, body = SENDGRID.signed(body)
-    sendgrid.verify(SENDGRID_KEY, {k.lower(): v for k, v in headers.items()}, body, NOW, AGE)
+    sendgrid.verify(SENDGRID_KEY, {k.lower(): v for k, v in headers.items()}, body, now(), AGE)
     kinds = [(event.kind, event.names) for event in sendgrid.events(body)]
     assert kinds == [
         ("unrelated", NAMES),
@@ -271,16 +277,16 @@ def test_any_change_to_a_signed_sendgrid_body_or_timestamp_is_refused(data: st.D
             int(lowered[sendgrid.TIMESTAMP_HEADER]) + data.draw(st.integers(1))
         )
     with refused(401, "unauthorized"):
-        sendgrid.verify(SENDGRID_KEY, lowered, body, NOW, AGE)
+        sendgrid.verify(SENDGRID_KEY, lowered, body, now(), AGE)
 
 
 def test_a_sendgrid_request_signed_long_ago_or_unsigned_is_refused() -> None:
-    headers, body = SENDGRID.signed(b"[]", NOW - timedelta(minutes=6))
+    headers, body = SENDGRID.signed(b"[]", now() - timedelta(minutes=6))
     with refused(401, "expired"):
-        sendgrid.verify(SENDGRID_KEY, {k.lower(): v for k, v in headers.items()}, body, NOW, AGE)
+        sendgrid.verify(SENDGRID_KEY, {k.lower(): v for k, v in headers.items()}, body, now(), AGE)
     for missing in ({}, {sendgrid.SIGNATURE_HEADER: "x", sendgrid.TIMESTAMP_HEADER: "１２"}):
         with refused(401, "unauthorized"):
-            sendgrid.verify(SENDGRID_KEY, missing, body, NOW, AGE)
+            sendgrid.verify(SENDGRID_KEY, missing, body, now(), AGE)
 
 
 def test_sendgrid_kinds() -> None:
@@ -327,7 +333,7 @@ def test_a_mailgun_event_signed_with_the_key_verifies_and_is_classified(
 ) -> None:
     _, body = mailgun_request(MAILGUN_KEY, kind, SENT, permanent=permanent)
     signed = mailgun.post(body)
-    mailgun.verify(MAILGUN_KEY, signed, NOW, AGE)
+    mailgun.verify(MAILGUN_KEY, signed, now(), AGE)
     event = mailgun.event(signed)
     assert (event.kind, event.names, event.status) == (expected, NAMES[1:], status)
     assert event.event_id == json.loads(body)["event-data"]["id"]
@@ -335,14 +341,15 @@ def test_a_mailgun_event_signed_with_the_key_verifies_and_is_classified(
 
 def test_a_mailgun_signature_of_another_key_too_old_or_mangled_is_refused() -> None:
     with refused(401, "unauthorized"):
-        mailgun.verify("another-key", mailgun.post(mailgun_request(MAILGUN_KEY, "bounce", SENT)[1]), NOW, AGE)
-    old = mailgun.post(mailgun_request(MAILGUN_KEY, "bounce", SENT, at=NOW - timedelta(minutes=6))[1])
+        signed = mailgun.post(mailgun_request(MAILGUN_KEY, "bounce", SENT)[1])
+        mailgun.verify("another-key", signed, now(), AGE)
+    old = mailgun.post(mailgun_request(MAILGUN_KEY, "bounce", SENT, at=now() - timedelta(minutes=6))[1])
     with refused(401, "expired"):
-        mailgun.verify(MAILGUN_KEY, old, NOW, AGE)
+        mailgun.verify(MAILGUN_KEY, old, now(), AGE)
     mangled = json.loads(mailgun_request(MAILGUN_KEY, "bounce", SENT)[1])
     mangled["signature"]["signature"] = "é" * 64  # not ASCII: compared as bytes, never a crash
     with refused(401, "unauthorized"):
-        mailgun.verify(MAILGUN_KEY, mailgun.post(json.dumps(mangled).encode()), NOW, AGE)
+        mailgun.verify(MAILGUN_KEY, mailgun.post(json.dumps(mangled).encode()), now(), AGE)
     for broken in ({"event-data": {}}, {"signature": {"timestamp": "x", "token": "t", "signature": "s"}}):
         with refused(422, "malformed"):
             mailgun.post(json.dumps(broken).encode())
@@ -374,7 +381,7 @@ def test_postmark_events_are_classified_and_named_by_our_metadata(
     kind: str, permanent: bool, expected: str
 ) -> None:
     body = postmark_event(kind, SENT, permanent=permanent)
-    event = postmark.event(body, NOW, AGE)
+    event = postmark.event(body, now(), AGE)
     assert (event.kind, event.names) == (expected, NAMES[:1])
     fields = json.loads(body)
     assert event.event_id == (
@@ -386,13 +393,13 @@ def test_postmark_events_are_classified_and_named_by_our_metadata(
 
 def test_a_postmark_event_from_long_ago_or_without_its_fields_is_refused() -> None:
     with refused(401, "expired"):
-        postmark.event(postmark_event("bounce", SENT, at=NOW - timedelta(minutes=6)), NOW, AGE)
+        postmark.event(postmark_event("bounce", SENT, at=now() - timedelta(minutes=6)), now(), AGE)
     bounce = json.loads(postmark_event("bounce", SENT))
     for broken in ({**bounce, "ID": None}, {**bounce, "BouncedAt": "yesterday"}, {"RecordType": "Delivery"}):
         with refused(422, "malformed"):
-            postmark.event(json.dumps(broken).encode(), NOW, AGE)
+            postmark.event(json.dumps(broken).encode(), now(), AGE)
     auto = {**bounce, "Type": "AutoResponder"}
-    assert postmark.event(json.dumps(auto).encode(), NOW, AGE).kind == "unrelated"
+    assert postmark.event(json.dumps(auto).encode(), now(), AGE).kind == "unrelated"
 
 
 # ── what our e-mail carries ─────────────────────────────────────────────────────────────────────────────
