@@ -360,10 +360,10 @@ class Sender:
                 await message_store.settle(db, *settle)
             else:  # the domain's health counts it (once), and may pause the domain, with the outcome
                 async with db.transaction():
-                    if await message_store.settle(db, *settle):
-                        change = await domain_health.count(
-                            db, message.sending_domain_id, signal, now, self._clock, message.id
-                        )
+                    outcome_args = message_store.settle_args(*settle)
+                    change = await domain_health.settle_counted(
+                        db, outcome_args, message.sending_domain_id, signal, self._clock, message.id
+                    )
         OUTCOMES.labels(outcome.kind.value).inc()
         log.info(
             f"sender.message.{outcome.kind.value}",

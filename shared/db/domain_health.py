@@ -3,10 +3,11 @@ domain's state (`sending_domains.state`, its cause, reason, time and probe), its
 (`domain_health`) and their log (`domain_signals`).
 
 `count` records one signal in the caller's transaction, the one that records the outcome it comes from, and
-pauses the domain there when the figures cross a threshold: the sender's settle, the tracker's complaint or
-bounce. The figures of a window are the totals now minus the totals before the window's first logged signal
-(found by index: the first at or after the window's start in time, or the first of the last 100 sends), so
-recording and judging cost a few index lookups whatever the volume.
+pauses the domain there when the figures cross a threshold: the tracker's complaint or bounce; the sender's
+settle records its outcome and its signal in one statement (`settle_counted`), its hottest path. The figures
+of a window are the totals now minus the totals before the window's first logged signal (found by index:
+the first at or after the window's start in time, or the first of the last 100 sends), so recording and
+judging cost a few index lookups whatever the volume.
 
 Pausing takes the domain row FOR UPDATE: every sender's claim holds it FOR KEY SHARE until its server
 accepted MAIL FROM (`message_store.CLAIM`), so once the pause is recorded no new SMTP transaction of the
@@ -26,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.clock import Clock
+from shared.db import message_store
 from shared.db.message_store import Db
 from shared.events import DomainPaused, DomainResumed
 from shared.reputation import (
@@ -92,46 +94,87 @@ def _streak(column: str, effect: str) -> str:
     return f"CASE {effect}::text WHEN 'add' THEN {column} + 1 WHEN 'reset' THEN 0 ELSE {column} END"
 
 
-# $1 the domain, $2 the signal, $3 its time, $4–$7 what it adds to COUNTED, $8–$9 its effect on STREAKS.
-# `before`: the totals as this statement's snapshot sees them. The signal itself, and signals others
-# committed while this statement waited for the row, are not visible to its lookups; they are all later than
-# any visible one, so a window in which no signal is seen starts at these totals when this signal is in it:
-# the time windows (`bt`) unless it came before the last resume, the last sends' (`bs`) when it is a send.
-_COUNTING = f"$3::timestamptz > {_SINCE}"
+@dataclass(frozen=True)
+class _Params:
+    """Where a statement that records a signal finds it."""
+
+    domain: str
+    signal: str
+    added: tuple[str, ...]  # what it adds to COUNTED
+    streaks: tuple[str, str]  # its effect on STREAKS
+    at: str  # its time
+
+
+def _numbered(first: int, at: str) -> _Params:
+    """The domain, the signal, what it adds and its effect on the streaks, as parameters numbered in that
+    order from `first` (`_signal_args`)."""
+    n = [f"${i}" for i in range(first, first + 2 + len(COUNTED) + len(STREAKS))]
+    return _Params(f"{n[0]}::uuid", f"{n[1]}::text", tuple(f"{a}::bigint" for a in n[2:6]), (n[6], n[7]), at)
+
+
+def _signal_args(domain_id: uuid.UUID, signal: Signal) -> tuple[Any, ...]:
+    """The parameters `_numbered` names."""
+    effect = EFFECTS[signal]
+    return (
+        domain_id,
+        signal.value,
+        *effect.counts.as_tuple(),
+        effect.connection.value,
+        effect.authentication.value,
+    )
+
+
+def _recording(p: _Params, once_for: str | None) -> str:
+    """The CTEs `before`, `h` and `logged` that record the signal of `p` (once for the row of CTE `once_for`,
+    if given), and the SELECT of the domain's figures after it.
+
+    `before`: the totals as this statement's snapshot sees them. The signal itself, and signals others
+    committed while this statement waited for the row, are not visible to its lookups; they are all later
+    than any visible one, so a window in which no signal is seen starts at these totals when this signal is in
+    it: the time windows (`bt`) unless it came before the last resume, the last sends' (`bs`) when it is a
+    send."""
+    counting = f"{p.at} > {_SINCE}"
+    values = (p.domain, "1", *p.added, _streak("0", p.streaks[0]), _streak("0", p.streaks[1]))
+    row = f"SELECT {', '.join(values)} FROM {once_for}" if once_for else f"VALUES ({', '.join(values)})"
+    recorded = f"""h
+JOIN sending_domains AS d ON d.id = h.sending_domain_id
+LEFT JOIN workspace_settings AS w ON w.workspace_id = d.workspace_id
+CROSS JOIN before AS b
+CROSS JOIN LATERAL (SELECT {_before_if(counting)}) AS bt
+CROSS JOIN LATERAL (SELECT {_before_if(f"{counting} AND {p.signal} IN {_SEND_SIGNALS}")}) AS bs"""
+    return f"""before AS (
+  SELECT {", ".join(f"coalesce(max({c}), 0) AS {c}" for c in COUNTED)}
+  FROM domain_health WHERE sending_domain_id = {p.domain}
+), h AS (
+  INSERT INTO domain_health AS k (sending_domain_id, signals, {", ".join(COUNTED)}, {", ".join(STREAKS)})
+  {row}
+  ON CONFLICT (sending_domain_id) DO UPDATE SET signals = k.signals + 1,
+    {", ".join(f"{c} = k.{c} + excluded.{c}" for c in COUNTED)},
+    {", ".join(f"{c} = {_streak(f'k.{c}', e)}" for c, e in zip(STREAKS, p.streaks, strict=True))}
+  RETURNING *
+), logged AS (
+  INSERT INTO domain_signals (sending_domain_id, seq, at, signal, {", ".join(COUNTED)})
+  SELECT sending_domain_id, signals, {p.at}, {p.signal},
+    {", ".join(f"{c} - {a}" for c, a in zip(COUNTED, p.added, strict=True))}
+  FROM h WHERE {" + ".join(p.added)} > 0
+)
+SELECT h.*, d.workspace_id, d.domain, d.state, d.probe_message_id, d.health_thresholds,
+  w.health_thresholds AS workspace_thresholds,
+{_windows(p.at, {"day": "bt", "hour": "bt", "sends": "bs"}, recorded)}
+"""
 
 
 def _before_if(condition: str) -> str:
     return ", ".join(f"CASE WHEN {condition} THEN b.{c} ELSE h.{c} END AS {c}" for c in COUNTED)
 
 
-_RECORDED = f"""h
-JOIN sending_domains AS d ON d.id = h.sending_domain_id
-LEFT JOIN workspace_settings AS w ON w.workspace_id = d.workspace_id
-CROSS JOIN before AS b
-CROSS JOIN LATERAL (SELECT {_before_if(_COUNTING)}) AS bt
-CROSS JOIN LATERAL (SELECT {_before_if(f"{_COUNTING} AND $2::text IN {_SEND_SIGNALS}")}) AS bs"""
-_ADDED = tuple(f"${i}::bigint" for i in range(4, 4 + len(COUNTED)))
-_BEFORE = tuple(zip(COUNTED, _ADDED, strict=True))
-RECORD = f"""
-WITH before AS (
-  SELECT {", ".join(f"coalesce(max({c}), 0) AS {c}" for c in COUNTED)}
-  FROM domain_health WHERE sending_domain_id = $1
-), h AS (
-  INSERT INTO domain_health AS k (sending_domain_id, signals, {", ".join(COUNTED)}, {", ".join(STREAKS)})
-  VALUES ($1, 1, {", ".join(_ADDED)}, {_streak("0", "$8")}, {_streak("0", "$9")})
-  ON CONFLICT (sending_domain_id) DO UPDATE SET signals = k.signals + 1,
-    {", ".join(f"{c} = k.{c} + excluded.{c}" for c in COUNTED)},
-    {", ".join(f"{c} = {_streak(f'k.{c}', effect)}" for c, effect in zip(STREAKS, ("$8", "$9"), strict=True))}
-  RETURNING *
-), logged AS (
-  INSERT INTO domain_signals (sending_domain_id, seq, at, signal, {", ".join(COUNTED)})
-  SELECT sending_domain_id, signals, $3, $2, {", ".join(f"{c} - {a}" for c, a in _BEFORE)}
-  FROM h WHERE {" + ".join(_ADDED)} > 0
-)
-SELECT h.*, d.workspace_id, d.domain, d.state, d.probe_message_id, d.health_thresholds,
-  w.health_thresholds AS workspace_thresholds,
-{_windows("$3::timestamptz", {"day": "bt", "hour": "bt", "sends": "bs"}, _RECORDED)}
-"""
+RECORD = f"WITH {_recording(_numbered(1, '$9::timestamptz'), None)}"
+# The sender's outcome and its signal in one statement (one round trip): `message_store.SETTLING`, then the
+# signal recorded once if the settle recorded the outcome, after the campaign's counters were locked (the
+# order of every outcome transaction); no row: it was settled before. The signal's time is the settle's ($6).
+SETTLE_COUNTED = f"""{message_store.SETTLING}, counted AS (
+  SELECT settled.id FROM settled, (SELECT count(*) FROM counters) AS c, (SELECT count(*) FROM per_day) AS p
+), {_recording(_numbered(message_store.SETTLE_ARGS + 1, "$6::timestamptz"), "counted")}"""
 
 # The figures of domains $1 at $2, for reading (nothing logged in a window: it is empty).
 FIGURES = f"""
@@ -251,11 +294,11 @@ class Change:
 
 async def record(db: Db, domain_id: uuid.UUID, signal: Signal, at: datetime) -> Recorded:
     """Add `signal` (at `at`) to the domain's totals, log it, and read its figures after it."""
-    effect = EFFECTS[signal]
-    [row] = await db.fetch(
-        RECORD, domain_id, signal.value, at, *effect.counts.as_tuple(), effect.connection.value,
-        effect.authentication.value,
-    )  # fmt: skip
+    [row] = await db.fetch(RECORD, *_signal_args(domain_id, signal), at)
+    return _recorded(row)
+
+
+def _recorded(row: Any) -> Recorded:
     return Recorded(
         _figures(row),
         thresholds_of(row["workspace_thresholds"], row["health_thresholds"]),
@@ -275,9 +318,30 @@ async def count(
     message_id: uuid.UUID | None = None,
 ) -> Change | None:
     """Record `signal` of the domain (from message `message_id`, if any) in the caller's transaction, and act
-    on it there: an active domain whose figures cross a threshold is paused, a paused domain's probe resumes
-    it or restarts its cool-down. None: the state stays."""
-    seen = await record(db, domain_id, signal, at)
+    on it there (`act`)."""
+    return await act(db, domain_id, await record(db, domain_id, signal, at), signal, clock, message_id)
+
+
+async def settle_counted(
+    db: Db, settle: tuple[Any, ...], domain_id: uuid.UUID, signal: Signal, clock: Clock, message_id: uuid.UUID
+) -> Change | None:
+    """The sender's outcome (`message_store.settle_args`) and its `signal` of the domain, recorded in one
+    statement in the caller's transaction, and acted on there (`act`). A message settled before counts
+    nothing and changes nothing."""
+    rows = await db.fetch(SETTLE_COUNTED, *settle, *_signal_args(domain_id, signal))
+    return await act(db, domain_id, _recorded(rows[0]), signal, clock, message_id) if rows else None
+
+
+async def act(
+    db: Db,
+    domain_id: uuid.UUID,
+    seen: Recorded,
+    signal: Signal,
+    clock: Clock,
+    message_id: uuid.UUID | None,
+) -> Change | None:
+    """After `signal` (from message `message_id`, if any): an active domain whose figures cross a threshold
+    is paused, a paused domain's probe resumes it or restarts its cool-down. None: the state stays."""
     if seen.state == DomainState.PAUSED:
         if message_id is None or seen.probe_message_id != message_id:
             return None

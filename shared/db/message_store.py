@@ -265,8 +265,11 @@ assert {TRANSITIONS[name].campaign for name in SETTLES} == {"first_send"}
 # The outcome in one statement: the message, the campaign's first send, its history, its counters, a hard
 # bounce's lead and suppression, and the event for the outbox (none: $18 null). $2 is the target status, $4
 # the new `not_before` of one planned again and $20 whether that spends a try, $9–$12 the counters, $14–$15
-# the day's, $16 the lead's new status, $17 whether its address is suppressed.
-SETTLE = f"""
+# the day's, $16 the lead's new status, $17 whether its address is suppressed. `SETTLING`'s CTEs also begin
+# the sender's statement that counts the outcome towards its domain (`domain_health.SETTLE_COUNTED`), which
+# reads `counters` and `per_day` to lock the domain's figures after them, as every outcome transaction does.
+SETTLE_ARGS = 20
+SETTLING = f"""
 WITH settled AS (
   UPDATE messages
   SET status = $2, last_error = $3, sent_at = CASE WHEN $9::int + $11::int > 0 THEN $6::timestamptz END,
@@ -289,11 +292,13 @@ WITH settled AS (
   {_counter_upsert(KPIS, ["sent", "bounced", "bounced_at_smtp", "failed"])},
     first_sent_at = least(k.first_sent_at, excluded.first_sent_at),
     last_sent_at = greatest(k.last_sent_at, excluded.last_sent_at)
+  RETURNING 1
 ), per_day AS (
   INSERT INTO campaign_kpi_days AS k (campaign_id, day, shard, sent, bounced)
   SELECT campaign_id, $13, $8, $14, $15 FROM locked_first
   WHERE $14 <> 0 OR $15::int <> 0
   {_counter_upsert(DAYS, ["sent", "bounced"])}
+  RETURNING 1
 ), lead_changed AS (
   UPDATE leads SET status = $16::text FROM settled WHERE leads.id = settled.lead_id AND $16::text IS NOT NULL
 ), suppressed AS (
@@ -305,9 +310,8 @@ WITH settled AS (
 ), announced AS (
   INSERT INTO outbox (routing_key, payload)
   SELECT $18, $19::text::jsonb FROM settled WHERE $18::text IS NOT NULL
-)
-SELECT count(*) FROM settled
-"""
+)"""
+SETTLE = f"{SETTLING}\nSELECT count(*) FROM settled\n"
 
 # the sender cancels what its lead may no longer receive
 WITHHOLD = f"""
@@ -650,6 +654,21 @@ async def settle(
     """sending → `name` (one of SETTLES; one planned again, `retry`, `rejected` or `deferred`, with its
     `not_before`). A message settled before is left (False). `event` goes to the outbox with it
     (`rejected` and `deferred` announce nothing)."""
+    settled = await db.fetch(SETTLE, *settle_args(message_id, name, now, day, error, data, event, not_before))
+    return bool(settled[0]["count"])
+
+
+def settle_args(
+    message_id: uuid.UUID,
+    name: str,
+    now: datetime,
+    day: date,
+    error: str | None,
+    data: dict[str, Any],
+    event: Event | None,
+    not_before: datetime | None = None,
+) -> tuple[Any, ...]:
+    """The parameters of `SETTLING` for `settle`'s arguments."""
     declared = TRANSITIONS[name]
     assert name in SETTLES, name
     assert declared.target is not None
@@ -657,14 +676,15 @@ async def settle(
     assert (event is None) == (declared.announce is None), name
     count = declared.counters.get
     per_day = [int(declared.day == column) for column in ("sent", "bounced")]
-    settled = await db.fetch(
-        SETTLE, message_id, declared.target, error, not_before, declared.history, now, json.dumps(data),
+    args = (
+        message_id, declared.target, error, not_before, declared.history, now, json.dumps(data),
         shard_of(message_id), count("sent", 0), count("bounced", 0), count("bounced_at_smtp", 0),
         count("failed", 0), day, *per_day, declared.lead, declared.suppress,
         event.routing_key if event else None, event.model_dump_json() if event else None,
         declared.spends_retry,
     )  # fmt: skip
-    return bool(settled[0]["count"])
+    assert len(args) == SETTLE_ARGS
+    return args
 
 
 async def withhold(db: Db, message_id: uuid.UUID, reason: str) -> None:

@@ -202,6 +202,58 @@ async def test_the_outcome_that_crosses_a_threshold_pauses_the_domain_in_its_own
     assert announced[0][1]["sending_domain_id"] == str(world.domain)
 
 
+async def test_the_senders_settle_counts_its_outcome_once_and_the_one_that_crosses_pauses_with_it(
+    rolled_back: asyncpg.Connection,
+) -> None:
+    """`settle_counted`, the outcome and its signal in one statement: a repeated settle counts nothing, and
+    the third policy rejection of the hour is recorded with the pause, or not at all."""
+    db = rolled_back
+    world = await store_world.build(db, messages=3)
+
+    async def settle(message: uuid.UUID, at: datetime) -> health.Change | None:
+        outcome = store.settle_args(message, "rejected", at, at.date(), "550 5.7.1", {}, None, at)
+        return await health.settle_counted(
+            db, outcome, world.domain, Signal.POLICY_REJECTION, clock_at(at), message
+        )
+
+    async def status(message: uuid.UUID) -> str:
+        return str(await db.fetchval("SELECT status FROM messages WHERE id = $1", message))
+
+    async def rejections() -> int:
+        return int(await db.fetchval(
+            "SELECT policy_rejections FROM domain_health WHERE sending_domain_id = $1", world.domain
+        ))  # fmt: skip
+
+    for message in world.messages:
+        await store_world.put(db, message, MessageStatus.SENDING)
+    first, second, third = world.messages
+    assert await settle(first, NOW) is None
+    assert await settle(first, NOW) is None  # settled before: counts nothing
+    assert (await status(first), await rejections()) == ("planned", 1)
+    at = NOW + timedelta(minutes=2)
+    assert await settle(second, at) is None
+    inner = db.transaction()  # the sender's transaction, rolled back: nothing of it stays
+    await inner.start()
+    change = await settle(third, at)
+    assert change is not None
+    assert change.action == "paused"
+    await inner.rollback()
+    row = await db.fetchrow("SELECT state, paused_at FROM sending_domains WHERE id = $1", world.domain)
+    assert (row["state"], row["paused_at"], await status(third), await rejections()) == (
+        "active", None, "sending", 2
+    )  # fmt: skip
+
+    change = await settle(third, at)
+    assert change is not None
+    assert change.verdict is not None
+    assert change.verdict.cause is Cause.POLICY_REJECTIONS
+    row = await db.fetchrow("SELECT state, paused_at FROM sending_domains WHERE id = $1", world.domain)
+    assert (row["state"], row["paused_at"], await status(third), await rejections()) == (
+        "paused", at, "planned", 3
+    )  # fmt: skip
+    assert [key for key, _ in await outbox_of(db, world.workspace)] == ["domain.paused"]
+
+
 async def test_a_pause_waits_for_the_claims_holding_the_domain_and_no_claim_gets_past_it(
     settings: Settings,
 ) -> None:
