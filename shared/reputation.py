@@ -14,7 +14,9 @@ domain's last resume, so a resumed domain is judged on what it does from then on
   over);
 - 3 policy rejections came within an hour;
 - 5 logins in a row were refused;
-- 10 connections in a row failed.
+- 10 connections in a row failed;
+- 20 answers in a row were deferrals (a 421 or 4.7.x "slow down", from whichever provider): a storm that
+  adaptive pacing towards one provider does not calm.
 Each threshold can be set per workspace and per domain (`Thresholds.layered`). Rates are compared exactly,
 to a millionth.
 """
@@ -76,11 +78,12 @@ class Cause(enum.StrEnum):
     POLICY_REJECTIONS = "policy_rejections"
     AUTHENTICATION_FAILURES = "authentication_failures"
     CONNECTION_FAILURES = "connection_failures"
+    DEFERRALS = "deferrals"
 
 
 # Causes that pass by themselves: after the cool-down one probe send tries again, and its success resumes the
 # domain. The others wait for a person (`POST /domains/{id}/resume`).
-TRANSIENT = frozenset({Cause.CONNECTION_FAILURES})
+TRANSIENT = frozenset({Cause.CONNECTION_FAILURES, Cause.DEFERRALS})
 
 DAY = timedelta(hours=24)
 HOUR = timedelta(hours=1)
@@ -116,6 +119,7 @@ class Effect:
     counts: Counts
     connection: Streak  # consecutive connection failures
     authentication: Streak  # consecutive refused logins
+    deferral: Streak  # consecutive deferrals
 
 
 class Signal(enum.StrEnum):
@@ -125,29 +129,39 @@ class Signal(enum.StrEnum):
     COMPLAINT = "complaint"  # the lead reported the e-mail as spam
     POLICY_REJECTION = "policy_rejection"  # 5.7.x, or a spam block behind a bare 550/554: our problem
     ANSWERED = "answered"  # any other answer of the server (a 4xx, a refused MAIL FROM): it was reached
+    DEFERRAL = "deferral"  # a 421 or 4.7.x: the receiving provider asks us to slow down
     CONNECTION_FAILURE = "connection_failure"  # no SMTP session (refused, timed out, dropped)
     AUTHENTICATION_FAILURE = "authentication_failure"  # the server refused our login
 
 
 _ONE_SEND = Counts(sends=1)
 EFFECTS: dict[Signal, Effect] = {
-    Signal.SENT: Effect(_ONE_SEND, Streak.RESET, Streak.RESET),
-    Signal.HARD_BOUNCE: Effect(Counts(sends=1, hard_bounces=1), Streak.RESET, Streak.RESET),
-    Signal.DSN_BOUNCE: Effect(Counts(hard_bounces=1), Streak.KEEP, Streak.KEEP),
-    Signal.COMPLAINT: Effect(Counts(complaints=1), Streak.KEEP, Streak.KEEP),
-    Signal.POLICY_REJECTION: Effect(Counts(policy_rejections=1), Streak.RESET, Streak.RESET),
-    Signal.ANSWERED: Effect(Counts(), Streak.RESET, Streak.RESET),
-    Signal.CONNECTION_FAILURE: Effect(Counts(), Streak.ADD, Streak.KEEP),
-    Signal.AUTHENTICATION_FAILURE: Effect(Counts(), Streak.RESET, Streak.ADD),
+    Signal.SENT: Effect(_ONE_SEND, Streak.RESET, Streak.RESET, Streak.RESET),
+    Signal.HARD_BOUNCE: Effect(Counts(sends=1, hard_bounces=1), Streak.RESET, Streak.RESET, Streak.RESET),
+    Signal.DSN_BOUNCE: Effect(Counts(hard_bounces=1), Streak.KEEP, Streak.KEEP, Streak.KEEP),
+    Signal.COMPLAINT: Effect(Counts(complaints=1), Streak.KEEP, Streak.KEEP, Streak.KEEP),
+    Signal.POLICY_REJECTION: Effect(Counts(policy_rejections=1), Streak.RESET, Streak.RESET, Streak.RESET),
+    Signal.ANSWERED: Effect(Counts(), Streak.RESET, Streak.RESET, Streak.RESET),
+    Signal.DEFERRAL: Effect(Counts(), Streak.RESET, Streak.RESET, Streak.ADD),
+    Signal.CONNECTION_FAILURE: Effect(Counts(), Streak.ADD, Streak.KEEP, Streak.KEEP),
+    Signal.AUTHENTICATION_FAILURE: Effect(Counts(), Streak.RESET, Streak.ADD, Streak.KEEP),
 }
 # The signals that are sends: what the window of the last 100 sends counts.
 SENDS = frozenset(signal for signal, effect in EFFECTS.items() if effect.counts.sends)
 
 
-def probe_passed(signal: Signal) -> bool:
-    """A probe send of a domain paused for connection failures: anything but another connection failure shows
-    the server can be reached again."""
-    return signal != Signal.CONNECTION_FAILURE
+# What a probe send of a domain paused for a transient cause fails with: the same trouble again. Anything else
+# shows the server can be reached again (connection failures), or takes our mail again (a deferral storm).
+_PROBE_FAILS = {
+    Cause.CONNECTION_FAILURES: frozenset({Signal.CONNECTION_FAILURE}),
+    Cause.DEFERRALS: frozenset({Signal.CONNECTION_FAILURE, Signal.DEFERRAL}),
+}
+assert set(_PROBE_FAILS) == TRANSIENT
+
+
+def probe_passed(cause: Cause, signal: Signal) -> bool:
+    """Whether the probe send of a domain paused for transient `cause`, ending with `signal`, resumes it."""
+    return signal not in _PROBE_FAILS[cause]
 
 
 @dataclass(frozen=True)
@@ -160,6 +174,7 @@ class Thresholds:
     policy_rejections_per_hour: int = 3
     authentication_failures: int = 5  # in a row
     connection_failures: int = 10  # in a row
+    deferrals: int = 20  # in a row, from whichever provider
 
     @classmethod
     def layered(cls, *overrides: Mapping[str, Any] | None) -> Thresholds:
@@ -181,6 +196,7 @@ class Figures:
     policy_rejections_last_hour: int
     consecutive_connection_failures: int
     consecutive_authentication_failures: int
+    consecutive_deferrals: int
 
     @classmethod
     def from_totals(
@@ -191,6 +207,7 @@ class Figures:
         hour_start: Counts,
         connection_failures: int,
         authentication_failures: int,
+        deferrals: int,
     ) -> Figures:
         """From the running totals now and as they stood when each window began."""
         return cls(
@@ -199,6 +216,7 @@ class Figures:
             (now - hour_start).policy_rejections,
             connection_failures,
             authentication_failures,
+            deferrals,
         )
 
 
@@ -235,7 +253,8 @@ def _window_over(
 
 def judge(figures: Figures, thresholds: Thresholds) -> Verdict | None:
     """Whether the figures pause the domain, and why; None: it stays active. Causes are tried in a fixed
-    order (bounces, complaints, policy rejections, logins, connections) and the first that holds is given."""
+    order (bounces, complaints, policy rejections, logins, connections, deferrals) and the first that holds is
+    given."""
     t = thresholds
     if found := _window_over(figures, lambda w: w.hard_bounces, t.bounce_rate, t.bounce_min_sends):
         name, window = found
@@ -262,6 +281,9 @@ def judge(figures: Figures, thresholds: Thresholds) -> Verdict | None:
         (Cause.CONNECTION_FAILURES, f.consecutive_connection_failures, t.connection_failures,
          "the SMTP server could not be reached {n} times in a row (the limit is {limit}); one probe send "
          "tries again after the cool-down"),
+        (Cause.DEFERRALS, f.consecutive_deferrals, t.deferrals,
+         "receiving servers deferred our mail {n} times in a row (421 or 4.7.x, the limit is {limit}); one "
+         "probe send tries again after the cool-down"),
     )  # fmt: skip
     for cause, seen, limit, reason in counted:
         if seen >= limit:

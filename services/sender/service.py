@@ -371,8 +371,7 @@ class Sender:
             reason=outcome.reason or None,
             retry_at=retry_at.isoformat() if retry_at else None,
         )
-        if change is not None:
-            log.warning(f"sender.domain.{change.action}", message_id=str(message.id), **change.logged())
+        _log_change(message, change)
 
     async def _deferred(
         self,
@@ -384,11 +383,17 @@ class Sender:
         began: datetime,
     ) -> None:
         """The provider asked us to slow down: the domain's pace towards it slows, and the message is planned
-        again at that pace (the scheduler gives it its slot), its tries untouched. The message (and its
+        again at that pace (the scheduler gives it its slot), its tries untouched. The deferral counts towards
+        the domain's health: a storm of them, from whichever provider, pauses it. The message (and its
         campaign) is locked before the pace, the order of a claim: the two never wait for each other."""
         data = {**data, "provider": message.receiving_provider}
+        signal = health_signal(outcome)
+        assert signal is not None, "a deferral is an answer of the server"
+        settle = message_store.settle_args(message.id, "deferred", now, day, outcome.reason, data, None, now)
         async with self._db.acquire() as db, db.transaction():
-            await message_store.settle(db, message.id, "deferred", now, day, outcome.reason, data, None, now)
+            change = await domain_health.settle_counted(
+                db, settle, message.sending_domain_id, signal, self._clock, message.id
+            )
             pace = await repo.slow_down(db, message, self._settings.pace_rules, now, began)
         OUTCOMES.labels(outcome.kind.value).inc()
         log.warning(
@@ -398,6 +403,12 @@ class Sender:
             pace_seconds=pace.interval_seconds,
             reason=outcome.reason,
         )
+        _log_change(message, change)
+
+
+def _log_change(message: Claim, change: domain_health.Change | None) -> None:
+    if change is not None:
+        log.warning(f"sender.domain.{change.action}", message_id=str(message.id), **change.logged())
 
 
 def _unexpected(when: str, error: Exception) -> Outcome:

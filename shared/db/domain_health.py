@@ -38,6 +38,7 @@ from shared.reputation import (
     RULES,
     SENDS,
     TRANSIENT,
+    Cause,
     Counts,
     DomainState,
     Figures,
@@ -49,7 +50,7 @@ from shared.reputation import (
 )
 
 COUNTED = ("sends", "hard_bounces", "complaints", "policy_rejections")
-STREAKS = ("consecutive_connection_failures", "consecutive_authentication_failures")
+STREAKS = ("consecutive_connection_failures", "consecutive_authentication_failures", "consecutive_deferrals")
 _SEND_SIGNALS = "(" + ", ".join(f"'{signal}'" for signal in sorted(SENDS)) + ")"
 _SINCE = "coalesce(h.counting_since, '-infinity')"
 _TRANSIENT = "(" + ", ".join(f"'{cause}'" for cause in sorted(TRANSIENT)) + ")"
@@ -101,27 +102,26 @@ class _Params:
     domain: str
     signal: str
     added: tuple[str, ...]  # what it adds to COUNTED
-    streaks: tuple[str, str]  # its effect on STREAKS
+    streaks: tuple[str, ...]  # its effect on STREAKS
     at: str  # its time
 
 
 def _numbered(first: int, at: str) -> _Params:
     """The domain, the signal, what it adds and its effect on the streaks, as parameters numbered in that
     order from `first` (`_signal_args`)."""
-    n = [f"${i}" for i in range(first, first + 2 + len(COUNTED) + len(STREAKS))]
-    return _Params(f"{n[0]}::uuid", f"{n[1]}::text", tuple(f"{a}::bigint" for a in n[2:6]), (n[6], n[7]), at)
+    n = [f"${i}" for i in range(first, first + _SIGNAL_ARGS)]
+    added = tuple(f"{a}::bigint" for a in n[2 : 2 + len(COUNTED)])
+    return _Params(f"{n[0]}::uuid", f"{n[1]}::text", added, tuple(n[2 + len(COUNTED) :]), at)
+
+
+_SIGNAL_ARGS = 2 + len(COUNTED) + len(STREAKS)
 
 
 def _signal_args(domain_id: uuid.UUID, signal: Signal) -> tuple[Any, ...]:
     """The parameters `_numbered` names."""
     effect = EFFECTS[signal]
-    return (
-        domain_id,
-        signal.value,
-        *effect.counts.as_tuple(),
-        effect.connection.value,
-        effect.authentication.value,
-    )
+    streaks = (effect.connection, effect.authentication, effect.deferral)  # in the order of STREAKS
+    return (domain_id, signal.value, *effect.counts.as_tuple(), *(streak.value for streak in streaks))
 
 
 def _recording(p: _Params, once_for: str | None) -> str:
@@ -134,7 +134,7 @@ def _recording(p: _Params, once_for: str | None) -> str:
     it: the time windows (`bt`) unless it came before the last resume, the last sends' (`bs`) when it is a
     send."""
     counting = f"{p.at} > {_SINCE}"
-    values = (p.domain, "1", *p.added, _streak("0", p.streaks[0]), _streak("0", p.streaks[1]))
+    values = (p.domain, "1", *p.added, *(_streak("0", effect) for effect in p.streaks))
     row = f"SELECT {', '.join(values)} FROM {once_for}" if once_for else f"VALUES ({', '.join(values)})"
     recorded = f"""h
 JOIN sending_domains AS d ON d.id = h.sending_domain_id
@@ -158,7 +158,7 @@ CROSS JOIN LATERAL (SELECT {_before_if(f"{counting} AND {p.signal} IN {_SEND_SIG
     {", ".join(f"{c} - {a}" for c, a in zip(COUNTED, p.added, strict=True))}
   FROM h WHERE {" + ".join(p.added)} > 0
 )
-SELECT h.*, d.workspace_id, d.domain, d.state, d.probe_message_id, d.health_thresholds,
+SELECT h.*, d.workspace_id, d.domain, d.state, d.paused_cause, d.probe_message_id, d.health_thresholds,
   w.health_thresholds AS workspace_thresholds,
 {_windows(p.at, {"day": "bt", "hour": "bt", "sends": "bs"}, recorded)}
 """
@@ -168,7 +168,7 @@ def _before_if(condition: str) -> str:
     return ", ".join(f"CASE WHEN {condition} THEN b.{c} ELSE h.{c} END AS {c}" for c in COUNTED)
 
 
-RECORD = f"WITH {_recording(_numbered(1, '$9::timestamptz'), None)}"
+RECORD = f"WITH {_recording(_numbered(1, f'${1 + _SIGNAL_ARGS}::timestamptz'), None)}"
 # The sender's outcome and its signal in one statement (one round trip): `message_store.SETTLING`, then the
 # signal recorded once if the settle recorded the outcome, after the campaign's counters were locked (the
 # order of every outcome transaction); no row: it was settled before. The signal's time is the settle's ($6).
@@ -246,6 +246,7 @@ class Recorded:
     figures: Figures
     thresholds: Thresholds
     state: DomainState
+    paused_cause: Cause | None
     probe_message_id: uuid.UUID | None
     workspace_id: uuid.UUID
     domain: str
@@ -261,8 +262,7 @@ def _figures(row: Any) -> Figures:
         _counts(row, "day_"),
         _counts(row, "sends_"),
         _counts(row, "hour_"),
-        int(row["consecutive_connection_failures"]),
-        int(row["consecutive_authentication_failures"]),
+        *(int(row[streak]) for streak in STREAKS),
     )
 
 
@@ -303,6 +303,7 @@ def _recorded(row: Any) -> Recorded:
         _figures(row),
         thresholds_of(row["workspace_thresholds"], row["health_thresholds"]),
         DomainState(row["state"]),
+        Cause(row["paused_cause"]) if row["paused_cause"] else None,
         row["probe_message_id"],
         row["workspace_id"],
         row["domain"],
@@ -343,9 +344,9 @@ async def act(
     """After `signal` (from message `message_id`, if any): an active domain whose figures cross a threshold
     is paused, a paused domain's probe resumes it or restarts its cool-down. None: the state stays."""
     if seen.state == DomainState.PAUSED:
-        if message_id is None or seen.probe_message_id != message_id:
+        if message_id is None or seen.probe_message_id != message_id or seen.paused_cause is None:
             return None
-        if probe_passed(signal):
+        if probe_passed(seen.paused_cause, signal):
             await resume(db, domain_id, seen.workspace_id, seen.domain, clock(), automatic=True)
             return Change("resumed", seen.domain)
         await db.fetch(PROBE_FAILED, domain_id, message_id, clock())

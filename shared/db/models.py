@@ -414,6 +414,7 @@ class DomainHealth(Base):
     policy_rejections: Mapped[int] = mapped_column(BigInteger, default=0)
     consecutive_connection_failures: Mapped[int] = _counter()
     consecutive_authentication_failures: Mapped[int] = _counter()
+    consecutive_deferrals: Mapped[int] = _counter()
     counting_since: Mapped[datetime | None]  # its last resume: the figures count from then on
 
 

@@ -253,7 +253,7 @@ async def test_a_domains_health_thresholds_layer_over_its_workspaces_and_the_def
     }  # fmt: skip
     defaults = {
         "bounce_rate": 0.05, "bounce_min_sends": 20, "complaint_rate": 0.003, "policy_rejections_per_hour": 3,
-        "authentication_failures": 5, "connection_failures": 10,
+        "authentication_failures": 5, "connection_failures": 10, "deferrals": 20,
     }  # fmt: skip
     inheriting = dict.fromkeys(defaults)  # null: inherited from the level below
     assert (domain["health"]["thresholds"], domain["health_thresholds"]) == (defaults, inheriting)

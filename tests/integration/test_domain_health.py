@@ -85,16 +85,18 @@ def brute_force(events: list[tuple[datetime, Signal]], since: datetime | None, n
     """The figures at `now` counted from the signals themselves, as the module's docstring defines them."""
     counted = [(at, signal) for at, signal in events if since is None or at > since]
     sends = [i for i, (_, signal) in enumerate(counted) if signal in SENDS][-LAST_SENDS:]
-    connection = authentication = 0
+    connection = authentication = deferrals = 0
     for _, signal in events:
         connection = streak(connection, EFFECTS[signal].connection)
         authentication = streak(authentication, EFFECTS[signal].authentication)
+        deferrals = streak(deferrals, EFFECTS[signal].deferral)
     return Figures(
         total([signal for at, signal in counted if at > now - DAY]),
         total([signal for _, signal in counted[sends[0] :]] if sends else []),
         total([signal for at, signal in counted if at > now - HOUR]).policy_rejections,
         connection,
         authentication,
+        deferrals,
     )
 
 
@@ -151,7 +153,7 @@ async def test_each_window_counts_what_a_brute_force_count_of_its_signals_gives(
                 assert recorded.figures == brute_force(events, since, at), (index, signal)
         now = at + timedelta(minutes=later)
         read = (await health.figures(db, [world.domain], now)).get(world.domain)
-        assert (read or Figures(Counts(), Counts(), 0, 0, 0)) == brute_force(events, since, now)
+        assert (read or Figures(Counts(), Counts(), 0, 0, 0, 0)) == brute_force(events, since, now)
     finally:
         await transaction.rollback()
 
@@ -540,3 +542,47 @@ async def test_a_domain_that_cannot_be_reached_pauses_and_a_probe_after_its_cool
         assert len(back.received) == 1  # the probe
         domain = await domain_of(pipeline, name)
         assert domain["health"]["consecutive_connection_failures"] == 0
+
+
+async def test_a_storm_of_deferrals_pauses_the_domain_and_a_probe_after_its_cool_down_resumes_it(
+    pipeline: Pipeline,
+) -> None:
+    """Deferrals in a row from two providers: not one provider's pace but the domain pauses, a transient
+    cause; once the servers take mail again, the probe after the cool-down resumes it and the rest goes."""
+    tag = uuid.uuid4().hex[:8]
+    name = f"storm-{tag}.example"
+    await pipeline.api.domain(name, pipeline.sink.port, health_thresholds={"deferrals": 2})
+    leads = [(await pipeline.api.lead(f"{tag}@{provider}-{tag}.example"))["id"] for provider in ("a", "b")]
+    template = await pipeline.api.template()
+    pipeline.sink.answer_from(1, "421 4.7.0 Try again later, closing connection", "rcpt")
+    campaign = await pipeline.api.campaign(template["id"], leads, [name])
+
+    async def paused() -> bool:
+        return (await domain_of(pipeline, name))["state"] == "paused"
+
+    await pipeline.until(paused, seconds=30)
+    domain = await domain_of(pipeline, name)
+    assert (domain["paused_cause"], domain["health"]["consecutive_deferrals"]) == ("deferrals", 2)
+    messages = await pipeline.messages(campaign["id"])
+    assert [(m["status"], m["retry_count"]) for m in messages] == [("planned", 0)] * 2  # no try spent
+    assert pipeline.sink.received == []
+
+    pipeline.sink.handler.answers_from = None  # the storm is over
+    pipeline.clock.advance(timedelta(seconds=pipeline.settings.domain_cooldown_seconds + 1))
+
+    async def resumed() -> bool:
+        return (await domain_of(pipeline, name))["state"] == "active"
+
+    await pipeline.until(resumed, seconds=30)
+    domain = await domain_of(pipeline, name)
+    assert domain["health"]["consecutive_deferrals"] == 0
+    pipeline.clock.advance(timedelta(seconds=pipeline.settings.pace_max_interval_seconds))  # past any pace
+
+    async def all_sent() -> bool:
+        return [m["status"] for m in await pipeline.messages(campaign["id"])] == ["sent"] * 2
+
+    await pipeline.until(all_sent, seconds=30)
+    assert sorted(r.rcpt_tos[0] for r in pipeline.sink.received) == [
+        f"{tag}@a-{tag}.example",
+        f"{tag}@b-{tag}.example",
+    ]

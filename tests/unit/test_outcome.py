@@ -120,6 +120,8 @@ def test_any_5_7_answer_to_rcpt_or_data_is_a_policy_rejection(detail: int, word:
         (from_reply(550, "5.1.1 no such user"), Signal.HARD_BOUNCE),
         (from_reply(550, "5.7.1 spam"), Signal.POLICY_REJECTION),
         (from_reply(451, "4.3.0 try later"), Signal.ANSWERED),
+        (from_reply(421, "4.7.0 Try again later, closing connection"), Signal.DEFERRAL),
+        (from_reply(450, "4.7.1 rate limited"), Signal.DEFERRAL),
         (from_reply(553, "5.1.8 sender domain unknown", for_recipient=False), Signal.ANSWERED),
         (from_transport_error("could not reach an SMTP server"), Signal.CONNECTION_FAILURE),
         (from_login_refusal(535, "5.7.8 Authentication credentials invalid"), Signal.AUTHENTICATION_FAILURE),

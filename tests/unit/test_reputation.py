@@ -38,8 +38,9 @@ def figures(
     policy: int = 0,
     connection: int = 0,
     authentication: int = 0,
+    deferrals: int = 0,
 ) -> Figures:
-    return Figures(day, last, policy, connection, authentication)
+    return Figures(day, last, policy, connection, authentication, deferrals)
 
 
 @pytest.mark.parametrize(
@@ -68,6 +69,9 @@ def figures(
         (figures(authentication=5), Cause.AUTHENTICATION_FAILURES),
         (figures(connection=9), None),
         (figures(connection=10), Cause.CONNECTION_FAILURES),
+        (figures(deferrals=19), None),
+        (figures(deferrals=20), Cause.DEFERRALS),
+        (figures(connection=10, deferrals=20), Cause.CONNECTION_FAILURES),
         # several at once: the first in the documented order
         (
             figures(Counts(sends=20, hard_bounces=20, complaints=1), policy=5, connection=99),
@@ -111,8 +115,11 @@ THRESHOLDS = st.builds(
     policy_rejections_per_hour=st.integers(1, 10),
     authentication_failures=st.integers(1, 10),
     connection_failures=st.integers(1, 20),
+    deferrals=st.integers(1, 30),
 )
-FIGURES = st.builds(Figures, COUNTS, COUNTS, st.integers(0, 12), st.integers(0, 25), st.integers(0, 12))
+FIGURES = st.builds(
+    Figures, COUNTS, COUNTS, st.integers(0, 12), st.integers(0, 25), st.integers(0, 12), st.integers(0, 40)
+)
 
 
 def reference(seen: Figures, t: Thresholds) -> Cause | None:
@@ -139,6 +146,8 @@ def reference(seen: Figures, t: Thresholds) -> Cause | None:
         holding.append(Cause.AUTHENTICATION_FAILURES)
     if seen.consecutive_connection_failures >= t.connection_failures:
         holding.append(Cause.CONNECTION_FAILURES)
+    if seen.consecutive_deferrals >= t.deferrals:
+        holding.append(Cause.DEFERRALS)
     return holding[0] if holding else None
 
 
@@ -159,6 +168,7 @@ def test_more_trouble_never_lifts_a_pause(seen: Figures, thresholds: Thresholds)
         seen.policy_rejections_last_hour + 1,
         seen.consecutive_connection_failures + 1,
         seen.consecutive_authentication_failures + 1,
+        seen.consecutive_deferrals + 1,
     )
     assert judge(worse, thresholds) is not None
 
@@ -167,27 +177,33 @@ def test_figures_are_the_totals_now_less_the_totals_when_each_window_began() -> 
     now = Counts(sends=150, hard_bounces=9, complaints=2, policy_rejections=7)
     seen = Figures.from_totals(
         now, Counts(100, 5, 1, 3), Counts(50, 2, 0, 1), Counts(149, 9, 2, 4), connection_failures=0,
-        authentication_failures=2,
+        authentication_failures=2, deferrals=5,
     )  # fmt: skip
-    assert seen == Figures(Counts(50, 4, 1, 4), Counts(100, 7, 2, 6), 3, 0, 2)
+    assert seen == Figures(Counts(50, 4, 1, 4), Counts(100, 7, 2, 6), 3, 0, 2, 5)
 
 
 def test_sends_are_what_a_server_judged_and_failures_in_a_row_end_with_an_answer() -> None:
     assert {Signal.SENT, Signal.HARD_BOUNCE} == SENDS
     assert EFFECTS[Signal.DSN_BOUNCE].counts == Counts(hard_bounces=1)  # its send counted when it went
     for signal in (Signal.SENT, Signal.HARD_BOUNCE, Signal.POLICY_REJECTION, Signal.ANSWERED):
-        assert (EFFECTS[signal].connection, EFFECTS[signal].authentication) == (Streak.RESET, Streak.RESET)
+        effect = EFFECTS[signal]
+        assert (effect.connection, effect.authentication, effect.deferral) == (Streak.RESET,) * 3
     assert EFFECTS[Signal.CONNECTION_FAILURE].connection is Streak.ADD
     assert EFFECTS[Signal.AUTHENTICATION_FAILURE] == Effect(
-        Counts(), Streak.RESET, Streak.ADD
+        Counts(), Streak.RESET, Streak.ADD, Streak.KEEP
     )  # it connected
+    assert EFFECTS[Signal.DEFERRAL] == Effect(Counts(), Streak.RESET, Streak.RESET, Streak.ADD)  # it answered
     assert EFFECTS[Signal.COMPLAINT].connection is Streak.KEEP  # says nothing about SMTP
     assert set(EFFECTS) == set(Signal)
 
 
-def test_a_probe_passes_unless_the_server_still_cannot_be_reached() -> None:
-    assert not probe_passed(Signal.CONNECTION_FAILURE)
-    assert all(probe_passed(s) for s in Signal if s != Signal.CONNECTION_FAILURE)
+def test_a_probe_passes_unless_it_meets_the_trouble_of_its_pause_again() -> None:
+    unreachable, storm = Cause.CONNECTION_FAILURES, Cause.DEFERRALS
+    assert not probe_passed(unreachable, Signal.CONNECTION_FAILURE)
+    assert all(probe_passed(unreachable, s) for s in Signal if s != Signal.CONNECTION_FAILURE)
+    assert not any(probe_passed(storm, s) for s in (Signal.DEFERRAL, Signal.CONNECTION_FAILURE))
+    assert probe_passed(storm, Signal.SENT)
+    assert probe_passed(storm, Signal.HARD_BOUNCE)  # the server judged the mail: the storm is over
 
 
 def test_only_a_paused_domain_resumes_and_only_an_active_one_pauses() -> None:

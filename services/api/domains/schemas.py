@@ -102,6 +102,7 @@ class HealthThresholds(Strict):
     policy_rejections_per_hour: Count | None = None
     authentication_failures: Count | None = None  # refused logins in a row
     connection_failures: Count | None = None  # failed connections in a row
+    deferrals: Count | None = None  # 421 / 4.7.x deferrals in a row, from whichever provider
 
     def over(self, stored: dict[str, Any]) -> dict[str, Any]:
         """The stored level with the fields sent here applied (null removes one)."""
@@ -118,6 +119,7 @@ class EffectiveThresholds(BaseModel):
     policy_rejections_per_hour: int
     authentication_failures: int
     connection_failures: int
+    deferrals: int
 
 
 class WarmupIn(Strict):
@@ -251,6 +253,7 @@ class HealthOut(BaseModel):
     policy_rejections_last_hour: int
     consecutive_connection_failures: int
     consecutive_authentication_failures: int
+    consecutive_deferrals: int
     thresholds: EffectiveThresholds
 
 

@@ -73,7 +73,7 @@ def domain_out(
     }
 
 
-NO_FIGURES = Figures(Counts(), Counts(), 0, 0, 0)
+NO_FIGURES = Figures(Counts(), Counts(), 0, 0, 0, 0)
 
 
 def health_out(figures: Figures | None, thresholds: Thresholds) -> dict[str, Any]:
@@ -84,6 +84,7 @@ def health_out(figures: Figures | None, thresholds: Thresholds) -> dict[str, Any
         "policy_rejections_last_hour": figures.policy_rejections_last_hour,
         "consecutive_connection_failures": figures.consecutive_connection_failures,
         "consecutive_authentication_failures": figures.consecutive_authentication_failures,
+        "consecutive_deferrals": figures.consecutive_deferrals,
         "thresholds": dataclasses.asdict(thresholds),
     }
 
