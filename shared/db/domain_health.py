@@ -132,9 +132,13 @@ def _recording(p: _Params, once_for: str | None) -> str:
     committed while this statement waited for the row, are not visible to its lookups; they are all later
     than any visible one, so a window in which no signal is seen starts at these totals when this signal is in
     it: the time windows (`bt`) unless it came before the last resume, the last sends' (`bs`) when it is a
-    send."""
+    send.
+
+    A signal is logged no earlier than the one logged before it (`last_signal_at`): one whose time was read
+    before it waited for a lock may come after a later one, and a window starts at its first signal by time.
+    """
     counting = f"{p.at} > {_SINCE}"
-    values = (p.domain, "1", *p.added, *(_streak("0", effect) for effect in p.streaks))
+    values = (p.domain, "1", *p.added, *(_streak("0", effect) for effect in p.streaks), p.at)
     row = f"SELECT {', '.join(values)} FROM {once_for}" if once_for else f"VALUES ({', '.join(values)})"
     recorded = f"""h
 JOIN sending_domains AS d ON d.id = h.sending_domain_id
@@ -146,15 +150,17 @@ CROSS JOIN LATERAL (SELECT {_before_if(f"{counting} AND {p.signal} IN {_SEND_SIG
   SELECT {", ".join(f"coalesce(max({c}), 0) AS {c}" for c in COUNTED)}
   FROM domain_health WHERE sending_domain_id = {p.domain}
 ), h AS (
-  INSERT INTO domain_health AS k (sending_domain_id, signals, {", ".join(COUNTED)}, {", ".join(STREAKS)})
+  INSERT INTO domain_health AS k (sending_domain_id, signals, {", ".join(COUNTED)}, {", ".join(STREAKS)},
+    last_signal_at)
   {row}
   ON CONFLICT (sending_domain_id) DO UPDATE SET signals = k.signals + 1,
     {", ".join(f"{c} = k.{c} + excluded.{c}" for c in COUNTED)},
-    {", ".join(f"{c} = {_streak(f'k.{c}', e)}" for c, e in zip(STREAKS, p.streaks, strict=True))}
+    {", ".join(f"{c} = {_streak(f'k.{c}', e)}" for c, e in zip(STREAKS, p.streaks, strict=True))},
+    last_signal_at = greatest(k.last_signal_at, excluded.last_signal_at)
   RETURNING *
 ), logged AS (
   INSERT INTO domain_signals (sending_domain_id, seq, at, signal, {", ".join(COUNTED)})
-  SELECT sending_domain_id, signals, {p.at}, {p.signal},
+  SELECT sending_domain_id, signals, last_signal_at, {p.signal},
     {", ".join(f"{c} - {a}" for c, a in zip(COUNTED, p.added, strict=True))}
   FROM h WHERE {" + ".join(p.added)} > 0
 )

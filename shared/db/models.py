@@ -415,6 +415,7 @@ class DomainHealth(Base):
     consecutive_connection_failures: Mapped[int] = _counter()
     consecutive_authentication_failures: Mapped[int] = _counter()
     consecutive_deferrals: Mapped[int] = _counter()
+    last_signal_at: Mapped[datetime | None]  # the latest time logged: a signal is never logged before it
     counting_since: Mapped[datetime | None]  # its last resume: the figures count from then on
 
 

@@ -1,5 +1,6 @@
 """A storm of deferrals pauses a sending domain (issue 18): its run of 421 / 4.7.x answers in a row, and the
-cause `deferrals`, transient like connection failures
+cause `deferrals`, transient like connection failures. And the latest time a domain's signal was logged at,
+so that signals are logged in time order
 
 Revision ID: 0012
 Revises: 0010
@@ -30,6 +31,7 @@ def upgrade() -> None:
         "domain_health",
         sa.Column("consecutive_deferrals", sa.Integer(), nullable=False, server_default=sa.text("0")),
     )
+    op.add_column("domain_health", sa.Column("last_signal_at", sa.DateTime(timezone=True), nullable=True))
     _check((*CAUSES, "deferrals"))
 
 
@@ -37,4 +39,5 @@ def downgrade() -> None:
     # A domain a storm paused stays paused under the other transient cause: its probe resumes it the same way.
     op.execute("UPDATE sending_domains SET paused_cause = 'connection_failures' WHERE paused_cause = 'deferrals'")
     _check(CAUSES)
+    op.drop_column("domain_health", "last_signal_at")
     op.drop_column("domain_health", "consecutive_deferrals")
