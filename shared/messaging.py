@@ -73,6 +73,9 @@ CONSUMERS: dict[str, tuple[type[Event], ...]] = {
     ),
     "sender": (SendMessage,),
 }
+# The events some service consumes. The others (an open, a click, a campaign's completion) are written to the
+# outbox for the outgoing webhooks (its trigger fans them out) and published for whoever binds a queue.
+CONSUMED = frozenset(event.routing_key for events in CONSUMERS.values() for event in events)
 
 
 @dataclass(frozen=True)
@@ -163,8 +166,10 @@ def create_broker(amqp_url: str, prefetch: int, graceful_timeout: float = 30.0) 
     )
 
 
-# How every event is published (the AsyncAPI document, shared/asyncapi.py, declares the same).
-PUBLISHING: dict[str, Any] = {"persist": True, "mandatory": True}
+def publishing(routing_key: str) -> dict[str, Any]:
+    """How an event is published (the AsyncAPI document, shared/asyncapi.py, declares the same): persistent,
+    and mandatory where a service consumes it (an unroutable publish then fails and the row stays)."""
+    return {"persist": True, "mandatory": routing_key in CONSUMED}
 
 
 async def publish(
@@ -177,7 +182,7 @@ async def publish(
         routing_key=routing_key,
         message_id=str(payload.get("event_id", "")),
         message_type=routing_key,
-        **PUBLISHING,
+        **publishing(routing_key),
     )
 
 
