@@ -31,6 +31,7 @@ from shared.db import is_transient
 from shared.db.models import OutboxRow
 from shared.db.notify import Listener
 from shared.events import (
+    ALL_EVENTS,
     CampaignPaused,
     CampaignResumed,
     CampaignStarted,
@@ -73,9 +74,10 @@ CONSUMERS: dict[str, tuple[type[Event], ...]] = {
     ),
     "sender": (SendMessage,),
 }
-# The events some service consumes. The others (an open, a click, a campaign's completion) are written to the
-# outbox for the outgoing webhooks (its trigger fans them out) and published for whoever binds a queue.
 CONSUMED = frozenset(event.routing_key for events in CONSUMERS.values() for event in events)
+# Events no service consumes (an open, a click, a campaign's completion): written to the outbox for the
+# outgoing webhooks (its trigger fans them out), and published for whoever binds a queue to them.
+UNCONSUMED = frozenset(event.routing_key for event in ALL_EVENTS) - CONSUMED
 
 
 @dataclass(frozen=True)
@@ -168,8 +170,8 @@ def create_broker(amqp_url: str, prefetch: int, graceful_timeout: float = 30.0) 
 
 def publishing(routing_key: str) -> dict[str, Any]:
     """How an event is published (the AsyncAPI document, shared/asyncapi.py, declares the same): persistent,
-    and mandatory where a service consumes it (an unroutable publish then fails and the row stays)."""
-    return {"persist": True, "mandatory": routing_key in CONSUMED}
+    and mandatory unless no service consumes it: a row that reaches no queue then fails and stays."""
+    return {"persist": True, "mandatory": routing_key not in UNCONSUMED}
 
 
 async def publish(
