@@ -18,6 +18,7 @@ from datetime import timedelta
 
 import httpx
 import structlog
+from cryptography.fernet import InvalidToken
 from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -129,6 +130,8 @@ class Deliverer:
             error = str(refused)
         except httpx.HTTPError as failed:
             error = f"{type(failed).__name__}: {failed}"[:500]
+        except InvalidToken:  # tried again: the operator may put the old key back
+            error = "the signing secret cannot be decrypted (was MAILDASH_ENCRYPTION_KEY changed?)"
         duration_ms = round((time.monotonic() - started) * 1000)
         succeeded = status_code is not None and webhooks.succeeded(status_code)
         if status_code is not None and not succeeded:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,7 +24,7 @@ from tests.support.pipeline import Pipeline, until
 from tests.support.receivers import Receiver, receiving
 from tests.support.samples import pixel_of
 from tests.support.smtp import free_port
-from tests.support.stack import inprocess_service
+from tests.support.stack import inprocess_service, subprocess_service, with_ports
 
 pytestmark = pytest.mark.integration
 
@@ -87,9 +88,10 @@ def verified(receiver: Receiver) -> None:
 
 
 async def test_events_reach_an_endpoint_signed_in_order_and_are_listed(
-    settings: Settings, tenant: ApiClient
+    settings: Settings, tenant: ApiClient, tmp_path: Path
 ) -> None:
-    async with receiving("ok") as [receiver], worker(settings):
+    tuned = with_ports(settings.model_copy(update=QUICK), "webhooks")
+    async with receiving("ok") as [receiver], subprocess_service("webhooks", tuned, tmp_path) as process:
         hook = await endpoint(tenant, receiver, "campaign.started", "campaign.paused")
         assert "secret" not in hook
         assert (hook["enabled"], hook["disabled_reason"]) == (True, None)
@@ -111,9 +113,11 @@ async def test_events_reach_an_endpoint_signed_in_order_and_are_listed(
         assert deliveries["total"] == len(expected)
         assert {d["status"] for d in deliveries["items"]} == {"delivered"}
         attempts = await tenant.get(f"/webhook-endpoints/{hook['id']}/attempts?page_size=200")
-        assert [(a["status_code"], a["succeeded"]) for a in attempts["items"]] == [(204, True)] * len(
-            expected
-        )
+        answers = [(a["status_code"], a["succeeded"]) for a in attempts["items"]]
+        assert answers == [(204, True)] * len(expected)
+        async with httpx.AsyncClient() as client:
+            metrics = (await client.get(f"{process.url}/metrics")).text
+        assert f"maildash_webhook_delivery_lag_seconds_count {len(expected)}.0" in metrics
 
 
 async def test_a_failing_hanging_or_slow_receiver_holds_up_nobody_else(
