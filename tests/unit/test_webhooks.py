@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -58,7 +59,7 @@ def test_a_secret_not_in_the_specifications_form_is_refused(secret: str, why: st
 
 
 def test_the_body_is_the_event_as_data_with_its_type_and_time() -> None:
-    event = events.CampaignPaused(workspace_id=events.uuid.uuid4(), campaign_id=events.uuid.uuid4())
+    event = events.CampaignPaused(workspace_id=uuid.uuid4(), campaign_id=uuid.uuid4())
     payload = event.model_dump(mode="json")
     body = json.loads(webhooks.body("campaign.paused", payload))
     assert body == {"type": "campaign.paused", "timestamp": payload["occurred_at"], "data": payload}
