@@ -22,15 +22,15 @@ from faststream.rabbit import RabbitBroker
 from faststream.specification import AsyncAPI
 
 from shared.events import ALL_EVENTS, Event
-from shared.messaging import CONSUMERS, PUBLISHING, Topology
+from shared.messaging import CONSUMERS, Topology, publishing
 
 TITLE = "Maildash Campaigns events"
 DESCRIPTION = (
     "Every message between the Maildash services. Services never publish directly: they write an event to "
     "the `outbox` table in the transaction that makes the change, and a relay publishes it after the commit "
-    "(persistent, mandatory, with publisher confirms): at least once, so consumers are idempotent by "
-    "`event_id` or by status guards. Each consumer has its own durable quorum queue per event, dead-lettered "
-    "to `<prefix>.dead` after 5 deliveries."
+    "(persistent, with publisher confirms, mandatory where a service consumes it): at least once, so "
+    "consumers are idempotent by `event_id` or by status guards. Each consumer has its own durable quorum "
+    "queue per event, dead-lettered to `<prefix>.dead` after 5 deliveries."
 )
 
 
@@ -61,7 +61,7 @@ def broker(prefix: str = "maildash") -> RabbitBroker:
             schema=event,
             title=f"{topology.events.name}:{event.routing_key}",
             description=_summary(event),
-            **PUBLISHING,
+            **publishing(event.routing_key),
         )
     for consumer, events in CONSUMERS.items():
         for event in events:

@@ -52,6 +52,13 @@ class CampaignStopped(CampaignEvent):
     routing_key: ClassVar[str] = "campaign.stopped"
 
 
+class CampaignCompleted(CampaignEvent):
+    """A campaign has nothing left to send: every message (follow-ups included) is sent, bounced, failed or
+    cancelled."""
+
+    routing_key: ClassVar[str] = "campaign.completed"
+
+
 class MessageEvent(Event):
     message_id: uuid.UUID
     campaign_id: uuid.UUID
@@ -94,11 +101,18 @@ class MessageFailed(MessageEvent):
 
 
 class MessageOpened(MessageEvent):
-    """The message's tracking pixel was fetched (defined by the contract; not published yet: opens are
-    recorded straight into the KPI store)."""
+    """The message's tracking pixel was fetched for the first time (`is_machine`: by a mail client's or
+    scanner's prefetch, or too soon after sending to be a person)."""
 
     routing_key: ClassVar[str] = "message.opened"
     is_machine: bool = False
+
+
+class MessageClicked(MessageEvent):
+    """A tracked link of the message was followed for the first time (`url`: where it led)."""
+
+    routing_key: ClassVar[str] = "message.clicked"
+    url: str | None = None
 
 
 class LeadUnsubscribed(Event):
@@ -157,11 +171,13 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     CampaignPaused,
     CampaignResumed,
     CampaignStopped,
+    CampaignCompleted,
     SendMessage,
     MessageSent,
     MessageBounced,
     MessageFailed,
     MessageOpened,
+    MessageClicked,
     LeadUnsubscribed,
     LeadReplied,
     LeadComplained,

@@ -31,6 +31,7 @@ from shared.db import is_transient
 from shared.db.models import OutboxRow
 from shared.db.notify import Listener
 from shared.events import (
+    ALL_EVENTS,
     CampaignPaused,
     CampaignResumed,
     CampaignStarted,
@@ -73,6 +74,10 @@ CONSUMERS: dict[str, tuple[type[Event], ...]] = {
     ),
     "sender": (SendMessage,),
 }
+CONSUMED = frozenset(event.routing_key for events in CONSUMERS.values() for event in events)
+# Events no service consumes (an open, a click, a campaign's completion): written to the outbox for the
+# outgoing webhooks (its trigger fans them out), and published for whoever binds a queue to them.
+UNCONSUMED = frozenset(event.routing_key for event in ALL_EVENTS) - CONSUMED
 
 
 @dataclass(frozen=True)
@@ -163,8 +168,10 @@ def create_broker(amqp_url: str, prefetch: int, graceful_timeout: float = 30.0) 
     )
 
 
-# How every event is published (the AsyncAPI document, shared/asyncapi.py, declares the same).
-PUBLISHING: dict[str, Any] = {"persist": True, "mandatory": True}
+def publishing(routing_key: str) -> dict[str, Any]:
+    """How an event is published (the AsyncAPI document, shared/asyncapi.py, declares the same): persistent,
+    and mandatory unless no service consumes it: a row that reaches no queue then fails and stays."""
+    return {"persist": True, "mandatory": routing_key not in UNCONSUMED}
 
 
 async def publish(
@@ -177,7 +184,7 @@ async def publish(
         routing_key=routing_key,
         message_id=str(payload.get("event_id", "")),
         message_type=routing_key,
-        **PUBLISHING,
+        **publishing(routing_key),
     )
 
 

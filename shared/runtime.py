@@ -91,12 +91,16 @@ class Runtime:
     def readiness_checks(self) -> dict[str, ReadinessCheck]:
         """The api and tracker serve from PostgreSQL while the broker is away (writes wait in the outbox)."""
 
-        async def database() -> bool:
-            async with self.engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
-            return True
-
         async def broker() -> bool:
             return await self.broker.ping(timeout=2.0)
 
-        return {"database": database, "broker": broker}
+        return {"database": database_check(self.engine), "broker": broker}
+
+
+def database_check(engine: AsyncEngine) -> ReadinessCheck:
+    async def database() -> bool:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        return True
+
+    return database

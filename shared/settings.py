@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shared.planning.pacing import PaceRules
 from shared.planning.window import DEFAULT_WINDOW
 from shared.render import DEFAULT_LIMITS
+from shared.webhooks import RetryRules
 
 _DEFAULT_WINDOW = DEFAULT_WINDOW.to_dict()  # the defaults of MAILDASH_WINDOW_*
 
@@ -64,6 +65,7 @@ class Settings(BaseSettings):
     scheduler_port: int = 8002
     sender_port: int = 8003
     inbox_port: int = 8004  # the tracker's mailbox reader (`python -m services.tracker inbox`)
+    webhooks_port: int = 8005  # the outgoing webhooks' worker (`python -m services.webhooks`)
     public_tracker_url: str = "http://127.0.0.1:8001"
     cors_origins: list[str] = []
 
@@ -129,6 +131,15 @@ class Settings(BaseSettings):
     sns_ca_file: str | None = None
     sns_timeout_seconds: float = Field(10.0, gt=0)
 
+    # Outgoing webhooks (`python -m services.webhooks`, shared/webhooks.py)
+    webhook_concurrency: int = Field(16, ge=1)  # endpoints sent to at once (one request each)
+    webhook_timeout_seconds: float = Field(10.0, gt=0)  # one request, connecting included
+    webhook_retry_first_seconds: float = Field(5.0, gt=0)  # the wait after a first failure; then doubling
+    webhook_retry_max_seconds: float = Field(8 * 3600.0, gt=0)
+    webhook_give_up_seconds: float = Field(3 * 86400.0, gt=0)  # then the endpoint is disabled
+    webhook_poll_seconds: float = Field(1.0, gt=0)  # retries falling due; new deliveries NOTIFY at once
+    webhook_response_chars: int = Field(500, ge=0)  # of a receiver's answer kept with the attempt
+
     # The tracker's mailbox reader (`python -m services.tracker inbox`): sending mailboxes over IMAP
     inbox_lease_seconds: float = Field(30.0, ge=1)  # a dead reader's accounts are taken over after this
     inbox_poll_seconds: float = Field(60.0, gt=0)  # between reads without IDLE (or of other folders)
@@ -153,6 +164,12 @@ class Settings(BaseSettings):
     @property
     def pace_rules(self) -> PaceRules:
         return PaceRules(self.pace_max_interval_seconds, self.pace_floor_seconds, self.pace_quiet_seconds)
+
+    @property
+    def webhook_retries(self) -> RetryRules:
+        return RetryRules(
+            self.webhook_retry_first_seconds, self.webhook_retry_max_seconds, self.webhook_give_up_seconds
+        )
 
     @property
     def private_hosts_allowed(self) -> bool:

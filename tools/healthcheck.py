@@ -1,7 +1,8 @@
 """A container's healthcheck (the image has no curl): exit 0 when the service is ready.
 
-    python -m tools.healthcheck api|tracker|scheduler|sender|inbox   its /readyz answers 200 on its port
-    python -m tools.healthcheck --tcp PORT                           something listens on PORT (the SMTP sink)
+    python -m tools.healthcheck SERVICE      its /readyz answers 200 on its port (SERVICE: api, tracker,
+                                             scheduler, sender, inbox or webhooks)
+    python -m tools.healthcheck --tcp PORT   something listens on PORT (the SMTP sink)
 
 The service's port comes from the same MAILDASH_* environment as the service's own settings.
 """
@@ -21,6 +22,7 @@ PORT_SETTINGS = {
     "sender": "sender_port",
     "tracker": "tracker_port",
     "inbox": "inbox_port",
+    "webhooks": "webhooks_port",
 }
 TIMEOUT_SECONDS = 3
 

@@ -1,5 +1,5 @@
-"""`make run`: the SMTP sink, the four services and the tracker's mailbox reader as child processes, logs
-interleaved, until Ctrl-C."""
+"""`make run`: the SMTP sink, the four services, the tracker's mailbox reader and the webhooks worker as child
+processes, logs interleaved, until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ SERVICES = {
     "sender": [sys.executable, "-m", "services.sender"],
     "tracker": [sys.executable, "-m", "services.tracker"],
     "inbox": [sys.executable, "-m", "services.tracker", "inbox"],  # the sending mailboxes, over IMAP
+    "webhooks": [sys.executable, "-m", "services.webhooks"],  # outgoing webhooks
 }
 WIDTH = max(map(len, SERVICES))
 
@@ -35,7 +36,7 @@ async def main() -> int:
     }
     print(
         "api http://127.0.0.1:8000/docs · tracker :8001 · scheduler :8002 · sender :8003 · inbox :8004"
-        " · mail in var/mail/"
+        " · webhooks :8005 · mail in var/mail/"
     )
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

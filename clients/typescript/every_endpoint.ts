@@ -234,3 +234,33 @@ export async function workspaceSettings(api: Api): Promise<void> {
   const own: number | null = after.health_thresholds.bounce_rate;
   console.log(before.health_thresholds_effective.complaint_rate, own);
 }
+
+export async function webhookEndpoints(api: Api): Promise<void> {
+  const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+  const body = { url: "https://hooks.example.com/maildash", event_types: ["message.sent" as const], secret };
+  const created = settled(await api.POST("/api/v1/webhook-endpoints", { body }));
+  const path = { params: { path: { webhook_endpoint_id: created.id } } };
+  const page = settled(await api.GET("/api/v1/webhook-endpoints", { params: { query: { search: "hooks" } } }));
+  const same = settled(await api.GET("/api/v1/webhook-endpoints/{webhook_endpoint_id}", path));
+  const changed = settled(
+    await api.PATCH("/api/v1/webhook-endpoints/{webhook_endpoint_id}", { ...path, body: { enabled: true } }),
+  );
+  const deliveries = settled(
+    await api.GET("/api/v1/webhook-endpoints/{webhook_endpoint_id}/deliveries", {
+      params: { ...path.params, query: { status: "failed", page_size: 50 } },
+    }),
+  );
+  const attempts = settled(await api.GET("/api/v1/webhook-endpoints/{webhook_endpoint_id}/attempts", path));
+  for (const delivery of deliveries.items) {
+    const again = settled(
+      await api.POST("/api/v1/webhook-endpoints/{webhook_endpoint_id}/deliveries/{delivery_id}/redeliver", {
+        params: { path: { webhook_endpoint_id: created.id, delivery_id: delivery.id } },
+      }),
+    );
+    const status: "pending" | "delivered" | "failed" = again.status;
+    console.log(status, again.next_attempt_at, delivery.event_type, delivery.payload);
+  }
+  const gone = settled(await api.DELETE("/api/v1/webhook-endpoints/{webhook_endpoint_id}", path));
+  const reason: string | null = same.disabled_reason;
+  console.log(page.total, reason, changed.enabled, attempts.items.map((a) => a.status_code), gone.deleted);
+}

@@ -20,6 +20,7 @@ from services.api.kit.openapi import install_docs, operation_id
 from services.api.leads import routes as leads
 from services.api.suppressions import routes as suppressions
 from services.api.templates import routes as templates
+from services.api.webhooks import routes as webhooks
 from services.api.workspace import routes as workspace
 from shared.observability import RequestIds, health_routes
 from shared.render_pool import RenderPool
@@ -59,7 +60,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
-    for resource in (accounts, domains, leads, templates, suppressions, campaigns, esp_webhooks, workspace):
+    resources = (
+        accounts,
+        domains,
+        leads,
+        templates,
+        suppressions,
+        campaigns,
+        esp_webhooks,
+        webhooks,
+        workspace,
+    )
+    for resource in resources:
         app.include_router(resource.router, prefix="/api/v1")
     install_docs(app, TITLE, settings.broker_prefix)
     app.router.routes.extend(health_routes(runtime.readiness_checks(), optional=frozenset({"broker"})))

@@ -173,10 +173,9 @@ class Scheduler:
             )
         REPLANNED.labels(why).inc(len(messages))
 
-    @staticmethod
-    async def _fail_unplanned(session: AsyncSession, message: Message, reason: str) -> None:
+    async def _fail_unplanned(self, session: AsyncSession, message: Message, reason: str) -> None:
         if await message_store.fail_without_slot(on_session(session), message.id, reason):
-            await message_store.complete_if_done(on_session(session), message.campaign_id)
+            await message_store.complete_if_done(on_session(session), message.campaign_id, self._clock())
             log.warning("scheduler.message.unplanned", message_id=str(message.id), reason=reason)
 
     async def resume_campaign(self, campaign_id: uuid.UUID) -> None:
@@ -298,11 +297,11 @@ class Scheduler:
         async with self._sessions() as session, session.begin():
             await message_store.cancel_lead(on_session(session), lead_id, only_followups)
             for campaign_id in await repo.active_campaigns_of_lead(session, lead_id):
-                await message_store.complete_if_done(on_session(session), campaign_id)
+                await message_store.complete_if_done(on_session(session), campaign_id, self._clock())
 
     async def message_settled(self, campaign_id: uuid.UUID) -> None:
         async with self._sessions() as session, session.begin():
-            if await message_store.complete_if_done(on_session(session), campaign_id):
+            if await message_store.complete_if_done(on_session(session), campaign_id, self._clock()):
                 log.info("scheduler.campaign.completed", campaign_id=str(campaign_id))
 
     async def next_due_in(self) -> float | None:
@@ -319,7 +318,7 @@ class Scheduler:
             lease = timedelta(seconds=self._settings.sending_lease_seconds)
             interrupted = await message_store.interrupt(db, now - lease)
             for campaign_id in sorted(interrupted):
-                await message_store.complete_if_done(db, campaign_id)
+                await message_store.complete_if_done(db, campaign_id, now)
             await domain_health.prune(db, now)
         await self.probe_paused_domains()
         if released or interrupted:

@@ -27,7 +27,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.kpi import shard_of
 from shared.db.providers import recipient_domain_sql
-from shared.events import Event, LeadComplained, LeadReplied, LeadUnsubscribed, MessageBounced, SendMessage
+from shared.events import (
+    CampaignCompleted,
+    Event,
+    LeadComplained,
+    LeadReplied,
+    LeadUnsubscribed,
+    MessageBounced,
+    MessageClicked,
+    MessageOpened,
+    SendMessage,
+)
 from shared.lifecycle import RULES, SENDS, Action
 from shared.message_states import TRANSITIONS, UNFINISHED, LeadStatus, MessageStatus
 from shared.reputation import DomainState
@@ -398,7 +408,8 @@ WITH hits AS (
   SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::bool[])
     WITH ORDINALITY AS h(message_id, at, user_agent, ip, machine_client, arrival)
 ), locked AS (
-  SELECT m.id, m.campaign_id, m.sent_at, m.opened_at, m.human_opened_at, c."window"->>'timezone' AS zone
+  SELECT m.id, m.campaign_id, m.lead_id, c.workspace_id, m.sent_at, m.opened_at, m.human_opened_at,
+    c."window"->>'timezone' AS zone
   FROM messages m JOIN campaigns c ON c.id = m.campaign_id
   WHERE m.id = ANY($1::uuid[]) AND m.{_guard("open")}
   ORDER BY m.id
@@ -439,6 +450,15 @@ WITH hits AS (
   FROM firsts WHERE opened IS NOT NULL
   GROUP BY 1, 2 ORDER BY 1, 2
   {_counter_upsert(DAYS, ["opened"])}
+), announced AS (
+  INSERT INTO outbox (routing_key, payload)
+  SELECT '{MessageOpened.routing_key}', jsonb_build_object(
+    'event_id', gen_random_uuid(), 'occurred_at', f.opened, 'workspace_id', l.workspace_id,
+    'message_id', f.message_id, 'campaign_id', f.campaign_id, 'lead_id', l.lead_id,
+    'is_machine', f.opened_human IS DISTINCT FROM f.opened)
+  FROM firsts AS f JOIN locked AS l ON l.id = f.message_id
+  WHERE f.opened IS NOT NULL
+  ORDER BY f.opened
 )
 SELECT count(*) FROM locked
 """
@@ -471,8 +491,10 @@ WITH message AS (
 ), {_counted("firsts", counter, "$4", "($2 AT TIME ZONE zone)::date")}"""
 
 
+# The message's ids when it exists, `first` on its first click.
 CLICK = f"""{_first_of("click", "clicked_at")}
-SELECT count(*) FROM message
+SELECT m.campaign_id, m.lead_id, c.workspace_id, EXISTS (SELECT FROM firsts) AS first
+FROM message JOIN messages AS m ON m.id = message.id JOIN campaigns AS c ON c.id = m.campaign_id
 """
 
 
@@ -526,6 +548,8 @@ COMPLAIN = f"""{_lead_leaves("complained", "complaint")}, message AS (
 SELECT workspace_id FROM lead
 """
 
+ANNOUNCE = "INSERT INTO outbox (routing_key, payload) VALUES ($1, $2::text::jsonb)"
+
 # complete: the campaign transition when nothing is left to send
 # Nothing unfinished, and no sent original still owed its follow-up (its `MessageSent` is on its way) by a
 # lead that may still get one.
@@ -539,7 +563,7 @@ WHERE c.id = $1 AND c.status IN {_in(RULES["complete"][0])}
       AND l.status = '{LeadStatus.ACTIVE}'
       AND NOT EXISTS (SELECT FROM messages AS f WHERE f.parent_message_id = m.id)
   ))
-RETURNING id
+RETURNING id, workspace_id
 """
 
 
@@ -756,9 +780,22 @@ async def record(db: Db, message_id: uuid.UUID, name: str, now: datetime, data: 
 
 
 async def click(db: Db, message_id: uuid.UUID, now: datetime, data: dict[str, Any]) -> bool:
-    """A click: recorded; the message's first one counted. False: no such message."""
+    """A click: recorded; the message's first one counted and announced (`MessageClicked`). False: no such
+    message."""
     rows = await db.fetch(CLICK, message_id, now, json.dumps(data), shard_of(message_id))
-    return bool(rows and rows[0]["count"])
+    if rows and rows[0]["first"]:
+        [row] = rows
+        clicked = MessageClicked(
+            workspace_id=row["workspace_id"], message_id=message_id, campaign_id=row["campaign_id"],
+            lead_id=row["lead_id"], occurred_at=now, url=data.get("url"),
+        )  # fmt: skip
+        await announce(db, clicked)
+    return bool(rows)
+
+
+async def announce(db: Db, event: Event) -> None:
+    """`event` into the outbox, in the transaction of `db`."""
+    await db.fetch(ANNOUNCE, event.routing_key, event.model_dump_json())
 
 
 async def unsubscribe(db: Db, campaign_id: uuid.UUID, event: LeadUnsubscribed) -> bool:
@@ -797,5 +834,12 @@ async def complain(db: Db, now: datetime, data: dict[str, Any], event: LeadCompl
     return bool(rows)
 
 
-async def complete_if_done(db: Db, campaign_id: uuid.UUID) -> bool:
-    return bool(await db.fetch(COMPLETE, campaign_id))
+async def complete_if_done(db: Db, campaign_id: uuid.UUID, now: datetime) -> bool:
+    """The campaign completed (announced with `CampaignCompleted`) if nothing is left to send."""
+    rows = await db.fetch(COMPLETE, campaign_id)
+    if rows:
+        completed = CampaignCompleted(
+            workspace_id=rows[0]["workspace_id"], campaign_id=campaign_id, occurred_at=now
+        )
+        await announce(db, completed)
+    return bool(rows)

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     LargeBinary,
@@ -605,3 +606,64 @@ class ProviderPace(Base):
     slowed_at: Mapped[datetime]
     last_send_at: Mapped[datetime | None]
     deferrals: Mapped[int] = _counter()
+
+
+class WebhookEndpoint(Base):
+    """Where a workspace wants its events posted (`shared.webhooks`). `secret_encrypted` is encrypted like an
+    SMTP password and never shown. A worker holds `lease_token` until `leased_until` while it sends to it,
+    so that one endpoint's deliveries go out one at a time, in order."""
+
+    __tablename__ = "webhook_endpoints"
+    id: Mapped[uuid.UUID] = _id()
+    workspace_id: Mapped[uuid.UUID] = _workspace()
+    url: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    event_types: Mapped[list[str]] = mapped_column()
+    secret_encrypted: Mapped[str] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    disabled_at: Mapped[datetime | None] = mapped_column()
+    lease_token: Mapped[uuid.UUID | None] = mapped_column()
+    leased_until: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class WebhookDelivery(Base):
+    """One event for one endpoint, written by the outbox's trigger (migration 0013) in the event's own
+    transaction. Sent in `seq` order per endpoint; `failures` in a row since `first_attempt_at` decide the
+    next try (`shared.webhooks.RetryRules`)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (UniqueConstraint("endpoint_id", "event_id", name="webhook_deliveries_event_key"),)
+    id: Mapped[uuid.UUID] = _id()
+    seq: Mapped[int] = mapped_column(BigInteger, Identity())
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    event_id: Mapped[uuid.UUID] = mapped_column()
+    event_type: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column()
+    status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
+    attempts: Mapped[int] = _counter()
+    failures: Mapped[int] = _counter()
+    next_attempt_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    first_attempt_at: Mapped[datetime | None] = mapped_column()
+    delivered_at: Mapped[datetime | None] = mapped_column()
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+
+
+class WebhookAttempt(Base):
+    """One request to an endpoint: its status code (null: no answer), how long it took, what went wrong."""
+
+    __tablename__ = "webhook_attempts"
+    id: Mapped[uuid.UUID] = _id()
+    delivery_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("webhook_deliveries.id", ondelete="CASCADE"))
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    attempted_at: Mapped[datetime] = _created()
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    succeeded: Mapped[bool] = mapped_column(Boolean)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    response: Mapped[str | None] = mapped_column(Text)

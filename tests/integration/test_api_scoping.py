@@ -34,6 +34,7 @@ from services.api.leads.repository import LeadRepository
 from services.api.main import create_app
 from services.api.suppressions.repository import SuppressionRepository
 from services.api.templates.repository import TemplateRepository
+from services.api.webhooks.repository import WebhookEndpointRepository
 from services.api.workspace.repository import WorkspaceSettingsRepository
 from services.scheduler.service import Scheduler
 from shared.clock import utcnow
@@ -73,6 +74,7 @@ REPOSITORIES = [
     DomainRepository,
     EspWebhookRepository,
     LeadRepository,
+    WebhookEndpointRepository,
     SuppressionRepository,
     TemplateRepository,
     WorkspaceSettingsRepository,
@@ -319,6 +321,12 @@ async def walk_every_route(superuser: ApiClient, url: str, settings: Settings) -
         patched_hook = await api.http.patch(f"/esp-webhooks/{mailgun['id']}", json={"signing_key": "n" * 32})
         assert patched_hook.status_code == 200, patched_hook.text
         assert (await api.http.delete(f"/esp-webhooks/{hook['id']}")).status_code == 200
+        secret = "whsec_" + "A" * 32
+        endpoint = await api.create(
+            "/webhook-endpoints",
+            {"url": "http://127.0.0.1:9/walk", "event_types": ["campaign.paused"], "secret": secret},
+        )
+        await api.get("/webhook-endpoints?search=walk")
 
         wizard = {
             "name": "walk",
@@ -343,6 +351,13 @@ async def walk_every_route(superuser: ApiClient, url: str, settings: Settings) -
         await api.get(f"/campaigns/{draft['id']}")
         for action in ("pause", "resume", "stop"):
             assert (await api.http.post(f"/campaigns/{draft['id']}/{action}")).status_code == 200, action
+        hooked = f"/webhook-endpoints/{endpoint['id']}"
+        [delivery] = (await api.get(f"{hooked}/deliveries?status=pending"))["items"]  # the pause
+        assert (await api.http.post(f"{hooked}/deliveries/{delivery['id']}/redeliver")).status_code == 202
+        await api.get(f"{hooked}/attempts")
+        await api.get(hooked)
+        assert (await api.http.patch(hooked, json={"enabled": False, "secret": secret})).status_code == 200
+        assert (await api.http.delete(hooked)).status_code == 200
         started = await api.create("/campaigns", {**static, "schedule": {"start_mode": "draft"}})
         assert (await api.http.post(f"/campaigns/{started['id']}/start")).status_code == 200
         assert (await api.http.post(f"/campaigns/{started['id']}/stop")).status_code == 200

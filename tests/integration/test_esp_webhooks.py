@@ -26,7 +26,7 @@ from services.tracker.main import create_app as create_tracker
 from shared.db import create_engine, session_factory
 from shared.settings import Settings
 from tests.support import esp
-from tests.support.api import ApiClient
+from tests.support.api import ApiClient, new_workspace
 from tests.support.clock import MovableClock
 from tests.support.esp import Request, Sent
 from tests.support.pipeline import Pipeline
@@ -106,18 +106,6 @@ class World:
     async def sent(self) -> tuple[dict[str, Any], Sent]:
         message, mail = await self.pipeline.sent_email()
         return message, Sent.of(mail)
-
-
-async def new_workspace(api_url: str, name: str) -> ApiClient:
-    """A workspace of its own, and its admin logged in."""
-    email = f"{name}@esp.example"
-    async with ApiClient(api_url) as superuser:
-        await superuser.login()
-        body = {"name": name, "admin_email": email, "admin_password": "correct horse"}
-        await superuser.create("/workspaces", body)
-    admin = ApiClient(api_url)
-    await admin.login(email, "correct horse")
-    return admin
 
 
 async def configure(api: ApiClient, sendgrid: esp.SendGridSigner) -> dict[str, Any]:

@@ -21,9 +21,11 @@ import pytest
 from services.api.main import create_app as create_api
 from services.scheduler.main import create_app as create_scheduler
 from services.sender.main import create_app as create_sender
+from services.webhooks.main import create_app as create_webhooks
 from shared.settings import Settings
 from tests.support.api import ApiClient
-from tests.support.pipeline import Pipeline
+from tests.support.pipeline import Pipeline, until
+from tests.support.receivers import receiving
 from tests.support.samples import production
 from tests.support.smtp import SmtpSink, free_port
 from tests.support.stack import inprocess_service
@@ -304,3 +306,35 @@ async def test_a_peer_that_is_not_an_smtp_server_yields_one_generic_reason(
         "could not reach an SMTP server (connection refused, timed out, or not an SMTP server)"
     }, reasons
     assert {m["status"] for m in messages} == {"failed"}
+
+
+async def test_a_webhook_url_is_held_to_the_public_address_rule_when_saved_and_when_sent(
+    settings: Settings, names: dict[str, str]
+) -> None:
+    names["hooks.rebinding.test"] = "93.184.216.34"  # public while the tenant saves the endpoint
+    async with production_api(settings) as (production, api), receiving("ok") as [inside]:
+        body = {"url": inside.url, "event_types": ["campaign.started"], "secret": "whsec_" + "A" * 32}
+        for url in (inside.url, "http://metadata.cloud.test/", "https://[::ffff:169.254.169.254]/hook"):
+            names["metadata.cloud.test"] = "100.100.100.200"
+            reply = await api.http.post("/webhook-endpoints", json={**body, "url": url})
+            assert reply.status_code == 422, (url, reply.text)
+            assert reply.json()["fields"][0]["loc"] == ["body", "url"]
+        hook = await api.create(
+            "/webhook-endpoints", {**body, "url": f"http://hooks.rebinding.test:{inside.port}/"}
+        )
+        moved = await api.http.patch(f"/webhook-endpoints/{hook['id']}", json={"url": inside.url})
+        assert moved.status_code == 422, moved.text
+
+        names["hooks.rebinding.test"] = "127.0.0.1"  # then the name points at a service inside
+        domain = await api.create("/domains", smtp_domain("93.184.216.34"))
+        async with inprocess_service(create_webhooks, production, free_port()):
+            await campaign_to(api, [domain["domain"]], [{"first_name": "Jan"}], "Hi")
+
+            async def attempted() -> bool:
+                return bool((await api.get(f"/webhook-endpoints/{hook['id']}/attempts"))["total"])
+
+            await until(attempted, 30)
+        [attempt] = (await api.get(f"/webhook-endpoints/{hook['id']}/attempts"))["items"]
+        assert attempt["status_code"] is None
+        assert attempt["error"] == "hooks.rebinding.test resolves to a loopback address (RFC 1122)"
+        assert inside.requests == []

@@ -71,3 +71,15 @@ class ApiClient:
             **extra,
         }
         return await self.create("/campaigns", body)
+
+
+async def new_workspace(api_url: str, name: str) -> ApiClient:
+    """A workspace of its own, and its admin logged in."""
+    email = f"{name}@workspace.example"
+    async with ApiClient(api_url) as superuser:
+        await superuser.login()
+        body = {"name": name, "admin_email": email, "admin_password": "correct horse"}
+        await superuser.create("/workspaces", body)
+    admin = ApiClient(api_url)
+    await admin.login(email, "correct horse")
+    return admin

@@ -1,15 +1,18 @@
 from services.scheduler.handlers import USE_CASES
-from shared.events import ALL_EVENTS, MessageOpened, SendMessage
-from shared.messaging import CONSUMERS, Topology
+from shared.events import ALL_EVENTS, CampaignCompleted, MessageClicked, MessageOpened, SendMessage
+from shared.messaging import CONSUMERS, Topology, publishing
 
-# Defined by the contract (SPEC §5) but not published yet: opens are recorded straight into the KPI store.
-NOT_PUBLISHED = {MessageOpened}
+# Written to the outbox for the outgoing webhooks; no service consumes them.
+FOR_WEBHOOKS_ONLY = {MessageOpened, MessageClicked, CampaignCompleted}
 
 
-def test_every_published_event_has_a_queue() -> None:
-    """Publishing is mandatory: an event without a bound queue would fail and hold up the outbox."""
+def test_publishing_is_mandatory_exactly_for_the_events_a_service_consumes() -> None:
+    """A mandatory publish without a bound queue fails and holds its row in the outbox: an event that no
+    service consumes is published without it (and dropped by the broker unless someone binds a queue)."""
     consumed = {event for events in CONSUMERS.values() for event in events}
-    assert set(ALL_EVENTS) - NOT_PUBLISHED <= consumed
+    assert set(ALL_EVENTS) - FOR_WEBHOOKS_ONLY == consumed
+    for event in ALL_EVENTS:
+        assert publishing(event.routing_key) == {"persist": True, "mandatory": event in consumed}, event
 
 
 def test_queues_are_durable_quorum_queues_that_dead_letter() -> None:

@@ -16,6 +16,7 @@ from services.api.campaigns.usage import refuse_if_used
 from services.api.domains.repository import DomainRepository
 from services.api.domains.schemas import DkimIn, DomainIn, DomainPatch, ImapIn, WarmupIn
 from services.api.kit.envelope import ApiError, conflict, invalid, not_found
+from services.api.kit.hosts import require_public
 from services.api.workspace.repository import WorkspaceSettingsRepository
 from shared import crypto, dkim, reputation
 from shared.clock import utcnow
@@ -26,7 +27,6 @@ from shared.imap import FAILING_AFTER
 from shared.imap import client as imap
 from shared.planning.pacing import Pace, Slowdown
 from shared.planning.warmup import Warmup
-from shared.public_address import UnusableHost, resolve_public
 from shared.reputation import Counts, Figures, Thresholds
 from shared.resolver import Dns, DnsUnavailable
 from shared.settings import Settings
@@ -201,15 +201,9 @@ async def check_hosts(settings: Settings, smtp: tuple[str, int] | None, imap: tu
     """Refuse an SMTP or IMAP host that does not resolve, or resolves to an address that is not public (in
     production, unless the operator allows private hosts). The sender and the mailbox reader judge it again at
     every connection."""
-    if settings.private_hosts_allowed:
-        return
     for protocol, endpoint in (("smtp", smtp), ("imap", imap)):
-        if endpoint is None:
-            continue
-        try:
-            await resolve_public(*endpoint, allow_private=False, timeout=5)
-        except UnusableHost as error:
-            raise invalid(f"{protocol.upper()} host {error}", ["body", protocol, "host"]) from error
+        if endpoint is not None:
+            await require_public(settings, *endpoint, f"{protocol.upper()} host", ["body", protocol, "host"])
 
 
 def _encrypted(settings: Settings, password: str | None) -> str | None:

@@ -26,6 +26,7 @@ from shared.db.models import (
     SendingDomain,
     Suppression,
     Template,
+    WebhookEndpoint,
     WorkspaceSetting,
 )
 
@@ -39,6 +40,7 @@ Owned = TypeVar(
     Message,
     MailboxAccount,
     EspWebhook,
+    WebhookEndpoint,
     WorkspaceSetting,
 )
 R = TypeVar("R", bound="WorkspaceRepository[Any]")
