@@ -289,7 +289,8 @@ async def test_a_reader_killed_mid_batch_and_restarted_processes_each_mail_exact
     count = 60
     for _ in range(count):  # each a reply of its own (its own Message-ID) to the same e-mail
         imap_server.write(sent.mailbox, mailbox_mail.reply(sent.mailbox, sent.leads[0], original))
-    async with reader(settings, tmp_path) as first:
+    # Runs of 5 mails, each one transaction: killed with some runs recorded and others fetched or being read.
+    async with reader(settings, tmp_path, inbox_batch=5) as first:
 
         async def some() -> bool:
             return len(await processed(db, sent.account_id)) >= 5

@@ -74,9 +74,14 @@ def test_imap_answers() -> None:
     assert responses.searched_uids([b"9 3 5", b"Search completed"], after=3) == [5, 9]
     assert responses.searched_uids([b"4", b"Search completed"], after=4) == []  # n:* names the highest
     assert responses.fetched_sizes([b"1 FETCH (UID 11 RFC822.SIZE 319)", b"Fetch completed"]) == {11: 319}
-    body = [b"1 FETCH (UID 11 BODY[] {5}", bytearray(b"hello"), b")", b"Fetch completed"]
-    assert responses.fetched_body(body) == b"hello"
-    assert responses.fetched_body([b"Fetch completed"]) is None
+    bodies = [
+        b"1 FETCH (UID 11 BODY[] {5}", bytearray(b"hello"), b")",
+        b"2 FETCH (FLAGS (\\Seen))",  # another session's change, told in passing
+        b"3 FETCH (UID 13 BODY[] {2}", bytearray(b"hi"), b")",
+        b"Fetch completed",
+    ]  # fmt: skip
+    assert responses.fetched_bodies(bodies) == {11: b"hello", 13: b"hi"}
+    assert responses.fetched_bodies([b"Fetch completed"]) == {}
     listed = [
         b'(\\HasNoChildren) "." INBOX',
         b'(\\Noselect) "." Root',
@@ -129,3 +134,11 @@ async def test_stopping_tasks_that_fail_as_they_stop_raises_nothing_and_stops_th
     await mailbox.stop(failing, quiet)
     assert isinstance(failing.exception(), RuntimeError)
     assert quiet.cancelled()
+
+
+def test_a_backlog_is_cut_into_runs_of_so_many_mails_or_bytes() -> None:
+    uids = [1, 2, 3, 4, 5, 6, 7]
+    sizes = {1: 10, 2: 10, 3: 10, 5: 50, 6: 10, 7: 10}  # 4: too large or gone, not fetched
+    assert policy.runs(uids, sizes, most_mails=3, most_bytes=1000) == [[1, 2, 3], [4, 5, 6], [7]]
+    assert policy.runs(uids, sizes, most_mails=100, most_bytes=30) == [[1, 2, 3, 4], [5], [6, 7]]
+    assert policy.runs([], {}, most_mails=3, most_bytes=30) == []
