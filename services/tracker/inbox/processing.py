@@ -156,7 +156,7 @@ class MailProcessor:
             async with self._sessions() as session, session.begin():
                 done = await self._record(session, account, mails)
         except Exception as error:
-            if is_transient(error) or len(mails) == 1:
+            if is_transient(error):  # the database away: the account backs off and reads the run again
                 raise
             log.warning(
                 "tracker.inbox.run.failed", account_id=str(account.id), mails=len(mails),
@@ -182,7 +182,10 @@ class MailProcessor:
             if is_transient(error):
                 raise
             log.exception("tracker.inbox.mail.unrecorded", account_id=str(account.id), uid=mail.place.uid)
-            failed = Mail(mail.place, mail.key, None, f"recording it failed ({type(error).__name__})")
+            # Known by its place alone: its key may be what failed.
+            failed = Mail(
+                mail.place, place_key(mail.place), None, f"recording it failed ({type(error).__name__})"
+            )
             async with self._sessions() as session, session.begin():
                 return await self._record(session, account, [failed])
 
