@@ -250,6 +250,11 @@ async def test_a_dsn_bounces_and_an_arf_report_complains_and_both_go_to_the_repo
             (False, "bounced"), (False, "sent"), (True, "cancelled"), (True, "cancelled"),
         ]  # fmt: skip
         assert await counters(db, sent.campaign_id) == {"replied": 0, "complained": 1, "bounced": 1}
+        health = await db.fetchrow(  # counted towards the domain in the transaction of the run
+            "SELECT hard_bounces, complaints FROM domain_health WHERE sending_domain_id = $1",
+            uuid.UUID(sent.domain_id),
+        )
+        assert dict(health) == {"hard_bounces": 1, "complaints": 1}
         assert imap_server.uids(sent.mailbox) == []
         assert len(imap_server.uids(sent.mailbox, "Reports")) == 2
 
