@@ -176,12 +176,13 @@ class MailboxReader:
     ) -> list[Mail] | None:
         """The next run read, or None after the last; the fetching task's failure is raised here."""
         taking = asyncio.ensure_future(ready.get())
-        await asyncio.wait({taking, fetching}, return_when=asyncio.FIRST_COMPLETED)
-        if taking.done():
-            return taking.result()
-        await stop(taking)
-        fetching.result()  # raises its failure
-        raise AssertionError("the fetching task ended before its last run")
+        try:
+            await asyncio.wait({taking, fetching}, return_when=asyncio.FIRST_COMPLETED)
+            if not taking.done() and fetching.done():
+                fetching.result()  # raises its failure; ended well, it has put its last run for `taking`
+            return await taking
+        finally:
+            await stop(taking)
 
     async def _fetch(
         self, mailbox: imap.Mailbox, place: Place, uids: list[int], ready: asyncio.Queue[list[Mail] | None]
