@@ -12,6 +12,7 @@ import pytest
 
 from services.tracker.inbound import first_named, kind_of, named_in_order, read_mail
 from services.tracker.inbox import mailbox, policy
+from services.tracker.inbox.processing import Budget
 from services.tracker.readers import limits_of
 from shared.imap import responses
 from shared.settings import Settings
@@ -142,3 +143,21 @@ def test_a_backlog_is_cut_into_runs_of_so_many_mails_or_bytes() -> None:
     assert policy.runs(uids, sizes, most_mails=3, most_bytes=1000) == [[1, 2, 3], [4, 5, 6], [7]]
     assert policy.runs(uids, sizes, most_mails=100, most_bytes=30) == [[1, 2, 3, 4], [5], [6, 7]]
     assert policy.runs([], {}, most_mails=3, most_bytes=30) == []
+
+
+async def test_mail_held_beyond_the_budget_waits_until_some_is_given_back() -> None:
+    budget = Budget(100)
+    order: list[str] = []
+
+    async def hold(name: str, size: int, seconds: float) -> None:
+        async with budget.hold(size):
+            order.append(f"{name} in")
+            await asyncio.sleep(seconds)
+        order.append(f"{name} out")
+
+    first = asyncio.create_task(hold("60", 60, 0.05))
+    await asyncio.sleep(0)
+    # 50 more do not fit beside 60; a mail larger than the whole budget waits for all of it.
+    await asyncio.gather(first, hold("50", 50, 0), hold("500", 500, 0))
+    assert order[:3] == ["60 in", "60 out", "50 in"]
+    assert order.index("500 in") > order.index("50 out")
