@@ -6,8 +6,8 @@ shared with the api's connection test).
                   a backlog cut into runs
 - `store.py`      its SQL: leases, checkpoints, processed mails, the account's health
 - `processing.py` a run of mails: read (the tracker's reader processes, within a budget of held mail),
-                  classified and matched (`inbound.py`), recorded (`returns.py`) with their processed-mail rows
-                  and their checkpoint, in one transaction (one per mail should it fail)
+                  classified and matched (`inbound.py`), recorded (`returns.py`) with their processed-mail
+                  rows and their checkpoint, in one transaction (one per mail should it fail)
 - `mailbox.py`    one account's life: connect, catch up every folder (the next run fetched while one is
                   recorded), IDLE or poll, back off on failure
 - `lease.py`      which accounts this process reads: claimed, renewed and shared out in PostgreSQL
