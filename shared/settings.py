@@ -145,7 +145,10 @@ class Settings(BaseSettings):
     inbox_poll_seconds: float = Field(60.0, gt=0)  # between reads without IDLE (or of other folders)
     inbox_idle_seconds: float = Field(600.0, gt=0, le=1500)  # IDLE re-issued well within 29 minutes
     inbox_timeout_seconds: float = Field(30.0, gt=0)  # one IMAP command
-    inbox_batch: int = Field(100, ge=1)  # UIDs asked about in one FETCH
+    inbox_batch: int = Field(100, ge=1)  # mails fetched in one FETCH and recorded in one transaction
+    inbox_batch_bytes: int = Field(4 * 1024 * 1024, ge=1024)  # at most, in one FETCH (a larger mail alone)
+    inbox_parallel_reads: int = Field(4, ge=1)  # mails of one mailbox read in the reader processes at once
+    inbox_held_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)  # fetched, not yet read, all accounts
     inbox_lookback_days: int = Field(14, ge=0)  # a new folder is read from mail this many days old
     inbox_backoff_seconds: list[float] = [2, 10, 30, 120, 600]  # after the 1st, 2nd, … failure in a row
     inbox_max_accounts: int = Field(500, ge=1)  # accounts one reader process holds at most

@@ -262,10 +262,19 @@ class WorkerPool:
             except WorkersUnavailable as error:
                 log.warning("workers.worker.unavailable", pool=self._name, error=str(error))
 
-    async def call(self, request: bytes, decode: Callable[[bytes], T]) -> T:
+    async def call(self, request: bytes, decode: Callable[[bytes], T], *, waits: bool = False) -> T:
         """`decode` of a worker's answer to `request`. Raises JobOverran, WorkerFailed (also when `decode`
-        raises ValueError: the answer is nonsense) or WorkersUnavailable (also when the backlog is full)."""
-        if self._backlog is not None and self._turns.locked() and self._waiting >= self._backlog:
+        raises ValueError: the answer is nonsense) or WorkersUnavailable (also when the backlog is full).
+
+        `waits`: the caller bounds its own jobs (the mailbox reader), so the job waits for a worker and is
+        never refused for the backlog. (A caller counting its jobs against the backlog was refused now and
+        then: a job already given a worker is still counted as waiting until it resumes.)"""
+        if (
+            not waits
+            and self._backlog is not None
+            and self._turns.locked()
+            and self._waiting >= self._backlog
+        ):
             raise WorkersUnavailable(f"every {self._name} worker is busy and {self._waiting} jobs wait")
         self._waiting += 1
         try:

@@ -78,12 +78,13 @@ class MailReaders:
     async def __aexit__(self, *_: object) -> None:
         await self._readers.stop()
 
-    async def read(self, raw: bytes, envelope_recipient: str | None) -> Reading:
-        """Raises NotUnderstood; OverLimit for a mail over a limit, the deadline or a reader's memory."""
+    async def read(self, raw: bytes, envelope_recipient: str | None, *, waits: bool = False) -> Reading:
+        """Raises NotUnderstood; OverLimit for a mail over a limit, the deadline or a reader's memory.
+        `waits`: the caller bounds the mails it holds; the mail waits for a reader (`WorkerPool.call`)."""
         recipient = (envelope_recipient or "").encode("utf-8", "replace")
         try:
             answer = await self._readers.call(
-                RECIPIENT.pack(len(recipient)) + recipient + raw, ANSWER.validate_json
+                RECIPIENT.pack(len(recipient)) + recipient + raw, ANSWER.validate_json, waits=waits
             )
         except workers.JobOverran:
             raise OverLimit(f"reading it took longer than {self._seconds:g} s") from None

@@ -4,7 +4,7 @@ or lead transition of `shared.db.message_store`."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -102,17 +102,46 @@ async def message_in_order(
 ) -> Any:
     """Of the messages `names` name (our message ids and Message-IDs), the one named first; only the
     workspace's when it is given (a mailbox's mail names only its tenant's messages)."""
+    return first_named(list(names), await messages_named(session, names, workspace_id))
+
+
+async def messages_named(
+    session: AsyncSession, names: Collection[uuid.UUID | str], workspace_id: uuid.UUID | None = None
+) -> dict[uuid.UUID | str, Any]:
+    """The messages any of `names` name, keyed by message id and by Message-ID; only the workspace's when it
+    is given. (The mailbox reader asks once for a run of mails.)"""
     ids = [name for name in names if isinstance(name, uuid.UUID)]
     smtp_ids = [name for name in names if isinstance(name, str)]
     if not names:
-        return None
+        return {}
     query = _message_row().where(or_(Message.id.in_(ids), Message.smtp_message_id.in_(smtp_ids)))
     if workspace_id is not None:
         query = query.where(Message.workspace_id == workspace_id)
     rows = (await session.execute(query)).all()
     found: dict[uuid.UUID | str, Any] = {row.id: row for row in rows}
     found.update({row.smtp_message_id: row for row in rows if row.smtp_message_id})
-    return first_named(list(names), found)
+    return found
+
+
+async def written_to(
+    session: AsyncSession, workspace_id: uuid.UUID, sending_domain_id: uuid.UUID, addresses: Collection[str]
+) -> set[str]:
+    """Of `addresses` (lower-cased), those of leads the sending domain has sent mail to: the only senders
+    whose mail `last_message_to` can match. (The mailbox reader asks once for a run of mails.)"""
+    if not addresses:
+        return set()
+    rows = await session.execute(
+        select(func.lower(Lead.email))
+        .join(Message, Message.lead_id == Lead.id)
+        .where(
+            Lead.workspace_id == workspace_id,
+            func.lower(Lead.email).in_(list(addresses)),
+            Message.sending_domain_id == sending_domain_id,
+            Message.status == MessageStatus.SENT,
+        )
+        .distinct()
+    )
+    return set(rows.scalars())
 
 
 async def last_message_to(

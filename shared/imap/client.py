@@ -85,11 +85,14 @@ class _Client(aioimaplib.IMAP4):  # type: ignore[misc]  # untyped library
 
 
 class Mailbox:
-    """A logged-in session. `lost` is set when the server or the network drops it."""
+    """A logged-in session. `lost` is set when the server or the network drops it. FETCH and MOVE may be
+    called from two tasks at once; the other commands only while neither runs."""
 
     def __init__(self, client: _Client, lost: asyncio.Event) -> None:
         self._client = client
         self.lost = lost
+        # The reader fetches the next mails while it moves the reports it has recorded: one command at a time.
+        self._commands = asyncio.Lock()
 
     @property
     def idle_supported(self) -> bool:
@@ -111,17 +114,22 @@ class Mailbox:
 
     async def sizes(self, uids: list[int]) -> dict[int, int]:
         wanted = ",".join(map(str, uids))
-        return responses.fetched_sizes(
-            _ok(await self._client.uid("fetch", wanted, "(UID RFC822.SIZE)"), "FETCH")
-        )
+        async with self._commands:
+            fetched = await self._client.uid("fetch", wanted, "(UID RFC822.SIZE)")
+        return responses.fetched_sizes(_ok(fetched, "FETCH"))
 
-    async def body(self, uid: int) -> bytes | None:
-        """The mail's bytes, without setting `\\Seen` (None: it was expunged meanwhile)."""
-        return responses.fetched_body(
-            _ok(await self._client.uid("fetch", str(uid), "(UID BODY.PEEK[])"), "FETCH")
-        )
+    async def bodies(self, uids: list[int]) -> dict[int, bytes]:
+        """The mails' bytes by UID, in one command, without setting `\\Seen` (one missing was expunged)."""
+        wanted = ",".join(map(str, uids))
+        async with self._commands:
+            fetched = await self._client.uid("fetch", wanted, "(UID BODY.PEEK[])")
+        return responses.fetched_bodies(_ok(fetched, "FETCH"))
 
     async def move(self, uid: int, folder: str) -> None:
+        async with self._commands:
+            await self._move(uid, folder)
+
+    async def _move(self, uid: int, folder: str) -> None:
         if self._client.has_capability("MOVE"):
             _ok(await self._client.uid("move", str(uid), _quoted(folder)), "MOVE")
             return

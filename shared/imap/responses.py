@@ -60,12 +60,13 @@ def fetched_sizes(lines: Sequence[bytes | bytearray]) -> dict[int, int]:
     return sizes
 
 
-def fetched_body(lines: Sequence[bytes | bytearray]) -> bytes | None:
-    """From the answer to UID FETCH (BODY.PEEK[]) of one UID: the mail's bytes (None: it is gone)."""
+def fetched_bodies(lines: Sequence[bytes | bytearray]) -> dict[int, bytes]:
+    """From the answer to UID FETCH (UID BODY.PEEK[]): each mail's bytes by UID (one expunged is missing)."""
+    bodies = {}
     for index, line in enumerate(lines[:-1]):
-        if isinstance(line, bytes) and FETCH_UID.search(line) and LITERAL.search(line):
-            return bytes(lines[index + 1])
-    return None
+        if isinstance(line, bytes) and (uid := FETCH_UID.search(line)) and LITERAL.search(line):
+            bodies[int(uid.group(1))] = bytes(lines[index + 1])
+    return bodies
 
 
 def folder_names(lines: Sequence[bytes | bytearray]) -> list[str]:

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import signal
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -250,6 +250,11 @@ async def test_a_dsn_bounces_and_an_arf_report_complains_and_both_go_to_the_repo
             (False, "bounced"), (False, "sent"), (True, "cancelled"), (True, "cancelled"),
         ]  # fmt: skip
         assert await counters(db, sent.campaign_id) == {"replied": 0, "complained": 1, "bounced": 1}
+        health = await db.fetchrow(  # counted towards the domain in the transaction of the run
+            "SELECT hard_bounces, complaints FROM domain_health WHERE sending_domain_id = $1",
+            uuid.UUID(sent.domain_id),
+        )
+        assert dict(health) == {"hard_bounces": 1, "complaints": 1}
         assert imap_server.uids(sent.mailbox) == []
         assert len(imap_server.uids(sent.mailbox, "Reports")) == 2
 
@@ -289,7 +294,8 @@ async def test_a_reader_killed_mid_batch_and_restarted_processes_each_mail_exact
     count = 60
     for _ in range(count):  # each a reply of its own (its own Message-ID) to the same e-mail
         imap_server.write(sent.mailbox, mailbox_mail.reply(sent.mailbox, sent.leads[0], original))
-    async with reader(settings, tmp_path) as first:
+    # Runs of 5 mails, each one transaction: killed with some runs recorded and others fetched or being read.
+    async with reader(settings, tmp_path, inbox_batch=5) as first:
 
         async def some() -> bool:
             return len(await processed(db, sent.account_id)) >= 5
@@ -455,6 +461,78 @@ async def test_bad_mail_is_skipped_with_its_reason_and_never_blocks_the_mailbox(
         assert process.logged("tracker.inbox.mail.skipped")
         await until(lambda: _checkpoint_is(db, sent.account_id, rows[0]["uidvalidity"], len(bad) + 1))
     assert await lead_status(db, sent.leads[0]) == "replied"
+
+
+@contextlib.asynccontextmanager
+async def refusing(
+    db: asyncpg.Connection, table: str, when: str
+) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """While inside, or until the function it gives is called, PostgreSQL refuses a row of `table` that
+    matches `when` (on NEW): a failure of the database's own, not a transient one."""
+    name = f"refuse_{uuid.uuid4().hex[:8]}"
+    await db.execute(
+        f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS"
+        f" $$ BEGIN IF {when} THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$;"
+        f" CREATE TRIGGER {name} BEFORE INSERT OR UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION {name}()"
+    )
+
+    async def allow() -> None:
+        await db.execute(f"DROP TRIGGER IF EXISTS {name} ON {table}; DROP FUNCTION IF EXISTS {name}()")
+
+    try:
+        yield allow
+    finally:
+        await allow()
+
+
+async def test_a_mail_whose_recording_fails_is_skipped_alone_and_the_run_around_it_counts(
+    pipeline: Pipeline, imap_server: Dovecot, settings: Settings, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    sent = await sent_campaign(pipeline, imap_server, settings)
+    original = sent.mails[0].message["Message-ID"]
+    poisoned = mailbox_mail.reply(sent.mailbox, sent.leads[0], original).replace(
+        b"Message-ID: <", b"Message-ID: <poisoned-"
+    )
+    replies = [mailbox_mail.reply(sent.mailbox, sent.leads[0], original) for _ in range(4)]
+    imap_server.write_all(sent.mailbox, [*replies[:2], poisoned, *replies[2:]])
+    async with (
+        refusing(db, "mailbox_mails", "NEW.mail_key LIKE '<poisoned-%'"),
+        reader(settings, tmp_path) as process,
+    ):
+        await until(lambda: _checkpoint_is_past(db, sent.account_id, 5))
+        assert process.logged("tracker.inbox.run.failed")  # the run's one transaction, then one per mail
+    rows = await processed(db, sent.account_id)
+    assert [row["outcome"] for row in rows] == ["replied", "replied", "skipped", "replied", "replied"]
+    assert rows[2]["reason"].startswith("recording it failed")
+    assert await replies_recorded(db, sent.campaign_id) == 4
+
+
+async def _checkpoint_is_past(db: asyncpg.Connection, account_id: uuid.UUID, last_uid: int) -> bool:
+    found = await db.fetchval("SELECT last_uid FROM mailbox_checkpoints WHERE account_id = $1", account_id)
+    return found is not None and found >= last_uid
+
+
+async def test_a_database_error_backs_the_account_off_and_its_reading_goes_on_once_it_is_gone(
+    pipeline: Pipeline, imap_server: Dovecot, settings: Settings, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    sent = await sent_campaign(pipeline, imap_server, settings)
+    imap_server.write(sent.mailbox, reply_to(sent))
+    # Neither its success nor its failure can be recorded on the account: it used to end its reading.
+    async with (
+        refusing(db, "mailbox_accounts", f"NEW.id = '{sent.account_id}'") as allow,
+        reader(settings, tmp_path) as process,
+    ):
+
+        async def failed_twice() -> bool:
+            return len(account_events(process, "tracker.inbox.failure.unrecorded", sent)) >= 2
+
+        async def replied() -> bool:
+            return await lead_status(db, sent.leads[0]) == "replied"
+
+        await until(failed_twice)
+        assert not await replied()
+        await allow()
+        await until(replied)
 
 
 # The mailbox's health: servers without IDLE, wrong passwords, TLS, and what the api shows of it.

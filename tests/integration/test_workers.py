@@ -104,3 +104,16 @@ async def test_beyond_its_backlog_a_job_is_refused_at_once_and_the_waiting_ones_
         with pytest.raises(JobOverran):
             await busy
         assert (await waiting)["config"] == {"greeting": "hi"}
+
+
+async def test_a_job_that_waits_is_never_refused_for_the_backlog() -> None:
+    async with toy_pool(backlog=0) as pool:
+        await itself(pool)
+        busy = asyncio.create_task(pool.call(b"spin", json.loads))
+        await asyncio.sleep(0.1)
+        with pytest.raises(WorkersUnavailable, match="busy"):
+            await itself(pool)
+        waiting = [asyncio.create_task(pool.call(b"itself", json.loads, waits=True)) for _ in range(3)]
+        with pytest.raises(JobOverran):
+            await busy
+        assert [answer["config"] for answer in await asyncio.gather(*waiting)] == [{"greeting": "hi"}] * 3

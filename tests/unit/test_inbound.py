@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from services.tracker import inbound
 from services.tracker.inbound import (
     Bounce,
     Limits,
@@ -20,6 +21,7 @@ from services.tracker.inbound import (
 from services.tracker.readers import limits_of
 from shared.settings import Settings
 from tests.support import hostile_mail as hostile
+from tests.support import mailbox_mail
 from tests.support.samples import postfix_dsn
 
 LIMITS = limits_of(Settings())
@@ -286,11 +288,12 @@ def test_a_mail_just_within_the_limits_is_read(raw: bytes) -> None:
 
 def test_the_deepest_nesting_the_settings_allow_parses_without_recursion_error() -> None:
     deepest = Limits(parts=10_000, depth=200, header_lines=1000, header_bytes=1 << 20)
-    reading = read_mail(hostile.nested_multiparts(REPLY, 198), None, deepest)
+    from_a_machine = REPLY.replace(b"jan@lead.example", b"MAILER-DAEMON@lead.example")
+    reading = read_mail(hostile.nested_multiparts(from_a_machine, 198), None, deepest)
     assert reading.references == (ORIGINAL_ID,)
     assert reading.no_failure == "no delivery failure found in it: not a bounce"  # flufl.bounce read it all
     with pytest.raises(OverLimit):
-        read_mail(hostile.nested_multiparts(REPLY, 199), None, deepest)
+        read_mail(hostile.nested_multiparts(from_a_machine, 199), None, deepest)
 
 
 def test_a_text_bounce_returning_a_huge_original_is_read_from_its_beginning() -> None:
@@ -340,3 +343,113 @@ def test_a_long_thread_keeps_its_newest_references() -> None:
     assert reply.references[0] == ORIGINAL_ID
     assert len(reply.references) == 20
     assert reply.references[-1] == "<481@lead.example>"
+
+
+# Bounces flufl.bounce reads from their text alone, as qmail and sendmail write them.
+QMAIL = f"""Return-Path: <>
+From: MAILER-DAEMON@mx.acme-mail.example
+To: {VERP}
+Subject: failure notice
+
+Hi. This is the qmail-send program at mx.acme-mail.example.
+I'm afraid I wasn't able to deliver your message to the following addresses.
+This is a permanent error; I've given up. Sorry it didn't work out.
+
+<jan@lead.example>:
+203.0.113.5 does not like recipient.
+Remote host said: 550 5.1.1 <jan@lead.example>... User unknown
+Giving up on 203.0.113.5.
+
+--- Below this line is a copy of the message.
+
+Message-ID: {ORIGINAL_ID}
+Subject: Hello Jan
+""".encode()
+SENDMAIL = f"""From: Mail Delivery Subsystem <MAILER-DAEMON@lead.example>
+To: <sales@acme-mail.example>
+Subject: Returned mail: see transcript for details
+
+The original message was received at Mon, 30 Nov 2026 10:00:00 GMT
+
+   ----- The following addresses had permanent fatal errors -----
+<jan@lead.example>
+    (reason: 550 5.1.1 User unknown)
+
+   ----- Original message follows -----
+Message-ID: {ORIGINAL_ID}
+""".encode()
+# A person writing about deliveries, addresses and errors: words flufl.bounce's patterns look for.
+PERSON = f"""From: Jan <jan@lead.example>
+To: sales@acme-mail.example
+Subject: Re: Hello Jan
+In-Reply-To: {ORIGINAL_ID}
+
+The following addresses had permanent fatal errors last week, the delivery failed:
+<piet@lead.example>
+    (reason: 550 5.1.1 User unknown)
+Please write to jan@lead.example instead.
+""".encode()
+NEWSLETTER = (
+    b"From: Shop <news@shop.example>\nTo: sales@acme-mail.example\nSubject: Weekly news\nPrecedence: bulk\n"
+    b"Content-Type: multipart/alternative; boundary=ALT\n\n--ALT\nContent-Type: text/plain\n\n"
+    + b"Offers, new arrivals and a story from the team.\n" * 40
+    + b"--ALT\nContent-Type: text/html\n\n<p>Offers</p>\n--ALT--\n"
+)
+CORPUS = {
+    "postfix": DSN,
+    "postfix delayed": postfix_dsn(VERP, ORIGINAL_ID, status="4.4.1", action="delayed"),
+    "postfix to the mailbox": postfix_dsn("sales@acme-mail.example", ORIGINAL_ID),
+    "gmail": GMAIL,
+    "exchange": EXCHANGE,
+    "exim": EXIM,
+    "qmail": QMAIL,
+    "sendmail": SENDMAIL,
+    "reply": REPLY,
+    "newsletter": NEWSLETTER,
+    "out of office": mailbox_mail.out_of_office("sales@acme-mail.example", "jan@lead.example", ORIGINAL_ID),
+    "arf": mailbox_mail.arf_report("sales@acme-mail.example", VERP, ORIGINAL_ID, "jan@lead.example"),
+    "no from": b"To: sales@acme-mail.example\nSubject: hello\n\nJust a note.\n",
+    "attachment": hostile.attachment(REPLY, 200_000),
+    "broken encodings": hostile.broken_encodings(REPLY),
+    "NUL bytes": hostile.nul_bytes(REPLY),
+}
+
+
+def outcome(raw: bytes) -> object:
+    try:
+        return read_mail(raw, None, LIMITS)
+    except NotUnderstood as why:
+        return type(why), str(why)
+
+
+@pytest.mark.parametrize("name", list(CORPUS))
+def test_flufl_bounce_only_on_mail_from_a_machine_reads_every_sample_as_it_always_did(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gated = outcome(CORPUS[name])
+    monkeypatch.setattr(inbound, "_from_a_machine", lambda *_: True)
+    assert outcome(CORPUS[name]) == gated
+
+
+@pytest.mark.parametrize("name", ["qmail", "sendmail", "exim"])
+def test_text_bounces_are_still_read_by_flufl_bounce(name: str) -> None:
+    reading = read_mail(CORPUS[name], None, LIMITS)
+    assert reading.failure is not None
+    assert (reading.failure.permanent, reading.failure.recipient) == (True, "jan@lead.example")
+
+
+@pytest.mark.parametrize("raw", [REPLY, PERSON, NEWSLETTER], ids=["reply", "person", "newsletter"])
+def test_flufl_bounce_never_runs_on_a_persons_mail_or_a_newsletter(
+    raw: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(_: object) -> None:
+        raise AssertionError("flufl.bounce ran")
+
+    monkeypatch.setattr(inbound, "all_failures", refused)
+    assert read_mail(raw, None, LIMITS).no_failure == "no delivery failure found in it: not a bounce"
+
+
+def test_a_person_writing_about_a_failed_delivery_is_a_reply_not_a_bounce() -> None:
+    """flufl.bounce's heuristics, run on every mail, read this one as a hard bounce of piet@."""
+    reading = read_mail(PERSON, None, LIMITS)
+    assert (reading.failure, inbound.kind_of(reading)) == (None, "reply")

@@ -12,6 +12,7 @@ import pytest
 
 from services.tracker.inbound import first_named, kind_of, named_in_order, read_mail
 from services.tracker.inbox import mailbox, policy
+from services.tracker.inbox.processing import Budget
 from services.tracker.readers import limits_of
 from shared.imap import responses
 from shared.settings import Settings
@@ -74,9 +75,14 @@ def test_imap_answers() -> None:
     assert responses.searched_uids([b"9 3 5", b"Search completed"], after=3) == [5, 9]
     assert responses.searched_uids([b"4", b"Search completed"], after=4) == []  # n:* names the highest
     assert responses.fetched_sizes([b"1 FETCH (UID 11 RFC822.SIZE 319)", b"Fetch completed"]) == {11: 319}
-    body = [b"1 FETCH (UID 11 BODY[] {5}", bytearray(b"hello"), b")", b"Fetch completed"]
-    assert responses.fetched_body(body) == b"hello"
-    assert responses.fetched_body([b"Fetch completed"]) is None
+    bodies = [
+        b"1 FETCH (UID 11 BODY[] {5}", bytearray(b"hello"), b")",
+        b"2 FETCH (FLAGS (\\Seen))",  # another session's change, told in passing
+        b"3 FETCH (UID 13 BODY[] {2}", bytearray(b"hi"), b")",
+        b"Fetch completed",
+    ]  # fmt: skip
+    assert responses.fetched_bodies(bodies) == {11: b"hello", 13: b"hi"}
+    assert responses.fetched_bodies([b"Fetch completed"]) == {}
     listed = [
         b'(\\HasNoChildren) "." INBOX',
         b'(\\Noselect) "." Root',
@@ -129,3 +135,29 @@ async def test_stopping_tasks_that_fail_as_they_stop_raises_nothing_and_stops_th
     await mailbox.stop(failing, quiet)
     assert isinstance(failing.exception(), RuntimeError)
     assert quiet.cancelled()
+
+
+def test_a_backlog_is_cut_into_runs_of_so_many_mails_or_bytes() -> None:
+    uids = [1, 2, 3, 4, 5, 6, 7]
+    sizes = {1: 10, 2: 10, 3: 10, 5: 50, 6: 10, 7: 10}  # 4: too large or gone, not fetched
+    assert policy.runs(uids, sizes, most_mails=3, most_bytes=1000) == [[1, 2, 3], [4, 5, 6], [7]]
+    assert policy.runs(uids, sizes, most_mails=100, most_bytes=30) == [[1, 2, 3, 4], [5], [6, 7]]
+    assert policy.runs([], {}, most_mails=3, most_bytes=30) == []
+
+
+async def test_mail_held_beyond_the_budget_waits_until_some_is_given_back() -> None:
+    budget = Budget(100)
+    order: list[str] = []
+
+    async def hold(name: str, size: int, seconds: float) -> None:
+        async with budget.hold(size):
+            order.append(f"{name} in")
+            await asyncio.sleep(seconds)
+        order.append(f"{name} out")
+
+    first = asyncio.create_task(hold("60", 60, 0.05))
+    await asyncio.sleep(0)
+    # 50 more do not fit beside 60; a mail larger than the whole budget waits for all of it.
+    await asyncio.gather(first, hold("50", 50, 0), hold("500", 500, 0))
+    assert order[:3] == ["60 in", "60 out", "50 in"]
+    assert order.index("500 in") > order.index("50 out")

@@ -15,7 +15,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.tracker.inbox import policy, store
-from services.tracker.inbox.processing import MailProcessor
+from services.tracker.inbox.processing import Mail, MailProcessor, Processed
 from services.tracker.inbox.store import Account, Place
 from shared import crypto
 from shared.imap import FAILING_AFTER
@@ -57,30 +57,37 @@ class MailboxReader:
         self._processor = processor
         self._settings = settings
         self._clock = clock
+        self._failures = 0  # in a row, as last recorded
 
     async def run(self) -> None:
         """Until cancelled (its lease lost or given back, or the process stopping)."""
         while True:
-            async with self._sessions() as session:
-                account = await store.account(session, self.account_id)
-            if account is None:  # deleted or deactivated: its lease is not renewed, so this task ends
-                await asyncio.sleep(self._settings.inbox_lease_seconds)
-                continue
             try:
+                async with self._sessions() as session:
+                    account = await store.account(session, self.account_id)
+                if account is None:  # deleted or deactivated: its lease is not renewed, so this task ends
+                    await asyncio.sleep(self._settings.inbox_lease_seconds)
+                    continue
                 await self._session(account)
             except (imap.ImapFailure, Unexpected) as error:
-                await self._failed(account, str(error))
-            except Exception as error:  # the library's, the network's: this account's problem alone
-                log.exception("tracker.inbox.read.failed", account_id=str(account.id))
-                await self._failed(account, f"reading the mailbox failed ({type(error).__name__})")
+                await self._failed(str(error))
+            except Exception as error:  # the library's, the network's, the database's: this account's alone
+                log.exception("tracker.inbox.read.failed", account_id=str(self.account_id))
+                await self._failed(f"reading the mailbox failed ({type(error).__name__})")
 
-    async def _failed(self, account: Account, error: str) -> None:
-        async with self._sessions() as session, session.begin():
-            failures = await store.failed(session, account.id, error)
-        delay = policy.backoff(failures, self._settings.inbox_backoff_seconds)
+    async def _failed(self, error: str) -> None:
+        """Recorded on the account, then a wait before the next try; should the database be away too, the
+        waits grow from the failures counted here."""
+        try:
+            async with self._sessions() as session, session.begin():
+                self._failures = await store.failed(session, self.account_id, error)
+        except Exception:  # the database away: the reading goes on being tried all the same
+            log.exception("tracker.inbox.failure.unrecorded", account_id=str(self.account_id))
+            self._failures += 1
+        delay = policy.backoff(self._failures, self._settings.inbox_backoff_seconds)
         log.warning(
-            "tracker.inbox.connect.failed", account_id=str(account.id), error=error, failures=failures,
-            retry_in=delay, failing=failures >= FAILING_AFTER,
+            "tracker.inbox.connect.failed", account_id=str(self.account_id), error=error,
+            failures=self._failures, retry_in=delay, failing=self._failures >= FAILING_AFTER,
         )  # fmt: skip
         await asyncio.sleep(delay)
 
@@ -100,6 +107,7 @@ class MailboxReader:
         async with imap.connect(self._endpoint(account)) as mailbox:
             async with self._sessions() as session, session.begin():
                 await store.connected(session, account.id, mailbox.idle_supported)
+            self._failures = 0
             log.info("tracker.inbox.connect.ok", account_id=str(account.id), idle=mailbox.idle_supported)
             reading = asyncio.create_task(self._read(account, mailbox))
             lost = asyncio.create_task(mailbox.lost.wait())
@@ -151,13 +159,61 @@ class MailboxReader:
         if state.uidnext is not None and state.uidnext <= last_uid + 1:
             return
         uids = await mailbox.uids_after(last_uid)
-        for start in range(0, len(uids), self._settings.inbox_batch):
-            batch = uids[start : start + self._settings.inbox_batch]
+        folder_place = Place(account.id, folder, state.uidvalidity, last_uid)
+        # The next run is fetched and read while this one is recorded.
+        ready: asyncio.Queue[list[Mail] | None] = asyncio.Queue(maxsize=1)
+        fetching = asyncio.create_task(self._fetch(mailbox, folder_place, uids, ready))
+        try:
+            while (mails := await self._next(ready, fetching)) is not None:
+                done = await self._processor.record(account, mails)
+                await self._move_reports(account, mailbox, mails, done)
+        finally:
+            await stop(fetching)
+
+    @staticmethod
+    async def _next(
+        ready: asyncio.Queue[list[Mail] | None], fetching: asyncio.Task[None]
+    ) -> list[Mail] | None:
+        """The next run read, or None after the last; the fetching task's failure is raised here."""
+        taking = asyncio.ensure_future(ready.get())
+        try:
+            await asyncio.wait({taking, fetching}, return_when=asyncio.FIRST_COMPLETED)
+            if not taking.done() and fetching.done():
+                fetching.result()  # raises its failure; ended well, it has put its last run for `taking`
+            return await taking
+        finally:
+            await stop(taking)
+
+    async def _fetch(
+        self, mailbox: imap.Mailbox, place: Place, uids: list[int], ready: asyncio.Queue[list[Mail] | None]
+    ) -> None:
+        """Runs of mails (`policy.runs`), each fetched in one command and read within the process's budget
+        of held mail, onto `ready`; None after the last."""
+        settings = self._settings
+        for start in range(0, len(uids), settings.inbox_batch):
+            batch = uids[start : start + settings.inbox_batch]
             sizes = await mailbox.sizes(batch)
-            for uid in batch:
-                await self._one(
-                    account, mailbox, Place(account.id, folder, state.uidvalidity, uid), sizes.get(uid)
-                )
+            wanted = {uid: size for uid, size in sizes.items() if size <= settings.inbound_max_bytes}
+            for run in policy.runs(batch, wanted, settings.inbox_batch, settings.inbox_batch_bytes):
+                fetched = [uid for uid in run if uid in wanted]
+                async with self._processor.budget.hold(sum(wanted[uid] for uid in fetched)):
+                    bodies = await mailbox.bodies(fetched) if fetched else {}
+                    mails = await self._processor.read(place, run, sizes, bodies)
+                    del bodies  # read: the budget is given back with the bodies
+                await ready.put(mails)
+        await ready.put(None)
+
+    async def _move_reports(
+        self, account: Account, mailbox: imap.Mailbox, mails: list[Mail], done: list[Processed]
+    ) -> None:
+        if not account.reports_folder:
+            return
+        for mail, processed in zip(mails, done, strict=True):
+            if processed.is_report and account.reports_folder != mail.place.folder:
+                try:
+                    await mailbox.move(mail.place.uid, account.reports_folder)
+                except imap.ImapFailure as error:  # the report counted; leaving it where it is harms nobody
+                    log.warning("tracker.inbox.move.failed", account_id=str(account.id), error=str(error))
 
     async def _start(self, account: Account, mailbox: imap.Mailbox, state: FolderState) -> int:
         """The last UID to count as read in a new folder: its mail of the last days is read. (A folder whose
@@ -168,22 +224,3 @@ class MailboxReader:
         if since:
             return since[0] - 1
         return state.uidnext - 1 if state.uidnext else 0
-
-    async def _one(self, account: Account, mailbox: imap.Mailbox, place: Place, size: int | None) -> None:
-        limit = self._settings.inbound_max_bytes
-        key = f"place:{place.folder}:{place.uidvalidity}:{place.uid}"
-        if size is None:  # expunged since the search
-            done = await self._processor.skip(account, place, key, "gone before it was fetched")
-        elif size > limit:
-            done = await self._processor.skip(account, place, key, f"larger than {limit} bytes ({size})")
-        else:
-            async with self._processor.turn():
-                if (raw := await mailbox.body(place.uid)) is None:
-                    done = await self._processor.skip(account, place, key, "gone before it was fetched")
-                else:
-                    done = await self._processor.process(account, place, raw)
-        if done.is_report and account.reports_folder and account.reports_folder != place.folder:
-            try:
-                await mailbox.move(place.uid, account.reports_folder)
-            except imap.ImapFailure as error:  # the report counted; leaving it where it is harms nobody
-                log.warning("tracker.inbox.move.failed", account_id=str(account.id), error=str(error))

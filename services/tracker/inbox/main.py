@@ -29,8 +29,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> ASGIA
     settings = settings or Settings()
     runtime = Runtime.build(settings)
     readers = MailReaders(settings)
-    turns = settings.inbound_readers + settings.inbound_backlog
-    processor = MailProcessor(runtime.sessions, readers, settings.tracking_secret, clock, turns)
+    processor = MailProcessor(runtime.sessions, readers, settings, clock)
 
     def start(account_id: uuid.UUID) -> asyncio.Task[None]:
         reader = MailboxReader(account_id, runtime.sessions, processor, settings, clock)

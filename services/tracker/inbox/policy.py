@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta
 
 
@@ -24,3 +24,20 @@ def first_day(created_at: datetime, lookback_days: int) -> date:
     """A folder seen for the first time is read from mail received since this day (IMAP SEARCH SINCE has day
     granularity): replies to campaigns sent shortly before the mailbox was connected still count."""
     return (created_at - timedelta(days=lookback_days)).date()
+
+
+def runs(uids: Sequence[int], sizes: Mapping[int, int], most_mails: int, most_bytes: int) -> list[list[int]]:
+    """The UIDs in order, cut into runs of at most `most_mails` mails and `most_bytes` bytes, each fetched in
+    one command and recorded in one transaction; a mail larger than `most_bytes` is a run of its own. `sizes`
+    holds the mails to fetch: one it lacks (too large, expunged) weighs nothing."""
+    cut: list[list[int]] = []
+    run: list[int] = []
+    held = 0
+    for uid in uids:
+        size = sizes.get(uid, 0)
+        if run and (len(run) >= most_mails or held + size > most_bytes):
+            cut.append(run)
+            run, held = [], 0
+        run.append(uid)
+        held += size
+    return [*cut, run] if run else cut

@@ -4,6 +4,7 @@ health. What a mail causes is a transition of `shared.db.message_store` (through
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,6 +28,10 @@ class Account:
     reports_folder: str | None
     failures: int
     created_at: datetime
+
+
+# A claimed mail's row, its outcome, the message it concerned and the reason it was skipped.
+Settled = tuple[int, str, uuid.UUID | None, str | None]
 
 
 @dataclass(frozen=True)
@@ -177,26 +182,51 @@ async def advance(session: AsyncSession, place: Place) -> None:
 # Processed mails: a mail is matched at most once, by its place and by its key.
 
 
-async def claim_mail(session: AsyncSession, place: Place, mail_key: str) -> int | None:
-    """The row that makes this transaction the one processing the mail, or None when it was processed
-    before (or is being processed by a transaction that will commit first: this one waits for it)."""
-    return (
-        await session.execute(
-            text(
-                "INSERT INTO mailbox_mails (account_id, folder, uidvalidity, uid, mail_key, outcome)"
-                " VALUES (:a, :f, :v, :u, :k, 'processing') ON CONFLICT DO NOTHING RETURNING id"
-            ),
-            {"a": place.account_id, "f": place.folder, "v": place.uidvalidity, "u": place.uid, "k": mail_key},
-        )
-    ).scalar()
+async def claim_mails(
+    session: AsyncSession, places: Sequence[Place], mail_keys: Sequence[str]
+) -> dict[int, int]:
+    """The rows that make this transaction the one processing each mail, by UID; a mail without one was
+    processed before, or earlier in the same run under the same key (or is being processed by a transaction
+    that will commit first: this one waits for it). One folder's mails, in UID order: two readers claiming
+    the same run take the rows in the same order, and never deadlock."""
+    if not places:
+        return {}
+    account_id, folder, uidvalidity = places[0].account_id, places[0].folder, places[0].uidvalidity
+    rows = await session.execute(
+        text(
+            "INSERT INTO mailbox_mails (account_id, folder, uidvalidity, uid, mail_key, outcome)"
+            " SELECT CAST(:a AS uuid), CAST(:f AS text), CAST(:v AS bigint), m.uid, m.mail_key, 'processing'"
+            " FROM unnest(CAST(:uids AS bigint[]), CAST(:keys AS text[])) WITH ORDINALITY"
+            " AS m (uid, mail_key, n)"
+            " ORDER BY m.n ON CONFLICT DO NOTHING RETURNING uid, id"
+        ),
+        {
+            "a": account_id,
+            "f": folder,
+            "v": uidvalidity,
+            "uids": [p.uid for p in places],
+            "keys": list(mail_keys),
+        },
+    )
+    return {row.uid: row.id for row in rows}
 
 
-async def settle_mail(
-    session: AsyncSession, row_id: int, outcome: str, message_id: uuid.UUID | None, reason: str | None
-) -> None:
+async def settle_mails(session: AsyncSession, settled: Sequence[Settled]) -> None:
+    """What each claimed mail came to."""
+    if not settled:
+        return
     await session.execute(
-        text("UPDATE mailbox_mails SET outcome = :o, message_id = :m, reason = :r WHERE id = :id"),
-        {"id": row_id, "o": outcome, "m": message_id, "r": reason[:1000] if reason else None},
+        text(
+            "UPDATE mailbox_mails AS m SET outcome = s.outcome, message_id = s.message_id, reason = s.reason"
+            " FROM unnest(CAST(:ids AS bigint[]), CAST(:outcomes AS text[]), CAST(:messages AS uuid[]),"
+            " CAST(:reasons AS text[])) AS s (id, outcome, message_id, reason) WHERE m.id = s.id"
+        ),
+        {
+            "ids": [row for row, *_ in settled],
+            "outcomes": [outcome for _, outcome, _, _ in settled],
+            "messages": [message for _, _, message, _ in settled],
+            "reasons": [reason[:1000] if reason else None for *_, reason in settled],
+        },
     )
 
 
