@@ -14,7 +14,7 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route, compile_path
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
@@ -67,7 +67,8 @@ class RequestMetrics:
     def __init__(self, app: ASGIApp, templates: Callable[[], Iterable[str]]) -> None:
         self.app = app
         self._templates = templates
-        self._compiled: list[tuple[re.Pattern[str], str]] | None = None
+        self._match: Callable[[str], re.Match[str] | None] | None = None
+        self._ordered: list[str] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -91,11 +92,26 @@ class RequestMetrics:
             LATENCY.labels(method, route).observe(time.perf_counter() - started)
 
     def template(self, path: str) -> str:
-        if self._compiled is None:
+        if self._match is None:
             # Literal segments first, as a router finds them: `/leads/import` is not `/leads/{lead_id}`.
             ordered = sorted(dict.fromkeys(self._templates()), key=lambda template: template.count("{"))
-            self._compiled = [(compile_path(template)[0], template) for template in ordered]
-        return next((template for regex, template in self._compiled if regex.match(path)), UNMATCHED)
+            self._match, self._ordered = _alternation(ordered).fullmatch, ordered
+        found = self._match(path)
+        return self._ordered[int(found.lastgroup[1:])] if found and found.lastgroup else UNMATCHED
+
+
+def _alternation(templates: list[str]) -> re.Pattern[str]:
+    """One pattern for all the templates (tried in order, in C: one scan instead of a Python loop over
+    dozens of patterns); the group `t<i>` that matched names the template."""
+    branches = []
+    for number, template in enumerate(templates):
+        parts = re.split(r"(\{[^}]*\})", template)
+        pattern = "".join(
+            (".*" if part.endswith(":path}") else "[^/]+") if part.startswith("{") else re.escape(part)
+            for part in parts
+        )
+        branches.append(f"(?P<t{number}>{pattern})")
+    return re.compile("|".join(branches))
 
 
 def route_templates(routes: Iterable[BaseRoute]) -> list[str]:
