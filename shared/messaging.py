@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from aio_pika.abc import AbstractChannel
 from faststream import BaseMiddleware, StreamMessage
 from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
 from faststream.rabbit.schemas import Channel
@@ -118,14 +120,34 @@ class Topology:
 
     async def delete(self, broker: RabbitBroker) -> None:
         """Remove every queue and exchange (test runs clean up after themselves)."""
-        channel = await broker._connection.channel()  # type: ignore[union-attr]
-        try:
+        async with _channel(broker) as channel:
             for queue in [*self.all_queues(), self.dead_letters]:
                 await channel.queue_delete(queue.name)
             for exchange in (self.events, self.dead):
                 await channel.exchange_delete(exchange.name)
-        finally:
-            await channel.close()
+
+    async def depths(self, broker: RabbitBroker) -> dict[str, int]:
+        """Messages ready in each queue, named without the prefix. A passive declare creates nothing, and asks
+        the broker itself: FastStream's own declarations are cached with the counts of their day."""
+        depths = {}
+        async with _channel(broker) as channel:
+            for queue in [*self.all_queues(), self.dead_letters]:
+                declared = await channel.declare_queue(queue.name, passive=True)
+                count = declared.declaration_result.message_count
+                depths[queue.name.removeprefix(f"{self.prefix}.")] = count or 0
+        return depths
+
+
+@contextlib.asynccontextmanager
+async def _channel(broker: RabbitBroker) -> AsyncIterator[AbstractChannel]:
+    """A channel of its own on the broker's connection: a failed declare closes only it."""
+    if broker._connection is None:
+        raise ConnectionError("not connected to RabbitMQ")
+    channel = await broker._connection.channel()
+    try:
+        yield channel
+    finally:
+        await channel.close()
 
 
 async def remove_topology(amqp_url: str, prefix: str) -> None:

@@ -22,7 +22,7 @@ from services.api.suppressions import routes as suppressions
 from services.api.templates import routes as templates
 from services.api.webhooks import routes as webhooks
 from services.api.workspace import routes as workspace
-from shared.observability import RequestIds, health_routes
+from shared.observability import RequestIds, RequestMetrics, health_routes, route_templates
 from shared.render_pool import RenderPool
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -56,6 +56,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(Gate, settings=settings)  # inside RequestIds: its answers carry the request id too
     app.add_middleware(RequestIds)
+    # Outside the gate, so that its refusals count too. The documented paths are the api's templates in full.
+    app.add_middleware(
+        RequestMetrics, templates=lambda: [*app.openapi()["paths"], *route_templates(app.routes)]
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]

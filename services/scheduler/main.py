@@ -1,5 +1,5 @@
 """Composition root of the scheduler: consumers, the dispatcher, the reconciler, the look-ups of receiving
-providers, health and metrics."""
+providers, health and metrics (with the backlog and the queue depths)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 
+from services.scheduler.gauges import refresher
 from services.scheduler.handlers import build_router
 from services.scheduler.loops import dispatch_forever, reconcile_forever
 from services.scheduler.providers import ProviderLookups, resolve_forever
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Starl
         ):
             yield
 
-    app = Starlette(routes=health_routes(runtime.readiness_checks()), lifespan=lifespan)
+    routes = health_routes(runtime.readiness_checks(), refresh=refresher(runtime, clock))
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.runtime = runtime
     return app

@@ -241,3 +241,20 @@ async def followup_context(
 async def has_followup(session: AsyncSession, message_id: uuid.UUID) -> bool:
     found = await session.scalar(select(Message.id).where(Message.parent_message_id == message_id).limit(1))
     return found is not None
+
+
+async def backlog(session: AsyncSession, now: datetime) -> tuple[int, int]:
+    """Unsent messages the dispatcher would send (their campaign and domain send): (waiting for their slot,
+    slot come and not sent yet). From the few campaigns that send, through `messages_campaign_status`."""
+    due = Message.scheduled_at <= now
+    query = (
+        select(
+            func.count().filter(Message.status == MessageStatus.PLANNED, ~due),
+            func.count().filter(due),
+        )
+        .join(Campaign, Campaign.id == Message.campaign_id)
+        .join(SendingDomain, SendingDomain.id == Message.sending_domain_id)
+        .where(Message.status.in_(UNSENT), Campaign.status.in_(SENDS), DOMAIN_SENDS)
+    )
+    planned, late = (await session.execute(query)).one()
+    return int(planned), int(late)

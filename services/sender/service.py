@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 import structlog
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from services.sender import repository as repo
 from services.sender.outcome import Kind, Outcome, health_signal
@@ -64,7 +64,13 @@ class Attempt:
     claimed_at: datetime | None = None  # when its claim was made: a deferral of it answers what came before
 
 
-OUTCOMES = Counter("maildash_sender_outcomes_total", "SMTP attempts by outcome", ["outcome"])
+# By sending domain (a workspace has a handful), never by lead or message.
+OUTCOMES = Counter("maildash_sender_outcomes_total", "SMTP attempts by outcome", ["domain", "outcome"])
+LATENESS = Histogram(
+    "maildash_sender_slot_lateness_seconds",
+    "When an SMTP transaction began, after its slot",
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+)
 
 
 def followup_subject(message: Claim) -> str:
@@ -133,7 +139,7 @@ class Sender:
                 attempt = await self._claim(db, command, draft)
                 if attempt is None:
                     return
-                outcome = attempt.failure or await self._begin(attempt)
+                outcome = attempt.failure or await self._begin(attempt, command.scheduled_at)
                 if outcome is None and attempt.throttled:
                     # The domain's last send is when its server accepted MAIL FROM: what the next turn counts
                     # from. The row is still locked by this claim.
@@ -162,9 +168,10 @@ class Sender:
             outcome = await self._finish(attempt)
         await self._settle_surely(attempt, outcome)
 
-    async def _begin(self, attempt: Attempt) -> Outcome | None:
+    async def _begin(self, attempt: Attempt, slot: datetime) -> Outcome | None:
         """MAIL FROM; None when the server accepted it. Nothing has been sent yet whatever goes wrong."""
         assert attempt.transaction is not None, "a message that can be sent has its transaction"
+        LATENESS.observe((self._clock() - slot).total_seconds())
         try:
             return await attempt.transaction.begin(
                 return_path(str(attempt.message.id), attempt.message.domain_used)
@@ -364,7 +371,7 @@ class Sender:
                     change = await domain_health.settle_counted(
                         db, outcome_args, message.sending_domain_id, signal, self._clock, message.id
                     )
-        OUTCOMES.labels(outcome.kind.value).inc()
+        OUTCOMES.labels(message.domain, outcome.kind.value).inc()
         log.info(
             f"sender.message.{outcome.kind.value}",
             message_id=str(message.id),
@@ -395,7 +402,7 @@ class Sender:
                 db, settle, message.sending_domain_id, signal, self._clock, message.id
             )
             pace = await repo.slow_down(db, message, self._settings.pace_rules, now, began)
-        OUTCOMES.labels(outcome.kind.value).inc()
+        OUTCOMES.labels(message.domain, outcome.kind.value).inc()
         log.warning(
             "sender.message.deferred_by_provider",
             message_id=str(message.id),

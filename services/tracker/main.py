@@ -6,12 +6,13 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.types import ASGIApp
 
 from services.tracker.routes import OpenPixel, routes
 from services.tracker.service import Tracker
 from shared.clock import Clock, utcnow
-from shared.observability import health_routes
+from shared.observability import RequestMetrics, health_routes, route_templates
 from shared.runtime import Runtime
 from shared.settings import Settings
 
@@ -27,8 +28,10 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> ASGIA
         async with runtime.serving(tracker.opens.run()), tracker.readers:
             yield
 
+    served = [*routes, *health_routes(runtime.readiness_checks(), optional=frozenset({"broker"}))]
     app = Starlette(
-        routes=[*routes, *health_routes(runtime.readiness_checks(), optional=frozenset({"broker"}))],
+        routes=served,
+        middleware=[Middleware(RequestMetrics, templates=lambda: route_templates(served))],
         lifespan=lifespan,
     )
     app.state.runtime = runtime

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
 import structlog
+from prometheus_client import Counter
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -27,6 +28,8 @@ PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRA
 PIXEL_HEADERS = {"Cache-Control": "no-store, max-age=0", "Pragma": "no-cache"}
 MAX_PARAM = 512
 MAX_AGENT = 500
+# One counter for every pixel served (genuine opens are in the KPIs): the hot path pays one increment.
+PIXEL_HITS = Counter("maildash_tracker_pixel_hits_total", "Open pixels served")
 
 
 class OpenPixel:
@@ -50,6 +53,7 @@ class OpenPixel:
         if scope["type"] != "http" or scope["path"] != self.PATH or scope["method"] not in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
+        PIXEL_HITS.inc()
         try:
             params = dict(parse_qsl(scope["query_string"].decode("latin-1"), max_num_fields=10))
         except ValueError:
