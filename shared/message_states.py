@@ -154,13 +154,16 @@ TRANSITIONS: dict[str, Transition] = {
         frozenset({M.FAILED}), M.PLANNED, counters={"failed": -1}, campaign="reopen", spends_retry=True
     ),
     # Tracking, the status stays. Every hit counts in opens_total; `opened` counts a message's first hit (on
-    # its local day) and `opened_human` its first hit not from a machine.
+    # its local day) and `opened_human` its first hit not from a machine;
+    # the first hit is announced.
     "open": Transition(
         frozenset({M.SENT}), None, counters={"opens_total": 1, "opened": 1, "opened_human": 1}, day="opened",
-        history="opened",
+        history="opened", announce=events.MessageOpened,
     ),
-    # Every click is history; `clicked` counts a message's first click (on its local day).
-    "click": Transition(ANY, None, counters={"clicked": 1}, day="clicked", history="clicked"),
+    # Every click is history; `clicked` counts a message's first click (on its local day), announced once.
+    "click": Transition(
+        ANY, None, counters={"clicked": 1}, day="clicked", history="clicked", announce=events.MessageClicked
+    ),
     # Returning mail or ESP events that change nothing: a 4.x.x notification, an automatic reply, an ESP's
     # report that the receiving server took the e-mail.
     "soft_bounced": Transition(ANY, None, history="soft_bounced"),
