@@ -7,11 +7,12 @@ import asyncio
 import json
 import os
 import sys
+import uuid
 
 import pytest
 
 from shared.settings import Settings
-from tests.support.api import ApiClient
+from tests.support.api import ApiClient, new_workspace
 from tests.support.broker import all_consumed, take_dead_letters
 from tests.support.latency import sampling
 from tests.support.pipeline import Pipeline
@@ -31,16 +32,19 @@ async def test_text_that_postgresql_cannot_store_is_refused_not_crashed(api: Api
 
 @pytest.mark.timeout(400)  # every operation, 25 examples each: over two minutes on a busy machine
 async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
-    api_url: str, api: ApiClient, pipeline: Pipeline, settings: Settings, figures: dict[str, str]
+    api_url: str, pipeline: Pipeline, settings: Settings, figures: dict[str, str]
 ) -> None:
     """The scheduler, sender and tracker consume whatever the fuzz starts (campaigns, lifecycle calls,
-    resends): an event or command that one of them kept failing on would be in the dead letters."""
+    resends): an event or command that one of them kept failing on would be in the dead letters. The fuzz
+    runs in a workspace of its own: the settings it sets (health thresholds of 1, say) are no other test's."""
     examples = os.environ.get("MAILDASH_FUZZ_EXAMPLES", "25")
+    async with await new_workspace(api_url, f"fuzz-{uuid.uuid4().hex[:8]}") as fuzzer:
+        authorization = fuzzer.http.headers["Authorization"]
     st = os.path.join(os.path.dirname(sys.executable), "st")
     async with sampling(f"{api_url}/healthz", pause=0.02) as health:
         process = await asyncio.create_subprocess_exec(
             st, "run", f"{api_url}/openapi.json",
-            "-H", f"Authorization: {api.http.headers['Authorization']}",
+            "-H", f"Authorization: {authorization}",
             "--checks", "not_a_server_error,status_code_conformance,response_schema_conformance",
             "--max-examples", examples, "--seed", "1", "--no-color",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
