@@ -163,7 +163,9 @@ async def plan_and_send(db: asyncpg.Connection, sends: list[Send]) -> None:
         smtp_message_id = f"<{s.message_id}.0@bench.example>"
         event = MessageSent(**ids, lead_id=s.lead_id, sent_at=s.at, smtp_message_id=smtp_message_id)
         day = window.local_date(s.at)
-        await message_store.settle(settles, s.message_id, "sent", s.at, day, None, smtp_reply, event)
+        await message_store.settle(
+            settles, message_store.settle_args(s.message_id, "sent", s.at, day, None, smtp_reply, event)
+        )
     per_day = Counter(window.local_date(s.at) for s in sends)
     async with db.transaction():
         await message_store.plan(db, sends[0].campaign_id, rows, per_day)

@@ -359,17 +359,18 @@ class Sender:
             event = MessageFailed(**ids, **codes, retry_at=retry_at)
         # Each outcome is recorded by the transition of its name (`shared.message_states.TRANSITIONS`).
         transition = "retry" if retry_at is not None else outcome.kind.value
-        settle = (message.id, transition, now, day, outcome.reason or None, data, event, not_before)
+        settle = message_store.settle_args(
+            message.id, transition, now, day, outcome.reason or None, data, event, not_before
+        )
         signal = health_signal(outcome)
         change = None
         async with self._db.acquire() as db:
             if signal is None:
-                await message_store.settle(db, *settle)
+                await message_store.settle(db, settle)
             else:  # the domain's health counts it (once), and may pause the domain, with the outcome
                 async with db.transaction():
-                    outcome_args = message_store.settle_args(*settle)
                     change = await domain_health.settle_counted(
-                        db, outcome_args, message.sending_domain_id, signal, self._clock, message.id
+                        db, settle, message.sending_domain_id, signal, self._clock, message.id
                     )
         OUTCOMES.labels(message.domain, outcome.kind.value).inc()
         log.info(

@@ -664,21 +664,10 @@ async def peek(db: Db, message_id: uuid.UUID, campaign_id: uuid.UUID) -> Any:
     return rows[0] if rows else None
 
 
-async def settle(
-    db: Db,
-    message_id: uuid.UUID,
-    name: str,
-    now: datetime,
-    day: date,
-    error: str | None,
-    data: dict[str, Any],
-    event: Event | None,
-    not_before: datetime | None = None,
-) -> bool:
-    """sending → `name` (one of SETTLES; one planned again, `retry`, `rejected` or `deferred`, with its
-    `not_before`). A message settled before is left (False). `event` goes to the outbox with it
-    (`rejected` and `deferred` announce nothing)."""
-    settled = await db.fetch(SETTLE, *settle_args(message_id, name, now, day, error, data, event, not_before))
+async def settle(db: Db, args: tuple[Any, ...]) -> bool:
+    """sending → the transition `args` name (made by `settle_args`). A message settled before is left
+    (False)."""
+    settled = await db.fetch(SETTLE, *args)
     return bool(settled[0]["count"])
 
 
@@ -692,7 +681,9 @@ def settle_args(
     event: Event | None,
     not_before: datetime | None = None,
 ) -> tuple[Any, ...]:
-    """The parameters of `SETTLING` for `settle`'s arguments."""
+    """The parameters of `SETTLING`: sending → `name` (one of SETTLES; one planned again, `retry`, `rejected`
+    or `deferred`, with its `not_before`). `event` goes to the outbox with it (`rejected` and `deferred`
+    announce nothing)."""
     declared = TRANSITIONS[name]
     assert name in SETTLES, name
     assert declared.target is not None

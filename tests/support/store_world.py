@@ -155,7 +155,9 @@ async def run(db: Db, world: World, name: str, message: uuid.UUID, now: datetime
             "deferred": None,  # announces nothing: the sender slows its pace towards the provider
         }
         again = now + timedelta(minutes=5) if TRANSITIONS[name].target == MessageStatus.PLANNED else None
-        await store.settle(db, message, name, now, _local(now), "reason", {}, outcomes[name], again)
+        await store.settle(
+            db, store.settle_args(message, name, now, _local(now), "reason", {}, outcomes[name], again)
+        )
     elif name == "withheld":
         await store.withhold(db, message, "lead is unsubscribed or suppressed")
     elif name == "interrupted":
