@@ -24,11 +24,14 @@ import structlog
 from aio_pika.abc import AbstractChannel
 from faststream import BaseMiddleware, StreamMessage
 from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
+from faststream.rabbit.opentelemetry import RabbitTelemetryMiddleware
 from faststream.rabbit.schemas import Channel
 from faststream.rabbit.schemas.queue import QueueType
+from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared import tracing
 from shared.db import is_transient
 from shared.db.models import OutboxRow
 from shared.db.notify import Listener
@@ -179,13 +182,21 @@ class WaitForTheDatabase(BaseMiddleware):
                 delay = min(delay * 2, 10.0)
 
 
-def create_broker(amqp_url: str, prefetch: int, graceful_timeout: float = 30.0) -> RabbitBroker:
-    """Publisher confirms on, unroutable publishes raise, prefetch bounds each handler's concurrency."""
+def create_broker(
+    amqp_url: str,
+    prefetch: int,
+    graceful_timeout: float = 30.0,
+    tracer_provider: TracerProvider | None = None,
+) -> RabbitBroker:
+    """Publisher confirms on, unroutable publishes raise, prefetch bounds each handler's concurrency. With a
+    tracer provider, every publish and every handler is a span, the W3C trace context in the headers (the
+    outermost middleware: a handler waiting for the database stays one span)."""
+    traced = [RabbitTelemetryMiddleware(tracer_provider=tracer_provider)] if tracer_provider else []
     return RabbitBroker(
         amqp_url,
         default_channel=Channel(prefetch_count=prefetch, publisher_confirms=True, on_return_raises=True),
         graceful_timeout=graceful_timeout,
-        middlewares=[WaitForTheDatabase],
+        middlewares=[*traced, WaitForTheDatabase],
         logger=None,
     )
 
@@ -197,23 +208,33 @@ def publishing(routing_key: str) -> dict[str, Any]:
 
 
 async def publish(
-    broker: RabbitBroker, topology: Topology, routing_key: str, payload: dict[str, Any]
+    broker: RabbitBroker,
+    topology: Topology,
+    routing_key: str,
+    payload: dict[str, Any],
+    trace_context: dict[str, Any] | None = None,
 ) -> None:
-    """Persistent, mandatory, confirmed: returns only once RabbitMQ has taken responsibility."""
-    await broker.publish(
-        payload,
-        exchange=topology.events,
-        routing_key=routing_key,
-        message_id=str(payload.get("event_id", "")),
-        message_type=routing_key,
-        **publishing(routing_key),
-    )
+    """Persistent, mandatory, confirmed: returns only once RabbitMQ has taken responsibility. Published in
+    the trace context the event was written in, when it was written in one."""
+    with tracing.resumed(trace_context):
+        await broker.publish(
+            payload,
+            exchange=topology.events,
+            routing_key=routing_key,
+            message_id=str(payload.get("event_id", "")),
+            message_type=routing_key,
+            **publishing(routing_key),
+        )
 
 
 async def enqueue(session: AsyncSession, *events: Event) -> None:
     """Write events to the outbox inside the caller's transaction (published after it commits)."""
     if events:
-        rows = [{"routing_key": e.routing_key, "payload": e.model_dump(mode="json")} for e in events]
+        context = tracing.carrier()
+        rows = [
+            {"routing_key": e.routing_key, "payload": e.model_dump(mode="json"), "trace_context": context}
+            for e in events
+        ]
         await session.execute(insert(OutboxRow), rows)
 
 
@@ -247,14 +268,17 @@ class OutboxRelay:
         async with self._sessions() as session, session.begin():
             rows = (
                 await session.execute(
-                    select(OutboxRow.id, OutboxRow.routing_key, OutboxRow.payload)
+                    select(OutboxRow.id, OutboxRow.routing_key, OutboxRow.payload, OutboxRow.trace_context)
                     .order_by(OutboxRow.id)
                     .limit(self._batch_size)
                     .with_for_update(skip_locked=True)
                 )
             ).all()
             results = await asyncio.gather(
-                *(publish(self._broker, self._topology, r.routing_key, r.payload) for r in rows),
+                *(
+                    publish(self._broker, self._topology, r.routing_key, r.payload, r.trace_context)
+                    for r in rows
+                ),
                 return_exceptions=True,
             )
             published = []
