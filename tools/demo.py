@@ -245,37 +245,16 @@ class Demo:
 
     async def tell(self, story: Story) -> None:
         """Create the campaign as the wizard does, then live its history on the clock."""
-        template_id = await self._template_id(story.template)
-        start_at = None
-        if story.began_days_ago is not None and story.began_days_ago < 0:
-            start_at = self.now - timedelta(days=story.began_days_ago)
-        payload = CampaignIn.model_validate(
-            {
-                "name": story.name,
-                "template_id": str(template_id),
-                "audience": {"mode": "tags", "tags": [story.segment], "exclude_recent_days": 0},
-                "schedule": {"start_mode": "at" if start_at else "draft", "start_at": start_at,
-                             "window": story.window},
-                "domains": list(story.domains),
-                "followup": {"enabled": story.followup, "days": 3},
-                "tracking": {"opens": True, "clicks": story.clicks},
-            }
-        )  # fmt: skip
-        async with self.repository(CampaignRepository) as repo:
-            created = await campaigns.create(repo, payload, self.settings)
-        campaign_id = uuid.UUID(created["id"])
-        if start_at is not None:  # scheduled: planned now, sent from its start on
-            await self.scheduler.start_campaign(campaign_id)
-            return
-        if story.began_days_ago is None:
+        if story.began_days_ago is None or story.began_days_ago < 0:  # a draft, or to start later
+            await self._create(story)
             return
         self.clock.at = began = self.now - timedelta(days=story.began_days_ago)
+        campaign_id, audience = await self._create(story)
         async with self.sessions() as session, session.begin():  # its history begins then
             await session.execute(update(Campaign).where(Campaign.id == campaign_id).values(created_at=began))
         async with self.repository(CampaignRepository) as repo:
             await lifecycle.change(repo, str(campaign_id), "start")
         await self.scheduler.start_campaign(campaign_id)
-        audience = created["audience_count"]
         mailed = 0
         while (slot := await self._next_slot(campaign_id)) is not None and slot <= self.now:
             if story.outcome in ("stopped", "paused") and mailed >= story.share * audience:
@@ -295,6 +274,32 @@ class Demo:
             use_case = self.scheduler.stop_campaign if action == "stop" else self.scheduler.pause_campaign
             await use_case(campaign_id)
         self.clock.at = self.now
+
+    async def _create(self, story: Story) -> tuple[uuid.UUID, int]:
+        """The campaign as the wizard makes it (a draft, or one to start later, planned now): its id and
+        audience."""
+        template_id = await self._template_id(story.template)
+        start_at = None
+        if story.began_days_ago is not None and story.began_days_ago < 0:
+            start_at = self.now - timedelta(days=story.began_days_ago)
+        payload = CampaignIn.model_validate(
+            {
+                "name": story.name,
+                "template_id": str(template_id),
+                "audience": {"mode": "tags", "tags": [story.segment], "exclude_recent_days": 0},
+                "schedule": {"start_mode": "at" if start_at else "draft", "start_at": start_at,
+                             "window": story.window},
+                "domains": list(story.domains),
+                "followup": {"enabled": story.followup, "days": 3},
+                "tracking": {"opens": True, "clicks": story.clicks},
+            }
+        )  # fmt: skip
+        async with self.repository(CampaignRepository) as repo:
+            created = await campaigns.create(repo, payload, self.settings)
+        campaign_id = uuid.UUID(created["id"])
+        if start_at is not None:
+            await self.scheduler.start_campaign(campaign_id)
+        return campaign_id, created["audience_count"]
 
     async def send(self, message_id: uuid.UUID, story: Story) -> int:
         """One SMTP transaction as the sender records it: claimed, answered (by 250, or by 550 for one
