@@ -28,12 +28,13 @@ from faststream.rabbit.opentelemetry import RabbitTelemetryMiddleware
 from faststream.rabbit.schemas import Channel
 from faststream.rabbit.schemas.queue import QueueType
 from opentelemetry.sdk.trace import TracerProvider
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import tracing
 from shared.db import is_transient
-from shared.db.models import OutboxRow
+from shared.db.models import Campaign, OutboxRow
 from shared.db.notify import Listener
 from shared.events import (
     ALL_EVENTS,
@@ -253,6 +254,7 @@ class OutboxRelay:
         database_url: str,
         batch_size: int = 500,
         poll_seconds: float = 5.0,
+        traced: bool = False,
     ) -> None:
         self._sessions = sessions
         self._broker = broker
@@ -260,6 +262,7 @@ class OutboxRelay:
         self._listener = Listener(database_url, OUTBOX_CHANNEL)
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
+        self._trace_context = _trace_context_of_row() if traced else OutboxRow.trace_context
 
     async def drain_once(self) -> int:
         """Publish one batch; only rows RabbitMQ confirmed are deleted, so one bad row holds up nothing else.
@@ -268,7 +271,7 @@ class OutboxRelay:
         async with self._sessions() as session, session.begin():
             rows = (
                 await session.execute(
-                    select(OutboxRow.id, OutboxRow.routing_key, OutboxRow.payload, OutboxRow.trace_context)
+                    select(OutboxRow.id, OutboxRow.routing_key, OutboxRow.payload, self._trace_context)
                     .order_by(OutboxRow.id)
                     .limit(self._batch_size)
                     .with_for_update(skip_locked=True)
@@ -307,6 +310,15 @@ class OutboxRelay:
                     # Every service's relay hears every NOTIFY: waking each for every single commit
                     # had them race for one row at a time. A short linger lets a burst become one batch.
                     await asyncio.sleep(OUTBOX_LINGER_SECONDS)
+
+
+def _trace_context_of_row() -> Any:
+    """The trace context a row is published in: the one it was written in, else its campaign's. An event
+    of a message or campaign that was written outside any trace (the sender's outcome, the tracker's opens
+    and bounces, written by SQL of their own) so joins the trace of its campaign."""
+    campaign_id = OutboxRow.payload["campaign_id"].astext.cast(PgUUID(as_uuid=True))
+    of_campaign = select(Campaign.trace_context).where(Campaign.id == campaign_id).scalar_subquery()
+    return func.coalesce(OutboxRow.trace_context, of_campaign).label("trace_context")
 
 
 @contextlib.asynccontextmanager

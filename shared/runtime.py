@@ -95,6 +95,7 @@ class Runtime:
             self.settings.database_url,
             batch_size=self.settings.dispatch_batch_size,
             poll_seconds=self.settings.poll_seconds,
+            traced=self.tracer_provider is not None,
         )
 
     def readiness_checks(self) -> dict[str, ReadinessCheck]:

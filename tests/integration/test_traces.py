@@ -4,9 +4,11 @@ transaction."""
 
 from __future__ import annotations
 
+import re
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import httpx
 import pytest
 
 from shared.settings import Settings
@@ -17,17 +19,19 @@ from tests.support.stack import subprocess_service, with_ports
 
 pytestmark = pytest.mark.integration
 
+BROWSER = {"User-Agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) AppleWebKit/605.1.15"}
+
 
 async def test_one_trace_runs_from_the_campaign_start_to_the_smtp_transaction(
     settings: Settings, smtp_sink: SmtpSink, tmp_path: Path
 ) -> None:
-    stack_settings = with_ports(settings, "api", "scheduler", "sender")
+    stack_settings = with_ports(settings, "api", "scheduler", "sender", "tracker")
     async with running_receiver() as receiver, AsyncExitStack() as stack:
         # The standard variables: the endpoint turns tracing on; spans leave in batches every 100 ms.
         otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "100"}
         services = {
             name: await stack.enter_async_context(subprocess_service(name, stack_settings, tmp_path, otel))
-            for name in ("api", "scheduler", "sender")
+            for name in ("api", "scheduler", "sender", "tracker")
         }
         api = await stack.enter_async_context(ApiClient(services["api"].url))
         await api.login()
@@ -41,6 +45,13 @@ async def test_one_trace_runs_from_the_campaign_start_to_the_smtp_transaction(
         sent = await receiver.wait_for(lambda span: span.name == "SMTP RCPT DATA")
         # The start's request is the root; each later step is a child of the one before it.
         await receiver.wait_for(lambda span: span.trace_id == sent.trace_id and span.parent_id == "")
+        # The lead opens it: the tracker's event joins the campaign's trace too.
+        html = mail.message.get_body(("html",)).get_content()
+        pixel = re.search(r'src="([^"]+/track/open\.gif[^"]+)"', html)
+        assert pixel is not None
+        async with httpx.AsyncClient() as browser:
+            assert (await browser.get(pixel[1].replace("&amp;", "&"), headers=BROWSER)).status_code == 200
+        opened = await receiver.wait_for(lambda span: ".message.opened publish" in span.name)
 
     chain = receiver.ancestry(sent)
     assert {span.trace_id for span in chain} == {sent.trace_id}
@@ -53,3 +64,4 @@ async def test_one_trace_runs_from_the_campaign_start_to_the_smtp_transaction(
     started = steps.index(("maildash-scheduler", f"{events}.campaign.started process"))
     send = steps.index(("maildash-sender", f"{events}.message.send process"))
     assert 0 < started < send < steps.index(("maildash-sender", "SMTP RCPT DATA"))
+    assert opened.trace_id == sent.trace_id
