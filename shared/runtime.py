@@ -9,11 +9,10 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from faststream.rabbit import RabbitBroker
-from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -22,6 +21,9 @@ from shared.db import create_engine, session_factory
 from shared.messaging import OutboxRelay, Topology, create_broker, running
 from shared.observability import ReadinessCheck
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = structlog.get_logger()
 
