@@ -75,13 +75,13 @@ DOMAINS = tuple(
         min_interval_seconds=interval,
     )
     for name, sender, interval in (
-        ("outreach.example", "Anna", 1200),
+        ("acme-outreach.example", "Anna", 1200),
         ("hello-acme.example", "Bram", 1200),
         ("news-acme.example", "Chris", 7200),  # the running campaign's: 12 a day, so it runs for days
     )
 )
 INTRO = TemplateIn(
-    name="Intro",
+    name="Acme intro",
     subject="{{ first_name }}, a quicker way to ship for {{ company }}",
     body_html=(
         "<p>Hi {{ first_name }},</p><p>Teams in {{ fields.city }} like {{ company }} cut their shipping"
@@ -95,7 +95,7 @@ INTRO = TemplateIn(
     ),
 )
 WEBINAR = TemplateIn(
-    name="Webinar invite",
+    name="Acme webinar invite",
     subject="Webinar: shipping without spreadsheets, for {{ company }}",
     body_html=(
         "<p>Hi {{ first_name }},</p><p>Join our 30-minute webinar next Thursday."
@@ -149,19 +149,18 @@ class Story:
     clicks: bool = False
 
 
+OUTREACH, HELLO, NEWS = (domain.domain for domain in DOMAINS)
 STORIES = (
-    Story("Retail — intro", "Intro", "retail", ("outreach.example", "hello-acme.example"), OFFICE_HOURS,
-          "completed", 28, followup=True, clicks=True),
-    Story("SaaS — webinar invite", "Webinar invite", "saas", ("outreach.example",), OFFICE_HOURS,
-          "stopped", 21, share=0.6),
-    Story("Logistics — autumn offer", "Intro", "logistics", ("hello-acme.example",), OFFICE_HOURS,
-          "paused", 12, share=0.5, clicks=True),
-    Story("Agencies — case study", "Intro", "agencies", ("news-acme.example",), ROUND_THE_CLOCK,
-          "running", 2, clicks=True),
-    Story("Healthcare — new year", "Intro", "healthcare", ("outreach.example", "hello-acme.example"),
-          OFFICE_HOURS, "scheduled", -6),
-    Story("Retail — spring (draft)", "Webinar invite", "retail", ("outreach.example",), OFFICE_HOURS,
-          "draft", None),
+    Story("Retail — intro", INTRO.name, "retail", (OUTREACH, HELLO), OFFICE_HOURS, "completed", 28,
+          followup=True, clicks=True),
+    Story("SaaS — webinar invite", WEBINAR.name, "saas", (OUTREACH,), OFFICE_HOURS, "stopped", 21, share=0.6),
+    Story("Logistics — autumn offer", INTRO.name, "logistics", (HELLO,), OFFICE_HOURS, "paused", 12,
+          share=0.5, clicks=True),
+    Story("Agencies — case study", INTRO.name, "agencies", (NEWS,), ROUND_THE_CLOCK, "running", 2,
+          clicks=True),
+    Story("Healthcare — new year", INTRO.name, "healthcare", (OUTREACH, HELLO), OFFICE_HOURS, "scheduled",
+          -6),
+    Story("Retail — spring (draft)", WEBINAR.name, "retail", (OUTREACH,), OFFICE_HOURS, "draft", None),
 )  # fmt: skip
 
 
