@@ -8,6 +8,7 @@ import contextlib
 import gzip
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -29,6 +30,7 @@ class ReceivedSpan:
     trace_id: str
     span_id: str
     parent_id: str  # "" for a trace's root
+    attributes: dict[str, str]  # the string-valued ones
 
 
 class OtlpReceiver:
@@ -42,7 +44,7 @@ class OtlpReceiver:
             body = gzip.decompress(body)
         export = ExportTraceServiceRequest.FromString(body)
         for resource_spans in export.resource_spans:
-            attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+            attributes = _strings(resource_spans.resource.attributes)
             for scope_spans in resource_spans.scope_spans:
                 self.spans.extend(
                     ReceivedSpan(
@@ -51,6 +53,7 @@ class OtlpReceiver:
                         span.trace_id.hex(),
                         span.span_id.hex(),
                         span.parent_span_id.hex(),
+                        _strings(span.attributes),
                     )
                     for span in scope_spans.spans
                 )
@@ -74,6 +77,10 @@ class OtlpReceiver:
         while (parent := by_id.get((chain[-1].trace_id, chain[-1].parent_id))) is not None:
             chain.append(parent)
         return chain
+
+
+def _strings(attributes: Any) -> dict[str, str]:
+    return {a.key: a.value.string_value for a in attributes if a.value.HasField("string_value")}
 
 
 @contextlib.asynccontextmanager
