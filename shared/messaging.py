@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aio_pika.abc import AbstractChannel
@@ -26,11 +26,13 @@ from faststream import BaseMiddleware, StreamMessage
 from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
 from faststream.rabbit.schemas import Channel
 from faststream.rabbit.schemas.queue import QueueType
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared import tracing
 from shared.db import is_transient
-from shared.db.models import OutboxRow
+from shared.db.models import Campaign, OutboxRow
 from shared.db.notify import Listener
 from shared.events import (
     ALL_EVENTS,
@@ -49,6 +51,9 @@ from shared.events import (
     MessageSent,
     SendMessage,
 )
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = structlog.get_logger()
 
@@ -179,13 +184,25 @@ class WaitForTheDatabase(BaseMiddleware):
                 delay = min(delay * 2, 10.0)
 
 
-def create_broker(amqp_url: str, prefetch: int, graceful_timeout: float = 30.0) -> RabbitBroker:
-    """Publisher confirms on, unroutable publishes raise, prefetch bounds each handler's concurrency."""
+def create_broker(
+    amqp_url: str,
+    prefetch: int,
+    graceful_timeout: float = 30.0,
+    tracer_provider: TracerProvider | None = None,
+) -> RabbitBroker:
+    """Publisher confirms on, unroutable publishes raise, prefetch bounds each handler's concurrency. With a
+    tracer provider, every publish and every handler is a span, the W3C trace context in the headers (the
+    outermost middleware: a handler waiting for the database stays one span)."""
+    traced = []
+    if tracer_provider is not None:
+        from faststream.rabbit.opentelemetry import RabbitTelemetryMiddleware  # only when on: ~30 ms
+
+        traced = [RabbitTelemetryMiddleware(tracer_provider=tracer_provider)]
     return RabbitBroker(
         amqp_url,
         default_channel=Channel(prefetch_count=prefetch, publisher_confirms=True, on_return_raises=True),
         graceful_timeout=graceful_timeout,
-        middlewares=[WaitForTheDatabase],
+        middlewares=[*traced, WaitForTheDatabase],
         logger=None,
     )
 
@@ -197,23 +214,33 @@ def publishing(routing_key: str) -> dict[str, Any]:
 
 
 async def publish(
-    broker: RabbitBroker, topology: Topology, routing_key: str, payload: dict[str, Any]
+    broker: RabbitBroker,
+    topology: Topology,
+    routing_key: str,
+    payload: dict[str, Any],
+    trace_context: dict[str, Any] | None = None,
 ) -> None:
-    """Persistent, mandatory, confirmed: returns only once RabbitMQ has taken responsibility."""
-    await broker.publish(
-        payload,
-        exchange=topology.events,
-        routing_key=routing_key,
-        message_id=str(payload.get("event_id", "")),
-        message_type=routing_key,
-        **publishing(routing_key),
-    )
+    """Persistent, mandatory, confirmed: returns only once RabbitMQ has taken responsibility. Published in
+    the trace context the event was written in, when it was written in one."""
+    with tracing.resumed(trace_context):
+        await broker.publish(
+            payload,
+            exchange=topology.events,
+            routing_key=routing_key,
+            message_id=str(payload.get("event_id", "")),
+            message_type=routing_key,
+            **publishing(routing_key),
+        )
 
 
 async def enqueue(session: AsyncSession, *events: Event) -> None:
     """Write events to the outbox inside the caller's transaction (published after it commits)."""
     if events:
-        rows = [{"routing_key": e.routing_key, "payload": e.model_dump(mode="json")} for e in events]
+        context = tracing.carrier()
+        rows = [
+            {"routing_key": e.routing_key, "payload": e.model_dump(mode="json"), "trace_context": context}
+            for e in events
+        ]
         await session.execute(insert(OutboxRow), rows)
 
 
@@ -232,6 +259,7 @@ class OutboxRelay:
         database_url: str,
         batch_size: int = 500,
         poll_seconds: float = 5.0,
+        traced: bool = False,
     ) -> None:
         self._sessions = sessions
         self._broker = broker
@@ -239,6 +267,7 @@ class OutboxRelay:
         self._listener = Listener(database_url, OUTBOX_CHANNEL)
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
+        self._trace_context = _trace_context_of_row() if traced else OutboxRow.trace_context
 
     async def drain_once(self) -> int:
         """Publish one batch; only rows RabbitMQ confirmed are deleted, so one bad row holds up nothing else.
@@ -247,14 +276,17 @@ class OutboxRelay:
         async with self._sessions() as session, session.begin():
             rows = (
                 await session.execute(
-                    select(OutboxRow.id, OutboxRow.routing_key, OutboxRow.payload)
+                    select(OutboxRow.id, OutboxRow.routing_key, OutboxRow.payload, self._trace_context)
                     .order_by(OutboxRow.id)
                     .limit(self._batch_size)
                     .with_for_update(skip_locked=True)
                 )
             ).all()
             results = await asyncio.gather(
-                *(publish(self._broker, self._topology, r.routing_key, r.payload) for r in rows),
+                *(
+                    publish(self._broker, self._topology, r.routing_key, r.payload, r.trace_context)
+                    for r in rows
+                ),
                 return_exceptions=True,
             )
             published = []
@@ -283,6 +315,15 @@ class OutboxRelay:
                     # Every service's relay hears every NOTIFY: waking each for every single commit
                     # had them race for one row at a time. A short linger lets a burst become one batch.
                     await asyncio.sleep(OUTBOX_LINGER_SECONDS)
+
+
+def _trace_context_of_row() -> Any:
+    """The trace context a row is published in: the one it was written in, else its campaign's. An event
+    of a message or campaign that was written outside any trace (the sender's outcome, the tracker's opens
+    and bounces, written by SQL of their own) so joins the trace of its campaign."""
+    campaign_id = OutboxRow.payload["campaign_id"].astext.cast(PgUUID(as_uuid=True))
+    of_campaign = select(Campaign.trace_context).where(Campaign.id == campaign_id).scalar_subquery()
+    return func.coalesce(OutboxRow.trace_context, of_campaign).label("trace_context")
 
 
 @contextlib.asynccontextmanager

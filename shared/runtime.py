@@ -9,17 +9,21 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from faststream.rabbit import RabbitBroker
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from shared import tracing
 from shared.db import create_engine, session_factory
 from shared.messaging import OutboxRelay, Topology, create_broker, running
 from shared.observability import ReadinessCheck
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = structlog.get_logger()
 
@@ -31,16 +35,21 @@ class Runtime:
     sessions: async_sessionmaker[AsyncSession]
     broker: RabbitBroker
     topology: Topology
+    tracer_provider: TracerProvider | None  # None while tracing is off
 
     @classmethod
-    def build(cls, settings: Settings, prefetch: int | None = None) -> Runtime:
+    def build(cls, settings: Settings, service: str, prefetch: int | None = None) -> Runtime:
         engine = create_engine(settings.database_url)
+        tracer_provider = tracing.configure(settings.otlp_endpoint, service)
         return cls(
             settings=settings,
             engine=engine,
             sessions=session_factory(engine),
-            broker=create_broker(settings.amqp_url, prefetch or settings.broker_prefetch),
+            broker=create_broker(
+                settings.amqp_url, prefetch or settings.broker_prefetch, tracer_provider=tracer_provider
+            ),
             topology=Topology(settings.broker_prefix),
+            tracer_provider=tracer_provider,
         )
 
     async def start_broker(self) -> None:
@@ -68,6 +77,8 @@ class Runtime:
     async def stop(self) -> None:
         await self.broker.stop()  # waits for in-flight handlers (graceful_timeout), acks nothing unfinished
         await self.engine.dispose()
+        if self.tracer_provider is not None:
+            self.tracer_provider.shutdown()  # exports the spans still batched
 
     @contextlib.asynccontextmanager
     async def serving(self, *loops: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
@@ -86,6 +97,7 @@ class Runtime:
             self.settings.database_url,
             batch_size=self.settings.dispatch_batch_size,
             poll_seconds=self.settings.poll_seconds,
+            traced=self.tracer_provider is not None,
         )
 
     def readiness_checks(self) -> dict[str, ReadinessCheck]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.planning.pacing import PaceRules
@@ -160,6 +160,11 @@ class Settings(BaseSettings):
     template_render_seconds: float = Field(2.0, gt=0)  # compiling and rendering one e-mail, preview or save
     template_memory_mb: int = Field(256, ge=64)  # address space of each render worker
     template_workers: int = Field(2, ge=1)  # render worker processes per api and sender process
+
+    # Traces (shared/tracing.py): off unless an OTLP/HTTP endpoint is given, under OpenTelemetry's own name.
+    otlp_endpoint: str | None = Field(
+        None, validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT", "MAILDASH_OTLP_ENDPOINT")
+    )
 
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"

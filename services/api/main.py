@@ -32,7 +32,7 @@ TITLE = "Maildash Campaigns API"
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    runtime = Runtime.build(settings)
+    runtime = Runtime.build(settings, "api")
     passwords = Passwords(settings.password_hash_workers, settings.password_hash_queue)
 
     @contextlib.asynccontextmanager
@@ -79,4 +79,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(resource.router, prefix="/api/v1")
     install_docs(app, TITLE, settings.broker_prefix)
     app.router.routes.extend(health_routes(runtime.readiness_checks(), optional=frozenset({"broker"})))
+    if runtime.tracer_provider is not None:  # a request that starts a campaign starts its trace
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(
+            app, tracer_provider=runtime.tracer_provider, excluded_urls="/healthz,/readyz,/metrics"
+        )
     return app

@@ -21,7 +21,7 @@ from shared.settings import Settings
 
 def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Starlette:
     settings = settings or Settings()
-    runtime = Runtime.build(settings)
+    runtime = Runtime.build(settings, "scheduler")
     scheduler = Scheduler(runtime.sessions, settings, clock)
     lookups = ProviderLookups(runtime.sessions, settings, clock, scheduler.providers_wanted)
     runtime.broker.include_router(build_router(runtime.topology, scheduler))

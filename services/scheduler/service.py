@@ -14,6 +14,7 @@ from prometheus_client import Counter as Metric
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.scheduler import repository as repo
+from shared import tracing
 from shared.clock import Clock
 from shared.db import domain_health, message_store
 from shared.db import providers as provider_store
@@ -59,6 +60,9 @@ class Scheduler:
                 session, domains, window, earliest, self._settings.pace_rules, leads
             )
             planned = plan_round_robin(leads, [d.id for d in domains], schedules, earliest, providers)
+            # Every SendMessage dispatched for it, however much later, continues the trace it was planned in.
+            if (trace_context := tracing.carrier()) is not None:
+                campaign.trace_context = trace_context
             names = {d.id: d.domain for d in domains}
             await message_store.plan(
                 on_session(session),

@@ -18,7 +18,7 @@ from shared.settings import Settings
 def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Starlette:
     settings = settings or Settings()
     # Prefetch matches the concurrency: a worker holds no more messages than it can work on.
-    runtime = Runtime.build(settings, prefetch=settings.sender_concurrency)
+    runtime = Runtime.build(settings, "sender", prefetch=settings.sender_concurrency)
     sender = Sender(settings, clock)
     runtime.broker.include_router(build_router(runtime.topology, sender))
 

@@ -9,6 +9,7 @@ fail the same way until it dead-letters, leaving the message `dispatched` and it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -16,6 +17,7 @@ from typing import Any
 
 import asyncpg
 import structlog
+from opentelemetry.trace import Span, SpanKind
 from prometheus_client import Counter, Histogram
 
 from services.sender import repository as repo
@@ -32,6 +34,7 @@ from shared.planning.window import Window
 from shared.render import Letter, RenderError, lead_variables, return_path
 from shared.render_pool import RendererUnavailable, RenderPool
 from shared.settings import Settings
+from shared.tracing import TRACER
 
 log = structlog.get_logger()
 
@@ -172,21 +175,27 @@ class Sender:
         """MAIL FROM; None when the server accepted it. Nothing has been sent yet whatever goes wrong."""
         assert attempt.transaction is not None, "a message that can be sent has its transaction"
         LATENESS.observe((self._clock() - slot).total_seconds())
-        try:
-            return await attempt.transaction.begin(
-                return_path(str(attempt.message.id), attempt.message.domain_used)
-            )
-        except Exception as error:  # the SMTP adapter answers every failure it knows as an outcome
-            return _unexpected("before MAIL FROM was accepted", error)
+        with _smtp_span("MAIL FROM", attempt) as span:
+            try:
+                outcome = await attempt.transaction.begin(
+                    return_path(str(attempt.message.id), attempt.message.domain_used)
+                )
+            except Exception as error:  # the SMTP adapter answers every failure it knows as an outcome
+                outcome = _unexpected("before MAIL FROM was accepted", error)
+            span.set_attribute("maildash.outcome", outcome.kind.value if outcome else "accepted")
+            return outcome
 
     async def _finish(self, attempt: Attempt) -> Outcome:
         """RCPT and DATA. Whether an unexpected error left the e-mail delivered is unknown: never retried."""
         assert attempt.transaction is not None, "begun, so it has its transaction"
         assert attempt.email is not None, "begun, so it has its e-mail"
-        try:
-            return await attempt.transaction.finish(attempt.message.email, attempt.email)
-        except Exception as error:
-            return _unexpected("during RCPT or DATA", error)
+        with _smtp_span("RCPT DATA", attempt) as span:
+            try:
+                outcome = await attempt.transaction.finish(attempt.message.email, attempt.email)
+            except Exception as error:
+                outcome = _unexpected("during RCPT or DATA", error)
+            span.set_attribute("maildash.outcome", outcome.kind.value)
+            return outcome
 
     async def _settle_surely(self, attempt: Attempt, outcome: Outcome) -> None:
         """The server has answered: record it, retrying while the database is away (recording is guarded,
@@ -417,6 +426,13 @@ class Sender:
 def _log_change(message: Claim, change: domain_health.Change | None) -> None:
     if change is not None:
         log.warning(f"sender.domain.{change.action}", message_id=str(message.id), **change.logged())
+
+
+def _smtp_span(step: str, attempt: Attempt) -> contextlib.AbstractContextManager[Span]:
+    """A span of one step of the SMTP transaction, in the trace of the campaign (a no-op while it is off)."""
+    message = attempt.message
+    attributes = {"maildash.message_id": str(message.id), "maildash.sending_domain": message.domain_used}
+    return TRACER.start_as_current_span(f"SMTP {step}", kind=SpanKind.CLIENT, attributes=attributes)
 
 
 def _unexpected(when: str, error: Exception) -> Outcome:

@@ -19,7 +19,7 @@ from shared.settings import Settings
 
 def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> ASGIApp:
     settings = settings or Settings()
-    runtime = Runtime.build(settings)
+    runtime = Runtime.build(settings, "tracker")
 
     tracker = Tracker(runtime.sessions, settings, clock)
 

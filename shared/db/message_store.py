@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared import tracing
 from shared.db.kpi import shard_of
 from shared.db.providers import recipient_domain_sql
 from shared.events import (
@@ -151,15 +152,17 @@ INSERT INTO campaign_kpis AS k (campaign_id, shard, planned, failed) VALUES ($1,
 OPEN_COUNTERS = "INSERT INTO campaign_kpis (campaign_id, shard) VALUES ($1, 0)"
 
 # dispatch, release, defer, reslot: moving towards and away from a sender
-# $2: the commands in the order of $1, written to the outbox for the messages this statement dispatched.
+# $2: the commands in the order of $1, written to the outbox for the messages this statement dispatched, each
+# in the trace context its campaign was planned in.
 DISPATCH = f"""
 WITH dispatched AS (
   UPDATE messages SET status = {_to("dispatch")}
-  WHERE id = ANY($1::uuid[]) AND {_guard("dispatch")} RETURNING id
+  WHERE id = ANY($1::uuid[]) AND {_guard("dispatch")} RETURNING id, campaign_id
 )
-INSERT INTO outbox (routing_key, payload)
-SELECT $3, c.payload::jsonb
+INSERT INTO outbox (routing_key, payload, trace_context)
+SELECT $3, c.payload::jsonb, campaigns.trace_context
 FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS c(id, payload, n) JOIN dispatched USING (id)
+  JOIN campaigns ON campaigns.id = dispatched.campaign_id
 ORDER BY c.n
 """
 _RELEASE = f"UPDATE messages SET status = {_to('release')} WHERE {_guard('release')}"
@@ -548,7 +551,9 @@ COMPLAIN = f"""{_lead_leaves("complained", "complaint")}, message AS (
 SELECT workspace_id FROM lead
 """
 
-ANNOUNCE = "INSERT INTO outbox (routing_key, payload) VALUES ($1, $2::text::jsonb)"
+ANNOUNCE = (
+    "INSERT INTO outbox (routing_key, payload, trace_context) VALUES ($1, $2::text::jsonb, $3::text::jsonb)"
+)
 
 # complete: the campaign transition when nothing is left to send
 # Nothing unfinished, and no sent original still owed its follow-up (its `MessageSent` is on its way) by a
@@ -785,8 +790,11 @@ async def click(db: Db, message_id: uuid.UUID, now: datetime, data: dict[str, An
 
 
 async def announce(db: Db, event: Event) -> None:
-    """`event` into the outbox, in the transaction of `db`."""
-    await db.fetch(ANNOUNCE, event.routing_key, event.model_dump_json())
+    """`event` into the outbox, in the transaction of `db` (and the trace of the caller, if any)."""
+    trace_context = tracing.carrier()
+    await db.fetch(
+        ANNOUNCE, event.routing_key, event.model_dump_json(), trace_context and json.dumps(trace_context)
+    )
 
 
 async def unsubscribe(db: Db, campaign_id: uuid.UUID, event: LeadUnsubscribed) -> bool:

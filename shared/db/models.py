@@ -275,6 +275,8 @@ class Campaign(Base):
     domains: Mapped[list[str]] = mapped_column()
     audience_count: Mapped[int] = mapped_column(Integer, default=0)
     audience_excluded: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The W3C trace context it was planned in: each `SendMessage` for it joins that trace (shared/tracing.py).
+    trace_context: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 
@@ -397,6 +399,8 @@ class OutboxRow(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     routing_key: Mapped[str] = mapped_column(Text)
     payload: Mapped[dict[str, Any]] = mapped_column()
+    # The W3C trace context of the transaction that wrote it (shared/tracing.py); null while tracing is off.
+    trace_context: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     created_at: Mapped[datetime] = _created()
 
 

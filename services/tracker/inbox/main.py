@@ -27,7 +27,7 @@ log = structlog.get_logger()
 
 def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> ASGIApp:
     settings = settings or Settings()
-    runtime = Runtime.build(settings)
+    runtime = Runtime.build(settings, "inbox")
     readers = MailReaders(settings)
     processor = MailProcessor(runtime.sessions, readers, settings, clock)
 
