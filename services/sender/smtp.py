@@ -31,8 +31,12 @@ class Account:
     host: str
     port: int
     username: str | None
-    password: str | None
+    password: str | None  # with `xoauth2`, the OAuth2 access token of `username`
     security: str  # none | starttls | tls
+    xoauth2: bool = False  # log in with SASL XOAUTH2 (the domain's OAuth2 grant) instead of a password
+
+    def __repr__(self) -> str:  # never a password or token in a log line
+        return f"Account({self.host!r}, {self.port}, {self.username!r}, xoauth2={self.xoauth2})"
 
 
 class NoSmtpServer(Exception):
@@ -163,7 +167,11 @@ class SmtpPool:
         try:
             if account.security == "starttls":
                 await client.starttls()
-            if account.username is not None:
+            if account.xoauth2:
+                assert account.username is not None, "an OAuth2 login names its address"
+                assert account.password is not None, "an OAuth2 login has its access token"
+                await client.auth_xoauth2(account.username, account.password)
+            elif account.username is not None:
                 await client.login(account.username, account.password or "")
         except FAILURES:
             await _close(client)

@@ -33,16 +33,24 @@ class ConnectionLost(ImapFailure):
     pass
 
 
+class TokenRefused(ImapFailure):
+    """The server refused our OAuth2 access token (`AUTHENTICATIONFAILED`)."""
+
+
 @dataclass(frozen=True)
 class Endpoint:
     host: str
     port: int
     security: Literal["tls", "starttls", "none"]
     username: str
-    password: str
+    password: str  # with `xoauth2`, the OAuth2 access token of `username`
     timeout: float
     allow_private: bool
     ca_file: str | None = None
+    xoauth2: bool = False  # log in with SASL XOAUTH2 (the domain's OAuth2 grant) instead of a password
+
+    def __repr__(self) -> str:  # never a password or token in a log line
+        return f"Endpoint({self.host!r}, {self.port}, {self.username!r}, xoauth2={self.xoauth2})"
 
 
 def _quoted(folder: str) -> str:
@@ -54,6 +62,18 @@ def _ok(response: Any, what: str) -> list[Any]:
         text = b" ".join(bytes(line) for line in response.lines[-1:]).decode("utf-8", "replace")[:300]
         raise ImapFailure(f"{what} refused: {text}")
     return list(response.lines)
+
+
+class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untyped library
+    def _continuation(self, line: bytes) -> None:
+        """A SASL server that refuses XOAUTH2 first sends its error as a challenge and waits for our empty
+        answer before the tagged NO (Google, Microsoft and Dovecot do): answered here, else the login would
+        wait for its timeout. aioimaplib knows continuations only for APPEND and IDLE."""
+        command = self.pending_sync_command
+        if command is not None and command.name == "AUTHENTICATE":
+            self.transport.write(b"\r\n")
+            return
+        super()._continuation(line)
 
 
 class _Client(aioimaplib.IMAP4):  # type: ignore[misc]  # untyped library
@@ -76,7 +96,7 @@ class _Client(aioimaplib.IMAP4):  # type: ignore[misc]  # untyped library
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:  # fmt: skip
         local_loop = loop or asyncio.get_running_loop()
-        self.protocol = aioimaplib.IMAP4ClientProtocol(local_loop, conn_lost_cb)
+        self.protocol = _Protocol(local_loop, conn_lost_cb)
         self._client_task = local_loop.create_task(
             local_loop.create_connection(
                 lambda: self.protocol, host, port, ssl=ssl_context, server_hostname=self._server_hostname
@@ -203,8 +223,10 @@ async def connect(endpoint: Endpoint) -> AsyncIterator[Mailbox]:
             raise ImapFailure(UNTRUSTED.format(error.verify_message)) from error
         except (OSError, TimeoutError, ssl.SSLError, aioimaplib.AioImapException) as error:
             raise ImapFailure(NO_SESSION) from error
-        login = await client.login(endpoint.username, endpoint.password)
-        if login.result != "OK":
+        if endpoint.xoauth2:
+            if (await client.xoauth2(endpoint.username, endpoint.password)).result != "OK":
+                raise TokenRefused(f"the IMAP server refused the OAuth2 token of {endpoint.username}")
+        elif (await client.login(endpoint.username, endpoint.password)).result != "OK":
             raise ImapFailure("the IMAP server refused the user name or password")
         yield Mailbox(client, lost)
     finally:
