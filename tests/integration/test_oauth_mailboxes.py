@@ -1,0 +1,257 @@
+"""OAuth2 mailboxes (issue 17) end to end, with real servers: the test authorization server
+(tests/support/oauth_server.py), aiosmtpd taking only XOAUTH2 and checking tokens by introspection, the api,
+scheduler and sender. A domain connects its mailbox, sends with XOAUTH2, goes on sending when its token
+expires or is refused, pauses with `needs_reauth` (nothing lost) when the grant is revoked, and two processes
+needing a fresh token at once refresh it once."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from services.api.main import create_app as create_api
+from shared.clock import utcnow
+from shared.db import asyncpg_dsn
+from shared.oauth_tokens import TokenSource
+from shared.settings import Settings
+from tests.support.api import ApiClient
+from tests.support.oauth_server import CLIENT_ID, CLIENT_SECRET, OAuthServer, running_oauth_server
+from tests.support.oauth_smtp import OAuthSmtp, running_oauth_smtp
+from tests.support.pipeline import Pipeline
+from tests.support.smtp import free_port
+from tests.support.stack import inprocess_service
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+async def oauth_server() -> AsyncIterator[OAuthServer]:
+    async with running_oauth_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def api_port() -> int:
+    return free_port()
+
+
+def oauth_settings(settings: Settings, server: OAuthServer, api_port: int) -> Settings:
+    return settings.model_copy(
+        update={
+            "oauth_oidc_issuer": server.url,
+            "oauth_oidc_client_id": CLIENT_ID,
+            "oauth_oidc_client_secret": CLIENT_SECRET,
+            "oauth_redirect_url": f"http://127.0.0.1:{api_port}/api/v1/oauth/callback",
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def settings(settings: Settings, oauth_server: OAuthServer, api_port: int) -> Settings:
+    """The session's, with the test authorization server as this deployment's generic OpenID provider."""
+    return oauth_settings(settings, oauth_server, api_port)
+
+
+@pytest.fixture(scope="module")
+async def api_url(settings: Settings, api_port: int) -> AsyncIterator[str]:
+    async with inprocess_service(create_api, settings, api_port) as url:
+        yield url
+
+
+@pytest.fixture
+async def smtp_sink(oauth_server: OAuthServer) -> AsyncIterator[OAuthSmtp]:
+    """What the pipeline sends to: a submission server that takes only XOAUTH2."""
+    oauth_server.access_lifetime, oauth_server.refresh_delay, oauth_server.email_for = 3600, 0.0, None
+    async with running_oauth_smtp(f"{oauth_server.url}/introspect") as server:
+        yield server
+
+
+async def a_domain(api: ApiClient, smtp_port: int, interval: int = 0) -> dict[str, Any]:
+    return await api.domain(f"oauth-{uuid.uuid4().hex[:8]}.example", smtp_port, interval=interval)
+
+
+async def connect(api: ApiClient, domain_id: str) -> httpx.Response:
+    """What a person does: open the authorize URL the api answers, approve (the test server approves at once),
+    and be sent back to the api's callback."""
+    start = await api.http.post(f"/domains/{domain_id}/oauth", json={"provider": "oidc"})
+    assert start.status_code == 200, start.text
+    async with httpx.AsyncClient() as browser:
+        consent = await browser.get(start.json()["data"]["authorize_url"])
+        assert consent.status_code == 302, consent.text
+        return await browser.get(consent.headers["location"])
+
+
+async def campaign(pipeline: Pipeline, domain: str, leads: int) -> str:
+    lead_ids = [
+        (await pipeline.api.lead(f"{uuid.uuid4().hex[:8]}@lead.example", first_name="Jan"))["id"]
+        for _ in range(leads)
+    ]
+    template = await pipeline.api.template()
+    return str((await pipeline.api.campaign(template["id"], lead_ids, [domain]))["id"])
+
+
+async def statuses(pipeline: Pipeline, campaign_id: str) -> list[str]:
+    return sorted(m["status"] for m in await pipeline.messages(campaign_id))
+
+
+async def test_connecting_a_mailbox_keeps_the_grant_encrypted_and_answers_no_token(
+    api: ApiClient, oauth_server: OAuthServer, settings: Settings
+) -> None:
+    domain = await a_domain(api, free_port())
+    callback = await connect(api, domain["id"])
+    assert callback.status_code == 200, callback.text
+    assert callback.json()["data"] == {
+        "domain_id": domain["id"], "provider": "oidc", "email": domain["from_email"], "state": "active",
+    }  # fmt: skip
+    shown = await api.get(f"/domains/{domain['id']}")
+    assert shown["oauth"]["email"] == domain["from_email"]
+    assert shown["oauth"]["state"] == "active"
+    assert shown["oauth"]["reconnect_url"] is None
+    answers = callback.text + (await api.http.get(f"/domains/{domain['id']}")).text
+    assert not [token for token in oauth_server.issued if token in answers]
+    db = await asyncpg.connect(asyncpg_dsn(settings.database_url))
+    try:
+        stored = await db.fetchrow(
+            "SELECT * FROM oauth_accounts WHERE sending_domain_id = $1", uuid.UUID(domain["id"])
+        )
+    finally:
+        await db.close()
+    assert stored is not None
+    assert not [token for token in oauth_server.issued if token in str(dict(stored))]
+    # The state works once.
+    async with httpx.AsyncClient() as browser:
+        again = await browser.get(str(callback.url))
+    assert again.status_code == 422
+    assert "expired" in again.json()["error"]
+
+
+async def test_a_mailbox_other_than_the_from_address_is_refused_and_its_grant_revoked(
+    api: ApiClient, oauth_server: OAuthServer
+) -> None:
+    domain = await a_domain(api, free_port())
+    oauth_server.email_for = "someone.else@elsewhere.example"
+    try:
+        callback = await connect(api, domain["id"])
+    finally:
+        oauth_server.email_for = None
+    assert callback.status_code == 422, callback.text
+    body = callback.json()
+    assert body["data"] is None
+    assert "someone.else@elsewhere.example" in body["error"]
+    assert domain["from_email"] in body["error"]
+    [grant] = [g for g in oauth_server.grants.values() if g.email == "someone.else@elsewhere.example"]
+    assert grant.revoked
+    assert (await api.get(f"/domains/{domain['id']}"))["oauth"] is None
+
+
+async def test_an_unknown_provider_or_state_is_refused_in_the_envelope(api: ApiClient) -> None:
+    domain = await a_domain(api, free_port())
+    google = await api.http.post(f"/domains/{domain['id']}/oauth", json={"provider": "google"})
+    assert google.status_code == 422
+    assert "not configured" in google.json()["error"]
+    callback = await api.http.get("/oauth/callback", params={"state": "forged", "code": "x"}, headers={})
+    assert callback.status_code == 422
+    assert callback.json()["error_code"] == "validation_error"
+
+
+async def test_a_campaign_sends_with_xoauth2_and_goes_on_as_its_tokens_expire(
+    pipeline: Pipeline, oauth_server: OAuthServer, smtp_sink: OAuthSmtp
+) -> None:
+    domain = await a_domain(pipeline.api, smtp_sink.port, interval=2)
+    # Each access token is due for refresh 1 s after it is issued (300 s margin): over the campaign, the
+    # sender refreshes and logs in again with each new token.
+    oauth_server.access_lifetime = 301
+    assert (await connect(pipeline.api, domain["id"])).status_code == 200
+    refreshes = oauth_server.refreshes
+    campaign_id = await campaign(pipeline, domain["domain"], leads=3)
+
+    async def sent() -> bool:
+        return await statuses(pipeline, campaign_id) == ["sent"] * 3
+
+    await pipeline.until(sent, 30)
+    assert len(smtp_sink.received) == 3
+    assert oauth_server.refreshes > refreshes
+    assert len(smtp_sink.oauth.logins) >= 2  # a new token, a new login
+    assert set(smtp_sink.oauth.logins) == {domain["from_email"]}
+    assert smtp_sink.oauth.refusals == 0
+
+
+async def test_a_token_the_server_refuses_is_refreshed_once_and_the_send_retried(
+    pipeline: Pipeline, oauth_server: OAuthServer, smtp_sink: OAuthSmtp
+) -> None:
+    domain = await a_domain(pipeline.api, smtp_sink.port)
+    assert (await connect(pipeline.api, domain["id"])).status_code == 200
+    oauth_server.expire_access_tokens()  # the provider ended them; we still hold one valid for an hour
+    refreshes = oauth_server.refreshes
+    campaign_id = await campaign(pipeline, domain["domain"], leads=1)
+
+    async def sent() -> bool:
+        return await statuses(pipeline, campaign_id) == ["sent"]
+
+    await pipeline.until(sent, 30)
+    assert smtp_sink.oauth.refusals == 1
+    assert oauth_server.refreshes == refreshes + 1
+    [message] = await pipeline.messages(campaign_id)
+    assert message["retry_count"] == 0
+
+
+async def test_a_revoked_grant_pauses_the_domain_for_reauth_and_loses_nothing(
+    pipeline: Pipeline, oauth_server: OAuthServer, smtp_sink: OAuthSmtp
+) -> None:
+    domain = await a_domain(pipeline.api, smtp_sink.port)
+    assert (await connect(pipeline.api, domain["id"])).status_code == 200
+    oauth_server.revoke_all()
+    oauth_server.expire_access_tokens()
+    campaign_id = await campaign(pipeline, domain["domain"], leads=2)
+
+    async def paused() -> bool:
+        shown = await pipeline.api.get(f"/domains/{domain['id']}")
+        return bool(shown["state"] == "paused")
+
+    await pipeline.until(paused, 30)
+    shown = await pipeline.api.get(f"/domains/{domain['id']}")
+    assert shown["paused_cause"] == "needs_reauth"
+    assert shown["oauth"]["state"] == "needs_reauth"
+    assert shown["oauth"]["reconnect_url"] == f"/api/v1/domains/{domain['id']}/oauth"
+    await asyncio.sleep(1.5)  # the scheduler's next round: still nothing sent, nothing failed
+    assert await statuses(pipeline, campaign_id) == ["planned", "planned"]
+    assert smtp_sink.received == []
+
+    # Connecting again resumes the domain, and its messages go.
+    assert (await connect(pipeline.api, domain["id"])).status_code == 200
+    assert (await pipeline.api.get(f"/domains/{domain['id']}"))["state"] == "active"
+
+    async def sent() -> bool:
+        return await statuses(pipeline, campaign_id) == ["sent", "sent"]
+
+    await pipeline.until(sent, 30)
+
+
+async def test_two_processes_needing_a_fresh_token_at_once_refresh_it_once(
+    api: ApiClient, oauth_server: OAuthServer, settings: Settings
+) -> None:
+    domain = await a_domain(api, free_port())
+    oauth_server.access_lifetime = 301  # due for refresh a second after it is issued
+    try:
+        assert (await connect(api, domain["id"])).status_code == 200
+    finally:
+        oauth_server.access_lifetime = 3600
+    await asyncio.sleep(1.1)
+    oauth_server.refresh_delay = 0.5  # a slow provider: both ask while the first refresh is under way
+    refreshes = oauth_server.refreshes
+    try:
+        async with TokenSource(settings, utcnow) as first, TokenSource(settings, utcnow) as second:
+            domain_id = uuid.UUID(domain["id"])
+            one, two = await asyncio.gather(first.access(domain_id), second.access(domain_id))
+    finally:
+        oauth_server.refresh_delay = 0.0
+    assert oauth_server.refreshes == refreshes + 1
+    assert one is not None
+    assert one == two
+    assert first.refreshes + second.refreshes == 1
