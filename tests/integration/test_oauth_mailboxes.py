@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -20,14 +21,24 @@ from shared.clock import utcnow
 from shared.db import asyncpg_dsn
 from shared.oauth_tokens import TokenSource
 from shared.settings import Settings
+from tests.support import mailbox_mail
 from tests.support.api import ApiClient
+from tests.support.dovecot import Dovecot, installed, running_dovecot
 from tests.support.oauth_server import CLIENT_ID, CLIENT_SECRET, OAuthServer, running_oauth_server
 from tests.support.oauth_smtp import OAuthSmtp, running_oauth_smtp
 from tests.support.pipeline import Pipeline
 from tests.support.smtp import free_port
-from tests.support.stack import inprocess_service
+from tests.support.stack import inprocess_service, subprocess_service, with_ports
 
 pytestmark = pytest.mark.integration
+needs_dovecot = pytest.mark.skipif(not installed(), reason="dovecot is not installed (make test installs it)")
+FAST_READER = {
+    "inbox_lease_seconds": 2.0,
+    "inbox_poll_seconds": 1.0,
+    "inbox_timeout_seconds": 5.0,
+    "inbox_backoff_seconds": [0.2, 0.5, 1.0],
+    "log_format": "json",
+}
 
 
 @pytest.fixture(scope="module")
@@ -255,3 +266,67 @@ async def test_two_processes_needing_a_fresh_token_at_once_refresh_it_once(
     assert one is not None
     assert one == two
     assert first.refreshes + second.refreshes == 1
+
+
+@pytest.fixture(scope="module")
+def oauth_imap(tmp_path_factory: pytest.TempPathFactory, oauth_server: OAuthServer) -> Iterator[Dovecot]:
+    """Dovecot checking XOAUTH2 bearer tokens against the test server's introspection endpoint."""
+    introspection = f"{oauth_server.url}/introspect"
+    with running_dovecot(tmp_path_factory.mktemp("dovecot"), oauth2_introspection=introspection) as server:
+        yield server
+
+
+@needs_dovecot
+async def test_the_mailbox_reader_logs_in_with_xoauth2_refreshing_a_refused_token_and_reads_the_reply(
+    pipeline: Pipeline,
+    oauth_server: OAuthServer,
+    smtp_sink: OAuthSmtp,
+    oauth_imap: Dovecot,
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    domain = await a_domain(pipeline.api, smtp_sink.port)
+    assert (await connect(pipeline.api, domain["id"])).status_code == 200
+    campaign_id = await campaign(pipeline, domain["domain"], leads=1)
+
+    async def sent() -> bool:
+        return await statuses(pipeline, campaign_id) == ["sent"]
+
+    await pipeline.until(sent, 30)
+    [mail] = smtp_sink.received
+    mailbox = domain["from_email"]
+    oauth_imap.add_user(mailbox, uuid.uuid4().hex)  # its mail home; the reader never uses this password
+    imap = {"host": "127.0.0.1", "port": oauth_imap.port, "security": "none", "username": mailbox}
+    changed = await pipeline.api.http.patch(f"/domains/{domain['id']}", json={"imap": imap})
+    assert changed.status_code == 200, changed.text  # no password: the domain's grant logs in
+    assert changed.json()["data"]["imap"]["has_password"] is False
+    db = await asyncpg.connect(asyncpg_dsn(settings.database_url))
+    try:  # the run's other mailboxes are not this test's to read
+        await db.execute(
+            "UPDATE mailbox_accounts SET active = false WHERE sending_domain_id <> $1",
+            uuid.UUID(domain["id"]),
+        )
+    finally:
+        await db.close()
+    oauth_server.expire_access_tokens()  # Dovecot refuses the token we hold: one forced refresh
+    refreshes = oauth_server.refreshes
+    tuned = with_ports(settings.model_copy(update=FAST_READER), "inbox")
+    async with subprocess_service("inbox", tuned, tmp_path) as reader:
+        oauth_imap.deliver(mailbox, mailbox_mail.reply(mailbox, mail.rcpt_tos[0], mail.message["Message-ID"]))
+
+        async def replied() -> bool:
+            [message] = await pipeline.messages(campaign_id)
+            return message["replied_at"] is not None
+
+        await pipeline.until(replied, 30)
+    assert oauth_server.refreshes == refreshes + 1
+    shown = (await pipeline.api.get(f"/domains/{domain['id']}"))["imap"]
+    assert shown["state"] == "ok"
+    tested = await pipeline.api.http.post(f"/domains/{domain['id']}/imap/test")
+    assert tested.json()["data"]["ok"] is True, tested.text
+    log = reader.log()
+    assert "tracker.inbox.connect.ok" in log
+    # The refusal was answered at once and the retry made in the same attempt: no failure, no back-off.
+    assert "tracker.inbox.connect.failed" not in log
+    assert not [token for token in oauth_server.issued if token in log]
+    assert CLIENT_SECRET not in log
