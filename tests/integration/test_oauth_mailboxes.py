@@ -26,7 +26,7 @@ from tests.support.api import ApiClient
 from tests.support.dovecot import Dovecot, installed, running_dovecot
 from tests.support.oauth_server import CLIENT_ID, CLIENT_SECRET, OAuthServer, running_oauth_server
 from tests.support.oauth_smtp import OAuthSmtp, running_oauth_smtp
-from tests.support.pipeline import Pipeline
+from tests.support.pipeline import Pipeline, until
 from tests.support.smtp import free_port
 from tests.support.stack import inprocess_service, subprocess_service, with_ports
 
@@ -330,3 +330,63 @@ async def test_the_mailbox_reader_logs_in_with_xoauth2_refreshing_a_refused_toke
     assert "tracker.inbox.connect.failed" not in log
     assert not [token for token in oauth_server.issued if token in log]
     assert CLIENT_SECRET not in log
+
+
+async def test_no_token_or_client_secret_appears_in_the_logs_of_a_whole_run_or_in_an_answer(
+    oauth_server: OAuthServer, smtp_sink: OAuthSmtp, settings: Settings, tmp_path: Path
+) -> None:
+    """api, scheduler and sender as in production (subprocesses, JSON logs at DEBUG): connect, send while
+    tokens expire and one is refused, then a revoked grant. Every token the provider handed out, and the
+    client secret, are looked for in every log line and every answer."""
+    ran = with_ports(settings, "api", "scheduler", "sender", "tracker")
+    ran = ran.model_copy(
+        update={
+            "log_format": "json",
+            "log_level": "DEBUG",
+            "oauth_redirect_url": f"http://127.0.0.1:{ran.api_port}/api/v1/oauth/callback",
+        }
+    )
+    answers: list[str] = []
+    async with (
+        subprocess_service("api", ran, tmp_path) as api_process,
+        subprocess_service("scheduler", ran, tmp_path) as scheduler,
+        subprocess_service("sender", ran, tmp_path) as sender,
+        ApiClient(api_process.url) as api,
+    ):
+        await api.login()
+        domain = await a_domain(api, smtp_sink.port, interval=2)
+        oauth_server.access_lifetime = 301  # due for refresh a second after it is issued
+        callback = await connect(api, domain["id"])
+        assert callback.status_code == 200, callback.text
+        answers.append(callback.text)
+        lead_ids = [(await api.lead(f"{uuid.uuid4().hex[:8]}@lead.example"))["id"] for _ in range(2)]
+        template = await api.template()
+        campaign_id = (await api.campaign(template["id"], lead_ids, [domain["domain"]]))["id"]
+        messages = f"/campaigns/messages?campaign_id={campaign_id}"
+
+        async def all_sent() -> bool:
+            reply = await api.http.get(messages)
+            answers.append(reply.text)
+            return [m["status"] for m in reply.json()["data"]["items"]] == ["sent", "sent"]
+
+        await until(all_sent, 30)
+        oauth_server.revoke_all()
+        oauth_server.expire_access_tokens()
+        second = (await api.campaign(template["id"], lead_ids[:1], [domain["domain"]]))["id"]
+
+        async def needs_reauth() -> bool:
+            reply = await api.http.get(f"/domains/{domain['id']}")
+            answers.append(reply.text)
+            return bool(reply.json()["data"]["paused_cause"] == "needs_reauth")
+
+        await until(needs_reauth, 30)
+        answers.append((await api.http.get(f"/campaigns/messages?campaign_id={second}")).text)
+        answers.append((await api.http.delete(f"/domains/{domain['id']}/oauth")).text)
+        logs = {process.name: process.log() for process in (api_process, scheduler, sender)}
+    assert oauth_server.refreshes >= 1
+    assert "oauth.grant.needs_reauth" in logs["sender"]
+    assert "oauth.refresh.done" in logs["sender"]
+    assert domain["domain"] in logs["sender"]  # the logs do speak of this domain's logins, without secrets
+    secrets = [*oauth_server.issued, CLIENT_SECRET]
+    for name, text in [*logs.items(), *((f"answer {n}", a) for n, a in enumerate(answers))]:
+        assert not [secret for secret in secrets if secret in text], name
