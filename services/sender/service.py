@@ -326,7 +326,7 @@ class Sender:
     def _account(self, message: Claim, access: Access | None) -> Account:
         if access is not None:
             return Account(
-                message.smtp_host, message.smtp_port, access.email, access.token, message.smtp_security, True
+                message.smtp_host, message.smtp_port, access.email, None, message.smtp_security, access.token
             )
         password = message.smtp_password_encrypted
         return Account(

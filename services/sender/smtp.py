@@ -15,7 +15,7 @@ import contextlib
 import socket
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiosmtplib
 import structlog
@@ -31,12 +31,14 @@ class Account:
     host: str
     port: int
     username: str | None
-    password: str | None  # with `xoauth2`, the OAuth2 access token of `username`
+    password: str | None
     security: str  # none | starttls | tls
-    xoauth2: bool = False  # log in with SASL XOAUTH2 (the domain's OAuth2 grant) instead of a password
+    # With it, `username` logs in with SASL XOAUTH2 and this OAuth2 access token instead of a password. Not
+    # part of the pool's key: a session logged in with the token before the last refresh is still good.
+    token: str | None = field(default=None, compare=False)
 
     def __repr__(self) -> str:  # never a password or token in a log line
-        return f"Account({self.host!r}, {self.port}, {self.username!r}, xoauth2={self.xoauth2})"
+        return f"Account({self.host!r}, {self.port}, {self.username!r}, xoauth2={self.token is not None})"
 
 
 class NoSmtpServer(Exception):
@@ -167,10 +169,9 @@ class SmtpPool:
         try:
             if account.security == "starttls":
                 await client.starttls()
-            if account.xoauth2:
+            if account.token is not None:
                 assert account.username is not None, "an OAuth2 login names its address"
-                assert account.password is not None, "an OAuth2 login has its access token"
-                await client.auth_xoauth2(account.username, account.password)
+                await client.auth_xoauth2(account.username, account.token)
             elif account.username is not None:
                 await client.login(account.username, account.password or "")
         except FAILURES:

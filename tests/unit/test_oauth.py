@@ -153,7 +153,7 @@ def test_the_xoauth2_string_is_googles_example_and_reads_back() -> None:
 
 
 def test_logins_never_show_their_token_in_a_log_line() -> None:
-    account = Account("smtp.example", 587, "anna@x.example", "ya29.secret-token", "starttls", xoauth2=True)
+    account = Account("smtp.example", 587, "anna@x.example", None, "starttls", token="ya29.secret-token")
     endpoint = Endpoint(
         "imap.example", 993, "tls", "anna@x.example", "ya29.secret-token", 5.0, False, None, True
     )
