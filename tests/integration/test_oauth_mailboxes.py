@@ -30,7 +30,11 @@ from tests.support.pipeline import Pipeline, until
 from tests.support.smtp import free_port
 from tests.support.stack import inprocess_service, subprocess_service, with_ports
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    # The test submission server takes XOAUTH2 in the clear, on loopback (the providers' servers want TLS).
+    pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning"),
+]
 needs_dovecot = pytest.mark.skipif(not installed(), reason="dovecot is not installed (make test installs it)")
 FAST_READER = {
     "inbox_lease_seconds": 2.0,
@@ -231,6 +235,14 @@ async def test_a_revoked_grant_pauses_the_domain_for_reauth_and_loses_nothing(
     assert shown["oauth"]["state"] == "needs_reauth"
     assert shown["oauth"]["reconnect_url"] == f"/api/v1/domains/{domain['id']}/oauth"
     await asyncio.sleep(1.5)  # the scheduler's next round: still nothing sent, nothing failed
+    assert await statuses(pipeline, campaign_id) == ["planned", "planned"]
+    assert smtp_sink.received == []
+
+    # Resuming it without connecting again changes nothing for long: its first send pauses it again.
+    resumed = await pipeline.api.http.post(f"/domains/{domain['id']}/resume")
+    assert resumed.status_code == 200, resumed.text
+    await pipeline.until(paused, 30)
+    assert (await pipeline.api.get(f"/domains/{domain['id']}"))["paused_cause"] == "needs_reauth"
     assert await statuses(pipeline, campaign_id) == ["planned", "planned"]
     assert smtp_sink.received == []
 
