@@ -144,6 +144,14 @@ async def test_connecting_a_mailbox_keeps_the_grant_encrypted_and_answers_no_tok
         again = await browser.get(str(callback.url))
     assert again.status_code == 422
     assert "expired" in again.json()["error"]
+    # Connecting again replaces the grant, and revokes the one replaced.
+    [first] = [g for g in oauth_server.grants.values() if g.email == domain["from_email"]]
+    assert (await connect(api, domain["id"])).status_code == 200
+    assert first.revoked
+    assert [g.revoked for g in oauth_server.grants.values() if g.email == domain["from_email"]] == [
+        True,
+        False,
+    ]
 
 
 async def test_a_mailbox_other_than_the_from_address_is_refused_and_its_grant_revoked(
@@ -173,6 +181,34 @@ async def test_an_unknown_provider_or_state_is_refused_in_the_envelope(api: ApiC
     callback = await api.http.get("/oauth/callback", params={"state": "forged", "code": "x"}, headers={})
     assert callback.status_code == 422
     assert callback.json()["error_code"] == "validation_error"
+
+
+async def test_a_denied_consent_is_refused_with_the_providers_reason(api: ApiClient) -> None:
+    domain = await a_domain(api, free_port())
+    start = await api.http.post(f"/domains/{domain['id']}/oauth", json={"provider": "oidc"})
+    state = dict(httpx.URL(start.json()["data"]["authorize_url"]).params)["state"]
+    callback = await api.http.get(
+        "/oauth/callback",
+        params={"state": state, "error": "access_denied", "error_description": "the user said no"},
+        headers={"Authorization": ""},
+    )
+    assert callback.status_code == 422
+    assert "access_denied the user said no" in callback.json()["error"]
+    assert (await api.get(f"/domains/{domain['id']}"))["oauth"] is None
+
+
+async def test_disconnecting_forgets_the_grant_and_revokes_it(
+    api: ApiClient, oauth_server: OAuthServer
+) -> None:
+    domain = await a_domain(api, free_port())
+    assert (await connect(api, domain["id"])).status_code == 200
+    [grant] = [g for g in oauth_server.grants.values() if g.email == domain["from_email"]]
+    disconnected = await api.http.delete(f"/domains/{domain['id']}/oauth")
+    assert disconnected.status_code == 200, disconnected.text
+    assert disconnected.json()["data"]["deleted"] is True
+    assert grant.revoked
+    assert (await api.get(f"/domains/{domain['id']}"))["oauth"] is None
+    assert (await api.http.delete(f"/domains/{domain['id']}/oauth")).status_code == 404
 
 
 async def test_a_campaign_sends_with_xoauth2_and_goes_on_as_its_tokens_expire(

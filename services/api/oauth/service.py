@@ -106,7 +106,11 @@ async def complete(
         domain = await DomainRepository(session, flow.workspace_id).get(str(flow.sending_domain_id))
         refusal = _refusal(domain, email, tokens)
         if domain is not None and refusal is None:
-            return await _keep(session, domain, flow, email, tokens, settings, clock)
+            answer, replaced = await _keep(session, domain, flow, email, tokens, settings, clock)
+    if domain is not None and refusal is None:
+        if replaced is not None:  # connected again: the grant it replaces is of no use to anyone
+            await _revoke(client, replaced, settings)
+        return answer
     await client.revoke(provider, tokens.refresh_token or tokens.access_token)
     if refusal is None:
         raise not_found("sending domain")
@@ -135,7 +139,8 @@ async def _keep(
     tokens: Tokens,
     settings: Settings,
     clock: Clock,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], OAuthAccount | None]:
+    """The grant kept for the domain (and a domain paused for want of it resumed); the grant it replaced."""
     key, now = settings.encryption_key, clock()
     assert tokens.refresh_token is not None, "checked by _refusal"
     values = {
@@ -149,14 +154,16 @@ async def _keep(
         "refreshed_at": now,
     }
     accounts = OAuthAccountRepository(session, flow.workspace_id)
-    if (grant := await accounts.of_domain(domain)) is None:
+    if (replaced := await accounts.of_domain(domain)) is None:
         await accounts.add(OAuthAccount(sending_domain_id=domain.id, **values))
     else:
-        await accounts.change(grant, values)
+        session.expunge(replaced)  # kept as it was, to revoke
+        await accounts.change(replaced, values)
     if domain.state == DomainState.PAUSED and domain.paused_cause == Cause.NEEDS_REAUTH:
         await DomainRepository(session, flow.workspace_id).resume(domain, now)
     log.info("api.oauth.connected", domain=domain.domain, provider=flow.provider)
-    return {"domain_id": str(domain.id), "provider": flow.provider, "email": email, "state": "active"}
+    answer = {"domain_id": str(domain.id), "provider": flow.provider, "email": email, "state": "active"}
+    return answer, replaced
 
 
 async def disconnect(
@@ -168,10 +175,15 @@ async def disconnect(
     if (grant := await accounts.of_domain(domain)) is None:
         raise not_found("OAuth2 grant of this sending domain")
     await accounts.delete(grant)
+    await _revoke(client, grant, settings)
+    return {"id": str(grant.id), "deleted": True}
+
+
+async def _revoke(client: OAuthClient, grant: OAuthAccount, settings: Settings) -> None:
+    """Revoke a grant we no longer keep, where its provider can (best effort)."""
     try:
         provider = await client.provider(ProviderName(grant.provider))
     except (ProviderError, httpx.HTTPError):
-        log.warning("api.oauth.revoke_skipped", domain=domain.domain, provider=grant.provider)
-    else:
-        await client.revoke(provider, crypto.decrypt(settings.encryption_key, grant.refresh_token_encrypted))
-    return {"id": str(grant.id), "deleted": True}
+        log.warning("api.oauth.revoke_skipped", provider=grant.provider)
+        return
+    await client.revoke(provider, crypto.decrypt(settings.encryption_key, grant.refresh_token_encrypted))
