@@ -137,19 +137,12 @@ class Sender:
                 await repo.release_late(db, command.message_id)
             log.info("sender.message.late", message_id=str(command.message_id))
             return
-        draft = await self._draft(command)
-        if draft is None:
+        try:
+            begun = await self._begun(command)
+        except TRANSIENT as error:
+            _unclaimed(command, error)
             return
-        begun = await self._claim_and_begin(command, draft)
-        if isinstance(begun, _TokenRejected):  # one forced refresh and one retry
-            access, failure = await self._login_of(draft.domain_id, rejected=begun.token)
-            draft = dataclasses.replace(draft, access=access, failure=failure)
-            begun = await self._claim_and_begin(command, draft)
-        if isinstance(begun, _TokenRejected):  # a fresh token refused too: the grant needs a person
-            assert draft.domain_id is not None, "a token was used, so the domain has a grant"
-            await self._tokens.refuse(draft.domain_id, "the SMTP server refused a freshly refreshed token")
-            begun = await self._claim_and_begin(command, draft)  # the paused domain releases the message
-        if begun is None or isinstance(begun, _TokenRejected):
+        if begun is None:
             return
         attempt, outcome = begun
         # Committed as `sending`: from here a crash leaves it to the reconciler (`interrupted`). Anything less
@@ -159,6 +152,24 @@ class Sender:
         self._completing.add(completion)
         completion.add_done_callback(self._completing.discard)
         await asyncio.shield(completion)
+
+    async def _begun(self, command: SendMessage) -> tuple[Attempt, Outcome | None] | None:
+        """The message's e-mail made, its claim made and its SMTP transaction begun (None: nothing to do).
+        A refused OAuth2 token gets one forced refresh and one retry; a fresh token refused too, and the grant
+        needs a person: its domain is paused, and the claim releases the message."""
+        draft = await self._draft(command)
+        if draft is None:
+            return None
+        begun = await self._claim_and_begin(command, draft)
+        if isinstance(begun, _TokenRejected):
+            access, failure = await self._login_of(draft.domain_id, rejected=begun.token)
+            draft = dataclasses.replace(draft, access=access, failure=failure)
+            begun = await self._claim_and_begin(command, draft)
+        if isinstance(begun, _TokenRejected):
+            assert draft.domain_id is not None, "a token was used, so the domain has a grant"
+            await self._tokens.refuse(draft.domain_id, "the SMTP server refused a freshly refreshed token")
+            begun = await self._claim_and_begin(command, draft)
+        return None if isinstance(begun, _TokenRejected) else begun
 
     async def _claim_and_begin(
         self, command: SendMessage, draft: Draft
@@ -189,9 +200,7 @@ class Sender:
                 await attempt.transaction.abandon()
             if not isinstance(error, TRANSIENT):
                 raise
-            log.warning(
-                "sender.message.unclaimed", message_id=str(command.message_id), error=str(error)[:200]
-            )
+            _unclaimed(command, error)
             return None
         return attempt, outcome
 
@@ -488,6 +497,12 @@ def _unexpected(when: str, error: Exception) -> Outcome:
     fails with it, without retry (it would most likely fail again), and the campaign goes on."""
     log.error("sender.message.crashed", when=when, error=f"{type(error).__name__}: {error}"[:500])
     return Outcome(Kind.FAILED, f"failed {when}: {type(error).__name__}: {error}"[:1000], retryable=False)
+
+
+def _unclaimed(command: SendMessage, error: BaseException) -> None:
+    """The database went away, or no render worker could start: the message stays `dispatched`, and the
+    scheduler's reconciler plans it again."""
+    log.warning("sender.message.unclaimed", message_id=str(command.message_id), error=str(error)[:200])
 
 
 def _skipped(command: SendMessage) -> None:
