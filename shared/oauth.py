@@ -15,6 +15,7 @@ import enum
 import hashlib
 import json
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -209,6 +210,54 @@ def id_token_email(id_token: str | None) -> str | None:
 def same_address(a: str, b: str) -> bool:
     """Addresses compared as providers do: the domain case-insensitively, and (in practice) the local part."""
     return a.strip().lower() == b.strip().lower()
+
+
+class Mechanism(enum.StrEnum):
+    """The SASL mechanisms a bearer token logs in with."""
+
+    OAUTHBEARER = "OAUTHBEARER"  # RFC 7628: Google, Dovecot
+    XOAUTH2 = "XOAUTH2"  # Google's and Microsoft's own: both providers take it for SMTP and IMAP
+
+
+def mechanism(offered: Iterable[str]) -> Mechanism:
+    """The standard OAUTHBEARER where the server offers it, else XOAUTH2 (which Microsoft 365 alone takes,
+    and may not list)."""
+    names = {name.upper() for name in offered}
+    return Mechanism.OAUTHBEARER if Mechanism.OAUTHBEARER in names else Mechanism.XOAUTH2
+
+
+def initial_response(chosen: Mechanism, user: str, host: str, port: int, access_token: str) -> str:
+    """The mechanism's initial client response, base64."""
+    if chosen == Mechanism.OAUTHBEARER:
+        return oauthbearer(user, host, port, access_token)
+    return xoauth2(user, access_token)
+
+
+# What a client answers a SASL server's error challenge with, base64, to end the exchange: RFC 7628 §3.2.3
+# asks for %x01 (OAUTHBEARER); Google's XOAUTH2 for an empty response.
+ERROR_ACKNOWLEDGEMENT = {Mechanism.OAUTHBEARER: "AQ==", Mechanism.XOAUTH2: ""}
+
+
+def oauthbearer(user: str, host: str, port: int, access_token: str) -> str:
+    """RFC 7628 §3.1: the GS2 header naming the user, then host, port and the bearer token, base64."""
+    saslname = user.replace("=", "=3D").replace(",", "=2C")
+    raw = f"n,a={saslname},\x01host={host}\x01port={port}\x01auth=Bearer {access_token}\x01\x01"
+    return base64.b64encode(raw.encode()).decode("ascii")
+
+
+def parse_oauthbearer(encoded: str) -> tuple[str, str] | None:
+    """(user, token) of an OAUTHBEARER initial response; None when it is not one."""
+    try:
+        raw = base64.b64decode(encoded, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    header, _, rest = raw.partition("\x01")
+    user = next((part[2:] for part in header.split(",") if part.startswith("a=")), None)
+    fields = dict(part.split("=", 1) for part in rest.split("\x01") if "=" in part)
+    auth = fields.get("auth", "")
+    if user is None or not header.startswith("n,") or not auth.startswith("Bearer "):
+        return None
+    return user.replace("=2C", ",").replace("=3D", "="), auth.removeprefix("Bearer ")
 
 
 def xoauth2(user: str, access_token: str) -> str:

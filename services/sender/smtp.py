@@ -21,6 +21,7 @@ import aiosmtplib
 import structlog
 
 from services.sender.outcome import Kind, Outcome, from_login_refusal, from_reply, from_transport_error
+from shared import oauth
 from shared.public_address import NotPublic, Resolver, UnusableHost, resolve_public, system_resolver
 
 log = structlog.get_logger()
@@ -170,8 +171,7 @@ class SmtpPool:
             if account.security == "starttls":
                 await client.starttls()
             if account.token is not None:
-                assert account.username is not None, "an OAuth2 login names its address"
-                await client.auth_xoauth2(account.username, account.token)
+                await _bearer_login(client, account)
             elif account.username is not None:
                 await client.login(account.username, account.password or "")
         except FAILURES:
@@ -196,6 +196,20 @@ class SmtpPool:
         for idle in self._idle.values():
             while idle:
                 await _close(idle.pop()[1])
+
+
+async def _bearer_login(client: aiosmtplib.SMTP, account: Account) -> None:
+    """AUTH with the OAuth2 access token: OAUTHBEARER where the server offers it, else XOAUTH2. A refusal
+    comes first as an error challenge (334), acknowledged so that the server gives its final reply."""
+    assert account.username is not None, "an OAuth2 login names its address"
+    assert account.token is not None, "an OAuth2 login has its token"
+    chosen = oauth.mechanism(client.server_auth_methods)
+    initial = oauth.initial_response(chosen, account.username, account.host, account.port, account.token)
+    reply = await client.execute_command(b"AUTH", chosen.value.encode(), initial.encode())
+    if reply.code == 334:
+        reply = await client.execute_command(oauth.ERROR_ACKNOWLEDGEMENT[chosen].encode())
+    if reply.code != 235:
+        raise aiosmtplib.SMTPAuthenticationError(reply.code, reply.message)
 
 
 async def _greet(client: aiosmtplib.SMTP) -> None:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import aioimaplib
 
+from shared import oauth
 from shared.imap import responses
 from shared.public_address import UnusableHost, resolve_public
 
@@ -43,14 +44,15 @@ class Endpoint:
     port: int
     security: Literal["tls", "starttls", "none"]
     username: str
-    password: str  # with `xoauth2`, the OAuth2 access token of `username`
+    password: str  # with `oauth2`, the OAuth2 access token of `username`
     timeout: float
     allow_private: bool
     ca_file: str | None = None
-    xoauth2: bool = False  # log in with SASL XOAUTH2 (the domain's OAuth2 grant) instead of a password
+    # Log in with the domain's OAuth2 grant (SASL OAUTHBEARER where offered, else XOAUTH2), not a password.
+    oauth2: bool = False
 
     def __repr__(self) -> str:  # never a password or token in a log line
-        return f"Endpoint({self.host!r}, {self.port}, {self.username!r}, xoauth2={self.xoauth2})"
+        return f"Endpoint({self.host!r}, {self.port}, {self.username!r}, oauth2={self.oauth2})"
 
 
 def _quoted(folder: str) -> str:
@@ -65,13 +67,28 @@ def _ok(response: Any, what: str) -> list[Any]:
 
 
 class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untyped library
+    """aioimaplib's protocol, with SASL bearer-token logins (it has XOAUTH2 only, and no way to end a refused
+    exchange)."""
+
+    async def authenticate_bearer(self, chosen: oauth.Mechanism, initial: str) -> Any:
+        async with self.state_condition:
+            command = aioimaplib.Command(
+                "AUTHENTICATE", self.new_tag(), chosen.value, initial, loop=self.loop
+            )
+            response = await self.execute(command, scrub=initial)
+            if response.result == "OK":
+                self.state = aioimaplib.AUTH
+            self.state_condition.notify_all()
+            return response
+
     def _continuation(self, line: bytes) -> None:
-        """A SASL server that refuses XOAUTH2 first sends its error as a challenge and waits for our empty
-        answer before the tagged NO (Google, Microsoft and Dovecot do): answered here, else the login would
-        wait for its timeout. aioimaplib knows continuations only for APPEND and IDLE."""
+        """A SASL server that refuses a token first sends its error as a challenge and waits for our answer
+        before the tagged NO (Google, Microsoft and Dovecot do): answered here, else the login would wait for
+        its timeout. aioimaplib knows continuations only for APPEND and IDLE."""
         command = self.pending_sync_command
         if command is not None and command.name == "AUTHENTICATE":
-            self.transport.write(b"\r\n")
+            acknowledgement = oauth.ERROR_ACKNOWLEDGEMENT[oauth.Mechanism(command.args[0])]
+            self.transport.write(acknowledgement.encode() + b"\r\n")
             return
         super()._continuation(line)
 
@@ -223,8 +240,14 @@ async def connect(endpoint: Endpoint) -> AsyncIterator[Mailbox]:
             raise ImapFailure(UNTRUSTED.format(error.verify_message)) from error
         except (OSError, TimeoutError, ssl.SSLError, aioimaplib.AioImapException) as error:
             raise ImapFailure(NO_SESSION) from error
-        if endpoint.xoauth2:
-            if (await client.xoauth2(endpoint.username, endpoint.password)).result != "OK":
+        if endpoint.oauth2:
+            offered = [c.removeprefix("AUTH=") for c in client.protocol.capabilities if c.startswith("AUTH=")]
+            chosen = oauth.mechanism(offered)
+            initial = oauth.initial_response(
+                chosen, endpoint.username, endpoint.host, endpoint.port, endpoint.password
+            )
+            login = client.protocol.authenticate_bearer(chosen, initial)
+            if (await asyncio.wait_for(login, endpoint.timeout)).result != "OK":  # as aioimaplib's own
                 raise TokenRefused(f"the IMAP server refused the OAuth2 token of {endpoint.username}")
         elif (await client.login(endpoint.username, endpoint.password)).result != "OK":
             raise ImapFailure("the IMAP server refused the user name or password")

@@ -19,6 +19,7 @@ import pytest
 from services.api.main import create_app as create_api
 from shared.clock import utcnow
 from shared.db import asyncpg_dsn
+from shared.oauth import Mechanism
 from shared.oauth_tokens import TokenSource
 from shared.settings import Settings
 from tests.support import mailbox_mail
@@ -229,24 +230,29 @@ async def test_a_campaign_sends_with_xoauth2_and_goes_on_as_its_tokens_expire(
     assert len(smtp_sink.received) == 3
     assert oauth_server.refreshes > refreshes
     assert oauth_server.refreshes >= refreshes + 2
-    assert set(smtp_sink.oauth.logins) == {domain["from_email"]}
+    assert smtp_sink.addresses == {domain["from_email"]}
+    assert {mechanism for mechanism, _ in smtp_sink.oauth.logins} == {Mechanism.XOAUTH2}  # all it offers
     assert smtp_sink.oauth.refusals == 0
 
 
-async def test_a_token_the_server_refuses_is_refreshed_once_and_the_send_retried(
-    pipeline: Pipeline, oauth_server: OAuthServer, smtp_sink: OAuthSmtp
+async def test_a_token_the_server_refuses_is_refreshed_once_and_the_send_retried_with_oauthbearer(
+    pipeline: Pipeline, oauth_server: OAuthServer
 ) -> None:
-    domain = await a_domain(pipeline.api, smtp_sink.port)
-    assert (await connect(pipeline.api, domain["id"])).status_code == 200
-    oauth_server.expire_access_tokens()  # the provider ended them; we still hold one valid for an hour
-    refreshes = oauth_server.refreshes
-    campaign_id = await campaign(pipeline, domain["domain"], leads=1)
+    """A server offering OAUTHBEARER too (as Google does) gets it."""
+    offered = (Mechanism.XOAUTH2, Mechanism.OAUTHBEARER)
+    async with running_oauth_smtp(f"{oauth_server.url}/introspect", offered) as server:
+        domain = await a_domain(pipeline.api, server.port)
+        assert (await connect(pipeline.api, domain["id"])).status_code == 200
+        oauth_server.expire_access_tokens()  # the provider ended them; we still hold one valid for an hour
+        refreshes = oauth_server.refreshes
+        campaign_id = await campaign(pipeline, domain["domain"], leads=1)
 
-    async def sent() -> bool:
-        return await statuses(pipeline, campaign_id) == ["sent"]
+        async def sent() -> bool:
+            return await statuses(pipeline, campaign_id) == ["sent"]
 
-    await pipeline.until(sent, 30)
-    assert smtp_sink.oauth.refusals == 1
+        await pipeline.until(sent, 30)
+    assert server.oauth.refusals == 1
+    assert server.oauth.logins == [(Mechanism.OAUTHBEARER, domain["from_email"])]
     assert oauth_server.refreshes == refreshes + 1
     [message] = await pipeline.messages(campaign_id)
     assert message["retry_count"] == 0
@@ -325,7 +331,7 @@ def oauth_imap(tmp_path_factory: pytest.TempPathFactory, oauth_server: OAuthServ
 
 
 @needs_dovecot
-async def test_the_mailbox_reader_logs_in_with_xoauth2_refreshing_a_refused_token_and_reads_the_reply(
+async def test_the_mailbox_reader_logs_in_with_oauthbearer_refreshing_a_refused_token_and_reads_the_reply(
     pipeline: Pipeline,
     oauth_server: OAuthServer,
     smtp_sink: OAuthSmtp,
@@ -376,6 +382,7 @@ async def test_the_mailbox_reader_logs_in_with_xoauth2_refreshing_a_refused_toke
     assert "tracker.inbox.connect.ok" in log
     # The refusal was answered at once and the retry made in the same attempt: no failure, no back-off.
     assert "tracker.inbox.connect.failed" not in log
+    assert f"user=<{mailbox}>, method=OAUTHBEARER" in (oauth_imap.base / "dovecot.log").read_text()
     assert not [token for token in oauth_server.issued if token in log]
     assert CLIENT_SECRET not in log
 

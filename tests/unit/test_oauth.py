@@ -152,6 +152,33 @@ def test_the_xoauth2_string_is_googles_example_and_reads_back() -> None:
     assert oauth.parse_xoauth2(base64.b64encode(b"user=a\x01\x01").decode()) is None
 
 
+def test_the_oauthbearer_string_is_rfc_7628s_example_and_reads_back() -> None:
+    # RFC 7628, §4.1.
+    token = "vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg=="
+    encoded = oauth.oauthbearer("user@example.com", "server.example.com", 143, token)
+    assert base64.b64decode(encoded) == (
+        b"n,a=user@example.com,\x01host=server.example.com\x01port=143\x01auth=Bearer "
+        + token.encode()
+        + b"\x01\x01"
+    )
+    assert oauth.parse_oauthbearer(encoded) == ("user@example.com", token)
+    odd = oauth.oauthbearer("a,b=c@x.example", "h", 1, "t")
+    assert oauth.parse_oauthbearer(odd) == ("a,b=c@x.example", "t")
+    assert oauth.parse_oauthbearer(oauth.xoauth2("a@x.example", "t")) is None
+
+
+@pytest.mark.parametrize(
+    ("offered", "chosen"),
+    [
+        (["PLAIN", "LOGIN", "XOAUTH2"], oauth.Mechanism.XOAUTH2),  # Microsoft 365
+        (["xoauth2", "oauthbearer", "plain"], oauth.Mechanism.OAUTHBEARER),  # Google, as aiosmtplib spells it
+        ([], oauth.Mechanism.XOAUTH2),  # listing nothing before login: the one both providers take
+    ],
+)
+def test_oauthbearer_where_offered_else_xoauth2(offered: list[str], chosen: oauth.Mechanism) -> None:
+    assert oauth.mechanism(offered) is chosen
+
+
 def test_logins_never_show_their_token_in_a_log_line() -> None:
     account = Account("smtp.example", 587, "anna@x.example", None, "starttls", token="ya29.secret-token")
     endpoint = Endpoint(

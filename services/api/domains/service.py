@@ -378,7 +378,7 @@ async def mailbox_endpoint(
     return imap.Endpoint(
         account.host, account.port, account.security, username, secret,  # type: ignore[arg-type]
         settings.inbox_timeout_seconds, allow_private=settings.private_hosts_allowed,
-        ca_file=settings.imap_ca_file, xoauth2=access is not None,
+        ca_file=settings.imap_ca_file, oauth2=access is not None,
     )  # fmt: skip
 
 

@@ -102,10 +102,10 @@ class MailboxReader:
         except (NeedsReauth, TokenUnavailable) as error:
             raise imap.ImapFailure(f"OAuth2: {error}") from error
         if access is not None:
-            login, xoauth2 = (access.email, access.token), True
+            login, oauth2 = (access.email, access.token), True
         elif account.password_encrypted is not None:
             password = crypto.decrypt(self._settings.encryption_key, account.password_encrypted)
-            login, xoauth2 = (account.username, password), False
+            login, oauth2 = (account.username, password), False
         else:
             raise imap.ImapFailure("the mailbox has no password, and its domain no OAuth2 grant")
         return imap.Endpoint(
@@ -117,7 +117,7 @@ class MailboxReader:
             timeout=self._settings.inbox_timeout_seconds,
             allow_private=self._settings.private_hosts_allowed,
             ca_file=self._settings.imap_ca_file,
-            xoauth2=xoauth2,
+            oauth2=oauth2,
         )
 
     async def _session(self, account: Account) -> None:
