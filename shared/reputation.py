@@ -79,6 +79,7 @@ class Cause(enum.StrEnum):
     AUTHENTICATION_FAILURES = "authentication_failures"
     CONNECTION_FAILURES = "connection_failures"
     DEFERRALS = "deferrals"
+    NEEDS_REAUTH = "needs_reauth"  # the OAuth2 provider refused the domain's grant (shared/oauth_tokens.py)
 
 
 # Causes that pass by themselves: after the cool-down one probe send tries again, and its success resumes the

@@ -140,6 +140,22 @@ class Settings(BaseSettings):
     webhook_poll_seconds: float = Field(1.0, gt=0)  # retries falling due; new deliveries NOTIFY at once
     webhook_response_chars: int = Field(500, ge=0)  # of a receiver's answer kept with the attempt
 
+    # OAuth2 for the sending mailboxes (shared/oauth.py): one client per provider and deployment; a provider
+    # without a client id is not offered. The redirect URL is the api's `/api/v1/oauth/callback` as the
+    # provider's consent page reaches it (registered with each provider).
+    oauth_google_client_id: str = ""
+    oauth_google_client_secret: str = ""
+    oauth_microsoft_client_id: str = ""
+    oauth_microsoft_client_secret: str = ""
+    oauth_microsoft_tenant: str = Field("common", pattern=r"^[A-Za-z0-9.-]+$")
+    oauth_oidc_issuer: str = ""  # a generic OpenID provider: its endpoints come from its discovery document
+    oauth_oidc_client_id: str = ""
+    oauth_oidc_client_secret: str = ""
+    oauth_redirect_url: str = "http://127.0.0.1:8000/api/v1/oauth/callback"
+    oauth_flow_seconds: int = Field(600, ge=30)  # a started connection may be completed this long
+    oauth_refresh_margin_seconds: int = Field(300, ge=0)  # an access token is refreshed this long before
+    oauth_timeout_seconds: float = Field(10.0, gt=0)  # one request to a provider
+
     # The tracker's mailbox reader (`python -m services.tracker inbox`): sending mailboxes over IMAP
     inbox_lease_seconds: float = Field(30.0, ge=1)  # a dead reader's accounts are taken over after this
     inbox_poll_seconds: float = Field(60.0, gt=0)  # between reads without IDLE (or of other folders)
@@ -204,6 +220,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"MAILDASH_ENV=production needs real values for {names} (development defaults refused)"
             )
+        configured = [p for p in ("google", "microsoft", "oidc") if getattr(self, f"oauth_{p}_client_id")]
+        for provider in configured:
+            if not getattr(self, f"oauth_{provider}_client_secret"):
+                name = f"MAILDASH_OAUTH_{provider.upper()}_CLIENT_SECRET"
+                raise ValueError(f"MAILDASH_ENV=production needs {name} beside its client id")
+        if configured and not self.oauth_redirect_url.startswith("https://"):
+            raise ValueError("MAILDASH_OAUTH_REDIRECT_URL must be https:// in production")
         if not self.public_tracker_url.startswith("https://"):
             raise ValueError("MAILDASH_PUBLIC_TRACKER_URL must be https:// in production")
         return self

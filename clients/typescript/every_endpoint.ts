@@ -101,6 +101,12 @@ export async function domains(api: Api): Promise<string> {
   }
   const mailbox = settled(await api.POST("/api/v1/domains/{domain_id}/imap/test", path));
   const resumed = settled(await api.POST("/api/v1/domains/{domain_id}/resume", path));
+  // Connect the mailbox with OAuth2: send the person to the authorize URL; the provider calls the api back.
+  const started = settled(await api.POST("/api/v1/domains/{domain_id}/oauth", { ...path, body: { provider: "google" } }));
+  const oauthState: "active" | "needs_reauth" | undefined = same.oauth?.state;
+  console.log(started.authorize_url, started.expires_at, oauthState, same.oauth?.reconnect_url ?? "");
+  const disconnected = settled(await api.DELETE("/api/v1/domains/{domain_id}/oauth", path));
+  console.log(disconnected.deleted);
   const security: "none" | "starttls" | "tls" = same.smtp.security;
   const state: "active" | "paused" = resumed.state;
   console.log(page.total, changed.daily_cap, signed.dkim?.records, mailbox.ok, mailbox.error, security, state);

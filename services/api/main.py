@@ -18,10 +18,14 @@ from services.api.kit.envelope import install_error_handlers
 from services.api.kit.gate import Gate
 from services.api.kit.openapi import install_docs, operation_id
 from services.api.leads import routes as leads
+from services.api.oauth import routes as oauth
 from services.api.suppressions import routes as suppressions
 from services.api.templates import routes as templates
 from services.api.webhooks import routes as webhooks
 from services.api.workspace import routes as workspace
+from shared.clock import utcnow
+from shared.oauth_client import OAuthClient
+from shared.oauth_tokens import TokenSource
 from shared.observability import RequestIds, RequestMetrics, health_routes, route_templates
 from shared.render_pool import RenderPool
 from shared.runtime import Runtime
@@ -39,7 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with contextlib.closing(passwords):
             await app.state.accounts.ensure_superuser(settings.admin_email, settings.admin_password)
-            async with app.state.templates, runtime.serving():
+            async with app.state.templates, app.state.tokens, runtime.serving():
                 yield
 
     app = FastAPI(
@@ -53,6 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = runtime
     app.state.accounts = Accounts(runtime.sessions, passwords)
     app.state.templates = RenderPool.from_settings(settings)  # tenant templates run in its processes
+    app.state.oauth = OAuthClient(settings)  # the OAuth2 providers of the sending mailboxes
+    app.state.tokens = TokenSource(settings, utcnow, app.state.oauth)  # closes the client when it closes
     install_error_handlers(app)
     app.add_middleware(Gate, settings=settings)  # inside RequestIds: its answers carry the request id too
     app.add_middleware(RequestIds)
@@ -67,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     resources = (
         accounts,
         domains,
+        oauth,
         leads,
         templates,
         suppressions,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -21,7 +22,7 @@ from opentelemetry.trace import Span, SpanKind
 from prometheus_client import Counter, Histogram
 
 from services.sender import repository as repo
-from services.sender.outcome import Kind, Outcome, health_signal
+from services.sender.outcome import Fault, Kind, Outcome, health_signal
 from services.sender.repository import Claim
 from services.sender.smtp import Account, SmtpPool, SmtpTransaction
 from shared import crypto, dkim, tokens
@@ -29,6 +30,7 @@ from shared.clock import Clock
 from shared.db import TRANSIENT as DATABASE_AWAY
 from shared.db import domain_health, message_store
 from shared.events import Event, MessageBounced, MessageFailed, MessageSent, SendMessage
+from shared.oauth_tokens import Access, NeedsReauth, TokenSource, TokenUnavailable
 from shared.planning.slots import rejection_not_before, retry_not_before, send_grace
 from shared.planning.window import Window
 from shared.render import Letter, RenderError, lead_variables, return_path
@@ -51,6 +53,8 @@ class Draft:
     email: bytes | None
     failure: Outcome | None
     notes: dict[str, str]  # recorded with the outcome, e.g. whether a report was attached
+    domain_id: uuid.UUID | None = None  # its sending domain
+    access: Access | None = None  # the domain's OAuth2 login, when it has a grant
 
 
 @dataclass
@@ -93,12 +97,14 @@ class Sender:
         self._smtp = SmtpPool(
             settings.smtp_timeout_seconds, settings.smtp_ca_file, allow_private=settings.private_hosts_allowed
         )
+        self._tokens = TokenSource(settings, clock)
         self._pool: asyncpg.Pool | None = None
         self._completing: set[asyncio.Task[None]] = set()  # claimed transactions being finished and recorded
 
     async def __aenter__(self) -> Sender:
         self._pool = await repo.connect_pool(self._settings.database_url, self._settings.sender_concurrency)
         await self._templates.__aenter__()
+        await self._tokens.__aenter__()
         return self
 
     async def __aexit__(self, *_: object) -> None:
@@ -107,6 +113,7 @@ class Sender:
         try:
             await asyncio.gather(*self._completing, return_exceptions=True)
             await self._smtp.close()
+            await self._tokens.__aexit__()
             if self._pool is not None:
                 await self._pool.close()
         finally:
@@ -133,31 +140,14 @@ class Sender:
                 await repo.release_late(db, command.message_id)
             log.info("sender.message.late", message_id=str(command.message_id))
             return
-        attempt = None
         try:
-            draft = await self._draft(command)
-            if draft is None:
-                return
-            async with self._db.acquire() as db, db.transaction():
-                attempt = await self._claim(db, command, draft)
-                if attempt is None:
-                    return
-                outcome = attempt.failure or await self._begin(attempt, command.scheduled_at)
-                if outcome is None and attempt.throttled:
-                    # The domain's last send is when its server accepted MAIL FROM: what the next turn counts
-                    # from. The row is still locked by this claim.
-                    await repo.mark_domain_send(db, attempt.message.sending_domain_id, self._clock())
-                if outcome is None and attempt.paced:  # so is the pace's, towards the provider
-                    await repo.mark_provider_send(db, attempt.message, self._clock())
-        except BaseException as error:
-            if attempt is not None and attempt.transaction is not None:
-                await attempt.transaction.abandon()
-            if not isinstance(error, TRANSIENT):
-                raise
-            log.warning(
-                "sender.message.unclaimed", message_id=str(command.message_id), error=str(error)[:200]
-            )
+            begun = await self._begun(command)
+        except TRANSIENT as error:
+            _unclaimed(command, error)
             return
+        if begun is None:
+            return
+        attempt, outcome = begun
         # Committed as `sending`: from here a crash leaves it to the reconciler (`interrupted`). Anything less
         # must not stop the transaction half-way: when the broker's channel closes, the client throws into the
         # command's handler, though finishing and recording the e-mail needs only SMTP and PostgreSQL.
@@ -165,6 +155,72 @@ class Sender:
         self._completing.add(completion)
         completion.add_done_callback(self._completing.discard)
         await asyncio.shield(completion)
+
+    async def _begun(self, command: SendMessage) -> tuple[Attempt, Outcome | None] | None:
+        """The message's e-mail made, its claim made and its SMTP transaction begun (None: nothing to do).
+        A refused OAuth2 token gets one forced refresh and one retry; a fresh token refused too, and the grant
+        needs a person: its domain is paused, and the claim releases the message."""
+        draft = await self._draft(command)
+        if draft is None:
+            return None
+        begun = await self._claim_and_begin(command, draft)
+        if isinstance(begun, _TokenRejected):
+            access, failure = await self._login_of(draft.domain_id, rejected=begun.token)
+            draft = dataclasses.replace(draft, access=access, failure=failure)
+            begun = await self._claim_and_begin(command, draft)
+        if isinstance(begun, _TokenRejected):
+            assert draft.domain_id is not None, "a token was used, so the domain has a grant"
+            await self._tokens.refuse(draft.domain_id, "the SMTP server refused a freshly refreshed token")
+            begun = await self._claim_and_begin(command, draft)
+        return None if isinstance(begun, _TokenRejected) else begun
+
+    async def _claim_and_begin(
+        self, command: SendMessage, draft: Draft
+    ) -> tuple[Attempt, Outcome | None] | _TokenRejected | None:
+        """Claim the message and begin its SMTP transaction, in one transaction: the claim with the outcome
+        of MAIL FROM (None: accepted). None: nothing to do; `_TokenRejected`: the server refused the access
+        token, and the claim was rolled back (nothing was sent, and no turn of the domain taken)."""
+        attempt = None
+        try:
+            async with self._db.acquire() as db, db.transaction():
+                attempt = await self._claim(db, command, draft)
+                if attempt is None:
+                    return None
+                outcome = attempt.failure or await self._begin(attempt, command.scheduled_at)
+                if outcome is not None and draft.access is not None and _token_refused(outcome):
+                    raise _TokenRejected(draft.access.token)
+                if outcome is None and attempt.throttled:
+                    # The domain's last send is when its server accepted MAIL FROM: what the next turn counts
+                    # from. The row is still locked by this claim.
+                    await repo.mark_domain_send(db, attempt.message.sending_domain_id, self._clock())
+                if outcome is None and attempt.paced:  # so is the pace's, towards the provider
+                    await repo.mark_provider_send(db, attempt.message, self._clock())
+        except _TokenRejected as rejected:
+            log.info("sender.smtp.token_refused", message_id=str(command.message_id))
+            return rejected
+        except BaseException as error:
+            if attempt is not None and attempt.transaction is not None:
+                await attempt.transaction.abandon()
+            if not isinstance(error, TRANSIENT):
+                raise
+            _unclaimed(command, error)
+            return None
+        return attempt, outcome
+
+    async def _login_of(
+        self, domain_id: uuid.UUID | None, rejected: str | None = None
+    ) -> tuple[Access | None, Outcome | None]:
+        """The OAuth2 login of a domain with a grant (`access`: None without one; refreshed first when due
+        or `rejected`), or why there is none now (`failure`). A refused grant has paused its domain: the
+        claim then releases the message, planned again, and nothing is lost."""
+        assert domain_id is not None, "a draft names its domain"
+        try:
+            return await self._tokens.access(domain_id, rejected), None
+        except NeedsReauth as error:
+            await self._tokens.refuse(domain_id, str(error))  # paused, if a person resumed it meanwhile
+            return None, Outcome(Kind.FAILED, f"OAuth2: {error}"[:1000], fault=Fault.AUTHENTICATION)
+        except TokenUnavailable as error:
+            return None, Outcome(Kind.FAILED, str(error)[:1000])
 
     async def _complete(self, attempt: Attempt, outcome: Outcome | None) -> None:
         if outcome is None:
@@ -227,12 +283,13 @@ class Sender:
                 report = await repo.report_of(db, message.lead_id)
                 letter = dataclasses.replace(letter, attachment=report)
                 notes["report"] = "attached" if report else "none: the lead has no report"
+        access, failure = await self._login_of(message.sending_domain_id)
         try:
             wire = await self._templates.build(letter, self._clock())
             if (keys := self._dkim_keys(message)) is not None:
                 # Last, after every header is in place; off the event loop (RSA signing takes a millisecond).
                 wire = await asyncio.to_thread(dkim.sign, wire, message.domain, keys)
-            return Draft(wire, None, notes)
+            return Draft(wire, failure, notes, message.sending_domain_id, access)
         except TRANSIENT:
             raise
         except RenderError as error:
@@ -255,7 +312,7 @@ class Sender:
         if draft.failure is not None:  # no SMTP transaction: it takes no turn of the domain
             return Attempt(message, None, draft.failure, None, draft.notes)
         try:
-            transaction = self._smtp.transaction(self._account(message))
+            transaction = self._smtp.transaction(self._account(message, draft.access))
         except Exception as error:
             return Attempt(
                 message, None, _unexpected("before its SMTP transaction", error), None, draft.notes
@@ -284,7 +341,11 @@ class Sender:
         throttled = gap > timedelta(0)
         return Attempt(message, draft.email, None, transaction, draft.notes, throttled, paced, claimed_at)
 
-    def _account(self, message: Claim) -> Account:
+    def _account(self, message: Claim, access: Access | None) -> Account:
+        if access is not None:
+            return Account(
+                message.smtp_host, message.smtp_port, access.email, None, message.smtp_security, access.token
+            )
         password = message.smtp_password_encrypted
         return Account(
             message.smtp_host,
@@ -423,6 +484,19 @@ class Sender:
         _log_change(message, change)
 
 
+class _TokenRejected(Exception):
+    """The SMTP server refused our OAuth2 access token (`token`, never shown)."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__("the SMTP server refused the OAuth2 access token")
+        self.token = token
+
+
+def _token_refused(outcome: Outcome) -> bool:
+    """A login refusal (535, e.g. Exchange Online's `5.7.3`, Google's `5.7.8`) of an XOAUTH2 login."""
+    return outcome.fault == Fault.AUTHENTICATION and outcome.smtp_code == 535
+
+
 def _log_change(message: Claim, change: domain_health.Change | None) -> None:
     if change is not None:
         log.warning(f"sender.domain.{change.action}", message_id=str(message.id), **change.logged())
@@ -440,6 +514,12 @@ def _unexpected(when: str, error: Exception) -> Outcome:
     fails with it, without retry (it would most likely fail again), and the campaign goes on."""
     log.error("sender.message.crashed", when=when, error=f"{type(error).__name__}: {error}"[:500])
     return Outcome(Kind.FAILED, f"failed {when}: {type(error).__name__}: {error}"[:1000], retryable=False)
+
+
+def _unclaimed(command: SendMessage, error: BaseException) -> None:
+    """The database went away, or no render worker could start: the message stays `dispatched`, and the
+    scheduler's reconciler plans it again."""
+    log.warning("sender.message.unclaimed", message_id=str(command.message_id), error=str(error)[:200])
 
 
 def _skipped(command: SendMessage) -> None:

@@ -15,12 +15,13 @@ import contextlib
 import socket
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiosmtplib
 import structlog
 
 from services.sender.outcome import Kind, Outcome, from_login_refusal, from_reply, from_transport_error
+from shared import oauth
 from shared.public_address import NotPublic, Resolver, UnusableHost, resolve_public, system_resolver
 
 log = structlog.get_logger()
@@ -33,6 +34,12 @@ class Account:
     username: str | None
     password: str | None
     security: str  # none | starttls | tls
+    # With it, `username` logs in with SASL XOAUTH2 and this OAuth2 access token instead of a password. Not
+    # part of the pool's key: a session logged in with the token before the last refresh is still good.
+    token: str | None = field(default=None, compare=False)
+
+    def __repr__(self) -> str:  # never a password or token in a log line
+        return f"Account({self.host!r}, {self.port}, {self.username!r}, xoauth2={self.token is not None})"
 
 
 class NoSmtpServer(Exception):
@@ -163,7 +170,9 @@ class SmtpPool:
         try:
             if account.security == "starttls":
                 await client.starttls()
-            if account.username is not None:
+            if account.token is not None:
+                await _bearer_login(client, account)
+            elif account.username is not None:
                 await client.login(account.username, account.password or "")
         except FAILURES:
             await _close(client)
@@ -187,6 +196,20 @@ class SmtpPool:
         for idle in self._idle.values():
             while idle:
                 await _close(idle.pop()[1])
+
+
+async def _bearer_login(client: aiosmtplib.SMTP, account: Account) -> None:
+    """AUTH with the OAuth2 access token: OAUTHBEARER where the server offers it, else XOAUTH2. A refusal
+    comes first as an error challenge (334), acknowledged so that the server gives its final reply."""
+    assert account.username is not None, "an OAuth2 login names its address"
+    assert account.token is not None, "an OAuth2 login has its token"
+    chosen = oauth.mechanism(client.server_auth_methods)
+    initial = oauth.initial_response(chosen, account.username, account.host, account.port, account.token)
+    reply = await client.execute_command(b"AUTH", chosen.value.encode(), initial.encode())
+    if reply.code == 334:
+        reply = await client.execute_command(oauth.ERROR_ACKNOWLEDGEMENT[chosen].encode())
+    if reply.code != 235:
+        raise aiosmtplib.SMTPAuthenticationError(reply.code, reply.message)
 
 
 async def _greet(client: aiosmtplib.SMTP) -> None:

@@ -42,6 +42,7 @@ from shared.message_states import SLOT_HOLDING
 from shared.message_states import CampaignStatus as CampaignStatus
 from shared.message_states import LeadStatus as LeadStatus
 from shared.message_states import MessageStatus as MessageStatus
+from shared.oauth import AccountState
 from shared.reputation import SENDS, Cause, DomainState
 
 
@@ -187,6 +188,8 @@ class SendingDomain(Base):
     warmup_start_date: Mapped[date | None] = mapped_column(Date)
     # Its IMAP mailbox: the api reads it joined, under the workspace filter; never loaded by accident.
     mailbox: Mapped[MailboxAccount | None] = relationship(lazy="raise", viewonly=True)
+    # Its OAuth2 grant, for SMTP and IMAP alike (`shared.oauth_tokens`): read joined like the mailbox.
+    oauth: Mapped[OAuthAccount | None] = relationship(lazy="raise", viewonly=True)
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 
@@ -465,7 +468,8 @@ class MailboxAccount(Base):
     port: Mapped[int] = mapped_column(Integer)
     security: Mapped[str] = mapped_column(String(16), default="tls")
     username: Mapped[str] = mapped_column(Text)
-    password_encrypted: Mapped[str] = mapped_column(Text)  # shared.crypto, like the SMTP password
+    # shared.crypto, like the SMTP password; none when the mailbox logs in with its domain's OAuth2 grant
+    password_encrypted: Mapped[str | None] = mapped_column(Text)
     folders: Mapped[list[str]] = mapped_column(server_default=text("'{INBOX}'"))
     reports_folder: Mapped[str | None] = mapped_column(Text)  # where DSNs and complaints are moved, if set
     active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
@@ -476,6 +480,48 @@ class MailboxAccount(Base):
     idle_supported: Mapped[bool | None] = mapped_column(Boolean)  # as the server last said
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class OAuthAccount(Base):
+    """A sending domain's OAuth2 grant (`shared.oauth`): its SMTP and IMAP log in with its access token.
+    Both tokens are encrypted like the SMTP password; the refresh token is never shown. Its row is the lock
+    under which one process at a time refreshes it (`shared.db.oauth_accounts`)."""
+
+    __tablename__ = "oauth_accounts"
+    __table_args__ = (
+        CheckConstraint("provider IN ('google', 'microsoft', 'oidc')", name="oauth_provider_valid"),
+        CheckConstraint("state IN ('active', 'needs_reauth')", name="oauth_state_valid"),
+    )
+    id: Mapped[uuid.UUID] = _id()
+    workspace_id: Mapped[uuid.UUID] = _workspace()
+    sending_domain_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("sending_domains.id", ondelete="CASCADE"), unique=True
+    )
+    provider: Mapped[str] = mapped_column(String(16))
+    email: Mapped[str] = mapped_column(Text)
+    refresh_token_encrypted: Mapped[str] = mapped_column(Text)
+    access_token_encrypted: Mapped[str | None] = mapped_column(Text)
+    access_expires_at: Mapped[datetime | None]
+    state: Mapped[str] = mapped_column(String(16), default=AccountState.ACTIVE, server_default="active")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    refreshed_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class OAuthFlow(Base):
+    """A connection under way: the `state` it was started with (hashed) and its PKCE verifier (encrypted),
+    until the callback takes it or it expires."""
+
+    __tablename__ = "oauth_flows"
+    id: Mapped[uuid.UUID] = _id()
+    workspace_id: Mapped[uuid.UUID] = _workspace()
+    sending_domain_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sending_domains.id", ondelete="CASCADE"))
+    provider: Mapped[str] = mapped_column(String(16))
+    state_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    verifier_encrypted: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime]
+    created_at: Mapped[datetime] = _created()
 
 
 class MailboxLease(Base):

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import aioimaplib
 
+from shared import oauth
 from shared.imap import responses
 from shared.public_address import UnusableHost, resolve_public
 
@@ -33,16 +34,25 @@ class ConnectionLost(ImapFailure):
     pass
 
 
+class TokenRefused(ImapFailure):
+    """The server refused our OAuth2 access token (`AUTHENTICATIONFAILED`)."""
+
+
 @dataclass(frozen=True)
 class Endpoint:
     host: str
     port: int
     security: Literal["tls", "starttls", "none"]
     username: str
-    password: str
+    password: str  # with `oauth2`, the OAuth2 access token of `username`
     timeout: float
     allow_private: bool
     ca_file: str | None = None
+    # Log in with the domain's OAuth2 grant (SASL OAUTHBEARER where offered, else XOAUTH2), not a password.
+    oauth2: bool = False
+
+    def __repr__(self) -> str:  # never a password or token in a log line
+        return f"Endpoint({self.host!r}, {self.port}, {self.username!r}, oauth2={self.oauth2})"
 
 
 def _quoted(folder: str) -> str:
@@ -54,6 +64,33 @@ def _ok(response: Any, what: str) -> list[Any]:
         text = b" ".join(bytes(line) for line in response.lines[-1:]).decode("utf-8", "replace")[:300]
         raise ImapFailure(f"{what} refused: {text}")
     return list(response.lines)
+
+
+class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untyped library
+    """aioimaplib's protocol, with SASL bearer-token logins (it has XOAUTH2 only, and no way to end a refused
+    exchange)."""
+
+    async def authenticate_bearer(self, chosen: oauth.Mechanism, initial: str) -> Any:
+        async with self.state_condition:
+            command = aioimaplib.Command(
+                "AUTHENTICATE", self.new_tag(), chosen.value, initial, loop=self.loop
+            )
+            response = await self.execute(command, scrub=initial)
+            if response.result == "OK":
+                self.state = aioimaplib.AUTH
+            self.state_condition.notify_all()
+            return response
+
+    def _continuation(self, line: bytes) -> None:
+        """A SASL server that refuses a token first sends its error as a challenge and waits for our answer
+        before the tagged NO (Google, Microsoft and Dovecot do): answered here, else the login would wait for
+        its timeout. aioimaplib knows continuations only for APPEND and IDLE."""
+        command = self.pending_sync_command
+        if command is not None and command.name == "AUTHENTICATE":
+            acknowledgement = oauth.ERROR_ACKNOWLEDGEMENT[oauth.Mechanism(command.args[0])]
+            self.transport.write(acknowledgement.encode() + b"\r\n")
+            return
+        super()._continuation(line)
 
 
 class _Client(aioimaplib.IMAP4):  # type: ignore[misc]  # untyped library
@@ -76,7 +113,7 @@ class _Client(aioimaplib.IMAP4):  # type: ignore[misc]  # untyped library
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:  # fmt: skip
         local_loop = loop or asyncio.get_running_loop()
-        self.protocol = aioimaplib.IMAP4ClientProtocol(local_loop, conn_lost_cb)
+        self.protocol = _Protocol(local_loop, conn_lost_cb)
         self._client_task = local_loop.create_task(
             local_loop.create_connection(
                 lambda: self.protocol, host, port, ssl=ssl_context, server_hostname=self._server_hostname
@@ -203,8 +240,16 @@ async def connect(endpoint: Endpoint) -> AsyncIterator[Mailbox]:
             raise ImapFailure(UNTRUSTED.format(error.verify_message)) from error
         except (OSError, TimeoutError, ssl.SSLError, aioimaplib.AioImapException) as error:
             raise ImapFailure(NO_SESSION) from error
-        login = await client.login(endpoint.username, endpoint.password)
-        if login.result != "OK":
+        if endpoint.oauth2:
+            offered = [c.removeprefix("AUTH=") for c in client.protocol.capabilities if c.startswith("AUTH=")]
+            chosen = oauth.mechanism(offered)
+            initial = oauth.initial_response(
+                chosen, endpoint.username, endpoint.host, endpoint.port, endpoint.password
+            )
+            login = client.protocol.authenticate_bearer(chosen, initial)
+            if (await asyncio.wait_for(login, endpoint.timeout)).result != "OK":  # as aioimaplib's own
+                raise TokenRefused(f"the IMAP server refused the OAuth2 token of {endpoint.username}")
+        elif (await client.login(endpoint.username, endpoint.password)).result != "OK":
             raise ImapFailure("the IMAP server refused the user name or password")
         yield Mailbox(client, lost)
     finally:

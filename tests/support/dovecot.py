@@ -36,13 +36,14 @@ protocols = imap lmtp
 listen = 127.0.0.1
 ssl = no
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login{mechanisms}
 mail_location = maildir:~/Maildir
 mail_uid = {uid}
 mail_gid = {gid}
 first_valid_uid = 1
 first_valid_gid = 1
 {capability}
+{oauth2_passdb}
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {outside}/users
@@ -79,6 +80,23 @@ service anvil {
     mode = 0
   }
 }
+"""
+# Bearer tokens (SASL XOAUTH2 and OAUTHBEARER) checked against an OAuth2 server's introspection endpoint
+# (RFC 7662), the address being the token's `email`; the users file still gives the mail home.
+OAUTH2_PASSDB = """
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {outside}/oauth2.conf.ext
+}}
+"""
+OAUTH2 = """
+introspection_mode = post
+introspection_url = {introspection}
+force_introspection = yes
+username_attribute = email
+active_attribute = active
+active_value = true
 """
 # TLS on the IMAP port (STARTTLS) and implicit TLS on a port of its own.
 TLS = """
@@ -182,11 +200,16 @@ def _wait_for(port: int) -> None:
 
 @contextlib.contextmanager
 def running_dovecot(
-    base: Path, idle: bool = True, tls: TlsFiles | None = None, extra_config: str = ""
+    base: Path,
+    idle: bool = True,
+    tls: TlsFiles | None = None,
+    extra_config: str = "",
+    oauth2_introspection: str | None = None,
 ) -> Iterator[Dovecot]:
     """A Dovecot of its own; `idle=False` takes IDLE out of what it offers (a server where we must poll);
     with `tls` it offers STARTTLS on `port` and implicit TLS on `tls_port`, with that certificate;
-    `extra_config` is added to its configuration (e.g. higher process limits for many sessions)."""
+    `extra_config` is added to its configuration (e.g. higher process limits for many sessions); with
+    `oauth2_introspection` (a URL) it also takes XOAUTH2 and OAUTHBEARER, checking tokens there."""
     outside = Path(tempfile.mkdtemp(prefix="maildash-dovecot-"))
     outside.chmod(0o755)  # its auth process (user dovecot) reads the users, its mail processes the Maildirs
     homes = outside / "homes"
@@ -197,6 +220,8 @@ def running_dovecot(
     for sub in ("run", "state"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     (outside / "users").touch()
+    if oauth2_introspection is not None:
+        (outside / "oauth2.conf.ext").write_text(OAUTH2.format(introspection=oauth2_introspection))
     if tls is not None:
         dovecot.tls_port = free_port()
     capability = "" if idle else "imap_capability = IMAP4rev1 LITERAL+ SASL-IR ID ENABLE UIDPLUS MOVE"
@@ -210,6 +235,8 @@ def running_dovecot(
             imap_port=dovecot.port,
             lmtp_port=dovecot.lmtp_port,
             capability=capability,
+            mechanisms=" xoauth2 oauthbearer" if oauth2_introspection else "",
+            oauth2_passdb=OAUTH2_PASSDB.format(outside=outside) if oauth2_introspection else "",
         )
         + QUICK_FAILED_LOGINS
         + (

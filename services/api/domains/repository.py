@@ -12,7 +12,7 @@ from sqlalchemy.orm import joinedload
 from services.api.kit.repository import WorkspaceRepository
 from shared.db import domain_health
 from shared.db.message_store import on_session
-from shared.db.models import MailboxAccount, Message, ProviderPace, SendingDomain
+from shared.db.models import MailboxAccount, Message, OAuthAccount, ProviderPace, SendingDomain
 from shared.message_states import SLOT_HOLDING
 from shared.reputation import Figures
 
@@ -31,12 +31,13 @@ class DomainRepository(WorkspaceRepository[SendingDomain]):
     searched = (SendingDomain.domain, SendingDomain.from_email)
 
     def scoped(self, *columns: Any, model: type[Any] | None = None) -> Select[Any]:
-        """A domain is read with its mailbox, joined under the same workspace filter."""
+        """A domain is read with its mailbox and OAuth2 grant, joined under the same workspace filter."""
         statement = super().scoped(*columns, model=model)
         if columns or (model or self.model) is not SendingDomain:
             return statement
         mailbox = SendingDomain.mailbox.and_(MailboxAccount.workspace_id == self.workspace_id)
-        return statement.options(joinedload(mailbox))
+        grant = SendingDomain.oauth.and_(OAuthAccount.workspace_id == self.workspace_id)
+        return statement.options(joinedload(mailbox), joinedload(grant))
 
     async def named(self, names: list[str]) -> dict[str, SendingDomain]:
         """The workspace's domains among `names`, by name."""

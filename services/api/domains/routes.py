@@ -91,9 +91,12 @@ async def check_domain(request: Request, principal: CurrentPrincipal, domain_id:
     return {"data": await service.checks(target, request.app.state.runtime.settings)}
 
 
-@router.post("/domains/{domain_id}/imap/test", response_model=Envelope[ImapTestOut])
+@router.post(
+    "/domains/{domain_id}/imap/test", response_model=Envelope[ImapTestOut], responses=errors(409, 503)
+)
 async def test_mailbox(request: Request, principal: CurrentPrincipal, domain_id: str) -> dict[str, Any]:
     """Log in to the domain's mailbox: its folders and whether it offers IDLE, or why it cannot be read."""
     async with unit_of_work(request, principal, DomainRepository) as repo:
-        endpoint = await service.mailbox_endpoint(repo, domain_id, request.app.state.runtime.settings)
+        settings, tokens = request.app.state.runtime.settings, request.app.state.tokens
+        endpoint = await service.mailbox_endpoint(repo, domain_id, settings, tokens)
     return {"data": await service.test_mailbox(endpoint)}

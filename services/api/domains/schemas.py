@@ -284,6 +284,18 @@ class PaceOut(BaseModel):
     until: datetime  # back to the domain's own interval then, unless it defers again
 
 
+class OAuthOut(BaseModel):
+    """The domain's OAuth2 grant: its SMTP and IMAP log in with it (the tokens are never shown)."""
+
+    provider: Literal["google", "microsoft", "oidc"]
+    email: str  # the connected address: the domain's from_email
+    state: Literal["active", "needs_reauth"]  # needs_reauth: the provider refused it; connect again
+    last_error: str | None
+    refreshed_at: datetime | None
+    created_at: datetime
+    reconnect_url: str | None  # when needs_reauth: POST it (`{"provider": …}`) for a new authorize URL
+
+
 class DomainOut(BaseModel):
     id: str
     domain: str
@@ -291,6 +303,7 @@ class DomainOut(BaseModel):
     from_name: str
     smtp: SmtpOut
     imap: ImapOut | None
+    oauth: OAuthOut | None
     dkim: DkimOut | None
     min_interval_seconds: int
     daily_cap: int | None

@@ -20,11 +20,13 @@ from services.api.kit.hosts import require_public
 from services.api.workspace.repository import WorkspaceSettingsRepository
 from shared import crypto, dkim, reputation
 from shared.clock import utcnow
-from shared.db.models import WARMUP_COLUMNS, Campaign, MailboxAccount, SendingDomain
+from shared.db.models import WARMUP_COLUMNS, Campaign, MailboxAccount, OAuthAccount, SendingDomain
 from shared.db.slots import warmup_of
 from shared.domain_checks import check_domain
 from shared.imap import FAILING_AFTER
 from shared.imap import client as imap
+from shared.oauth import AccountState
+from shared.oauth_tokens import NeedsReauth, TokenSource, TokenUnavailable
 from shared.planning.pacing import Pace, Slowdown
 from shared.planning.warmup import Warmup
 from shared.reputation import Counts, Figures, Thresholds
@@ -52,6 +54,7 @@ def domain_out(
             "has_password": row.smtp_password_encrypted is not None,
         },
         "imap": None if row.mailbox is None else mailbox_out(row.mailbox),
+        "oauth": None if row.oauth is None else oauth_out(row.oauth),
         "dkim": None
         if row.dkim_selector is None
         else {
@@ -70,6 +73,20 @@ def domain_out(
         "health": health_out(figures, Thresholds.layered(workspace_thresholds, row.health_thresholds)),
         "health_thresholds": row.health_thresholds,
         "created_at": row.created_at,
+    }
+
+
+def oauth_out(grant: OAuthAccount) -> dict[str, Any]:
+    return {
+        "provider": grant.provider,
+        "email": grant.email,
+        "state": grant.state,
+        "last_error": grant.last_error,
+        "refreshed_at": grant.refreshed_at,
+        "created_at": grant.created_at,
+        "reconnect_url": f"/api/v1/domains/{grant.sending_domain_id}/oauth"
+        if grant.state == AccountState.NEEDS_REAUTH
+        else None,
     }
 
 
@@ -185,7 +202,7 @@ def mailbox_out(row: MailboxAccount) -> dict[str, Any]:
     state = "ok" if row.failures == 0 else "failing" if row.failures >= FAILING_AFTER else "retrying"
     return {
         **{name: getattr(row, name) for name in MAILBOX_SHOWN},
-        "has_password": True,
+        "has_password": row.password_encrypted is not None,
         "folders": list(row.folders),
         "state": state,
     }
@@ -275,8 +292,8 @@ async def _save_mailbox(
     values["folders"] = list(dict.fromkeys(imap.folders))
     if imap.password is not None:
         values["password_encrypted"] = crypto.encrypt(settings.encryption_key, imap.password)
-    elif row.mailbox is None:
-        raise invalid("a new mailbox needs its password", at)
+    elif row.mailbox is None and row.oauth is None:  # with a grant, it logs in with XOAUTH2
+        raise invalid("a new mailbox needs its password (or the domain's OAuth2 grant)", at)
     await repo.save_mailbox(row, values)
 
 
@@ -334,15 +351,34 @@ async def checks(target: CheckTarget, settings: Settings) -> list[dict[str, Any]
     return [dataclasses.asdict(verdict) for verdict in verdicts]
 
 
-async def mailbox_endpoint(repo: DomainRepository, raw_id: str, settings: Settings) -> imap.Endpoint:
+async def mailbox_endpoint(
+    repo: DomainRepository, raw_id: str, settings: Settings, tokens: TokenSource
+) -> imap.Endpoint:
+    """How the reader logs in to the domain's mailbox: with the domain's OAuth2 grant when it has one, else
+    with the mailbox's password."""
     row = await repo.require(raw_id)
     if row.mailbox is None:
         raise not_found("mailbox of this sending domain")
     account = row.mailbox
+    try:
+        access = await tokens.access(row.id)
+    except NeedsReauth as error:
+        raise conflict(f"OAuth2: {error}") from error
+    except TokenUnavailable as error:
+        raise ApiError(503, "unavailable", str(error)) from error
+    if access is not None:
+        username, secret = access.email, access.token
+    elif account.password_encrypted is not None:
+        username, secret = (
+            account.username,
+            crypto.decrypt(settings.encryption_key, account.password_encrypted),
+        )
+    else:
+        raise conflict("the mailbox has no password, and its domain no OAuth2 grant")
     return imap.Endpoint(
-        account.host, account.port, account.security, account.username,  # type: ignore[arg-type]
-        crypto.decrypt(settings.encryption_key, account.password_encrypted), settings.inbox_timeout_seconds,
-        allow_private=settings.private_hosts_allowed, ca_file=settings.imap_ca_file,
+        account.host, account.port, account.security, username, secret,  # type: ignore[arg-type]
+        settings.inbox_timeout_seconds, allow_private=settings.private_hosts_allowed,
+        ca_file=settings.imap_ca_file, oauth2=access is not None,
     )  # fmt: skip
 
 

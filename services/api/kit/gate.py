@@ -22,7 +22,8 @@ from services.api.kit.envelope import ApiError, error_response
 from shared.settings import Settings
 
 PREFIX = "/api/v1"
-PUBLIC = frozenset({("POST", f"{PREFIX}/auth/token")})
+# The login, and the OAuth2 provider's redirect back (services/api/oauth: its `state` proves the flow).
+PUBLIC = frozenset({("POST", f"{PREFIX}/auth/token"), ("GET", f"{PREFIX}/oauth/callback")})
 MULTIPART_ENVELOPE = 64 * 1024  # boundaries and part headers around an uploaded file
 # A template's source fields (subject, bodies, follow-up subject and body) at their size limit, each character
 # at its longest in JSON (a surrogate pair escaped as two \uXXXX: 12 bytes): a template the render limits

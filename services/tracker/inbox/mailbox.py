@@ -21,6 +21,7 @@ from shared import crypto
 from shared.imap import FAILING_AFTER
 from shared.imap import client as imap
 from shared.imap.responses import FolderState, Unexpected
+from shared.oauth_tokens import NeedsReauth, TokenSource, TokenUnavailable
 from shared.settings import Settings
 
 log = structlog.get_logger()
@@ -51,8 +52,10 @@ class MailboxReader:
         processor: MailProcessor,
         settings: Settings,
         clock: Callable[[], datetime],
+        tokens: TokenSource,
     ) -> None:
         self.account_id = account_id
+        self._tokens = tokens
         self._sessions = sessions
         self._processor = processor
         self._settings = settings
@@ -91,20 +94,48 @@ class MailboxReader:
         )  # fmt: skip
         await asyncio.sleep(delay)
 
-    def _endpoint(self, account: Account) -> imap.Endpoint:
+    async def _endpoint(self, account: Account, rejected: str | None = None) -> imap.Endpoint:
+        """How to log in: with the domain's OAuth2 grant when it has one (its token refreshed when due, or
+        when `rejected`), else with the mailbox's password."""
+        try:
+            access = await self._tokens.access(account.sending_domain_id, rejected)
+        except (NeedsReauth, TokenUnavailable) as error:
+            raise imap.ImapFailure(f"OAuth2: {error}") from error
+        if access is not None:
+            login, oauth2 = (access.email, access.token), True
+        elif account.password_encrypted is not None:
+            password = crypto.decrypt(self._settings.encryption_key, account.password_encrypted)
+            login, oauth2 = (account.username, password), False
+        else:
+            raise imap.ImapFailure("the mailbox has no password, and its domain no OAuth2 grant")
         return imap.Endpoint(
             host=account.host,
             port=account.port,
             security=account.security,  # type: ignore[arg-type]  # the table's check constraint
-            username=account.username,
-            password=crypto.decrypt(self._settings.encryption_key, account.password_encrypted),
+            username=login[0],
+            password=login[1],
             timeout=self._settings.inbox_timeout_seconds,
             allow_private=self._settings.private_hosts_allowed,
             ca_file=self._settings.imap_ca_file,
+            oauth2=oauth2,
         )
 
     async def _session(self, account: Account) -> None:
-        async with imap.connect(self._endpoint(account)) as mailbox:
+        """A session; a refused OAuth2 token gets one forced refresh and one retry, and a second refusal
+        pauses the domain (`needs_reauth`)."""
+        endpoint = await self._endpoint(account)
+        try:
+            await self._session_with(account, endpoint)
+        except imap.TokenRefused:
+            endpoint = await self._endpoint(account, rejected=endpoint.password)
+            try:
+                await self._session_with(account, endpoint)
+            except imap.TokenRefused as error:
+                await self._tokens.refuse(account.sending_domain_id, str(error))
+                raise
+
+    async def _session_with(self, account: Account, endpoint: imap.Endpoint) -> None:
+        async with imap.connect(endpoint) as mailbox:
             async with self._sessions() as session, session.begin():
                 await store.connected(session, account.id, mailbox.idle_supported)
             self._failures = 0

@@ -18,6 +18,7 @@ from services.tracker.inbox.mailbox import MailboxReader
 from services.tracker.inbox.processing import MailProcessor
 from services.tracker.readers import MailReaders
 from shared.clock import Clock, utcnow
+from shared.oauth_tokens import TokenSource
 from shared.observability import health_routes
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -30,16 +31,17 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> ASGIA
     runtime = Runtime.build(settings, "inbox")
     readers = MailReaders(settings)
     processor = MailProcessor(runtime.sessions, readers, settings, clock)
+    tokens = TokenSource(settings, clock)  # the OAuth2 logins of the mailboxes with a grant
 
     def start(account_id: uuid.UUID) -> asyncio.Task[None]:
-        reader = MailboxReader(account_id, runtime.sessions, processor, settings, clock)
+        reader = MailboxReader(account_id, runtime.sessions, processor, settings, clock, tokens)
         return asyncio.create_task(reader.run(), name=f"mailbox-{account_id}")
 
     leases = Leases(runtime.sessions, settings.inbox_lease_seconds, settings.inbox_max_accounts, start)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        async with readers, runtime.serving(leases.run()):
+        async with readers, tokens, runtime.serving(leases.run()):
             log.info("tracker.inbox.start.ok", holder=leases.holder)
             yield
 

@@ -23,7 +23,7 @@ class Account:
     port: int
     security: str
     username: str
-    password_encrypted: str
+    password_encrypted: str | None  # none: it logs in with its domain's OAuth2 grant
     folders: list[str]
     reports_folder: str | None
     failures: int
