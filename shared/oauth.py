@@ -16,7 +16,7 @@ import hashlib
 import json
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -40,7 +40,7 @@ class Provider:
 
     name: ProviderName
     client_id: str
-    client_secret: str
+    client_secret: str = field(repr=False)
     authorize: str
     token: str
     scopes: tuple[str, ...]
@@ -163,22 +163,26 @@ def due_for_refresh(expires_at: datetime | None, now: datetime, margin: timedelt
     return expires_at is None or expires_at - margin <= now
 
 
+MAX_LIFETIME = 86_400  # seconds: the longest an access token is taken to live
+
+
 @dataclass(frozen=True)
 class Tokens:
     """A token endpoint's answer (RFC 6749 §5.1); `refresh_token` None when the provider kept the old one."""
 
-    access_token: str
+    access_token: str = field(repr=False)
     expires_at: datetime
-    refresh_token: str | None
-    id_token: str | None
+    refresh_token: str | None = field(repr=False)
+    id_token: str | None = field(repr=False)
 
     @classmethod
     def parse(cls, body: Any, now: datetime) -> Tokens:
         if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
             raise ProviderError("the token endpoint answered no access token")
         try:
-            lifetime = int(body.get("expires_in", 3600))
-        except (TypeError, ValueError) as error:
+            # Clamped to a day: a lifetime of 1e30 would overflow the date, and no provider gives more.
+            lifetime = min(int(body.get("expires_in", 3600)), MAX_LIFETIME)
+        except (TypeError, ValueError, OverflowError) as error:
             raise ProviderError("the token endpoint answered an expires_in that is not a number") from error
         refresh, id_token = body.get("refresh_token"), body.get("id_token")
         return cls(

@@ -46,9 +46,6 @@ class OAuthClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    def offered(self) -> list[ProviderName]:
-        return list(configured(self._settings))
-
     async def provider(self, name: ProviderName) -> Provider:
         """The descriptor of a configured provider. Raises ProviderError (not configured, or a discovery
         document that cannot be read)."""

@@ -225,6 +225,10 @@ class Settings(BaseSettings):
             if not getattr(self, f"oauth_{provider}_client_secret"):
                 name = f"MAILDASH_OAUTH_{provider.upper()}_CLIENT_SECRET"
                 raise ValueError(f"MAILDASH_ENV=production needs {name} beside its client id")
+        if self.oauth_oidc_client_id and not self.oauth_oidc_issuer.startswith("https://"):
+            raise ValueError(
+                "MAILDASH_OAUTH_OIDC_ISSUER must be https:// in production (the client secret goes there)"
+            )
         if configured and not self.oauth_redirect_url.startswith("https://"):
             raise ValueError("MAILDASH_OAUTH_REDIRECT_URL must be https:// in production")
         if not self.public_tracker_url.startswith("https://"):

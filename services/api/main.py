@@ -89,7 +89,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if runtime.tracer_provider is not None:  # a request that starts a campaign starts its trace
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
+        # Not the OAuth2 callback: its query holds an authorization code, which no trace may carry.
         FastAPIInstrumentor.instrument_app(
-            app, tracer_provider=runtime.tracer_provider, excluded_urls="/healthz,/readyz,/metrics"
+            app,
+            tracer_provider=runtime.tracer_provider,
+            excluded_urls="/healthz,/readyz,/metrics,/api/v1/oauth/callback",
         )
     return app

@@ -86,6 +86,7 @@ class Claim:
     smtp_username: str | None
     smtp_password_encrypted: str | None
     smtp_security: str
+    has_grant: bool  # an OAuth2 grant logs in instead of the password
     min_interval_seconds: int
     dkim_selector: str | None
     dkim_rsa_private_encrypted: str | None

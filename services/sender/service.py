@@ -219,8 +219,8 @@ class Sender:
         except NeedsReauth as error:
             await self._tokens.refuse(domain_id, str(error))  # paused, if a person resumed it meanwhile
             return None, Outcome(Kind.FAILED, f"OAuth2: {error}"[:1000], fault=Fault.AUTHENTICATION)
-        except TokenUnavailable as error:
-            return None, Outcome(Kind.FAILED, str(error)[:1000])
+        except TokenUnavailable as error:  # like an unreachable server: enough of them pause the domain
+            return None, Outcome(Kind.FAILED, str(error)[:1000], fault=Fault.CONNECTION)
 
     async def _complete(self, attempt: Attempt, outcome: Outcome | None) -> None:
         if outcome is None:
@@ -283,7 +283,9 @@ class Sender:
                 report = await repo.report_of(db, message.lead_id)
                 letter = dataclasses.replace(letter, attachment=report)
                 notes["report"] = "attached" if report else "none: the lead has no report"
-        access, failure = await self._login_of(message.sending_domain_id)
+        access, failure = (
+            await self._login_of(message.sending_domain_id) if message.has_grant else (None, None)
+        )
         try:
             wire = await self._templates.build(letter, self._clock())
             if (keys := self._dkim_keys(message)) is not None:
@@ -344,7 +346,13 @@ class Sender:
     def _account(self, message: Claim, access: Access | None) -> Account:
         if access is not None:
             return Account(
-                message.smtp_host, message.smtp_port, access.email, None, message.smtp_security, access.token
+                message.smtp_host,
+                message.smtp_port,
+                access.email,
+                None,
+                message.smtp_security,
+                access.token,
+                grant=message.sending_domain_id,
             )
         password = message.smtp_password_encrypted
         return Account(

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import socket
 import time
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -35,8 +36,11 @@ class Account:
     password: str | None
     security: str  # none | starttls | tls
     # With it, `username` logs in with SASL XOAUTH2 and this OAuth2 access token instead of a password. Not
-    # part of the pool's key: a session logged in with the token before the last refresh is still good.
+    # part of the pool's key: a session logged in with the token before the last refresh is still good. The
+    # grant's domain is: a session logged in with one workspace's grant serves no other domain, whatever its
+    # host and username.
     token: str | None = field(default=None, compare=False)
+    grant: uuid.UUID | None = None
 
     def __repr__(self) -> str:  # never a password or token in a log line
         return f"Account({self.host!r}, {self.port}, {self.username!r}, xoauth2={self.token is not None})"

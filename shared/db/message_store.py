@@ -222,6 +222,7 @@ SELECT m.id, m.workspace_id, m.campaign_id, m.lead_id, m.sending_domain_id, m.do
   d.domain, d.from_email, d.from_name, d.smtp_host, d.smtp_port, d.smtp_username, d.smtp_password_encrypted,
   d.smtp_security, d.min_interval_seconds, d.dkim_selector, d.dkim_rsa_private_encrypted,
   d.dkim_ed25519_private_encrypted,
+  EXISTS (SELECT FROM oauth_accounts AS g WHERE g.sending_domain_id = d.id) AS has_grant,
   r.domain AS recipient_domain, rp.provider, pp.interval_seconds AS pace_interval_seconds,
   pp.slowed_at AS pace_slowed_at
 FROM message AS m

@@ -32,7 +32,9 @@ WHERE id = $1
 """
 NEEDS_REAUTH = f"""
 UPDATE oauth_accounts SET state = '{AccountState.NEEDS_REAUTH}', access_token_encrypted = NULL,
-  access_expires_at = NULL, last_error = $2, updated_at = $3
+  access_expires_at = NULL, updated_at = $3,
+  -- the provider's own reason stays: a later message that finds the grant refused says less
+  last_error = CASE WHEN state = '{AccountState.NEEDS_REAUTH}' THEN last_error ELSE $2 END
 WHERE id = $1
 """
 

@@ -247,7 +247,11 @@ async def connect(endpoint: Endpoint) -> AsyncIterator[Mailbox]:
                 chosen, endpoint.username, endpoint.host, endpoint.port, endpoint.password
             )
             login = client.protocol.authenticate_bearer(chosen, initial)
-            if (await asyncio.wait_for(login, endpoint.timeout)).result != "OK":  # as aioimaplib's own
+            answer = await asyncio.wait_for(login, endpoint.timeout)
+            if answer.result != "OK":  # as aioimaplib's own
+                said = " ".join(_text(line) for line in answer.lines)[:200]
+                if "AUTHENTICATIONFAILED" not in said.upper():  # a passing trouble, not the token's
+                    raise ImapFailure(f"the IMAP server did not take the OAuth2 login: {said}")
                 raise TokenRefused(f"the IMAP server refused the OAuth2 token of {endpoint.username}")
         elif (await client.login(endpoint.username, endpoint.password)).result != "OK":
             raise ImapFailure("the IMAP server refused the user name or password")
@@ -258,3 +262,7 @@ async def connect(endpoint: Endpoint) -> AsyncIterator[Mailbox]:
                 await asyncio.wait_for(client.logout(), 2)
         if client.protocol.transport is not None:
             client.protocol.transport.close()
+
+
+def _text(line: bytes | str) -> str:
+    return line.decode(errors="replace") if isinstance(line, bytes) else line

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import uuid
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -108,6 +109,10 @@ def test_a_token_answer_is_parsed_and_a_missing_refresh_token_keeps_the_old_one(
         Tokens.parse({"error": "x"}, NOW)
     with pytest.raises(ProviderError, match="expires_in"):
         Tokens.parse({"access_token": "a", "expires_in": "soon"}, NOW)
+    with pytest.raises(ProviderError, match="expires_in"):
+        Tokens.parse({"access_token": "a", "expires_in": float("inf")}, NOW)
+    huge = Tokens.parse({"access_token": "a", "expires_in": 10**30}, NOW)  # past the last date there is
+    assert huge.expires_at == NOW + timedelta(seconds=oauth.MAX_LIFETIME)
 
 
 def id_token(claims: object) -> str:
@@ -186,6 +191,23 @@ def test_logins_never_show_their_token_in_a_log_line() -> None:
     )
     assert "secret-token" not in repr(account)
     assert "secret-token" not in repr(endpoint)
+    tokens = Tokens("ya29.secret-token", NOW, "1//secret-refresh", "secret.id.token")
+    assert "secret" not in repr(tokens)
+    assert "secret" not in repr(oauth.google("id", "secret-client"))
+
+
+def test_a_session_logged_in_with_a_grant_serves_only_that_grants_domain() -> None:
+    """The pool's key: another workspace's domain with the same host and username (and no password) must
+    not be handed the session a grant logged in; a refreshed token of the same grant may."""
+    ours, theirs = uuid.uuid4(), uuid.uuid4()
+    logged_in = Account("smtp.gmail.com", 587, "ceo@x.example", None, "starttls", "token-1", grant=ours)
+    assert logged_in == Account(
+        "smtp.gmail.com", 587, "ceo@x.example", None, "starttls", "token-2", grant=ours
+    )
+    assert logged_in != Account(
+        "smtp.gmail.com", 587, "ceo@x.example", None, "starttls", "token-1", grant=theirs
+    )
+    assert logged_in != Account("smtp.gmail.com", 587, "ceo@x.example", None, "starttls")
 
 
 def test_production_needs_the_secret_of_every_configured_provider_and_an_https_callback() -> None:
@@ -203,3 +225,6 @@ def test_production_needs_the_secret_of_every_configured_provider_and_an_https_c
     )
     assert configured.oauth_google_client_secret == "s" * 24
     assert Settings(env="production", **REAL).oauth_google_client_id == ""  # no provider: nothing asked
+    oidc = {"oauth_oidc_client_id": "maildash", "oauth_oidc_client_secret": "s" * 24}
+    with pytest.raises(ValidationError, match="MAILDASH_OAUTH_OIDC_ISSUER"):
+        Settings(env="production", **REAL, **oidc, oauth_oidc_issuer="http://id.example")
