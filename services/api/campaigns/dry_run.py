@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from services.api.campaigns.repository import CampaignRepository
 from services.api.campaigns.schemas import CampaignIn
+from services.api.campaigns.service import steps_out
 from services.api.campaigns.wizard import check_wizard
 from services.api.domains.repository import DomainRepository
 from services.api.kit.envelope import invalid
@@ -63,8 +64,13 @@ async def dry_run(repo: CampaignRepository, payload: CampaignIn, settings: Setti
         "audience_count": len(wizard.audience.lead_ids),
         "excluded": wizard.audience.excluded,
         **summarize(
-            [(lead, names[d], slot) for lead, d, slot in planned], wizard.window, payload.followup.enabled
+            [(lead, names[d], slot) for lead, d, slot in planned],
+            wizard.window,
+            [step.delay_days for step in payload.sequence],
         ),
+        "steps": [
+            {"position": position, **step.model_dump()} for position, step in enumerate(payload.sequence, 1)
+        ],
     }
 
 
@@ -102,5 +108,6 @@ async def campaign_dry_run(repo: CampaignRepository, raw_id: str, settings: Sett
     return {
         "audience_count": campaign.audience_count,
         "excluded": {**dict.fromkeys(audience.EXCLUSION_ORDER, 0), **campaign.audience_excluded},
-        **summarize(planned, window, campaign.followup_enabled),
+        **summarize(planned, window, [step.delay_days for step in campaign.steps]),
+        "steps": steps_out(campaign),
     }

@@ -11,7 +11,7 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, true
+from sqlalchemy import bindparam, func, insert, text, true
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 
@@ -27,6 +27,37 @@ from shared.message_states import UNSENT
 from shared.messaging import enqueue
 from shared.planning import DomainSchedule, Window
 from shared.planning.pacing import PaceRules
+from shared.sequences import SKIPPED
+
+# Each step's figures from its messages (step 0: the first e-mail). `sent` counts an SMTP acceptance (its
+# history row), as the campaign's counter does, so a later DSN bounce still counts as sent.
+STEP_KPIS = text(f"""
+SELECT m.step, count(*) AS planned,
+  count(*) FILTER (WHERE EXISTS (
+    SELECT FROM message_events AS e WHERE e.message_id = m.id AND e.kind = 'sent'
+  )) AS sent,
+  count(m.opened_at) AS opened, count(m.human_opened_at) AS opened_human, count(m.replied_at) AS replied,
+  count(m.clicked_at) AS clicked, count(*) FILTER (WHERE m.status = 'bounced') AS bounced,
+  count(*) FILTER (WHERE m.status = 'cancelled') AS cancelled,
+  count(*) FILTER (WHERE m.status = 'cancelled' AND m.last_error LIKE '{SKIPPED}%') AS skipped
+FROM messages AS m WHERE m.campaign_id = :campaign GROUP BY m.step ORDER BY m.step
+""")  # noqa: S608 -- our own constant
+# One step's timeline: the same columns as the campaign's counters, from its messages and their history.
+STEP_DAYS = text("""
+SELECT day, kind, count(*)::int AS n FROM (
+  SELECT (m.scheduled_at AT TIME ZONE :zone)::date AS day, 'planned' AS kind FROM messages AS m
+  WHERE m.campaign_id = :campaign AND m.step = :step
+  UNION ALL
+  SELECT (e.occurred_at AT TIME ZONE :zone)::date, e.kind
+  FROM messages AS m JOIN message_events AS e ON e.message_id = m.id
+  WHERE m.campaign_id = :campaign AND m.step = :step AND e.kind IN ('sent', 'bounced', 'complained')
+  UNION ALL
+  SELECT (at AT TIME ZONE :zone)::date, kind FROM messages AS m,
+    LATERAL (VALUES (m.opened_at, 'opened'), (m.replied_at, 'replied'), (m.clicked_at, 'clicked'))
+      AS t(at, kind)
+  WHERE m.campaign_id = :campaign AND m.step = :step AND at IS NOT NULL
+) AS happened GROUP BY 1, 2
+""")
 
 
 class CampaignRepository(WorkspaceRepository[Campaign]):
@@ -93,6 +124,27 @@ class CampaignRepository(WorkspaceRepository[Campaign]):
 
     async def kpis(self, campaign: Campaign) -> tuple[Counters, dict[date, dict[str, int]]]:
         return await kpi.totals(self.session, campaign.id), await kpi.days(self.session, campaign.id)
+
+    async def step_kpis(self, campaign: Campaign) -> list[dict[str, int]]:
+        """Per step that has messages, its figures (`STEP_KPIS`)."""
+        rows = await self.session.execute(STEP_KPIS, {"campaign": campaign.id})
+        return [dict(row._mapping) for row in rows]
+
+    async def step_days(self, campaign: Campaign, step: int) -> dict[date, dict[str, int]]:
+        """One step's timeline columns per local day of the campaign window."""
+        zone = campaign.window["timezone"]
+        rows = await self.session.execute(STEP_DAYS, {"campaign": campaign.id, "step": step, "zone": zone})
+        days: dict[date, dict[str, int]] = {}
+        for row in rows:
+            days.setdefault(row.day, {})[row.kind] = row.n
+        return days
+
+    async def planned_up_to(self, campaign: Campaign) -> int:
+        """The highest step any lead of the campaign has a message of (0: none beyond the first e-mail)."""
+        found = await self.session.scalar(
+            self.scoped(func.max(Message.step), model=Message).where(Message.campaign_id == campaign.id)
+        )
+        return int(found or 0)
 
     async def open_counters(self, campaign: Campaign) -> None:
         await message_store.open_counters(on_session(self.session), campaign.id)

@@ -9,7 +9,15 @@ from fastapi import APIRouter, Query, Request
 from services.api.campaigns import dry_run as dry_runs
 from services.api.campaigns import lifecycle, service
 from services.api.campaigns.repository import CampaignRepository, MessageRepository
-from services.api.campaigns.schemas import CampaignDetailOut, CampaignIn, CampaignOut, DryRunOut, MessageOut
+from services.api.campaigns.schemas import (
+    CampaignDetailOut,
+    CampaignIn,
+    CampaignOut,
+    DryRunOut,
+    MessageOut,
+    StepsEditOut,
+    StepsIn,
+)
 from services.api.kit.auth import CurrentPrincipal
 from services.api.kit.deps import PageNumber, PageSize, Search, page_of, page_out, unit_of_work
 from services.api.kit.envelope import Envelope, Page
@@ -18,6 +26,7 @@ from services.api.kit.reads import each
 from services.api.kit.schemas import ID_MAX, Moment
 from shared.db.models import Campaign, CampaignStatus, MessageStatus
 from shared.lifecycle import Requested
+from shared.sequences import MAX_STEPS
 
 router = APIRouter(tags=["campaigns"])
 
@@ -96,9 +105,25 @@ async def resend_message(request: Request, principal: CurrentPrincipal, message_
 
 
 @router.get("/campaigns/{campaign_id}", response_model=Envelope[CampaignDetailOut])
-async def get_campaign(request: Request, principal: CurrentPrincipal, campaign_id: str) -> dict[str, Any]:
+async def get_campaign(
+    request: Request,
+    principal: CurrentPrincipal,
+    campaign_id: str,
+    step: Annotated[int | None, Query(ge=0, le=MAX_STEPS)] = None,
+) -> dict[str, Any]:
+    """`step`: the timeline of that step alone (0: the first e-mail); the KPIs stay the campaign's."""
     async with unit_of_work(request, principal, CampaignRepository) as repo:
-        return {"data": await service.get(repo, campaign_id)}
+        return {"data": await service.get(repo, campaign_id, step)}
+
+
+@router.put("/campaigns/{campaign_id}/steps", response_model=Envelope[StepsEditOut], responses=errors(409))
+async def edit_campaign_steps(
+    request: Request, principal: CurrentPrincipal, campaign_id: str, body: StepsIn
+) -> dict[str, Any]:
+    """The sequence after the first e-mail. On a campaign that already planned some steps, those stay as
+    they were and the edit applies to the steps after them (the answer says from which)."""
+    async with unit_of_work(request, principal, CampaignRepository) as repo:
+        return {"data": await service.edit_steps(repo, campaign_id, body)}
 
 
 def add_lifecycle_route(action: Requested) -> None:

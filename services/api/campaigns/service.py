@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from services.api.campaigns.repository import CampaignRepository, MessageRepository
-from services.api.campaigns.schemas import CampaignIn
-from services.api.campaigns.wizard import check_wizard
+from services.api.campaigns.schemas import FOLLOWUP_DAYS, CampaignIn, StepIn, StepsIn
+from services.api.campaigns.wizard import check_step_templates, check_wizard
+from services.api.kit.envelope import conflict
 from services.api.kit.repository import parse_id
-from shared import kpis
+from shared import kpis, sequences
 from shared.clock import utcnow
-from shared.db.models import Campaign, CampaignStatus, Message
+from shared.db.models import Campaign, CampaignStatus, CampaignStep, Message
 from shared.events import CampaignStarted
+from shared.lifecycle import FINAL
 from shared.planning.window import Window
 from shared.settings import Settings
 
@@ -27,9 +30,10 @@ async def create(repo: CampaignRepository, payload: CampaignIn, settings: Settin
             if payload.schedule.start_mode == "draft"
             else CampaignStatus.SCHEDULED,
             template_id=wizard.template.id,
-            followup_enabled=payload.followup.enabled,
-            followup_days=payload.followup.days,
-            followup_attach_report=payload.followup.attach_report,
+            steps=campaign_steps(payload.sequence),
+            stop_on_auto_reply=payload.stop_rules.on_auto_reply,
+            stop_on_click=payload.stop_rules.on_click,
+            stop_on_company_reply=payload.stop_rules.on_company_reply,
             track_opens=payload.tracking.opens,
             track_clicks=payload.tracking.clicks,
             start_at=wizard.start_at,
@@ -47,20 +51,106 @@ async def create(repo: CampaignRepository, payload: CampaignIn, settings: Settin
     return await detail(repo, await repo.reload(campaign))
 
 
-async def get(repo: CampaignRepository, raw_id: str) -> dict[str, Any]:
-    return await detail(repo, await repo.require(raw_id))
+def campaign_steps(steps: list[StepIn]) -> list[CampaignStep]:
+    return [
+        CampaignStep(
+            position=position,
+            template_id=uuid.UUID(step.template_id),
+            delay_days=step.delay_days,
+            attach_report=step.attach_report,
+            condition=step.condition,
+        )
+        for position, step in enumerate(steps, 1)
+    ]
 
 
-async def detail(repo: CampaignRepository, campaign: Campaign) -> dict[str, Any]:
+async def get(repo: CampaignRepository, raw_id: str, step: int | None = None) -> dict[str, Any]:
+    return await detail(repo, await repo.require(raw_id), step)
+
+
+async def detail(repo: CampaignRepository, campaign: Campaign, step: int | None = None) -> dict[str, Any]:
+    """The campaign with its KPIs, each step's beside them, and its timeline (or one step's)."""
     counters, days = await repo.kpis(campaign)
+    if step is not None:
+        days = await repo.step_days(campaign, step)
     window = Window.from_dict(campaign.window)
+    found = {row["step"]: row for row in await repo.step_kpis(campaign)}
+    zero = dict.fromkeys(STEP_COUNTERS, 0)
     return {
         **campaign_out(campaign),
         "audience_count": campaign.audience_count,
         "domains_used": campaign.domains[: campaign.audience_count],
         "kpis": kpis.kpis(counters, window),
+        "kpis_by_step": [
+            {**zero, **found.get(position, {}), "step": position}
+            for position in sorted({0, *(s.position for s in campaign.steps), *found})
+        ],
         "timeline": kpis.timeline(days, window.local_date(utcnow())),
     }
+
+
+STEP_COUNTERS = (
+    "planned", "sent", "opened", "opened_human", "replied", "clicked", "bounced", "cancelled", "skipped",
+)  # fmt: skip
+
+
+async def edit_steps(repo: CampaignRepository, raw_id: str, payload: StepsIn) -> dict[str, Any]:
+    """New steps for a campaign that is not final. Steps some lead already has a message of stay as they
+    were; the edit applies from the first position no lead reached, and the answer says so."""
+    campaign = await repo.reload(await repo.require(raw_id), lock=True)
+    if campaign.status in FINAL:
+        raise conflict(f"the campaign is {campaign.status}: its steps can no longer change")
+    await check_step_templates(repo, payload.steps)
+    reached = await repo.planned_up_to(campaign)
+    current = [sequence_step(step) for step in campaign.steps]
+    wanted = [sequence_step(step) for step in campaign_steps(payload.steps)]
+    steps = sequences.apply_edit(current, wanted, reached)
+    kept = [step for step in current if step.position < sequences.editable(current, reached)]
+    rows = campaign.steps
+    for step in steps:
+        if step.position > len(rows):
+            rows.append(CampaignStep(position=step.position))
+        row = rows[step.position - 1]
+        row.template_id, row.delay_days = uuid.UUID(step.template_id), step.delay_days
+        row.attach_report, row.condition = step.attach_report, step.condition
+    del rows[len(steps) :]
+    await repo.session.flush()
+    campaign = await repo.reload(campaign)
+    first = sequences.editable(current, reached)
+    return {
+        "steps": steps_out(campaign),
+        "applied_from": first,
+        "unchanged": [step.position for step in kept],
+        "note": (
+            f"steps {', '.join(str(s.position) for s in kept)} are planned for some leads already and stay as"
+            f" they were; the edit applies from step {first}"
+            if kept
+            else "no step was planned yet: the edit applies to every step"
+        ),
+    }
+
+
+def sequence_step(row: CampaignStep) -> sequences.Step:
+    return sequences.Step(
+        row.position,
+        str(row.template_id),
+        row.delay_days,
+        row.attach_report,
+        sequences.Condition(row.condition),
+    )
+
+
+def steps_out(campaign: Campaign) -> list[dict[str, Any]]:
+    return [
+        {
+            "position": step.position,
+            "template_id": str(step.template_id),
+            "delay_days": step.delay_days,
+            "attach_report": step.attach_report,
+            "condition": step.condition,
+        }
+        for step in campaign.steps
+    ]
 
 
 def campaign_out(campaign: Campaign) -> dict[str, Any]:
@@ -69,9 +159,15 @@ def campaign_out(campaign: Campaign) -> dict[str, Any]:
         "name": campaign.name,
         "status": campaign.status,
         "template_id": str(campaign.template_id),
-        "followup_enabled": campaign.followup_enabled,
-        "followup_days": campaign.followup_days,
-        "followup_attach_report": campaign.followup_attach_report,
+        "followup_enabled": bool(campaign.steps),
+        "followup_days": campaign.steps[0].delay_days if campaign.steps else FOLLOWUP_DAYS,
+        "followup_attach_report": bool(campaign.steps) and campaign.steps[0].attach_report,
+        "steps": steps_out(campaign),
+        "stop_rules": {
+            "on_auto_reply": campaign.stop_on_auto_reply,
+            "on_click": campaign.stop_on_click,
+            "on_company_reply": campaign.stop_on_company_reply,
+        },
         "start_at": campaign.start_at,
         "window": campaign.window,
         "domains": campaign.domains,
@@ -101,6 +197,7 @@ def message_out(message: Message, lead_email: str) -> dict[str, Any]:
         "sent_at",
         "status",
         "is_followup",
+        "step",
         "retry_count",
         "last_error",
         "opened_at",
