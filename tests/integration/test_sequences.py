@@ -1,0 +1,182 @@
+"""Sequences (issue 19) through the real broker, database, tracker and SMTP sink, with a clock the test moves:
+each step planned when the previous one is sent, on the same domain and thread, stopped by a reply, and
+skipped by its condition at dispatch."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from shared.settings import Settings
+from tests.support.pipeline import Pipeline
+from tests.support.samples import pixel_of
+from tools.smtp_sink import Received
+
+pytestmark = pytest.mark.integration
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+async def by_step(pipeline: Pipeline, campaign_id: str) -> dict[str, dict[int, dict[str, Any]]]:
+    """The campaign's messages per lead e-mail, then per step."""
+    found: dict[str, dict[int, dict[str, Any]]] = {}
+    for message in await pipeline.messages(campaign_id):
+        found.setdefault(message["lead_email"], {})[message["step"]] = message
+    return found
+
+
+async def planned_steps(pipeline: Pipeline, campaign_id: str, count: int) -> None:
+    async def planned() -> bool:
+        return len(await pipeline.messages(campaign_id)) == count
+
+    await pipeline.until(planned)
+
+
+async def completed(pipeline: Pipeline, campaign_id: str) -> None:
+    async def done() -> bool:
+        return (await pipeline.api.get(f"/campaigns/{campaign_id}"))["status"] == "completed"
+
+    await pipeline.until(done)
+
+
+async def inbound(pipeline: Pipeline, settings: Settings, path: str, raw: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=pipeline.tracker_url) as client:
+        headers = {"X-Maildash-Secret": settings.inbound_secret, "Content-Type": "message/rfc822"}
+        answer = await client.post(path, content=raw.encode(), headers=headers)
+    assert answer.status_code == 200, answer.text
+    data: dict[str, Any] = answer.json()["data"]
+    return data
+
+
+def mails_to(pipeline: Pipeline, email: str) -> list[Received]:
+    return [m for m in pipeline.sink.received if m.rcpt_tos == [email]]
+
+
+async def test_a_four_step_sequence_threads_on_one_domain_and_a_reply_after_step_two_cancels_the_rest(
+    pipeline: Pipeline, settings: Settings
+) -> None:
+    own = await pipeline.api.template(name="Angle", followup_subject="Another angle, {{ first_name }}")
+    bump = await pipeline.api.template(name="Bump", body_html="<p>Just a bump</p>")
+    steps = [
+        {"template_id": bump["id"], "delay_days": 2},
+        {"template_id": own["id"], "delay_days": 3},
+        {"template_id": bump["id"], "delay_days": 4},
+        {"template_id": bump["id"], "delay_days": 5},
+    ]
+    campaign, [lead_id] = await pipeline.campaign(steps=steps)
+    assert [s["position"] for s in campaign["steps"]] == [1, 2, 3, 4]
+    assert campaign["followup_enabled"] and campaign["followup_days"] == 2
+    email = (await pipeline.api.get(f"/leads/{lead_id}"))["email"]
+    before = len(pipeline.sink.received)
+
+    await pipeline.sink.wait_for(before + 1)
+    await planned_steps(pipeline, campaign["id"], 2)
+    pipeline.clock.advance(timedelta(days=2, minutes=1))
+    await pipeline.sink.wait_for(before + 2)
+    await planned_steps(pipeline, campaign["id"], 3)
+    pipeline.clock.advance(timedelta(days=3, minutes=1))
+    await pipeline.sink.wait_for(before + 3)
+    await planned_steps(pipeline, campaign["id"], 4)
+
+    first, second, third = (m.message for m in mails_to(pipeline, email))
+    assert first["Subject"] == "Hello Jan" and "In-Reply-To" not in first
+    assert second["Subject"] == "Re: Hello Jan"  # its template has no follow-up subject
+    assert "Just a bump" in second.get_body(("html",)).get_content()
+    assert (second["In-Reply-To"], second["References"]) == (first["Message-ID"], first["Message-ID"])
+    assert third["Subject"] == "Another angle, Jan"
+    assert third["In-Reply-To"] == second["Message-ID"]
+    assert third["References"].split() == [first["Message-ID"], second["Message-ID"]]
+
+    messages = (await by_step(pipeline, campaign["id"]))[email]
+    assert len({m["domain_used"] for m in messages.values()}) == 1
+    assert messages[3]["status"] == "planned"
+    assert messages[3]["parent_message_id"] == messages[2]["id"]
+    assert at(messages[3]["scheduled_at"]) >= at(messages[2]["sent_at"]) + timedelta(days=4)
+
+    answer = f"From: {email}\nSubject: Re: angle\nIn-Reply-To: {third['Message-ID']}\n\nLet's talk.\n"
+    replied = await inbound(pipeline, settings, "/inbound/replies", answer)
+    assert (replied["message_id"], replied["outcome"]) == (messages[2]["id"], "replied")
+    await completed(pipeline, campaign["id"])
+
+    pipeline.clock.advance(timedelta(days=20))
+    await pipeline.until(lambda: _quiet(pipeline, campaign["id"]))
+    assert len(mails_to(pipeline, email)) == 3
+    messages = (await by_step(pipeline, campaign["id"]))[email]
+    assert {step: m["status"] for step, m in messages.items()} == {
+        0: "sent",
+        1: "sent",
+        2: "sent",
+        3: "cancelled",
+    }  # fmt: skip  -- step 4 was never planned
+
+    detail = await pipeline.api.get(f"/campaigns/{campaign['id']}")
+    per_step = {row["step"]: row for row in detail["kpis_by_step"]}
+    assert sorted(per_step) == [0, 1, 2, 3, 4]
+    assert [per_step[s]["sent"] for s in range(5)] == [1, 1, 1, 0, 0]
+    assert [per_step[s]["replied"] for s in range(5)] == [0, 0, 1, 0, 0]
+    assert (per_step[3]["planned"], per_step[3]["cancelled"], per_step[3]["skipped"]) == (1, 1, 0)
+    assert per_step[4]["planned"] == 0
+    kpis = detail["kpis"]
+    assert (kpis["total_sent"], kpis["total_replied"], kpis["total_cancelled"]) == (3, 1, 1)
+    assert sum(per_step[s]["sent"] for s in per_step) == kpis["total_sent"]
+    step_two = (await pipeline.api.get(f"/campaigns/{campaign['id']}?step=2"))["timeline"]
+    assert (sum(day["sent"] for day in step_two), sum(day["replied"] for day in step_two)) == (1, 1)
+
+
+async def _quiet(pipeline: Pipeline, campaign_id: str) -> bool:
+    """Nothing of the campaign is left to send."""
+    statuses = {m["status"] for m in await pipeline.messages(campaign_id)}
+    return not statuses & {"planned", "dispatched", "sending"}
+
+
+async def test_a_not_opened_step_is_skipped_after_a_human_open_and_sent_after_a_machine_open(
+    pipeline: Pipeline,
+) -> None:
+    bump = await pipeline.api.template(name="Bump", body_html="<p>Did you see it?</p>")
+    steps = [
+        {"template_id": bump["id"], "delay_days": 1, "condition": "not_opened"},
+        {"template_id": bump["id"], "delay_days": 1},
+    ]
+    campaign, lead_ids = await pipeline.campaign(leads=2, steps=steps)
+    human, machine = [(await pipeline.api.get(f"/leads/{lead}"))["email"] for lead in lead_ids]
+    before = len(pipeline.sink.received)
+    await pipeline.sink.wait_for(before + 2)
+    await planned_steps(pipeline, campaign["id"], 4)
+
+    async with httpx.AsyncClient(base_url=pipeline.tracker_url) as tracker:
+        [machine_first] = mails_to(pipeline, machine)
+        # A security scanner fetches the pixel: a machine open, which the condition does not count.
+        await tracker.get(pixel_of(machine_first), headers={"User-Agent": "Barracuda Sentinel"})
+        pipeline.clock.advance(timedelta(hours=1))
+        [human_first] = mails_to(pipeline, human)
+        await tracker.get(pixel_of(human_first), headers={"User-Agent": "Mozilla/5.0 Thunderbird"})
+
+    pipeline.clock.advance(timedelta(days=1))
+    await planned_steps(pipeline, campaign["id"], 6)  # step 2 of each: after the skip, and after the send
+    messages = await by_step(pipeline, campaign["id"])
+    assert messages[human][1]["status"] == "cancelled"
+    assert messages[human][1]["last_error"].startswith("skipped: condition not_opened")
+    assert messages[machine][1]["status"] == "sent"
+    assert messages[human][2]["parent_message_id"] == messages[human][1]["id"]
+    skipped_slot = at(messages[human][1]["scheduled_at"])
+    assert at(messages[human][2]["scheduled_at"]) >= skipped_slot + timedelta(days=1)
+
+    pipeline.clock.advance(timedelta(days=1, minutes=1))
+    await completed(pipeline, campaign["id"])
+    assert len(mails_to(pipeline, human)) == 2 and len(mails_to(pipeline, machine)) == 3
+    last_to_human = mails_to(pipeline, human)[-1].message
+    # The skipped step never went: the thread is the first e-mail alone.
+    assert last_to_human["In-Reply-To"] == human_first.message["Message-ID"]
+    assert last_to_human["References"] == human_first.message["Message-ID"]
+
+    detail = await pipeline.api.get(f"/campaigns/{campaign['id']}")
+    per_step = {row["step"]: row for row in detail["kpis_by_step"]}
+    assert (per_step[1]["planned"], per_step[1]["sent"], per_step[1]["skipped"]) == (2, 1, 1)
+    assert (per_step[0]["opened"], per_step[0]["opened_human"]) == (2, 1)
+    assert per_step[2]["sent"] == 2
+    assert detail["kpis"]["total_cancelled"] == 1  # the skip, counted honestly beside the sends
