@@ -143,7 +143,8 @@ async def seed_campaign(
             ),
         )
         await db.execute(
-            'INSERT INTO campaigns (id, workspace_id, name, status, template_id, track_opens, track_clicks, "window",'
+            'INSERT INTO campaigns (id, workspace_id, name, status, template_id, track_opens, track_clicks,'
+            ' "window",'
             " domains, audience_count, audience_excluded) VALUES"
             " ($1, $2, 'bench', 'scheduled', $3, true, false, $4::jsonb, $5, $6, '{}')",
             campaign, workspace, template, json.dumps(window), names, leads,

@@ -70,7 +70,7 @@ async def test_a_four_step_sequence_threads_on_one_domain_and_a_reply_after_step
     ]
     campaign, [lead_id] = await pipeline.campaign(steps=steps)
     assert [s["position"] for s in campaign["steps"]] == [1, 2, 3, 4]
-    assert campaign["followup_enabled"] and campaign["followup_days"] == 2
+    assert (campaign["followup_enabled"], campaign["followup_days"]) == (True, 2)
     email = (await pipeline.api.get(f"/leads/{lead_id}"))["email"]
     before = len(pipeline.sink.received)
 
@@ -84,7 +84,8 @@ async def test_a_four_step_sequence_threads_on_one_domain_and_a_reply_after_step
     await planned_steps(pipeline, campaign["id"], 4)
 
     first, second, third = (m.message for m in mails_to(pipeline, email))
-    assert first["Subject"] == "Hello Jan" and "In-Reply-To" not in first
+    assert first["Subject"] == "Hello Jan"
+    assert "In-Reply-To" not in first
     assert second["Subject"] == "Re: Hello Jan"  # its template has no follow-up subject
     assert "Just a bump" in second.get_body(("html",)).get_content()
     assert (second["In-Reply-To"], second["References"]) == (first["Message-ID"], first["Message-ID"])
@@ -168,7 +169,7 @@ async def test_a_not_opened_step_is_skipped_after_a_human_open_and_sent_after_a_
 
     pipeline.clock.advance(timedelta(days=1, minutes=1))
     await completed(pipeline, campaign["id"])
-    assert len(mails_to(pipeline, human)) == 2 and len(mails_to(pipeline, machine)) == 3
+    assert (len(mails_to(pipeline, human)), len(mails_to(pipeline, machine))) == (2, 3)
     last_to_human = mails_to(pipeline, human)[-1].message
     # The skipped step never went: the thread is the first e-mail alone.
     assert last_to_human["In-Reply-To"] == human_first.message["Message-ID"]

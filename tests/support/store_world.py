@@ -68,7 +68,8 @@ async def build(db: Db, campaign_status: str = "running", messages: int = 1, lea
         )  # fmt: skip
     for id_, status in ((campaign, campaign_status), (other, "running")):
         await db.fetch(
-            'INSERT INTO campaigns (id, workspace_id, name, status, template_id, track_opens, track_clicks, "window",'
+            'INSERT INTO campaigns (id, workspace_id, name, status, template_id, track_opens, track_clicks,'
+            ' "window",'
             " domains, audience_count, audience_excluded)"
             " VALUES ($1, $2, 'c', $3, $4, true, false, $5::text::jsonb, $6, 0, '{}')",
             id_, workspace, status, template, json.dumps(WINDOW), [f"{domain.hex}.example"],
