@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from shared.planning import DomainSchedule, Reservation, Window, plan_round_robin
 from shared.planning.slots import followup_due
-from shared.sequences import Condition, Evidence, StopRules, Step, apply_edit, at_dispatch, editable
+from shared.sequences import Condition, Evidence, Step, StopRules, apply_edit, at_dispatch, editable
 from tests.unit.planning.test_slots import moments, reference_first_grid_point, reference_in_window
 
 
