@@ -4,13 +4,16 @@ skipped by its condition at dispatch."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import re
+import uuid
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
 from shared.settings import Settings
+from tests.support.api import ALWAYS_OPEN
 from tests.support.pipeline import Pipeline
 from tests.support.samples import pixel_of
 from tools.smtp_sink import Received
@@ -181,3 +184,138 @@ async def test_a_not_opened_step_is_skipped_after_a_human_open_and_sent_after_a_
     assert (per_step[0]["opened"], per_step[0]["opened_human"]) == (2, 1)
     assert per_step[2]["sent"] == 2
     assert detail["kpis"]["total_cancelled"] == 1  # the skip, counted honestly beside the sends
+
+
+async def test_stop_rules_end_a_sequence_on_a_click_and_on_a_reply_from_the_lead_s_company(
+    pipeline: Pipeline, settings: Settings
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    domain = f"stop-{run}.example"
+    await pipeline.api.domain(domain, pipeline.sink.port)
+    addresses = [
+        f"clicks@a-{run}.example",
+        f"boss@b-{run}.example",
+        f"team@b-{run}.example",
+        f"d@d-{run}.example",
+    ]
+    leads = [(await pipeline.api.lead(address, first_name="Jan"))["id"] for address in addresses]
+    template = await pipeline.api.template(body_html='<p>Hi</p><a href="https://offer.example/">offer</a>')
+    bump = await pipeline.api.template(name="Bump", body_html="<p>Bump</p>")
+    campaign = await pipeline.api.campaign(
+        template["id"], leads, [domain], steps=[{"template_id": bump["id"], "delay_days": 1}],
+        stop_rules={"on_click": True, "on_company_reply": True}, tracking={"opens": True, "clicks": True},
+    )  # fmt: skip
+    assert campaign["stop_rules"] == {"on_auto_reply": False, "on_click": True, "on_company_reply": True}
+    await planned_steps(pipeline, campaign["id"], 8)
+    clicker, boss, _, _ = (mails_to(pipeline, address)[0] for address in addresses)
+    html = clicker.message.get_body(("html",)).get_content()
+    link = re.search(r'href="([^"]+/track/click[^"]+)"', html)
+    assert link is not None
+    async with httpx.AsyncClient() as browser:
+        assert (await browser.get(link.group(1).replace("&amp;", "&"))).status_code == 302
+    answer = (
+        f"From: {addresses[1]}\nSubject: Re: hi\nIn-Reply-To: {boss.message['Message-ID']}\n\nNo thanks.\n"
+    )
+    assert (await inbound(pipeline, settings, "/inbound/replies", answer))["outcome"] == "replied"
+
+    pipeline.clock.advance(timedelta(days=1, minutes=1))
+    await completed(pipeline, campaign["id"])
+    steps = {email: messages[1] for email, messages in (await by_step(pipeline, campaign["id"])).items()}
+    assert steps[addresses[0]]["last_error"] == "stopped: the lead clicked"
+    assert steps[addresses[1]]["status"] == "cancelled"  # the reply cancelled it at once
+    assert steps[addresses[2]]["last_error"] == "stopped: someone at the lead's company domain replied"
+    assert steps[addresses[3]]["status"] == "sent"
+    assert [len(mails_to(pipeline, address)) for address in addresses] == [1, 1, 1, 2]
+    per_step = {
+        row["step"]: row for row in (await pipeline.api.get(f"/campaigns/{campaign['id']}"))["kpis_by_step"]
+    }
+    figures = [per_step[1][name] for name in ("planned", "sent", "cancelled", "skipped")]
+    assert figures == [4, 1, 3, 0]
+
+
+async def test_editing_the_steps_of_a_running_campaign_applies_to_the_steps_not_planned_yet(
+    pipeline: Pipeline,
+) -> None:
+    first = await pipeline.api.template(name="First bump")
+    later = await pipeline.api.template(name="Later bump", followup_subject="Later")
+    steps = [{"template_id": first["id"], "delay_days": 2}, {"template_id": first["id"], "delay_days": 2}]
+    campaign, _ = await pipeline.campaign(steps=steps)
+    await planned_steps(pipeline, campaign["id"], 2)  # step 1 is planned for the lead
+
+    wanted = [
+        {"template_id": later["id"], "delay_days": 5},
+        {"template_id": later["id"], "delay_days": 1, "condition": "not_clicked"},
+        {"template_id": later["id"], "delay_days": 1},
+    ]
+    answer = await pipeline.api.http.put(f"/campaigns/{campaign['id']}/steps", json={"steps": wanted})
+    assert answer.status_code == 200, answer.text
+    edit = answer.json()["data"]
+    assert (edit["applied_from"], edit["unchanged"]) == (2, [1])
+    assert "step 2" in edit["note"]
+    assert [(s["template_id"], s["delay_days"], s["condition"]) for s in edit["steps"]] == [
+        (first["id"], 2, "always"), (later["id"], 1, "not_clicked"), (later["id"], 1, "always"),
+    ]  # fmt: skip
+
+    pipeline.clock.advance(timedelta(days=2, minutes=1))
+    await planned_steps(pipeline, campaign["id"], 3)
+    pipeline.clock.advance(timedelta(days=1, minutes=1))
+    await planned_steps(pipeline, campaign["id"], 4)
+    pipeline.clock.advance(timedelta(days=1, minutes=1))
+    await completed(pipeline, campaign["id"])
+    subjects = [m.message["Subject"] for m in pipeline.sink.received[-4:]]
+    assert subjects == ["Hello Jan", "Re: Hello Jan", "Later", "Later"]
+
+    stopped = await pipeline.api.http.post(f"/campaigns/{campaign['id']}/stop")
+    assert stopped.status_code == 409  # completed is final too
+    refused = await pipeline.api.http.put(f"/campaigns/{campaign['id']}/steps", json={"steps": wanted})
+    assert refused.status_code == 409
+
+
+async def test_the_wizard_takes_steps_or_the_old_followup_and_refuses_what_is_not_a_sequence(
+    pipeline: Pipeline,
+) -> None:
+    domain = f"wizard-{uuid.uuid4().hex[:8]}.example"
+    await pipeline.api.domain(domain, pipeline.sink.port)
+    lead = await pipeline.api.lead(f"{uuid.uuid4().hex[:8]}@lead.example")
+    template = await pipeline.api.template()
+    base = {
+        "name": "Wizard", "template_id": template["id"], "domains": [domain],
+        "audience": {"mode": "static", "lead_ids": [lead["id"]]},
+        "schedule": {"start_mode": "draft", "window": ALWAYS_OPEN},
+    }  # fmt: skip
+    old = await pipeline.api.create("/campaigns", {**base, "followup": {"enabled": True, "days": 4}})
+    assert [(s["position"], s["template_id"], s["delay_days"]) for s in old["steps"]] == [
+        (1, template["id"], 4)
+    ]
+    steps = [
+        {"template_id": template["id"], "delay_days": 2},
+        {"template_id": template["id"], "delay_days": 3},
+    ]
+    planned = (await pipeline.api.http.post("/campaigns/dry-run", json={**base, "steps": steps})).json()[
+        "data"
+    ]
+    day = date.fromisoformat(planned["per_day"][0]["date"])
+    assert [(s["step"], s["count"], s["per_day"][0]["date"]) for s in planned["steps_expected"]] == [
+        (1, 1, str(day + timedelta(days=2))), (2, 1, str(day + timedelta(days=5))),
+    ]  # fmt: skip
+    assert planned["followups_expected"] == 1
+    assert "cannot know" in planned["steps_note"]
+    assert [s["condition"] for s in planned["steps"]] == ["always", "always"]
+
+    bad = [
+        {**base, "steps": steps, "followup": {"enabled": True}},
+        {**base, "steps": [{"template_id": template["id"], "delay_days": 2, "condition": "sometimes"}]},
+        {**base, "steps": [{"template_id": str(uuid.uuid4()), "delay_days": 2}]},
+        {**base, "steps": [{"template_id": template["id"], "delay_days": 0}]},
+        {**base, "steps": [{"template_id": template["id"], "delay_days": 2}] * 13},
+    ]
+    for body in bad:
+        answer = await pipeline.api.http.post("/campaigns", json=body)
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["error_code"] == "validation_error"
+    step_template = await pipeline.api.template(name="Only in a step")
+    await pipeline.api.create(
+        "/campaigns", {**base, "steps": [{"template_id": step_template["id"], "delay_days": 1}]}
+    )
+    deleted = await pipeline.api.http.delete(f"/templates/{step_template['id']}")
+    assert deleted.status_code == 409  # a step of an unfinished campaign uses it
