@@ -280,10 +280,6 @@ class Campaign(Base):
     audience_excluded: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
-    # Its sequence after the first e-mail, in order.
-    steps: Mapped[list[CampaignStep]] = relationship(
-        order_by="CampaignStep.position", lazy="selectin", cascade="all, delete-orphan", passive_deletes=True
-    )
 
 
 class CampaignStep(Base):

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from services.api.campaigns.repository import CampaignRepository
 from services.api.campaigns.schemas import CampaignIn
-from services.api.campaigns.service import steps_out
+from services.api.campaigns.service import steps_of, steps_out
 from services.api.campaigns.wizard import check_wizard
 from services.api.domains.repository import DomainRepository
 from services.api.kit.envelope import invalid
@@ -78,6 +78,7 @@ async def campaign_dry_run(repo: CampaignRepository, raw_id: str, settings: Sett
     """What a start or resume now would plan: the leads not yet sent to, re-planned from max(now, start_at)
     with the campaign's own unsent reservations left out."""
     campaign: Campaign = await repo.require(raw_id)
+    steps = await steps_of(repo, campaign)
     window = Window.from_dict(campaign.window)
     earliest = max(utcnow(), campaign.start_at or utcnow())
     by_name = await repo.sibling(DomainRepository).named(campaign.domains)
@@ -108,6 +109,6 @@ async def campaign_dry_run(repo: CampaignRepository, raw_id: str, settings: Sett
     return {
         "audience_count": campaign.audience_count,
         "excluded": {**dict.fromkeys(audience.EXCLUSION_ORDER, 0), **campaign.audience_excluded},
-        **summarize(planned, window, [step.delay_days for step in campaign.steps]),
-        "steps": steps_out(campaign),
+        **summarize(planned, window, [step.delay_days for step in steps]),
+        "steps": steps_out(steps),
     }

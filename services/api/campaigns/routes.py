@@ -22,7 +22,6 @@ from services.api.kit.auth import CurrentPrincipal
 from services.api.kit.deps import PageNumber, PageSize, Search, page_of, page_out, unit_of_work
 from services.api.kit.envelope import Envelope, Page
 from services.api.kit.openapi import errors
-from services.api.kit.reads import each
 from services.api.kit.schemas import ID_MAX, Moment
 from shared.db.models import Campaign, CampaignStatus, MessageStatus
 from shared.lifecycle import Requested
@@ -73,7 +72,7 @@ async def list_campaigns(
     if created_to is not None:
         where.append(Campaign.created_at <= created_to)
     return await page_of(
-        request, principal, CampaignRepository, each(service.campaign_out), page, page_size, search, *where
+        request, principal, CampaignRepository, service.campaigns_out, page, page_size, search, *where
     )
 
 

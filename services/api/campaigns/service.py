@@ -12,7 +12,7 @@ from services.api.kit.envelope import conflict
 from services.api.kit.repository import parse_id
 from shared import kpis, sequences
 from shared.clock import utcnow
-from shared.db.models import Campaign, CampaignStatus, CampaignStep, Message
+from shared.db.models import Campaign, CampaignStatus, Message
 from shared.events import CampaignStarted
 from shared.lifecycle import FINAL
 from shared.planning.window import Window
@@ -20,8 +20,8 @@ from shared.settings import Settings
 
 
 async def create(repo: CampaignRepository, payload: CampaignIn, settings: Settings) -> dict[str, Any]:
-    """Store the campaign with its resolved audience and, unless it is a draft, its `CampaignStarted` in the
-    same transaction (outbox)."""
+    """Store the campaign with its resolved audience and steps and, unless it is a draft, its
+    `CampaignStarted` in the same transaction (outbox)."""
     wizard = await check_wizard(repo, payload, settings)
     campaign = await repo.add(
         Campaign(
@@ -30,7 +30,6 @@ async def create(repo: CampaignRepository, payload: CampaignIn, settings: Settin
             if payload.schedule.start_mode == "draft"
             else CampaignStatus.SCHEDULED,
             template_id=wizard.template.id,
-            steps=campaign_steps(payload.sequence),
             stop_on_auto_reply=payload.stop_rules.on_auto_reply,
             stop_on_click=payload.stop_rules.on_click,
             stop_on_company_reply=payload.stop_rules.on_company_reply,
@@ -44,6 +43,7 @@ async def create(repo: CampaignRepository, payload: CampaignIn, settings: Settin
             audience_excluded=wizard.audience.excluded,
         )
     )
+    await repo.replace_steps(campaign, sequence(payload.sequence), 1)
     await repo.add_audience(campaign, wizard.audience.lead_ids)
     await repo.open_counters(campaign)
     if campaign.status == CampaignStatus.SCHEDULED:
@@ -51,17 +51,34 @@ async def create(repo: CampaignRepository, payload: CampaignIn, settings: Settin
     return await detail(repo, await repo.reload(campaign))
 
 
-def campaign_steps(steps: list[StepIn]) -> list[CampaignStep]:
+def sequence(steps: list[StepIn]) -> list[sequences.Step]:
+    """The payload's steps, numbered from 1."""
     return [
-        CampaignStep(
-            position=position,
-            template_id=uuid.UUID(step.template_id),
-            delay_days=step.delay_days,
-            attach_report=step.attach_report,
-            condition=step.condition,
-        )
+        sequences.Step(position, step.template_id, step.delay_days, step.attach_report, step.condition)
         for position, step in enumerate(steps, 1)
     ]
+
+
+async def steps_of(repo: CampaignRepository, campaign: Campaign) -> list[sequences.Step]:
+    return (await stored_steps(repo, [campaign]))[campaign.id]
+
+
+async def stored_steps(
+    repo: CampaignRepository, campaigns: list[Campaign]
+) -> dict[uuid.UUID, list[sequences.Step]]:
+    return {
+        campaign_id: [
+            sequences.Step(
+                row.position,
+                str(row.template_id),
+                row.delay_days,
+                row.attach_report,
+                sequences.Condition(row.condition),
+            )
+            for row in rows
+        ]
+        for campaign_id, rows in (await repo.steps_of(campaigns)).items()
+    }
 
 
 async def get(repo: CampaignRepository, raw_id: str, step: int | None = None) -> dict[str, Any]:
@@ -74,16 +91,17 @@ async def detail(repo: CampaignRepository, campaign: Campaign, step: int | None 
     if step is not None:
         days = await repo.step_days(campaign, step)
     window = Window.from_dict(campaign.window)
+    steps = await steps_of(repo, campaign)
     found = {row["step"]: row for row in await repo.step_kpis(campaign)}
     zero = dict.fromkeys(STEP_COUNTERS, 0)
     return {
-        **campaign_out(campaign),
+        **campaign_out(campaign, steps),
         "audience_count": campaign.audience_count,
         "domains_used": campaign.domains[: campaign.audience_count],
         "kpis": kpis.kpis(counters, window),
         "kpis_by_step": [
             {**zero, **found.get(position, {}), "step": position}
-            for position in sorted({0, *(s.position for s in campaign.steps), *found})
+            for position in sorted({0, *(s.position for s in steps), *found})
         ],
         "timeline": kpis.timeline(days, window.local_date(utcnow())),
     }
@@ -102,67 +120,53 @@ async def edit_steps(repo: CampaignRepository, raw_id: str, payload: StepsIn) ->
         raise conflict(f"the campaign is {campaign.status}: its steps can no longer change")
     await check_step_templates(repo, payload.steps)
     reached = await repo.planned_up_to(campaign)
-    current = [sequence_step(step) for step in campaign.steps]
-    wanted = [sequence_step(step) for step in campaign_steps(payload.steps)]
-    steps = sequences.apply_edit(current, wanted, reached)
-    kept = [step for step in current if step.position < sequences.editable(current, reached)]
-    rows = campaign.steps
-    for step in steps:
-        if step.position > len(rows):
-            rows.append(CampaignStep(position=step.position))
-        row = rows[step.position - 1]
-        row.template_id, row.delay_days = uuid.UUID(step.template_id), step.delay_days
-        row.attach_report, row.condition = step.attach_report, step.condition
-    del rows[len(steps) :]
-    await repo.session.flush()
-    campaign = await repo.reload(campaign)
+    current = await steps_of(repo, campaign)
     first = sequences.editable(current, reached)
+    steps = sequences.apply_edit(current, sequence(payload.steps), reached)
+    await repo.replace_steps(campaign, steps, first)
+    kept = [str(step.position) for step in current if step.position < first]
     return {
-        "steps": steps_out(campaign),
+        "steps": steps_out(steps),
         "applied_from": first,
-        "unchanged": [step.position for step in kept],
+        "unchanged": [int(position) for position in kept],
         "note": (
-            f"steps {', '.join(str(s.position) for s in kept)} are planned for some leads already and stay as"
-            f" they were; the edit applies from step {first}"
+            f"steps {', '.join(kept)} are planned for some leads already and stay as they were; the edit"
+            f" applies from step {first}"
             if kept
             else "no step was planned yet: the edit applies to every step"
         ),
     }
 
 
-def sequence_step(row: CampaignStep) -> sequences.Step:
-    return sequences.Step(
-        row.position,
-        str(row.template_id),
-        row.delay_days,
-        row.attach_report,
-        sequences.Condition(row.condition),
-    )
-
-
-def steps_out(campaign: Campaign) -> list[dict[str, Any]]:
+def steps_out(steps: list[sequences.Step]) -> list[dict[str, Any]]:
     return [
         {
             "position": step.position,
-            "template_id": str(step.template_id),
+            "template_id": step.template_id,
             "delay_days": step.delay_days,
             "attach_report": step.attach_report,
             "condition": step.condition,
         }
-        for step in campaign.steps
+        for step in steps
     ]
 
 
-def campaign_out(campaign: Campaign) -> dict[str, Any]:
+async def campaigns_out(repo: CampaignRepository, campaigns: list[Campaign]) -> list[dict[str, Any]]:
+    """A page of campaigns, their steps read together."""
+    steps = await stored_steps(repo, campaigns)
+    return [campaign_out(campaign, steps[campaign.id]) for campaign in campaigns]
+
+
+def campaign_out(campaign: Campaign, steps: list[sequences.Step]) -> dict[str, Any]:
     return {
         "id": str(campaign.id),
         "name": campaign.name,
         "status": campaign.status,
         "template_id": str(campaign.template_id),
-        "followup_enabled": bool(campaign.steps),
-        "followup_days": campaign.steps[0].delay_days if campaign.steps else FOLLOWUP_DAYS,
-        "followup_attach_report": bool(campaign.steps) and campaign.steps[0].attach_report,
-        "steps": steps_out(campaign),
+        "followup_enabled": bool(steps),
+        "followup_days": steps[0].delay_days if steps else FOLLOWUP_DAYS,
+        "followup_attach_report": bool(steps) and steps[0].attach_report,
+        "steps": steps_out(steps),
         "stop_rules": {
             "on_auto_reply": campaign.stop_on_auto_reply,
             "on_click": campaign.stop_on_click,
