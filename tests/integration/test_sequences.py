@@ -4,6 +4,7 @@ skipped by its condition at dispatch."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from datetime import date, datetime, timedelta
@@ -319,3 +320,64 @@ async def test_the_wizard_takes_steps_or_the_old_followup_and_refuses_what_is_no
     )
     deleted = await pipeline.api.http.delete(f"/templates/{step_template['id']}")
     assert deleted.status_code == 409  # a step of an unfinished campaign uses it
+
+
+async def test_a_resend_of_a_failed_step_plans_that_step_alone_and_the_sequence_goes_on_from_it(
+    pipeline: Pipeline,
+) -> None:
+    bump = await pipeline.api.template(name="Bump")
+    steps = [{"template_id": bump["id"], "delay_days": 1}, {"template_id": bump["id"], "delay_days": 1}]
+    campaign, [lead_id] = await pipeline.campaign(steps=steps)
+    email = (await pipeline.api.get(f"/leads/{lead_id}"))["email"]
+    await planned_steps(pipeline, campaign["id"], 2)
+    pipeline.sink.handler.reply_to[email] = "451 4.3.0 try again later"
+    pipeline.clock.advance(timedelta(days=1, minutes=1))
+
+    async def step_failed() -> bool:
+        step = (await by_step(pipeline, campaign["id"]))[email][1]
+        return bool(step["status"] == "failed")
+
+    await pipeline.until(step_failed, seconds=30)  # the first try and two retries
+    await completed(pipeline, campaign["id"])  # nothing owed: a failed step ends the lead's sequence
+    before = (await by_step(pipeline, campaign["id"]))[email]
+    assert sorted(before) == [0, 1]
+
+    del pipeline.sink.handler.reply_to[email]
+    resent = await pipeline.api.http.post(f"/campaigns/messages/{before[1]['id']}/resend")
+    assert resent.status_code == 200, resent.text
+    assert resent.json()["data"]["step"] == 1
+    await planned_steps(pipeline, campaign["id"], 3)  # step 1 sent again, then step 2 planned from it
+    after = (await by_step(pipeline, campaign["id"]))[email]
+    assert after[0] == before[0]  # the first e-mail untouched
+    assert (after[1]["status"], after[1]["retry_count"]) == ("sent", 3)
+    assert after[2]["parent_message_id"] == after[1]["id"]
+    assert at(after[2]["scheduled_at"]) >= at(after[1]["sent_at"]) + timedelta(days=1)
+    pipeline.clock.advance(timedelta(days=1, minutes=1))
+    await completed(pipeline, campaign["id"])
+    assert len(mails_to(pipeline, email)) == 3
+
+
+async def test_pause_resume_and_stop_act_on_every_step(pipeline: Pipeline) -> None:
+    bump = await pipeline.api.template(name="Bump")
+    steps = [{"template_id": bump["id"], "delay_days": 1}, {"template_id": bump["id"], "delay_days": 1}]
+    campaign, [lead_id] = await pipeline.campaign(steps=steps)
+    email = (await pipeline.api.get(f"/leads/{lead_id}"))["email"]
+    await planned_steps(pipeline, campaign["id"], 2)
+    path = f"/campaigns/{campaign['id']}"
+    assert (await pipeline.api.http.post(f"{path}/pause")).status_code == 200
+    pipeline.clock.advance(timedelta(days=3))
+    await asyncio.sleep(1)  # the dispatcher sees the step due, and leaves it: the campaign is paused
+    assert len(mails_to(pipeline, email)) == 1
+    assert (await by_step(pipeline, campaign["id"]))[email][1]["status"] == "planned"
+
+    assert (await pipeline.api.http.post(f"{path}/resume")).status_code == 200
+    await planned_steps(pipeline, campaign["id"], 3)  # step 1 re-slotted from now and sent, step 2 planned
+    messages = (await by_step(pipeline, campaign["id"]))[email]
+    assert messages[1]["status"] == "sent"
+    assert messages[1]["domain_used"] == messages[0]["domain_used"]
+
+    assert (await pipeline.api.http.post(f"{path}/stop")).status_code == 200
+    assert (await by_step(pipeline, campaign["id"]))[email][2]["status"] == "cancelled"
+    pipeline.clock.advance(timedelta(days=3))
+    await asyncio.sleep(1)
+    assert len(mails_to(pipeline, email)) == 2
