@@ -398,6 +398,27 @@ class CampaignKpi(Base):
     last_sent_at: Mapped[datetime | None]
 
 
+class CampaignStepKpi(Base):
+    """Each step's figures (step 0: the first e-mail), kept by a trigger on `messages` (migration 0015) in the
+    campaign counters' shards."""
+
+    __tablename__ = "campaign_step_kpis"
+    campaign_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    )
+    step: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    planned: Mapped[int] = _counter()
+    sent: Mapped[int] = _counter()
+    opened: Mapped[int] = _counter()
+    opened_human: Mapped[int] = _counter()
+    replied: Mapped[int] = _counter()
+    clicked: Mapped[int] = _counter()
+    bounced: Mapped[int] = _counter()
+    cancelled: Mapped[int] = _counter()
+    skipped: Mapped[int] = _counter()
+
+
 class CampaignKpiDay(Base):
     """Timeline counters per local calendar day of the campaign window."""
 

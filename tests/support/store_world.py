@@ -13,7 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from services.tracker.machine import TOO_SOON
-from shared import events
+from shared import events, sequences
 from shared.db import message_store as store
 from shared.db.message_store import Db
 from shared.message_states import TRANSITIONS, MessageStatus
@@ -163,7 +163,8 @@ async def run(db: Db, world: World, name: str, message: uuid.UUID, now: datetime
     elif name == "cancel":
         await store.cancel_campaign(db, world.campaign)
     elif name in store.WITHDRAW:
-        await store.withdraw(db, message, name, f"{name}: as a test", now)
+        reason = (sequences.SKIPPED if name == "skip" else sequences.STOPPED) + "as a test"
+        await store.withdraw(db, message, name, reason, now)
     elif name == "dsn_bounced":
         event = events.MessageBounced(**ids, lead_id=lead_id, reason="5.1.1 gone")
         await store.dsn_bounce(db, message, now, _local(now), "5.1.1 gone", {"dsn": True}, event)

@@ -18,7 +18,15 @@ from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from services.api.kit.repository import WorkspaceRepository
 from shared.db import kpi, message_store
 from shared.db.message_store import on_session
-from shared.db.models import Campaign, CampaignLead, CampaignStep, Lead, Message, SendingDomain
+from shared.db.models import (
+    Campaign,
+    CampaignLead,
+    CampaignStep,
+    CampaignStepKpi,
+    Lead,
+    Message,
+    SendingDomain,
+)
 from shared.db.slots import DomainLoad, domain_schedules, lead_providers, load_domains
 from shared.events import Event
 from shared.kpis import Counters
@@ -27,22 +35,12 @@ from shared.message_states import UNSENT
 from shared.messaging import enqueue
 from shared.planning import DomainSchedule, Window
 from shared.planning.pacing import PaceRules
-from shared.sequences import SKIPPED, Step
+from shared.sequences import Step
 
-# Each step's figures from its messages (step 0: the first e-mail). `sent` counts an SMTP acceptance (its
-# history row), as the campaign's counter does, so a later DSN bounce still counts as sent.
-STEP_KPIS = text(f"""
-SELECT m.step, count(*) AS planned,
-  count(*) FILTER (WHERE EXISTS (
-    SELECT FROM message_events AS e WHERE e.message_id = m.id AND e.kind = 'sent'
-  )) AS sent,
-  count(m.opened_at) AS opened, count(m.human_opened_at) AS opened_human, count(m.replied_at) AS replied,
-  count(m.clicked_at) AS clicked, count(*) FILTER (WHERE m.status = 'bounced') AS bounced,
-  count(*) FILTER (WHERE m.status = 'cancelled') AS cancelled,
-  count(*) FILTER (WHERE m.status = 'cancelled' AND m.last_error LIKE '{SKIPPED}%') AS skipped
-FROM messages AS m WHERE m.campaign_id = :campaign AND m.workspace_id = :workspace
-GROUP BY m.step ORDER BY m.step
-""")  # noqa: S608 -- our own constant
+STEP_COUNTERS = (
+    "planned", "sent", "opened", "opened_human", "replied", "clicked", "bounced", "cancelled", "skipped",
+)  # fmt: skip
+
 # One step's timeline: the same columns as the campaign's counters, from its messages and their history.
 STEP_DAYS = text("""
 SELECT day, kind, count(*)::int AS n FROM (
@@ -128,11 +126,16 @@ class CampaignRepository(WorkspaceRepository[Campaign]):
         return await kpi.totals(self.session, campaign.id), await kpi.days(self.session, campaign.id)
 
     async def step_kpis(self, campaign: Campaign) -> list[dict[str, int]]:
-        """Per step that has messages, its figures (`STEP_KPIS`)."""
+        """Per step that has messages, its figures: the shards of `campaign_step_kpis` added up."""
+        sums = [func.sum(getattr(CampaignStepKpi, name)).label(name) for name in STEP_COUNTERS]
         rows = await self.session.execute(
-            STEP_KPIS, {"campaign": campaign.id, "workspace": self.workspace_id}
+            self.scoped(CampaignStepKpi.step, *sums)
+            .join(CampaignStepKpi, CampaignStepKpi.campaign_id == Campaign.id)
+            .where(Campaign.id == campaign.id)
+            .group_by(CampaignStepKpi.step)
+            .order_by(CampaignStepKpi.step)
         )
-        return [dict(row._mapping) for row in rows]
+        return [{name: int(value) for name, value in row._mapping.items()} for row in rows]
 
     async def step_days(self, campaign: Campaign, step: int) -> dict[date, dict[str, int]]:
         """One step's timeline columns per local day of the campaign window."""

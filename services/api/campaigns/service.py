@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from services.api.campaigns.repository import CampaignRepository, MessageRepository
+from services.api.campaigns.repository import STEP_COUNTERS, CampaignRepository, MessageRepository
 from services.api.campaigns.schemas import FOLLOWUP_DAYS, CampaignIn, StepIn, StepsIn
 from services.api.campaigns.wizard import check_step_templates, check_wizard
 from services.api.kit.envelope import conflict
@@ -105,11 +105,6 @@ async def detail(repo: CampaignRepository, campaign: Campaign, step: int | None 
         ],
         "timeline": kpis.timeline(days, window.local_date(utcnow())),
     }
-
-
-STEP_COUNTERS = (
-    "planned", "sent", "opened", "opened_human", "replied", "clicked", "bounced", "cancelled", "skipped",
-)  # fmt: skip
 
 
 async def edit_steps(repo: CampaignRepository, raw_id: str, payload: StepsIn) -> dict[str, Any]:
