@@ -88,11 +88,11 @@ def bench_database(base: Settings) -> Iterator[Settings]:
 
 
 async def bare_table(db: asyncpg.Connection, like: str) -> str:
-    """A new table `bare_<like>` with `like`'s columns (names, types, NOT NULL, defaults) and nothing else: no
-    key, index, check, foreign key or trigger. Logged like ours, so a COPY into it writes the same rows and
-    the same WAL for them: the building block a COPY into our table is measured against."""
+    """A new table `bare_<like>` with `like`'s columns (names, types, NOT NULL, defaults, computed ones) and
+    nothing else: no key, index, check, foreign key or trigger. Logged like ours, so a COPY into it writes the
+    same rows and the same WAL for them: the building block a COPY into our table is measured against."""
     name = f"bare_{like}"
-    await db.execute(f"CREATE TABLE {name} (LIKE {like} INCLUDING DEFAULTS)")
+    await db.execute(f"CREATE TABLE {name} (LIKE {like} INCLUDING DEFAULTS INCLUDING GENERATED)")
     return name
 
 
