@@ -399,7 +399,7 @@ class CampaignKpi(Base):
 
 
 class CampaignStepKpi(Base):
-    """Each step's figures (step 0: the first e-mail), kept by a trigger on `messages` (migration 0015) in the
+    """Each step's figures (step 0: the first e-mail), kept by triggers on `messages` (migration 0015) in the
     campaign counters' shards."""
 
     __tablename__ = "campaign_step_kpis"
