@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select, text
+from sqlalchemy import ColumnElement, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -297,28 +297,46 @@ async def sequence_evidence(
     }
 
 
-async def owed_steps(session: AsyncSession, limit: int) -> list[uuid.UUID]:
-    """Sent messages of campaigns that send whose next step exists and is not planned, to active leads: the
-    steps a `MessageSent` still on its way will plan, or an edit of a running campaign added after them."""
+async def edited_campaigns(session: AsyncSession) -> list[tuple[uuid.UUID, datetime]]:
+    """Campaigns that send and whose steps were edited: (id, when), oldest edit first."""
+    rows = await session.execute(
+        select(Campaign.id, Campaign.steps_edited_at)
+        .where(Campaign.steps_edited_at.is_not(None), Campaign.status.in_(SENDS))
+        .order_by(Campaign.steps_edited_at)
+    )
+    return [(row.id, row.steps_edited_at) for row in rows]
+
+
+async def owed_steps(session: AsyncSession, campaign_id: uuid.UUID, limit: int) -> list[uuid.UUID]:
+    """Sent messages of the campaign whose next step exists and is not planned, to active leads: the steps an
+    edit added after what some leads were sent."""
     later = aliased(Message)
     child = select(later.id).where(later.parent_message_id == Message.id).exists()
     rows = await session.scalars(
         select(Message.id)
-        .join(Campaign, Campaign.id == Message.campaign_id)
         .join(Lead, Lead.id == Message.lead_id)
         .join(
             CampaignStep,
             (CampaignStep.campaign_id == Message.campaign_id) & (CampaignStep.position == Message.step + 1),
         )
         .where(
+            Message.campaign_id == campaign_id,
             Message.status == MessageStatus.SENT,
-            Campaign.status.in_(SENDS),
             Lead.status == LeadStatus.ACTIVE,
             ~child,
         )
         .limit(limit)
     )
     return list(rows)
+
+
+async def edit_handled(session: AsyncSession, campaign_id: uuid.UUID, edited_at: datetime) -> None:
+    """The edit of `edited_at` has its owed steps planned (a later edit stays to be handled)."""
+    await session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign_id, Campaign.steps_edited_at == edited_at)
+        .values(steps_edited_at=None)
+    )
 
 
 async def has_followup(session: AsyncSession, message_id: uuid.UUID) -> bool:

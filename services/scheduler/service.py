@@ -335,12 +335,19 @@ class Scheduler:
         return True
 
     async def plan_owed_steps(self, limit: int = 500) -> int:
-        """Next steps not planned yet (a `MessageSent` on its way, or steps an edit added to a running
-        campaign after what its leads were sent): planned now, each idempotently."""
+        """Next steps an edit of a running campaign added after what some of its leads were sent: planned now,
+        each idempotently, `limit` per campaign and beat (the rest on the next beats)."""
+        planned = 0
         async with self._sessions() as session:
-            owed = await repo.owed_steps(session, limit)
-        planned = [await self.plan_next_step(message_id) for message_id in owed]
-        return sum(planned)
+            edited = await repo.edited_campaigns(session)
+        for campaign_id, edited_at in edited:
+            async with self._sessions() as session:
+                owed = await repo.owed_steps(session, campaign_id, limit)
+            planned += sum([await self.plan_next_step(message_id) for message_id in owed])
+            if len(owed) < limit:
+                async with self._sessions() as session, session.begin():
+                    await repo.edit_handled(session, campaign_id, edited_at)
+        return planned
 
     async def lead_left(self, lead_id: uuid.UUID, only_followups: bool = False) -> None:
         """A lead that bounced or unsubscribed is never mailed again, one that replied gets no later step:

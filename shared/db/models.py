@@ -273,6 +273,8 @@ class Campaign(Base):
     stop_on_auto_reply: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     stop_on_click: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     stop_on_company_reply: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # Its steps were edited while leads may have finished the steps it had: the scheduler plans what they owe.
+    steps_edited_at: Mapped[datetime | None]
     start_at: Mapped[datetime | None]
     window: Mapped[dict[str, Any]] = mapped_column()
     domains: Mapped[list[str]] = mapped_column()

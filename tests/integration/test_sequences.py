@@ -381,3 +381,55 @@ async def test_pause_resume_and_stop_act_on_every_step(pipeline: Pipeline) -> No
     pipeline.clock.advance(timedelta(days=3))
     await asyncio.sleep(1)
     assert len(mails_to(pipeline, email)) == 2
+
+
+async def test_steps_an_edit_adds_reach_leads_that_had_finished_the_old_sequence(pipeline: Pipeline) -> None:
+    bump = await pipeline.api.template(name="Bump")
+    campaign, lead_ids = await pipeline.campaign(
+        leads=2, interval=3600, steps=[{"template_id": bump["id"], "delay_days": 1}]
+    )
+    first, second = [(await pipeline.api.get(f"/leads/{lead}"))["email"] for lead in lead_ids]
+    for _ in range(2):  # the two first e-mails, an hour apart on the domain's grid
+        await pipeline.until(lambda: _due_planned(pipeline, campaign["id"]))
+        pipeline.clock.advance(at(await _next_slot(pipeline, campaign["id"])) - pipeline.clock())
+        await pipeline.until(lambda: _nothing_due(pipeline, campaign["id"]))
+    await planned_steps(pipeline, campaign["id"], 4)
+    messages = await by_step(pipeline, campaign["id"])
+    pipeline.clock.advance(at(messages[first][1]["scheduled_at"]) - pipeline.clock())
+
+    async def first_finished() -> bool:
+        return bool((await by_step(pipeline, campaign["id"]))[first][1]["status"] == "sent")
+
+    await pipeline.until(first_finished)
+    assert (await pipeline.api.get(f"/campaigns/{campaign['id']}"))[
+        "status"
+    ] == "running"  # the second's step 1
+    more = {
+        "steps": [{"template_id": bump["id"], "delay_days": 1}, {"template_id": bump["id"], "delay_days": 2}]
+    }
+    edit = (await pipeline.api.http.put(f"/campaigns/{campaign['id']}/steps", json=more)).json()["data"]
+    assert (edit["applied_from"], edit["unchanged"]) == (2, [1])
+
+    async def owed_planned() -> bool:
+        return 2 in (await by_step(pipeline, campaign["id"]))[first]
+
+    await pipeline.until(owed_planned, seconds=30)  # the reconcile beat plans it
+    messages = await by_step(pipeline, campaign["id"])
+    assert messages[first][2]["parent_message_id"] == messages[first][1]["id"]
+    assert at(messages[first][2]["scheduled_at"]) >= at(messages[first][1]["sent_at"]) + timedelta(days=2)
+    assert 2 not in messages[second]  # its step 1 is still to go: step 2 follows its send
+
+
+async def _due_planned(pipeline: Pipeline, campaign_id: str) -> bool:
+    return any(m["status"] == "planned" for m in await pipeline.messages(campaign_id))
+
+
+async def _next_slot(pipeline: Pipeline, campaign_id: str) -> str:
+    return min(m["scheduled_at"] for m in await pipeline.messages(campaign_id) if m["status"] == "planned")
+
+
+async def _nothing_due(pipeline: Pipeline, campaign_id: str) -> bool:
+    now = pipeline.clock()
+    return all(
+        at(m["scheduled_at"]) > now or m["status"] == "sent" for m in await pipeline.messages(campaign_id)
+    )

@@ -119,6 +119,7 @@ async def edit_steps(repo: CampaignRepository, raw_id: str, payload: StepsIn) ->
     first = sequences.editable(current, reached)
     steps = sequences.apply_edit(current, sequence(payload.steps), reached)
     await repo.replace_steps(campaign, steps, first)
+    await repo.change(campaign, {"steps_edited_at": utcnow()})
     kept = [str(step.position) for step in current if step.position < first]
     return {
         "steps": steps_out(steps),

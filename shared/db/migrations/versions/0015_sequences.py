@@ -98,6 +98,7 @@ def upgrade() -> None:
         op.add_column(
             "campaigns", sa.Column(column, sa.Boolean(), server_default=sa.text("false"), nullable=False)
         )
+    op.add_column("campaigns", sa.Column("steps_edited_at", sa.DateTime(timezone=True), nullable=True))
     op.add_column("messages", sa.Column("step", sa.SmallInteger(), server_default=sa.text("0"), nullable=False))
     op.execute("UPDATE messages SET step = 1 WHERE is_followup")
     op.drop_column("messages", "is_followup")
@@ -153,6 +154,7 @@ def downgrade() -> None:
     op.drop_column("messages", "step")
     for column in STOP_RULES:
         op.drop_column("campaigns", column)
+    op.drop_column("campaigns", "steps_edited_at")
     op.add_column("campaigns", sa.Column("followup_enabled", sa.Boolean(), nullable=True))
     op.add_column("campaigns", sa.Column("followup_days", sa.Integer(), nullable=True))
     op.add_column("campaigns", sa.Column("followup_attach_report", sa.Boolean(), nullable=True))
