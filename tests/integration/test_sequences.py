@@ -198,17 +198,19 @@ async def test_stop_rules_end_a_sequence_on_a_click_and_on_a_reply_from_the_lead
         f"boss@b-{run}.example",
         f"team@b-{run}.example",
         f"d@d-{run}.example",
+        f"away@e-{run}.example",
     ]
     leads = [(await pipeline.api.lead(address, first_name="Jan"))["id"] for address in addresses]
     template = await pipeline.api.template(body_html='<p>Hi</p><a href="https://offer.example/">offer</a>')
     bump = await pipeline.api.template(name="Bump", body_html="<p>Bump</p>")
     campaign = await pipeline.api.campaign(
         template["id"], leads, [domain], steps=[{"template_id": bump["id"], "delay_days": 1}],
-        stop_rules={"on_click": True, "on_company_reply": True}, tracking={"opens": True, "clicks": True},
+        stop_rules={"on_click": True, "on_company_reply": True, "on_auto_reply": True},
+        tracking={"opens": True, "clicks": True},
     )  # fmt: skip
-    assert campaign["stop_rules"] == {"on_auto_reply": False, "on_click": True, "on_company_reply": True}
-    await planned_steps(pipeline, campaign["id"], 8)
-    clicker, boss, _, _ = (mails_to(pipeline, address)[0] for address in addresses)
+    assert campaign["stop_rules"] == {"on_auto_reply": True, "on_click": True, "on_company_reply": True}
+    await planned_steps(pipeline, campaign["id"], 10)
+    clicker, boss, _, _, away = (mails_to(pipeline, address)[0] for address in addresses)
     html = clicker.message.get_body(("html",)).get_content()
     link = re.search(r'href="([^"]+/track/click[^"]+)"', html)
     assert link is not None
@@ -218,6 +220,11 @@ async def test_stop_rules_end_a_sequence_on_a_click_and_on_a_reply_from_the_lead
         f"From: {addresses[1]}\nSubject: Re: hi\nIn-Reply-To: {boss.message['Message-ID']}\n\nNo thanks.\n"
     )
     assert (await inbound(pipeline, settings, "/inbound/replies", answer))["outcome"] == "replied"
+    holiday = (
+        f"From: {addresses[4]}\nSubject: Away\nIn-Reply-To: {away.message['Message-ID']}\n"
+        "Auto-Submitted: auto-replied\n\nBack on Monday.\n"
+    )
+    assert (await inbound(pipeline, settings, "/inbound/replies", holiday))["outcome"] == "automatic_reply"
 
     pipeline.clock.advance(timedelta(days=1, minutes=1))
     await completed(pipeline, campaign["id"])
@@ -226,12 +233,13 @@ async def test_stop_rules_end_a_sequence_on_a_click_and_on_a_reply_from_the_lead
     assert steps[addresses[1]]["status"] == "cancelled"  # the reply cancelled it at once
     assert steps[addresses[2]]["last_error"] == "stopped: someone at the lead's company domain replied"
     assert steps[addresses[3]]["status"] == "sent"
-    assert [len(mails_to(pipeline, address)) for address in addresses] == [1, 1, 1, 2]
+    assert steps[addresses[4]]["last_error"] == "stopped: the lead sent an automatic reply"
+    assert [len(mails_to(pipeline, address)) for address in addresses] == [1, 1, 1, 2, 1]
     per_step = {
         row["step"]: row for row in (await pipeline.api.get(f"/campaigns/{campaign['id']}"))["kpis_by_step"]
     }
     figures = [per_step[1][name] for name in ("planned", "sent", "cancelled", "skipped")]
-    assert figures == [4, 1, 3, 0]
+    assert figures == [5, 1, 4, 0]
 
 
 async def test_editing_the_steps_of_a_running_campaign_applies_to_the_steps_not_planned_yet(
