@@ -111,7 +111,21 @@ def results() -> list[Result]:
                    "reported", None)
         )  # fmt: skip
     found += inbox_results()
+    found += sequence_results()
     return found
+
+
+def sequence_results() -> list[Result]:
+    """Sequences (issue 19): a 10,000-lead, 4-step campaign, `bench.sequences`."""
+    steps = run("bench.sequences", "10000", "500")
+    return [
+        Result("dry-run of a 10,000-lead 4-step campaign, p95", steps["dry_run_p95_s"],
+               steps["raw_plan_p95_s"], "s", "≤ 0.5 s", steps["dry_run_p95_s"] <= 0.5),
+        Result("start of a 10,000-lead 4-step campaign: plan + store its first e-mails (wall)",
+               steps["start_s"], None, "s", "reported", None),
+        Result("a step planned as its previous one is sent, p95", steps["step_p95_s"],
+               steps["raw_step_p95_s"], "s", "reported", None),
+    ]  # fmt: skip
 
 
 def inbox_results() -> list[Result]:

@@ -80,12 +80,10 @@ async def seed_campaigns(settings: Settings, workspace: uuid.UUID, template: str
     async with raw_connection(settings) as db:
         await db.copy_records_to_table(
             "campaigns",
-            columns=["id", "workspace_id", "name", "status", "template_id", "followup_enabled",
-                     "followup_days", "followup_attach_report", "track_opens", "track_clicks", "window",
-                     "domains", "audience_count", "audience_excluded"],
+            columns=["id", "workspace_id", "name", "status", "template_id", "track_opens", "track_clicks",
+                     "window", "domains", "audience_count", "audience_excluded"],
             records=[(uuid.uuid4(), workspace, f"{rng.choice(WORDS)} {rng.choice(WORDS)} {i}",
-                      rng.choice(STATUSES), uuid.UUID(template), False, 3, False, True, False, WINDOW, [], 0,
-                      "{}")
+                      rng.choice(STATUSES), uuid.UUID(template), True, False, WINDOW, [], 0, "{}")
                      for i in range(CAMPAIGNS)],
         )  # fmt: skip
         await db.execute("ANALYZE campaigns")
@@ -153,7 +151,7 @@ async def plan_and_send(db: asyncpg.Connection, sends: list[Send]) -> None:
     rows = [
         copy_row(id=s.message_id, workspace_id=s.workspace_id, campaign_id=s.campaign_id, lead_id=s.lead_id,
                  sending_domain_id=s.domain_id, domain_used="bench.example", scheduled_at=s.at,
-                 slot_ends_at=s.at + SECOND, not_before=s.at, status=MessageStatus.SENDING, is_followup=False,
+                 slot_ends_at=s.at + SECOND, not_before=s.at, status=MessageStatus.SENDING, step=0,
                  retry_count=0)
         for s in sends
     ]  # fmt: skip

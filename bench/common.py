@@ -88,11 +88,11 @@ def bench_database(base: Settings) -> Iterator[Settings]:
 
 
 async def bare_table(db: asyncpg.Connection, like: str) -> str:
-    """A new table `bare_<like>` with `like`'s columns (names, types, NOT NULL, defaults) and nothing else: no
-    key, index, check, foreign key or trigger. Logged like ours, so a COPY into it writes the same rows and
-    the same WAL for them: the building block a COPY into our table is measured against."""
+    """A new table `bare_<like>` with `like`'s columns (names, types, NOT NULL, defaults, computed ones) and
+    nothing else: no key, index, check, foreign key or trigger. Logged like ours, so a COPY into it writes the
+    same rows and the same WAL for them: the building block a COPY into our table is measured against."""
     name = f"bare_{like}"
-    await db.execute(f"CREATE TABLE {name} (LIKE {like} INCLUDING DEFAULTS)")
+    await db.execute(f"CREATE TABLE {name} (LIKE {like} INCLUDING DEFAULTS INCLUDING GENERATED)")
     return name
 
 
@@ -143,10 +143,10 @@ async def seed_campaign(
             ),
         )
         await db.execute(
-            "INSERT INTO campaigns (id, workspace_id, name, status, template_id, followup_enabled,"
-            ' followup_days, followup_attach_report, track_opens, track_clicks, "window", domains,'
-            " audience_count, audience_excluded) VALUES"
-            " ($1, $2, 'bench', 'scheduled', $3, false, 3, false, true, false, $4::jsonb, $5, $6, '{}')",
+            'INSERT INTO campaigns (id, workspace_id, name, status, template_id, track_opens, track_clicks,'
+            ' "window",'
+            " domains, audience_count, audience_excluded) VALUES"
+            " ($1, $2, 'bench', 'scheduled', $3, true, false, $4::jsonb, $5, $6, '{}')",
             campaign, workspace, template, json.dumps(window), names, leads,
         )  # fmt: skip
         await db.copy_records_to_table(

@@ -91,9 +91,9 @@ async def seed(settings: Settings) -> tuple[uuid.UUID, list[uuid.UUID]]:
     async with raw_connection(settings) as db:
         rows = await db.fetch(
             "INSERT INTO messages (id, workspace_id, campaign_id, lead_id, sending_domain_id, domain_used,"
-            " scheduled_at, slot_ends_at, not_before, status, sent_at, is_followup, retry_count)"
+            " scheduled_at, slot_ends_at, not_before, status, sent_at, step, retry_count)"
             " SELECT gen_random_uuid(), c.workspace_id, c.id, cl.lead_id, d.id, d.domain, t, t, t, 'sent', t,"
-            " false, 0 FROM campaigns c JOIN campaign_leads cl ON cl.campaign_id = c.id,"
+            " 0, 0 FROM campaigns c JOIN campaign_leads cl ON cl.campaign_id = c.id,"
             " LATERAL (SELECT id, domain FROM sending_domains WHERE workspace_id = c.workspace_id LIMIT 1) d,"
             " LATERAL (SELECT now() - interval '1 hour') s(t) WHERE c.id = $1 RETURNING id",
             campaign,

@@ -144,6 +144,12 @@ TRANSITIONS: dict[str, Transition] = {
     "interrupted": Transition(CLAIMED, M.FAILED, counters={"failed": 1}, campaign="first_send"),
     # A stop, an unsubscribe, a bounce or a reply.
     "cancel": Transition(UNSENT, M.CANCELLED, counters={"cancelled": 1}),
+    # A step of a sequence whose condition does not hold when it falls due (`shared.sequences`): cancelled,
+    # saying why (`skipped: …`), and the lead's sequence goes on with the next step.
+    "skip": Transition(UNSENT, M.CANCELLED, counters={"cancelled": 1}, history="skipped"),
+    # A step due after a stop rule of its campaign took hold (a click, an automatic reply, a reply from the
+    # lead's company): cancelled, saying why (`stopped: …`), and the lead's sequence ends.
+    "stop_sequence": Transition(UNSENT, M.CANCELLED, counters={"cancelled": 1}, history="sequence_stopped"),
     # A 5.x.x delivery status notification after the server accepted the e-mail.
     "dsn_bounced": Transition(
         frozenset({M.SENT}), M.BOUNCED, counters={"bounced": 1}, day="bounced", lead=LeadStatus.BOUNCED,
@@ -170,7 +176,7 @@ TRANSITIONS: dict[str, Transition] = {
     "auto_replied": Transition(ANY, None, history="auto_replied"),
     "delivered": Transition(ANY, None, history="delivered"),
     # A person answered: `replied` counts a message's first human reply (on its local day); an active lead
-    # becomes replied, once, and gets no more follow-ups.
+    # becomes replied, once, and gets no more follow-ups (no later step of any sequence).
     "replied": Transition(
         ANY, None, counters={"replied": 1}, day="replied", lead=LeadStatus.REPLIED,
         lead_sources=frozenset({LeadStatus.ACTIVE}), history="replied", announce=events.LeadReplied,

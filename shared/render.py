@@ -80,7 +80,8 @@ class Letter:
     open_token: str | None  # None: open tracking off
     unsubscribe_token: str
     smtp_message_id: str
-    in_reply_to: str | None = None
+    in_reply_to: str | None = None  # the Message-ID of the thread's last e-mail
+    references: str | None = None  # the thread's Message-IDs, oldest first (default: `in_reply_to`)
     click_secret: str | None = None  # signs each tracked link for this message; None: click tracking off
     attachment: tuple[str, bytes] | None = None  # (file name, PDF bytes)
     smtp_host: str = ""  # the relay: an ESP's relay gets our message id where its events return it
@@ -321,7 +322,7 @@ def build(letter: Letter, now: datetime, limits: TemplateLimits = DEFAULT_LIMITS
     email["Message-ID"] = one_line(letter.smtp_message_id)
     if thread := one_line(letter.in_reply_to or ""):
         email["In-Reply-To"] = thread
-        email["References"] = thread
+        email["References"] = one_line(letter.references or thread)
     email["List-Unsubscribe"] = one_line(
         f"<{unsubscribe_url(letter)}>, <mailto:unsubscribe+{letter.unsubscribe_token}@{letter.domain}>"
     )

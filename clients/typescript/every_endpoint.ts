@@ -186,6 +186,16 @@ export async function campaigns(api: Api, templateId: string, leadId: string, do
   const paused = settled(await api.POST("/api/v1/campaigns/{campaign_id}/pause", path));
   const resumed = settled(await api.POST("/api/v1/campaigns/{campaign_id}/resume", path));
   const detail = settled(await api.GET("/api/v1/campaigns/{campaign_id}", path));
+  const steps: Schema<"StepIn">[] = [
+    { template_id: templateId, delay_days: 3 },
+    { template_id: templateId, delay_days: 6, attach_report: true, condition: "not_opened" },
+  ];
+  const edited = settled(await api.PUT("/api/v1/campaigns/{campaign_id}/steps", { ...path, body: { steps } }));
+  const stepTimeline = settled(
+    await api.GET("/api/v1/campaigns/{campaign_id}", {
+      params: { path: { campaign_id: created.id }, query: { step: 1 } },
+    }),
+  );
   const page = settled(
     await api.GET("/api/v1/campaigns", { params: { query: { status: "running", created_from: created.created_at } } }),
   );
@@ -206,6 +216,9 @@ export async function campaigns(api: Api, templateId: string, leadId: string, do
   console.log(planned.per_domain, planned.slots[0]?.scheduled_at, again.followups_expected, started.status);
   console.log(isUnderway(paused.status), resumed.status, page.items.length, isUnderway(stopped.status));
   console.log(detail.kpis.open_rate, detail.kpis.total_sent, detail.timeline.map((day) => day.sent));
+  console.log(edited.applied_from, edited.unchanged, edited.note, edited.steps.map((step) => step.condition));
+  console.log(planned.steps_expected.map((step) => step.count), planned.steps_note, detail.steps.length);
+  console.log(detail.kpis_by_step.map((step) => step.skipped), stepTimeline.timeline.length, detail.stop_rules);
 }
 
 export async function cleanUp(api: Api, leadId: string, templateId: string, domainId: string): Promise<void> {

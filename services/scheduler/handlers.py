@@ -20,7 +20,7 @@ UseCase = Callable[[Scheduler, Any], Awaitable[object]]
 
 
 async def _message_sent(scheduler: Scheduler, event: events.MessageSent) -> None:
-    await scheduler.plan_followup(event.message_id)
+    await scheduler.plan_next_step(event.message_id)
     await scheduler.message_settled(event.campaign_id)
 
 

@@ -6,15 +6,18 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
-from shared.db.models import Campaign, CampaignLead, Lead, Message, SendingDomain
+from shared.db.models import Campaign, CampaignLead, CampaignStep, Lead, Message, SendingDomain
+from shared.db.providers import recipient_domain_sql
 from shared.lifecycle import FINAL, SENDS
 from shared.message_states import TRANSITIONS, UNFINISHED, UNSENT, CampaignStatus, LeadStatus, MessageStatus
 from shared.planning import Reservation
 from shared.planning.slots import unplanned_reason
 from shared.reputation import TRANSIENT, DomainState
+from shared.sequences import SKIPPED, Condition, Evidence, StopRules
 
 # A message its sending domain may send: the domain is active, or paused and this is its probe.
 DOMAIN_SENDS: ColumnElement[bool] = or_(
@@ -60,6 +63,7 @@ def new_message(
     slot: Reservation | None,
     not_before: datetime,
     parent_id: uuid.UUID | None = None,
+    step: int = 0,
 ) -> tuple[Any, ...]:
     """A planned message as a COPY record (columns in `message_store.COPY_COLUMNS` order); without a slot
     (none free within the planner's horizon) a failed one that says so, holding no slot."""
@@ -77,7 +81,7 @@ def new_message(
         end,
         not_before,
         status.value,
-        parent_id is not None,
+        step,
         parent_id,
         0,
         None if slot else unplanned_reason(not_before),
@@ -94,6 +98,7 @@ async def claim_due(session: AsyncSession, now: datetime, limit: int) -> list[An
             Message.sending_domain_id,
             Message.scheduled_at,
             Message.not_before,
+            Message.step,
             SendingDomain.min_interval_seconds,
         )
         .join(Campaign, Campaign.id == Message.campaign_id)
@@ -215,20 +220,27 @@ async def active_campaigns_of_lead(session: AsyncSession, lead_id: uuid.UUID) ->
     return sorted(rows)
 
 
-async def followup_context(
+async def step_context(
     session: AsyncSession, message_id: uuid.UUID
-) -> tuple[Message, Campaign, Lead] | None:
-    """A sent original message whose campaign wants a follow-up and whose lead may still get one."""
+) -> tuple[Message, Campaign, CampaignStep] | None:
+    """A sent (or skipped) message, its campaign (locked) and the step that follows it, when the campaign
+    has one, still sends or is paused, and the lead may still get it."""
     row = (
         await session.execute(
-            select(Message, Campaign, Lead)
+            select(Message, Campaign, CampaignStep)
             .join(Campaign, Campaign.id == Message.campaign_id)
             .join(Lead, Lead.id == Message.lead_id)
+            .join(
+                CampaignStep,
+                (CampaignStep.campaign_id == Message.campaign_id)
+                & (CampaignStep.position == Message.step + 1),
+            )
             .where(
                 Message.id == message_id,
-                Message.status == MessageStatus.SENT,
-                Message.is_followup.is_(False),
-                Campaign.followup_enabled.is_(True),
+                or_(
+                    Message.status == MessageStatus.SENT,
+                    (Message.status == MessageStatus.CANCELLED) & Message.last_error.startswith(SKIPPED),
+                ),
                 Campaign.status.in_(SENDS | {CampaignStatus.PAUSED}),
                 Lead.status == LeadStatus.ACTIVE,
             )
@@ -236,6 +248,95 @@ async def followup_context(
         )
     ).first()
     return None if row is None else (row[0], row[1], row[2])
+
+
+# What the lead (and its company) did in its campaign, for the messages $1 of steps after the first: the
+# step's condition, the campaign's stop rules, and the evidence `shared.sequences.at_dispatch` weighs.
+SEQUENCE_EVIDENCE = text(f"""
+SELECT m.id, coalesce(s.condition, '{Condition.ALWAYS}') AS condition, c.stop_on_auto_reply,
+  c.stop_on_click, c.stop_on_company_reply,
+  EXISTS (
+    SELECT FROM messages AS o WHERE o.lead_id = m.lead_id AND o.campaign_id = m.campaign_id
+      AND o.step < m.step AND o.human_opened_at IS NOT NULL
+  ) AS opened_human,
+  EXISTS (
+    SELECT FROM messages AS o WHERE o.lead_id = m.lead_id AND o.campaign_id = m.campaign_id
+      AND o.step < m.step AND o.clicked_at IS NOT NULL
+  ) AS clicked,
+  c.stop_on_auto_reply AND EXISTS (
+    SELECT FROM messages AS o JOIN message_events AS e ON e.message_id = o.id
+    WHERE o.lead_id = m.lead_id AND o.campaign_id = m.campaign_id AND e.kind = 'auto_replied'
+  ) AS auto_replied,
+  c.stop_on_company_reply AND EXISTS (
+    SELECT FROM messages AS o JOIN leads AS ol ON ol.id = o.lead_id
+    WHERE o.campaign_id = m.campaign_id AND o.replied_at IS NOT NULL AND o.lead_id <> m.lead_id
+      AND {recipient_domain_sql("ol.email")} = {recipient_domain_sql("l.email")}
+  ) AS company_replied
+FROM messages AS m
+JOIN campaigns AS c ON c.id = m.campaign_id
+JOIN leads AS l ON l.id = m.lead_id
+LEFT JOIN campaign_steps AS s ON s.campaign_id = m.campaign_id AND s.position = m.step
+WHERE m.id = ANY(:ids)
+""")  # noqa: S608 -- our own constants
+
+
+async def sequence_evidence(
+    session: AsyncSession, message_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, tuple[Condition, StopRules, Evidence]]:
+    """Per message: its step's condition, its campaign's stop rules and what its lead did by now."""
+    if not message_ids:
+        return {}
+    rows = await session.execute(SEQUENCE_EVIDENCE, {"ids": message_ids})
+    return {
+        row.id: (
+            Condition(row.condition),
+            StopRules(row.stop_on_auto_reply, row.stop_on_click, row.stop_on_company_reply),
+            Evidence(row.opened_human, row.clicked, row.auto_replied, row.company_replied),
+        )
+        for row in rows
+    }
+
+
+async def edited_campaigns(session: AsyncSession) -> list[tuple[uuid.UUID, datetime]]:
+    """Campaigns that send and whose steps were edited: (id, when), oldest edit first."""
+    rows = await session.execute(
+        select(Campaign.id, Campaign.steps_edited_at)
+        .where(Campaign.steps_edited_at.is_not(None), Campaign.status.in_(SENDS))
+        .order_by(Campaign.steps_edited_at)
+    )
+    return [(row.id, row.steps_edited_at) for row in rows]
+
+
+async def owed_steps(session: AsyncSession, campaign_id: uuid.UUID, limit: int) -> list[uuid.UUID]:
+    """Sent messages of the campaign whose next step exists and is not planned, to active leads: the steps an
+    edit added after what some leads were sent."""
+    later = aliased(Message)
+    child = select(later.id).where(later.parent_message_id == Message.id).exists()
+    rows = await session.scalars(
+        select(Message.id)
+        .join(Lead, Lead.id == Message.lead_id)
+        .join(
+            CampaignStep,
+            (CampaignStep.campaign_id == Message.campaign_id) & (CampaignStep.position == Message.step + 1),
+        )
+        .where(
+            Message.campaign_id == campaign_id,
+            Message.status == MessageStatus.SENT,
+            Lead.status == LeadStatus.ACTIVE,
+            ~child,
+        )
+        .limit(limit)
+    )
+    return list(rows)
+
+
+async def edit_handled(session: AsyncSession, campaign_id: uuid.UUID, edited_at: datetime) -> None:
+    """The edit of `edited_at` has its owed steps planned (a later edit stays to be handled)."""
+    await session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign_id, Campaign.steps_edited_at == edited_at)
+        .values(steps_edited_at=None)
+    )
 
 
 async def has_followup(session: AsyncSession, message_id: uuid.UUID) -> bool:

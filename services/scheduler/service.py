@@ -14,18 +14,19 @@ from prometheus_client import Counter as Metric
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.scheduler import repository as repo
-from shared import tracing
+from shared import sequences, tracing
 from shared.clock import Clock
 from shared.db import domain_health, message_store
 from shared.db import providers as provider_store
 from shared.db.message_store import on_session
-from shared.db.models import Campaign, CampaignStatus, Message, SendingDomain
+from shared.db.models import Campaign, CampaignStatus, Message, MessageStatus, SendingDomain
 from shared.db.slots import domain_schedules, lead_providers, load_domains
 from shared.events import SendMessage
 from shared.lifecycle import SENDS
 from shared.planning import DomainSchedule, Reservation, Window, plan_round_robin
 from shared.planning.slots import NoSlotError, followup_due, send_grace
 from shared.reputation import DomainState, planned_on
+from shared.sequences import Verdict
 from shared.settings import Settings
 
 log = structlog.get_logger()
@@ -90,9 +91,12 @@ class Scheduler:
         now = self._clock()
         async with self._sessions() as session, session.begin():
             rows = await repo.claim_due(session, now, self._settings.dispatch_batch_size)
+            verdicts = await self._verdicts(session, rows)
             due: list[tuple[Any, datetime]] = []
             replanned: list[uuid.UUID] = []
             for row in rows:
+                if row.id in verdicts:
+                    continue  # withdrawn below, in a transaction of its own
                 deadline = row.scheduled_at + send_grace(
                     row.min_interval_seconds, self._settings.send_grace_seconds
                 )
@@ -117,10 +121,41 @@ class Scheduler:
             if replanned:
                 again = await repo.unsent_for_update(session, Message.id.in_(replanned))
                 await self.replan(session, again, now, "due again")
+        for row in rows:
+            if row.id in verdicts:
+                await self._withdraw(row.id, row.campaign_id, verdicts[row.id], now)
         DISPATCHED.inc(len(due))
         if rows:
-            log.info("scheduler.dispatch.done", dispatched=len(due), replanned=len(replanned))
+            log.info(
+                "scheduler.dispatch.done",
+                dispatched=len(due),
+                replanned=len(replanned),
+                withdrawn=len(verdicts),
+            )
         return len(rows)
+
+    async def _verdicts(self, session: AsyncSession, rows: Sequence[Any]) -> dict[uuid.UUID, Verdict]:
+        """The due steps of sequences that do not go: a stop rule took hold, or their condition fails."""
+        evidence = await repo.sequence_evidence(session, [row.id for row in rows if row.step > 0])
+        verdicts = {id_: sequences.at_dispatch(*found) for id_, found in evidence.items()}
+        return {id_: verdict for id_, verdict in verdicts.items() if verdict.action != "send"}
+
+    async def _withdraw(
+        self, message_id: uuid.UUID, campaign_id: uuid.UUID, verdict: Verdict, now: datetime
+    ) -> None:
+        """A step that does not go is cancelled, saying why; a skipped one hands over to the next step, due
+        its delay after the skipped step's slot. The campaign is locked first, as a stop locks it."""
+        assert verdict.last_error is not None
+        name = "skip" if verdict.action == "skip" else "stop_sequence"
+        async with self._sessions() as session, session.begin():
+            await repo.campaign_for_update(session, campaign_id)
+            db = on_session(session)
+            if not await message_store.withdraw(db, message_id, name, verdict.last_error, now):
+                return
+            if name == "skip":
+                await self._plan_next_step(session, message_id)
+            await message_store.complete_if_done(db, campaign_id, now)
+        log.info("scheduler.step.withdrawn", message_id=str(message_id), why=verdict.last_error)
 
     async def replan(
         self,
@@ -257,45 +292,68 @@ class Scheduler:
         async with self._sessions() as session, session.begin():
             await message_store.cancel_campaign(on_session(session), campaign_id)
 
-    async def plan_followup(self, message_id: uuid.UUID) -> bool:
-        """One follow-up per sent original, on the same domain, at the first free slot at or after
-        sent_at + days. Idempotent: a second `MessageSent` finds the follow-up already there."""
+    async def plan_next_step(self, message_id: uuid.UUID) -> bool:
+        """The next step of a sent message's sequence, if its campaign has one and its lead may get it."""
         async with self._sessions() as session, session.begin():
-            found = await repo.followup_context(session, message_id)
-            if found is None or await repo.has_followup(session, message_id):
-                return False
-            original, campaign, _ = found
-            assert original.sent_at is not None
-            window = Window.from_dict(campaign.window)
-            due = max(self._clock(), followup_due(window, original.sent_at, campaign.followup_days))
-            domain = await session.get_one(SendingDomain, original.sending_domain_id)
-            schedules, providers = await domain_schedules(
-                session, [domain], window, due, self._settings.pace_rules, [original.lead_id]
-            )
-            try:
-                slot: Reservation | None = schedules[domain.id].take(due, providers.get(original.lead_id))
-            except NoSlotError:
-                slot = None  # it fails, saying there was no slot
-            followup = repo.new_message(
-                campaign,
-                original.lead_id,
-                domain.id,
-                domain.domain,
-                slot,
-                not_before=due,
-                parent_id=original.id,
-            )
-            days = {window.local_date(slot.start): 1} if slot is not None else {}
-            await message_store.plan(on_session(session), campaign.id, [followup], days)
+            return await self._plan_next_step(session, message_id)
+
+    async def _plan_next_step(self, session: AsyncSession, message_id: uuid.UUID) -> bool:
+        """Step n + 1 after message `message_id` (step n, sent or skipped): on the same sending domain (the
+        thread's, paused or not), at its first free slot at or after `delay_days` after the send (a skipped
+        step: its slot). Idempotent: a second `MessageSent` finds the next step already there."""
+        found = await repo.step_context(session, message_id)
+        if found is None or await repo.has_followup(session, message_id):
+            return False
+        previous, campaign, step = found
+        window = Window.from_dict(campaign.window)
+        basis = previous.sent_at if previous.status == MessageStatus.SENT else previous.scheduled_at
+        assert basis is not None
+        due = max(self._clock(), followup_due(window, basis, step.delay_days))
+        domain = await session.get_one(SendingDomain, previous.sending_domain_id)
+        schedules, providers = await domain_schedules(
+            session, [domain], window, due, self._settings.pace_rules, [previous.lead_id]
+        )
+        try:
+            slot: Reservation | None = schedules[domain.id].take(due, providers.get(previous.lead_id))
+        except NoSlotError:
+            slot = None  # it fails, saying there was no slot
+        planned = repo.new_message(
+            campaign,
+            previous.lead_id,
+            domain.id,
+            domain.domain,
+            slot,
+            not_before=due,
+            parent_id=previous.id,
+            step=step.position,
+        )
+        days = {window.local_date(slot.start): 1} if slot is not None else {}
+        await message_store.plan(on_session(session), campaign.id, [planned], days)
         log.info(
-            "scheduler.followup.planned",
+            "scheduler.step.planned",
             parent_id=str(message_id),
+            step=step.position,
             scheduled_at=slot.start.isoformat() if slot else None,
         )
         return True
 
+    async def plan_owed_steps(self, limit: int = 500) -> int:
+        """Next steps an edit of a running campaign added after what some of its leads were sent: planned now,
+        each idempotently, `limit` per campaign and beat (the rest on the next beats)."""
+        planned = 0
+        async with self._sessions() as session:
+            edited = await repo.edited_campaigns(session)
+        for campaign_id, edited_at in edited:
+            async with self._sessions() as session:
+                owed = await repo.owed_steps(session, campaign_id, limit)
+            planned += sum([await self.plan_next_step(message_id) for message_id in owed])
+            if len(owed) < limit:
+                async with self._sessions() as session, session.begin():
+                    await repo.edit_handled(session, campaign_id, edited_at)
+        return planned
+
     async def lead_left(self, lead_id: uuid.UUID, only_followups: bool = False) -> None:
-        """A lead that bounced or unsubscribed is never mailed again, one that replied gets no follow-up:
+        """A lead that bounced or unsubscribed is never mailed again, one that replied gets no later step:
         its pending messages are cancelled (the tracker may have done so already), which may finish the
         campaigns that were waiting only for them."""
         async with self._sessions() as session, session.begin():
@@ -325,5 +383,6 @@ class Scheduler:
                 await message_store.complete_if_done(db, campaign_id, now)
             await domain_health.prune(db, now)
         await self.probe_paused_domains()
+        await self.plan_owed_steps()
         if released or interrupted:
             log.warning("scheduler.reconcile.fixed", released=released, interrupted=sum(interrupted.values()))

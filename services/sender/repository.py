@@ -58,7 +58,8 @@ class Claim:
     is_followup: bool
     retry_count: int
     smtp_message_id: str
-    parent_smtp_message_id: str | None
+    thread_references: str | None  # the Message-IDs of the lead's earlier steps that were sent, in order
+    in_reply_to: str | None  # the last of them
     # the lead
     email: str
     first_name: str
@@ -67,11 +68,12 @@ class Claim:
     fields: dict[str, Any]
     lead_status: str
     suppressed: bool
-    # the campaign and its template
+    # the campaign and its template (a step's own)
     window: dict[str, Any]
     track_opens: bool
     track_clicks: bool
-    followup_attach_report: bool
+    attach_report: bool  # its step attaches the lead's report
+    first_subject: str  # the campaign's own subject (a step's `Re: …`)
     subject: str
     body_html: str
     body_text: str | None

@@ -81,8 +81,9 @@ LATENESS = Histogram(
 
 
 def followup_subject(message: Claim) -> str:
-    """The template's follow-up subject, else `Re: <original subject>` so the reply threads."""
-    return message.followup_subject or f"Re: {message.subject}"
+    """A step's subject: its template's follow-up subject, else `Re: <the campaign's subject>` so it
+    threads."""
+    return message.followup_subject or f"Re: {message.first_subject}"
 
 
 class Sender:
@@ -279,7 +280,7 @@ class Sender:
                 _skipped(command)
                 return None
             letter, notes = self._letter(message), {}
-            if message.is_followup and message.followup_attach_report:
+            if message.is_followup and message.attach_report:
                 report = await repo.report_of(db, message.lead_id)
                 letter = dataclasses.replace(letter, attachment=report)
                 notes["report"] = "attached" if report else "none: the lead has no report"
@@ -391,7 +392,8 @@ class Sender:
             click_secret=secret if message.track_clicks else None,
             unsubscribe_token=tokens.sign_message(secret, "unsubscribe", str(message.id)),
             smtp_message_id=message.smtp_message_id,
-            in_reply_to=message.parent_smtp_message_id if followup else None,
+            in_reply_to=message.in_reply_to if followup else None,
+            references=message.thread_references if followup else None,
             smtp_host=message.smtp_host,
         )
 

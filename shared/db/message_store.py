@@ -136,7 +136,7 @@ def _counted(source: str, counter: str, shard: str, day: str) -> str:
 # plan: new planned messages, counted on their slots' days
 COPY_COLUMNS = (
     "id", "workspace_id", "campaign_id", "lead_id", "sending_domain_id", "domain_used", "scheduled_at",
-    "slot_ends_at", "not_before", "status", "is_followup", "parent_message_id", "retry_count", "last_error",
+    "slot_ends_at", "not_before", "status", "step", "parent_message_id", "retry_count", "last_error",
 )  # fmt: skip
 PLANNED_DAYS = f"""
 INSERT INTO campaign_kpi_days AS k (campaign_id, day, shard, planned)
@@ -205,9 +205,11 @@ SELECT campaign_id, day, 0, n FROM moved, (VALUES ($4::date, -1), ($5::date, 1))
 # The message with all its e-mail needs, from `message` (one row of messages' columns) and `campaign`. The
 # suppression check uses the unique indexes: the address itself, or its domain or any parent domain of it.
 # The lead's receiving provider (its domain while not resolved) and the domain's pace towards it, if any.
+# A step of a sequence takes its step's template (`t`) and report setting; `first_subject` is the campaign's
+# own (`Re: …`). Its thread is the `Message-ID` of each earlier step of the lead that was sent, in order.
 _WITH_ALL_IT_NEEDS = f"""
 SELECT m.id, m.workspace_id, m.campaign_id, m.lead_id, m.sending_domain_id, m.domain_used, m.is_followup,
-  m.retry_count, m.smtp_message_id, p.smtp_message_id AS parent_smtp_message_id,
+  m.retry_count, m.smtp_message_id, thread.refs AS thread_references, thread.last AS in_reply_to,
   l.email, l.first_name, l.last_name, l.company, l.fields, l.status AS lead_status,
   EXISTS (
     SELECT FROM suppressions AS s WHERE s.workspace_id = m.workspace_id AND lower(s.email) = lower(l.email)
@@ -217,8 +219,8 @@ SELECT m.id, m.workspace_id, m.campaign_id, m.lead_id, m.sending_domain_id, m.do
       SELECT array_to_string(labels[i:], '.') FROM generate_subscripts(labels, 1) AS i
     ))
   ) AS suppressed,
-  c.window, c.track_opens, c.track_clicks, c.followup_attach_report,
-  t.subject, t.body_html, t.body_text, t.followup_subject, t.followup_body_html,
+  c.window, c.track_opens, c.track_clicks, coalesce(s.attach_report, false) AS attach_report,
+  ft.subject AS first_subject, t.subject, t.body_html, t.body_text, t.followup_subject, t.followup_body_html,
   d.domain, d.from_email, d.from_name, d.smtp_host, d.smtp_port, d.smtp_username, d.smtp_password_encrypted,
   d.smtp_security, d.min_interval_seconds, d.dkim_selector, d.dkim_rsa_private_encrypted,
   d.dkim_ed25519_private_encrypted,
@@ -230,9 +232,17 @@ CROSS JOIN campaign AS c
 JOIN leads AS l ON l.id = m.lead_id
 CROSS JOIN LATERAL (SELECT {recipient_domain_sql("l.email")} AS domain) AS r
 CROSS JOIN LATERAL string_to_array(r.domain, '.') AS labels
-JOIN templates AS t ON t.id = c.template_id
+LEFT JOIN campaign_steps AS s ON s.campaign_id = m.campaign_id AND s.position = m.step
+JOIN templates AS t ON t.id = coalesce(s.template_id, c.template_id)
+JOIN templates AS ft ON ft.id = c.template_id
 JOIN sending_domains AS d ON d.id = m.sending_domain_id
-LEFT JOIN messages AS p ON p.id = m.parent_message_id
+CROSS JOIN LATERAL (
+  SELECT string_agg(o.smtp_message_id, ' ' ORDER BY o.step) AS refs,
+    (array_agg(o.smtp_message_id ORDER BY o.step DESC))[1] AS last
+  FROM messages AS o
+  WHERE o.lead_id = m.lead_id AND o.campaign_id = m.campaign_id AND o.step < m.step
+    AND o.status = '{MessageStatus.SENT}'
+) AS thread
 LEFT JOIN recipient_providers AS rp ON rp.domain = r.domain
 LEFT JOIN provider_paces AS pp
   ON pp.sending_domain_id = m.sending_domain_id AND pp.provider = coalesce(rp.provider, r.domain)
@@ -266,7 +276,7 @@ WITH campaign AS (
   SELECT * FROM campaigns WHERE id = $2 AND status IN {_in(SENDS)}
 ), message AS (
   SELECT m.id, m.workspace_id, m.campaign_id, m.lead_id, m.sending_domain_id, m.domain_used, m.is_followup,
-    m.retry_count, m.parent_message_id, {_SMTP_MESSAGE_ID} AS smtp_message_id
+    m.step, m.retry_count, m.parent_message_id, {_SMTP_MESSAGE_ID} AS smtp_message_id
   FROM messages AS m JOIN sending_domains AS d ON d.id = m.sending_domain_id
   WHERE m.id = $1 AND m.{_guard("claim")}
 )
@@ -363,6 +373,24 @@ SELECT campaign_id, 0, count(*) FROM cancelled GROUP BY campaign_id ORDER BY cam
 CANCEL_OF_CAMPAIGN = _CANCEL.format(selected="campaign_id = $1")
 CANCEL_OF_LEAD = _CANCEL.format(selected="lead_id = $1")
 CANCEL_FOLLOWUPS_OF_LEAD = _CANCEL.format(selected="lead_id = $1 AND is_followup")
+
+# skip, stop_sequence: a due step of a sequence cancelled, saying why ($2), with its history row
+_WITHDRAW = """
+WITH withdrawn AS (
+  UPDATE messages SET status = {target}, last_error = $2 WHERE id = $1 AND {guard}
+  RETURNING id, campaign_id
+), {history}
+INSERT INTO campaign_kpis AS k (campaign_id, shard, cancelled) SELECT campaign_id, $4, 1 FROM withdrawn
+{upsert}
+RETURNING campaign_id
+"""
+WITHDRAW = {
+    name: _WITHDRAW.format(
+        target=_to(name), guard=_guard(name), history=_history("withdrawn", name, "$3", "$5"),
+        upsert=_counter_upsert(KPIS, ["cancelled"]),
+    )
+    for name in ("skip", "stop_sequence")
+}  # fmt: skip
 
 # bounced by a delivery status notification: sent → bounced
 DSN_BOUNCE = f"""
@@ -557,16 +585,16 @@ ANNOUNCE = (
 )
 
 # complete: the campaign transition when nothing is left to send
-# Nothing unfinished, and no sent original still owed its follow-up (its `MessageSent` is on its way) by a
-# lead that may still get one.
+# Nothing unfinished, and no sent message still owed its next step (its `MessageSent` is on its way) by a
+# lead that may still get one; a campaign without steps owes none (checked first: no scan of its mail).
 COMPLETE = f"""
 UPDATE campaigns AS c SET status = '{RULES["complete"][1]}'
 WHERE c.id = $1 AND c.status IN {_in(RULES["complete"][0])}
   AND NOT EXISTS (SELECT FROM messages AS m WHERE m.campaign_id = c.id AND m.status IN {_in(UNFINISHED)})
-  AND NOT (c.followup_enabled AND EXISTS (
+  AND NOT (EXISTS (SELECT FROM campaign_steps AS s WHERE s.campaign_id = c.id) AND EXISTS (
     SELECT FROM messages AS m JOIN leads AS l ON l.id = m.lead_id
-    WHERE m.campaign_id = c.id AND NOT m.is_followup AND m.status = '{MessageStatus.SENT}'
-      AND l.status = '{LeadStatus.ACTIVE}'
+      JOIN campaign_steps AS s ON s.campaign_id = m.campaign_id AND s.position = m.step + 1
+    WHERE m.campaign_id = c.id AND m.status = '{MessageStatus.SENT}' AND l.status = '{LeadStatus.ACTIVE}'
       AND NOT EXISTS (SELECT FROM messages AS f WHERE f.parent_message_id = m.id)
   ))
 RETURNING id, workspace_id
@@ -726,6 +754,14 @@ async def cancel_campaign(db: Db, campaign_id: uuid.UUID) -> None:
 
 async def cancel_lead(db: Db, lead_id: uuid.UUID, only_followups: bool = False) -> None:
     await db.fetch(CANCEL_FOLLOWUPS_OF_LEAD if only_followups else CANCEL_OF_LEAD, lead_id)
+
+
+async def withdraw(db: Db, message_id: uuid.UUID, name: str, reason: str, now: datetime) -> bool:
+    """A due step of a sequence cancelled: `skip` (its condition does not hold) or `stop_sequence` (a stop
+    rule took hold), `reason` in its `last_error` and its history. False: it was not unsent."""
+    assert name in WITHDRAW, name
+    data = json.dumps({"reason": reason})
+    return bool(await db.fetch(WITHDRAW[name], message_id, reason, now, shard_of(message_id), data))
 
 
 async def dsn_bounce(

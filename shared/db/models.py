@@ -4,7 +4,7 @@ Invariants held by the schema itself, not by any one process:
 - `messages_domain_throttle`: no two live slots of one sending domain overlap, where a slot spans
   [scheduled_at, slot_ends_at) = one `min_interval_seconds`. Two schedulers, two campaigns or a resend racing
   each other get an exclusion violation instead of a burst.
-- `messages_one_followup`: an original message has at most one follow-up.
+- `messages_one_followup`: a message has at most one follow-up (the next step of its sequence).
 - KPI counters change in the same transaction as the status change that causes them, guarded by that
   status change, so a repeated event never counts twice.
 """
@@ -20,6 +20,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Computed,
     Date,
     DateTime,
     ForeignKey,
@@ -44,6 +45,7 @@ from shared.message_states import LeadStatus as LeadStatus
 from shared.message_states import MessageStatus as MessageStatus
 from shared.oauth import AccountState
 from shared.reputation import SENDS, Cause, DomainState
+from shared.sequences import Condition
 
 
 class Base(DeclarativeBase):
@@ -264,15 +266,18 @@ class Campaign(Base):
     name: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16))
     template_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("templates.id"))
-    followup_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
-    followup_days: Mapped[int] = mapped_column(Integer, default=3)
-    followup_attach_report: Mapped[bool] = mapped_column(Boolean, default=False)
     track_opens: Mapped[bool] = mapped_column(Boolean, default=True)
     track_clicks: Mapped[bool] = mapped_column(Boolean, default=False)
     # When one of its domains is paused, its unsent initial messages move to its domains still active.
     reassign_on_domain_pause: Mapped[bool] = mapped_column(
         Boolean, default=False, server_default=text("false")
     )
+    # Stop rules of its sequences (`shared.sequences`), beside the ones that always hold.
+    stop_on_auto_reply: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    stop_on_click: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    stop_on_company_reply: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # Its steps were edited while leads may have finished the steps it had: the scheduler plans what they owe.
+    steps_edited_at: Mapped[datetime | None]
     start_at: Mapped[datetime | None]
     window: Mapped[dict[str, Any]] = mapped_column()
     domains: Mapped[list[str]] = mapped_column()
@@ -282,6 +287,26 @@ class Campaign(Base):
     trace_context: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class CampaignStep(Base):
+    """A step of a campaign's sequence after its first e-mail (position 1, 2 …), planned when the previous
+    step of the lead is sent (`shared.sequences`)."""
+
+    __tablename__ = "campaign_steps"
+    __table_args__ = (
+        CheckConstraint("position >= 1", name="step_position_positive"),
+        _check_in("condition", Condition),
+        Index("campaign_steps_template", "template_id"),
+    )
+    campaign_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    template_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("templates.id"))
+    delay_days: Mapped[int] = mapped_column(Integer)
+    attach_report: Mapped[bool] = mapped_column(Boolean)
+    condition: Mapped[str] = mapped_column(String(16))
 
 
 class CampaignLead(Base):
@@ -327,7 +352,10 @@ class Message(Base):
     # takes the domain's earliest free slot at or after max(now, not_before).
     not_before: Mapped[datetime]
     status: Mapped[str] = mapped_column(String(16), default=MessageStatus.PLANNED)
-    is_followup: Mapped[bool] = mapped_column(Boolean, default=False)
+    # 0: the campaign's first e-mail; n: step n of its sequence (`campaign_steps.position`).
+    step: Mapped[int] = mapped_column(SmallInteger, default=0, server_default=text("0"))
+    is_followup: Mapped[bool] = mapped_column(Boolean, Computed("step > 0", persisted=True))
+    # The message of the previous step (its thread).
     parent_message_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("messages.id"))
     retry_count: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
@@ -375,6 +403,27 @@ class CampaignKpi(Base):
     complained: Mapped[int] = _counter()
     first_sent_at: Mapped[datetime | None]
     last_sent_at: Mapped[datetime | None]
+
+
+class CampaignStepKpi(Base):
+    """Each step's figures (step 0: the first e-mail), kept by triggers on `messages` (migration 0015) in the
+    campaign counters' shards."""
+
+    __tablename__ = "campaign_step_kpis"
+    campaign_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    )
+    step: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    planned: Mapped[int] = _counter()
+    sent: Mapped[int] = _counter()
+    opened: Mapped[int] = _counter()
+    opened_human: Mapped[int] = _counter()
+    replied: Mapped[int] = _counter()
+    clicked: Mapped[int] = _counter()
+    bounced: Mapped[int] = _counter()
+    cancelled: Mapped[int] = _counter()
+    skipped: Mapped[int] = _counter()
 
 
 class CampaignKpiDay(Base):

@@ -3,30 +3,68 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import date, timedelta
 from typing import Any
 
 from shared.planning.slots import Reservation
 from shared.planning.window import Window
 
 MAX_SLOTS = 1000
+STEPS_NOTE = (
+    "Expected if no lead replies, bounces, unsubscribes or meets a stop rule or a step's condition, which a"
+    " dry-run cannot know: each step counted on the first open window day at or after its delay, before the"
+    " sending domains' throttle, which may move it later."
+)
 
 
 def summarize(
-    planned: Sequence[tuple[Any, str, Reservation]], window: Window, followups: bool
+    planned: Sequence[tuple[Any, str, Reservation]], window: Window, delays: Sequence[int]
 ) -> dict[str, Any]:
-    """`planned` is (lead id, domain name, slot) in audience order."""
+    """`planned` is (lead id, domain name, slot) in audience order; `delays` the sequence's steps'."""
     starts = [slot.start for _, _, slot in planned]
     per_day = Counter(window.local_date(start) for start in starts)
+    steps = expected_steps(per_day, window, delays)
     return {
         "total_messages": len(planned),
         "first_send_at": min(starts, default=None),
         "last_send_at": max(starts, default=None),
         "per_domain": dict(Counter(domain for _, domain, _ in planned)),
-        "per_day": [{"date": day, "count": n} for day, n in sorted(per_day.items())],
+        "per_day": _days(per_day),
         "slots": [
             {"lead_id": str(lead), "domain": domain, "scheduled_at": slot.start}
             for lead, domain, slot in planned[:MAX_SLOTS]
         ],
-        "followups_expected": len(planned) if followups else 0,
+        "followups_expected": steps[0]["count"] if steps else 0,
+        "steps_expected": steps,
+        "steps_note": STEPS_NOTE,
     }
+
+
+def expected_steps(
+    per_day: Mapping[date, int], window: Window, delays: Sequence[int]
+) -> list[dict[str, Any]]:
+    """Each step's messages per local day, were every lead to get every step: a step falls `delay` calendar
+    days after the previous one at the same local time (inside the window's hours, as the previous was), on
+    the next open day of the window when that day is closed."""
+    steps, days = [], dict(per_day)
+    for position, delay in enumerate(delays, 1):
+        moved: Counter[date] = Counter()
+        for day, n in days.items():
+            moved[_open_from(window, day + timedelta(days=delay))] += n
+        steps.append({"step": position, "count": sum(moved.values()), "per_day": _days(moved)})
+        days = moved
+    return steps
+
+
+def _open_from(window: Window, day: date) -> date:
+    """The first open day of the window at or after `day` (a window has at least one open weekday)."""
+    for _ in range(366 * 2):
+        if window.is_open_day(day):
+            return day
+        day += timedelta(days=1)
+    return day  # a window shut for two years by holidays alone: the throttle's planner will say so
+
+
+def _days(per_day: Mapping[date, int]) -> list[dict[str, Any]]:
+    return [{"date": day, "count": n} for day, n in sorted(per_day.items())]

@@ -78,7 +78,7 @@ async def test_a_campaign_takes_exactly_the_lifecycle_calls_a_user_may_ask_for(a
     async with httpx.AsyncClient(base_url=api_url) as client:
         paths = (await client.get("/openapi.json")).json()["paths"]
     calls = {path.rsplit("/", 1)[1] for path in paths if path.startswith("/api/v1/campaigns/{campaign_id}/")}
-    assert calls == {"start", "pause", "resume", "stop", "dry-run"}
+    assert calls == {"start", "pause", "resume", "stop", "dry-run", "steps"}  # `steps`: an edit (PUT)
 
 
 async def test_login_with_a_wrong_password_is_refused(api_url: str) -> None:

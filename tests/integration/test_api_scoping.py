@@ -358,7 +358,9 @@ async def walk_every_route(superuser: ApiClient, url: str, settings: Settings) -
         assert resent.status_code == 200, resent.text
         await api.get(f"/campaigns/messages?lead_id={lead['id']}&is_followup=false&domain={domain['domain']}")
         await api.get("/campaigns?status=scheduled&search=walk&created_from=2020-01-01T00:00:00Z")
-        await api.get(f"/campaigns/{draft['id']}")
+        await api.get(f"/campaigns/{draft['id']}?step=1")
+        steps = {"steps": [{"template_id": template["id"], "delay_days": 2, "condition": "not_opened"}]}
+        assert (await api.http.put(f"/campaigns/{draft['id']}/steps", json=steps)).status_code == 200
         for action in ("pause", "resume", "stop"):
             assert (await api.http.post(f"/campaigns/{draft['id']}/{action}")).status_code == 200, action
         hooked = f"/webhook-endpoints/{endpoint['id']}"

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.scheduler.service import Scheduler
 from services.sender.service import Sender
 from shared.db import create_engine, session_factory
-from shared.db.models import Campaign, Message
+from shared.db.models import Campaign, CampaignStep, Message
 from shared.events import SendMessage
 from shared.settings import Settings
 from tests.support.api import ALWAYS_OPEN, ApiClient
@@ -142,16 +142,21 @@ async def test_a_campaign_owing_a_followup_is_not_completed_before_it_is_planned
     scheduler = Scheduler(sessions, settings, clock)
     campaign_id = await planned_campaign(api, scheduler, sessions, leads=1, interval=0, port=1025)
     async with sessions() as session, session.begin():
-        await session.execute(
-            update(Campaign).where(Campaign.id == campaign_id).values(status="running", followup_enabled=True)
-        )
+        campaign = await session.get_one(Campaign, campaign_id)
+        await session.execute(update(Campaign).where(Campaign.id == campaign_id).values(status="running"))
+        session.add(
+            CampaignStep(
+                campaign_id=campaign_id, position=1, template_id=campaign.template_id, delay_days=3,
+                attach_report=False, condition="always",
+            )
+        )  # fmt: skip
         await session.execute(
             update(Message).where(Message.campaign_id == campaign_id).values(status="sent", sent_at=clock())
         )
     await scheduler.message_settled(campaign_id)  # as if another message's outcome arrived first
     async with sessions() as session:
         assert (await session.get_one(Campaign, campaign_id)).status == "running"
-    assert await scheduler.plan_followup((await messages_of(sessions, campaign_id))[0].id)
+    assert await scheduler.plan_next_step((await messages_of(sessions, campaign_id))[0].id)
     assert len(await messages_of(sessions, campaign_id)) == 2
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from services.tracker.machine import TOO_SOON
-from shared import events
+from shared import events, sequences
 from shared.db import message_store as store
 from shared.db.message_store import Db
 from shared.message_states import TRANSITIONS, MessageStatus
@@ -68,10 +68,10 @@ async def build(db: Db, campaign_status: str = "running", messages: int = 1, lea
         )  # fmt: skip
     for id_, status in ((campaign, campaign_status), (other, "running")):
         await db.fetch(
-            "INSERT INTO campaigns (id, workspace_id, name, status, template_id, followup_enabled,"
-            ' followup_days, followup_attach_report, track_opens, track_clicks, "window", domains,'
-            " audience_count, audience_excluded) VALUES ($1, $2, 'c', $3, $4, false, 3, false, true, false,"
-            " $5::text::jsonb, $6, 0, '{}')",
+            'INSERT INTO campaigns (id, workspace_id, name, status, template_id, track_opens, track_clicks,'
+            ' "window",'
+            " domains, audience_count, audience_excluded)"
+            " VALUES ($1, $2, 'c', $3, $4, true, false, $5::text::jsonb, $6, 0, '{}')",
             id_, workspace, status, template, json.dumps(WINDOW), [f"{domain.hex}.example"],
         )  # fmt: skip
         await store.open_counters(db, id_)
@@ -102,7 +102,7 @@ def message_row(
         "id": uuid.uuid4(), "workspace_id": workspace, "campaign_id": campaign, "lead_id": lead,
         "sending_domain_id": domain, "domain_used": f"{domain.hex}.example", "scheduled_at": start,
         "slot_ends_at": start + INTERVAL, "not_before": start, "status": status.value,
-        "is_followup": followup, "parent_message_id": None, "retry_count": 0, "last_error": None,
+        "step": int(followup), "parent_message_id": None, "retry_count": 0, "last_error": None,
     }  # fmt: skip
     return tuple(values[column] for column in store.COPY_COLUMNS)
 
@@ -164,6 +164,9 @@ async def run(db: Db, world: World, name: str, message: uuid.UUID, now: datetime
         await store.interrupt(db, now)
     elif name == "cancel":
         await store.cancel_campaign(db, world.campaign)
+    elif name in store.WITHDRAW:
+        reason = (sequences.SKIPPED if name == "skip" else sequences.STOPPED) + "as a test"
+        await store.withdraw(db, message, name, reason, now)
     elif name == "dsn_bounced":
         event = events.MessageBounced(**ids, lead_id=lead_id, reason="5.1.1 gone")
         await store.dsn_bounce(db, message, now, _local(now), "5.1.1 gone", {"dsn": True}, event)

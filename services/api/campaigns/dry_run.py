@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from services.api.campaigns.repository import CampaignRepository
 from services.api.campaigns.schemas import CampaignIn
+from services.api.campaigns.service import steps_of, steps_out
 from services.api.campaigns.wizard import check_wizard
 from services.api.domains.repository import DomainRepository
 from services.api.kit.envelope import invalid
@@ -63,8 +64,13 @@ async def dry_run(repo: CampaignRepository, payload: CampaignIn, settings: Setti
         "audience_count": len(wizard.audience.lead_ids),
         "excluded": wizard.audience.excluded,
         **summarize(
-            [(lead, names[d], slot) for lead, d, slot in planned], wizard.window, payload.followup.enabled
+            [(lead, names[d], slot) for lead, d, slot in planned],
+            wizard.window,
+            [step.delay_days for step in payload.sequence],
         ),
+        "steps": [
+            {"position": position, **step.model_dump()} for position, step in enumerate(payload.sequence, 1)
+        ],
     }
 
 
@@ -72,6 +78,7 @@ async def campaign_dry_run(repo: CampaignRepository, raw_id: str, settings: Sett
     """What a start or resume now would plan: the leads not yet sent to, re-planned from max(now, start_at)
     with the campaign's own unsent reservations left out."""
     campaign: Campaign = await repo.require(raw_id)
+    steps = await steps_of(repo, campaign)
     window = Window.from_dict(campaign.window)
     earliest = max(utcnow(), campaign.start_at or utcnow())
     by_name = await repo.sibling(DomainRepository).named(campaign.domains)
@@ -102,5 +109,6 @@ async def campaign_dry_run(repo: CampaignRepository, raw_id: str, settings: Sett
     return {
         "audience_count": campaign.audience_count,
         "excluded": {**dict.fromkeys(audience.EXCLUSION_ORDER, 0), **campaign.audience_excluded},
-        **summarize(planned, window, campaign.followup_enabled),
+        **summarize(planned, window, [step.delay_days for step in steps]),
+        "steps": steps_out(steps),
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.api.campaigns.repository import CampaignRepository, MessageRepository
-from services.api.campaigns.service import campaign_out, message_out
+from services.api.campaigns.service import campaign_out, message_out, steps_of
 from services.api.kit.envelope import conflict
 from shared import message_states
 from shared.clock import utcnow
@@ -35,7 +35,8 @@ async def change(repo: CampaignRepository, raw_id: str, action: Requested) -> di
     if action == "stop":
         await repo.cancel_unsent(campaign)
     await repo.announce(EVENTS[action](workspace_id=repo.workspace_id, campaign_id=campaign.id))
-    return campaign_out(await repo.reload(campaign))
+    campaign = await repo.reload(campaign)
+    return campaign_out(campaign, await steps_of(repo, campaign))
 
 
 async def resend(repo: MessageRepository, raw_id: str) -> dict[str, Any]:

@@ -11,14 +11,22 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, true
+from sqlalchemy import bindparam, delete, func, insert, literal, text, true
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 
 from services.api.kit.repository import WorkspaceRepository
 from shared.db import kpi, message_store
 from shared.db.message_store import on_session
-from shared.db.models import Campaign, CampaignLead, Lead, Message, SendingDomain
+from shared.db.models import (
+    Campaign,
+    CampaignLead,
+    CampaignStep,
+    CampaignStepKpi,
+    Lead,
+    Message,
+    SendingDomain,
+)
 from shared.db.slots import DomainLoad, domain_schedules, lead_providers, load_domains
 from shared.events import Event
 from shared.kpis import Counters
@@ -27,6 +35,29 @@ from shared.message_states import UNSENT
 from shared.messaging import enqueue
 from shared.planning import DomainSchedule, Window
 from shared.planning.pacing import PaceRules
+from shared.sequences import Step
+
+STEP_COUNTERS = (
+    "planned", "sent", "opened", "opened_human", "replied", "clicked", "bounced", "cancelled", "skipped",
+)  # fmt: skip
+
+# One step's timeline: the same columns as the campaign's counters, from its messages and their history.
+STEP_DAYS = text("""
+SELECT day, kind, count(*)::int AS n FROM (
+  SELECT (m.scheduled_at AT TIME ZONE :zone)::date AS day, 'planned' AS kind FROM messages AS m
+  WHERE m.campaign_id = :campaign AND m.step = :step AND m.workspace_id = :workspace
+  UNION ALL
+  SELECT (e.occurred_at AT TIME ZONE :zone)::date, e.kind
+  FROM messages AS m JOIN message_events AS e ON e.message_id = m.id
+  WHERE m.campaign_id = :campaign AND m.step = :step AND m.workspace_id = :workspace
+    AND e.kind IN ('sent', 'bounced', 'complained')
+  UNION ALL
+  SELECT (at AT TIME ZONE :zone)::date, kind FROM messages AS m,
+    LATERAL (VALUES (m.opened_at, 'opened'), (m.replied_at, 'replied'), (m.clicked_at, 'clicked'))
+      AS t(at, kind)
+  WHERE m.campaign_id = :campaign AND m.step = :step AND m.workspace_id = :workspace AND at IS NOT NULL
+) AS happened GROUP BY 1, 2
+""")
 
 
 class CampaignRepository(WorkspaceRepository[Campaign]):
@@ -93,6 +124,65 @@ class CampaignRepository(WorkspaceRepository[Campaign]):
 
     async def kpis(self, campaign: Campaign) -> tuple[Counters, dict[date, dict[str, int]]]:
         return await kpi.totals(self.session, campaign.id), await kpi.days(self.session, campaign.id)
+
+    async def step_kpis(self, campaign: Campaign) -> list[dict[str, int]]:
+        """Per step that has messages, its figures: the shards of `campaign_step_kpis` added up."""
+        sums = [func.sum(getattr(CampaignStepKpi, name)).label(name) for name in STEP_COUNTERS]
+        rows = await self.session.execute(
+            self.scoped(CampaignStepKpi.step, *sums)
+            .join(CampaignStepKpi, CampaignStepKpi.campaign_id == Campaign.id)
+            .where(Campaign.id == campaign.id)
+            .group_by(CampaignStepKpi.step)
+            .order_by(CampaignStepKpi.step)
+        )
+        return [{name: int(value) for name, value in row._mapping.items()} for row in rows]
+
+    async def step_days(self, campaign: Campaign, step: int) -> dict[date, dict[str, int]]:
+        """One step's timeline columns per local day of the campaign window."""
+        zone = campaign.window["timezone"]
+        found = {"campaign": campaign.id, "step": step, "zone": zone, "workspace": self.workspace_id}
+        rows = await self.session.execute(STEP_DAYS, found)
+        days: dict[date, dict[str, int]] = {}
+        for row in rows:
+            days.setdefault(row.day, {})[row.kind] = row.n
+        return days
+
+    async def steps_of(self, campaigns: list[Campaign]) -> dict[uuid.UUID, list[CampaignStep]]:
+        """The campaigns' sequences, each in order (an empty one for a campaign without steps)."""
+        rows = await self.session.scalars(
+            self.scoped(CampaignStep)
+            .join(CampaignStep, CampaignStep.campaign_id == Campaign.id)
+            .where(Campaign.id.in_([c.id for c in campaigns]))
+            .order_by(CampaignStep.campaign_id, CampaignStep.position)
+        )
+        found: dict[uuid.UUID, list[CampaignStep]] = {c.id: [] for c in campaigns}
+        for row in rows:
+            found[row.campaign_id].append(row)
+        return found
+
+    async def replace_steps(self, campaign: Campaign, steps: list[Step], first: int) -> None:
+        """The campaign's steps from position `first` on become `steps` (those from `first` on)."""
+        mine = self.scoped(Campaign.id).where(Campaign.id == campaign.id)
+        await self.session.execute(
+            delete(CampaignStep).where(CampaignStep.campaign_id.in_(mine), CampaignStep.position >= first),
+            execution_options={"synchronize_session": False},
+        )
+        columns = ["campaign_id", "position", "template_id", "delay_days", "attach_report", "condition"]
+        for step in steps:
+            if step.position < first:
+                continue
+            values = (step.position, uuid.UUID(step.template_id), step.delay_days, step.attach_report)
+            row = self.scoped(Campaign.id, *map(literal, values), literal(str(step.condition)))
+            await self.session.execute(
+                insert(CampaignStep).from_select(columns, row.where(Campaign.id == campaign.id))
+            )
+
+    async def planned_up_to(self, campaign: Campaign) -> int:
+        """The highest step any lead of the campaign has a message of (0: none beyond the first e-mail)."""
+        found = await self.session.scalar(
+            self.scoped(func.max(Message.step), model=Message).where(Message.campaign_id == campaign.id)
+        )
+        return int(found or 0)
 
     async def open_counters(self, campaign: Campaign) -> None:
         await message_store.open_counters(on_session(self.session), campaign.id)

@@ -9,15 +9,23 @@ from fastapi import APIRouter, Query, Request
 from services.api.campaigns import dry_run as dry_runs
 from services.api.campaigns import lifecycle, service
 from services.api.campaigns.repository import CampaignRepository, MessageRepository
-from services.api.campaigns.schemas import CampaignDetailOut, CampaignIn, CampaignOut, DryRunOut, MessageOut
+from services.api.campaigns.schemas import (
+    CampaignDetailOut,
+    CampaignIn,
+    CampaignOut,
+    DryRunOut,
+    MessageOut,
+    StepsEditOut,
+    StepsIn,
+)
 from services.api.kit.auth import CurrentPrincipal
 from services.api.kit.deps import PageNumber, PageSize, Search, page_of, page_out, unit_of_work
 from services.api.kit.envelope import Envelope, Page
 from services.api.kit.openapi import errors
-from services.api.kit.reads import each
 from services.api.kit.schemas import ID_MAX, Moment
 from shared.db.models import Campaign, CampaignStatus, MessageStatus
 from shared.lifecycle import Requested
+from shared.sequences import MAX_STEPS
 
 router = APIRouter(tags=["campaigns"])
 
@@ -64,7 +72,7 @@ async def list_campaigns(
     if created_to is not None:
         where.append(Campaign.created_at <= created_to)
     return await page_of(
-        request, principal, CampaignRepository, each(service.campaign_out), page, page_size, search, *where
+        request, principal, CampaignRepository, service.campaigns_out, page, page_size, search, *where
     )
 
 
@@ -96,9 +104,25 @@ async def resend_message(request: Request, principal: CurrentPrincipal, message_
 
 
 @router.get("/campaigns/{campaign_id}", response_model=Envelope[CampaignDetailOut])
-async def get_campaign(request: Request, principal: CurrentPrincipal, campaign_id: str) -> dict[str, Any]:
+async def get_campaign(
+    request: Request,
+    principal: CurrentPrincipal,
+    campaign_id: str,
+    step: Annotated[int | None, Query(ge=0, le=MAX_STEPS)] = None,
+) -> dict[str, Any]:
+    """`step`: the timeline of that step alone (0: the first e-mail); the KPIs stay the campaign's."""
     async with unit_of_work(request, principal, CampaignRepository) as repo:
-        return {"data": await service.get(repo, campaign_id)}
+        return {"data": await service.get(repo, campaign_id, step)}
+
+
+@router.put("/campaigns/{campaign_id}/steps", response_model=Envelope[StepsEditOut], responses=errors(409))
+async def edit_campaign_steps(
+    request: Request, principal: CurrentPrincipal, campaign_id: str, body: StepsIn
+) -> dict[str, Any]:
+    """The sequence after the first e-mail. On a campaign that already planned some steps, those stay as
+    they were and the edit applies to the steps after them (the answer says from which)."""
+    async with unit_of_work(request, principal, CampaignRepository) as repo:
+        return {"data": await service.edit_steps(repo, campaign_id, body)}
 
 
 def add_lifecycle_route(action: Requested) -> None:

@@ -11,9 +11,11 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from services.api.kit.schemas import DomainName, Id, Moment, Strict, Tag
 from shared.message_states import CampaignStatus, MessageStatus
 from shared.planning.window import DEFAULT_WINDOW, is_known_country, is_known_timezone
+from shared.sequences import MAX_STEPS, Condition
 
 MAX_STATIC_AUDIENCE = 200_000  # lead ids in one wizard payload; a larger audience is chosen by tags
 HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
+FOLLOWUP_DAYS = 3
 DEFAULT = DEFAULT_WINDOW.to_dict()  # stored form: what a field left out of `WindowIn` takes
 
 
@@ -81,9 +83,33 @@ class ScheduleIn(Strict):
 
 
 class FollowupIn(Strict):
+    """The wizard's follow-up as it was before sequences: one step, with the campaign's template."""
+
     enabled: bool = False
-    days: int = Field(3, ge=1, le=30)
+    days: int = Field(FOLLOWUP_DAYS, ge=1, le=30)
     attach_report: bool = False
+
+
+class StepIn(Strict):
+    """A step of the sequence after the first e-mail. Its subject is its template's follow-up subject, else
+    `Re: <the campaign's subject>`; its body the template's follow-up body, else its body."""
+
+    template_id: Id
+    delay_days: int = Field(ge=1, le=365)  # calendar days after the previous step, same local time
+    attach_report: bool = False
+    condition: Condition = Condition.ALWAYS  # checked when the step falls due
+
+
+class StopRulesIn(Strict):
+    """Optional stop rules; a reply, an unsubscribe, a bounce or a complaint always ends a lead's sequence."""
+
+    on_auto_reply: bool = False
+    on_click: bool = False
+    on_company_reply: bool = False  # a reply from anyone at the lead's e-mail domain in this campaign
+
+
+class StepsIn(Strict):
+    steps: list[StepIn] = Field(max_length=MAX_STEPS)
 
 
 class TrackingIn(Strict):
@@ -98,10 +124,33 @@ class CampaignIn(Strict):
     schedule: ScheduleIn = Field(default_factory=ScheduleIn)
     domains: list[DomainName] = Field(min_length=1, max_length=500)
     followup: FollowupIn = Field(default_factory=FollowupIn)
+    # The sequence after the first e-mail; an enabled `followup` is one step of the campaign's template.
+    steps: list[StepIn] | None = Field(None, max_length=MAX_STEPS)
+    stop_rules: StopRulesIn = Field(default_factory=StopRulesIn)
     tracking: TrackingIn = Field(default_factory=TrackingIn)
     # When one of its domains pauses (its health), move its unsent initial messages to its active domains;
-    # otherwise they wait for that domain. Follow-ups always stay on the domain of their thread.
+    # otherwise they wait for that domain. Later steps always stay on the domain of their thread.
     reassign_on_domain_pause: bool = False
+
+    @model_validator(mode="after")
+    def _one_sequence(self) -> CampaignIn:
+        if self.steps is not None and self.followup.enabled:
+            raise ValueError("give either steps or an enabled followup, not both")
+        return self
+
+    @property
+    def sequence(self) -> list[StepIn]:
+        """The steps, the enabled `followup` being one."""
+        if self.steps is not None:
+            return self.steps
+        if not self.followup.enabled:
+            return []
+        followup = self.followup
+        return [
+            StepIn(
+                template_id=self.template_id, delay_days=followup.days, attach_report=followup.attach_report
+            )
+        ]
 
 
 class KpisOut(BaseModel):
@@ -125,6 +174,21 @@ class KpisOut(BaseModel):
     avg_tempo_per_hour: float
 
 
+class StepKpisOut(BaseModel):
+    """One step's figures (step 0: the first e-mail), from its messages."""
+
+    step: int
+    planned: int
+    sent: int
+    opened: int
+    opened_human: int
+    replied: int
+    clicked: int
+    bounced: int
+    cancelled: int  # skipped ones included
+    skipped: int  # cancelled because the step's condition did not hold
+
+
 class TimelinePoint(BaseModel):
     date: date
     planned: int
@@ -136,14 +200,30 @@ class TimelinePoint(BaseModel):
     complained: int
 
 
+class StepOut(BaseModel):
+    position: int  # 1 for the first step after the first e-mail
+    template_id: str
+    delay_days: int
+    attach_report: bool
+    condition: Condition
+
+
+class StopRulesOut(BaseModel):
+    on_auto_reply: bool
+    on_click: bool
+    on_company_reply: bool
+
+
 class CampaignOut(BaseModel):
     id: str
     name: str
     status: CampaignStatus
     template_id: str
-    followup_enabled: bool
+    followup_enabled: bool  # it has steps (the first is what `followup` was)
     followup_days: int
     followup_attach_report: bool
+    steps: list[StepOut]
+    stop_rules: StopRulesOut
     start_at: datetime | None
     window: dict[str, Any]
     domains: list[str]
@@ -156,7 +236,17 @@ class CampaignDetailOut(CampaignOut):
     audience_count: int
     domains_used: list[str]
     kpis: KpisOut
-    timeline: list[TimelinePoint]
+    kpis_by_step: list[StepKpisOut]  # step 0, the first e-mail, then each step of the sequence
+    timeline: list[TimelinePoint]  # the campaign's, or one step's (`?step=`)
+
+
+class StepsEditOut(BaseModel):
+    """An edit of the steps: the steps now, from which position the edit took effect and which it left."""
+
+    steps: list[StepOut]
+    applied_from: int
+    unchanged: list[int]  # positions already planned for some lead: they stay as they were
+    note: str
 
 
 class MessageOut(BaseModel):
@@ -169,6 +259,7 @@ class MessageOut(BaseModel):
     sent_at: datetime | None
     status: MessageStatus
     is_followup: bool
+    step: int  # 0: the first e-mail
     parent_message_id: str | None
     retry_count: int
     last_error: str | None
@@ -196,6 +287,12 @@ class PlannedSlot(BaseModel):
     scheduled_at: datetime
 
 
+class StepExpected(BaseModel):
+    step: int
+    count: int
+    per_day: list[DaySlots]
+
+
 class DryRunOut(BaseModel):
     audience_count: int
     excluded: Excluded
@@ -205,4 +302,7 @@ class DryRunOut(BaseModel):
     per_domain: dict[str, int]
     per_day: list[DaySlots]
     slots: list[PlannedSlot]
-    followups_expected: int
+    followups_expected: int  # messages of step 1, if no lead replied or stopped
+    steps: list[StepOut]
+    steps_expected: list[StepExpected]
+    steps_note: str

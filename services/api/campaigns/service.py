@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
-from services.api.campaigns.repository import CampaignRepository, MessageRepository
-from services.api.campaigns.schemas import CampaignIn
-from services.api.campaigns.wizard import check_wizard
+from services.api.campaigns.repository import STEP_COUNTERS, CampaignRepository, MessageRepository
+from services.api.campaigns.schemas import FOLLOWUP_DAYS, CampaignIn, StepIn, StepsIn
+from services.api.campaigns.wizard import check_step_templates, check_wizard
+from services.api.kit.envelope import conflict
 from services.api.kit.repository import parse_id
-from shared import kpis
+from shared import kpis, sequences
 from shared.clock import utcnow
 from shared.db.models import Campaign, CampaignStatus, Message
 from shared.events import CampaignStarted
+from shared.lifecycle import FINAL
 from shared.planning.window import Window
 from shared.settings import Settings
 
 
 async def create(repo: CampaignRepository, payload: CampaignIn, settings: Settings) -> dict[str, Any]:
-    """Store the campaign with its resolved audience and, unless it is a draft, its `CampaignStarted` in the
-    same transaction (outbox)."""
+    """Store the campaign with its resolved audience and steps and, unless it is a draft, its
+    `CampaignStarted` in the same transaction (outbox)."""
     wizard = await check_wizard(repo, payload, settings)
     campaign = await repo.add(
         Campaign(
@@ -27,9 +30,9 @@ async def create(repo: CampaignRepository, payload: CampaignIn, settings: Settin
             if payload.schedule.start_mode == "draft"
             else CampaignStatus.SCHEDULED,
             template_id=wizard.template.id,
-            followup_enabled=payload.followup.enabled,
-            followup_days=payload.followup.days,
-            followup_attach_report=payload.followup.attach_report,
+            stop_on_auto_reply=payload.stop_rules.on_auto_reply,
+            stop_on_click=payload.stop_rules.on_click,
+            stop_on_company_reply=payload.stop_rules.on_company_reply,
             track_opens=payload.tracking.opens,
             track_clicks=payload.tracking.clicks,
             start_at=wizard.start_at,
@@ -40,6 +43,7 @@ async def create(repo: CampaignRepository, payload: CampaignIn, settings: Settin
             audience_excluded=wizard.audience.excluded,
         )
     )
+    await repo.replace_steps(campaign, sequence(payload.sequence), 1)
     await repo.add_audience(campaign, wizard.audience.lead_ids)
     await repo.open_counters(campaign)
     if campaign.status == CampaignStatus.SCHEDULED:
@@ -47,31 +51,123 @@ async def create(repo: CampaignRepository, payload: CampaignIn, settings: Settin
     return await detail(repo, await repo.reload(campaign))
 
 
-async def get(repo: CampaignRepository, raw_id: str) -> dict[str, Any]:
-    return await detail(repo, await repo.require(raw_id))
+def sequence(steps: list[StepIn]) -> list[sequences.Step]:
+    """The payload's steps, numbered from 1."""
+    return [
+        sequences.Step(position, step.template_id, step.delay_days, step.attach_report, step.condition)
+        for position, step in enumerate(steps, 1)
+    ]
 
 
-async def detail(repo: CampaignRepository, campaign: Campaign) -> dict[str, Any]:
-    counters, days = await repo.kpis(campaign)
-    window = Window.from_dict(campaign.window)
+async def steps_of(repo: CampaignRepository, campaign: Campaign) -> list[sequences.Step]:
+    return (await stored_steps(repo, [campaign]))[campaign.id]
+
+
+async def stored_steps(
+    repo: CampaignRepository, campaigns: list[Campaign]
+) -> dict[uuid.UUID, list[sequences.Step]]:
     return {
-        **campaign_out(campaign),
+        campaign_id: [
+            sequences.Step(
+                row.position,
+                str(row.template_id),
+                row.delay_days,
+                row.attach_report,
+                sequences.Condition(row.condition),
+            )
+            for row in rows
+        ]
+        for campaign_id, rows in (await repo.steps_of(campaigns)).items()
+    }
+
+
+async def get(repo: CampaignRepository, raw_id: str, step: int | None = None) -> dict[str, Any]:
+    return await detail(repo, await repo.require(raw_id), step)
+
+
+async def detail(repo: CampaignRepository, campaign: Campaign, step: int | None = None) -> dict[str, Any]:
+    """The campaign with its KPIs, each step's beside them, and its timeline (or one step's)."""
+    counters, days = await repo.kpis(campaign)
+    if step is not None:
+        days = await repo.step_days(campaign, step)
+    window = Window.from_dict(campaign.window)
+    steps = await steps_of(repo, campaign)
+    found = {row["step"]: row for row in await repo.step_kpis(campaign)}
+    zero = dict.fromkeys(STEP_COUNTERS, 0)
+    return {
+        **campaign_out(campaign, steps),
         "audience_count": campaign.audience_count,
         "domains_used": campaign.domains[: campaign.audience_count],
         "kpis": kpis.kpis(counters, window),
+        "kpis_by_step": [
+            {**zero, **found.get(position, {}), "step": position}
+            for position in sorted({0, *(s.position for s in steps), *found})
+        ],
         "timeline": kpis.timeline(days, window.local_date(utcnow())),
     }
 
 
-def campaign_out(campaign: Campaign) -> dict[str, Any]:
+async def edit_steps(repo: CampaignRepository, raw_id: str, payload: StepsIn) -> dict[str, Any]:
+    """New steps for a campaign that is not final. Steps some lead already has a message of stay as they
+    were; the edit applies from the first position no lead reached, and the answer says so."""
+    campaign = await repo.reload(await repo.require(raw_id), lock=True)
+    if campaign.status in FINAL:
+        raise conflict(f"the campaign is {campaign.status}: its steps can no longer change")
+    await check_step_templates(repo, payload.steps)
+    reached = await repo.planned_up_to(campaign)
+    current = await steps_of(repo, campaign)
+    first = sequences.editable(current, reached)
+    steps = sequences.apply_edit(current, sequence(payload.steps), reached)
+    await repo.replace_steps(campaign, steps, first)
+    await repo.change(campaign, {"steps_edited_at": utcnow()})
+    kept = [str(step.position) for step in current if step.position < first]
+    return {
+        "steps": steps_out(steps),
+        "applied_from": first,
+        "unchanged": [int(position) for position in kept],
+        "note": (
+            f"steps {', '.join(kept)} are planned for some leads already and stay as they were; the edit"
+            f" applies from step {first}"
+            if kept
+            else "no step was planned yet: the edit applies to every step"
+        ),
+    }
+
+
+def steps_out(steps: list[sequences.Step]) -> list[dict[str, Any]]:
+    return [
+        {
+            "position": step.position,
+            "template_id": step.template_id,
+            "delay_days": step.delay_days,
+            "attach_report": step.attach_report,
+            "condition": step.condition,
+        }
+        for step in steps
+    ]
+
+
+async def campaigns_out(repo: CampaignRepository, campaigns: list[Campaign]) -> list[dict[str, Any]]:
+    """A page of campaigns, their steps read together."""
+    steps = await stored_steps(repo, campaigns)
+    return [campaign_out(campaign, steps[campaign.id]) for campaign in campaigns]
+
+
+def campaign_out(campaign: Campaign, steps: list[sequences.Step]) -> dict[str, Any]:
     return {
         "id": str(campaign.id),
         "name": campaign.name,
         "status": campaign.status,
         "template_id": str(campaign.template_id),
-        "followup_enabled": campaign.followup_enabled,
-        "followup_days": campaign.followup_days,
-        "followup_attach_report": campaign.followup_attach_report,
+        "followup_enabled": bool(steps),
+        "followup_days": steps[0].delay_days if steps else FOLLOWUP_DAYS,
+        "followup_attach_report": bool(steps) and steps[0].attach_report,
+        "steps": steps_out(steps),
+        "stop_rules": {
+            "on_auto_reply": campaign.stop_on_auto_reply,
+            "on_click": campaign.stop_on_click,
+            "on_company_reply": campaign.stop_on_company_reply,
+        },
         "start_at": campaign.start_at,
         "window": campaign.window,
         "domains": campaign.domains,
@@ -101,6 +197,7 @@ def message_out(message: Message, lead_email: str) -> dict[str, Any]:
         "sent_at",
         "status",
         "is_followup",
+        "step",
         "retry_count",
         "last_error",
         "opened_at",

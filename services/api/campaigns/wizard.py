@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from services.api.campaigns.repository import CampaignRepository
-from services.api.campaigns.schemas import CampaignIn, WindowIn
+from services.api.campaigns.schemas import CampaignIn, StepIn, WindowIn
 from services.api.domains.repository import DomainRepository
 from services.api.kit.envelope import invalid
 from services.api.kit.repository import parse_id
@@ -83,9 +83,18 @@ async def check_wizard(repo: CampaignRepository, payload: CampaignIn, settings: 
         raise invalid(
             f"not active sending domains of this workspace: {', '.join(unusable)}", ["body", "domains"]
         )
+    await check_step_templates(repo, payload.sequence)
     resolved = await _resolve_audience(repo, payload, now)
     window = window_dict(payload, settings)
     return Wizard(template, [known[n] for n in names], resolved, window, schedule.start_at)
+
+
+async def check_step_templates(repo: CampaignRepository, steps: list[StepIn]) -> None:
+    """Every step's template is one of the workspace's; 422 naming the step otherwise."""
+    templates = repo.sibling(TemplateRepository)
+    for index, step in enumerate(steps):
+        if await templates.get(step.template_id) is None:
+            raise invalid("template not found in this workspace", ["body", "steps", index, "template_id"])
 
 
 async def _resolve_audience(

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
+from sqlalchemy import or_, select
+
 from services.api.campaigns.usage import refuse_if_used
 from services.api.kit.envelope import ApiError, invalid
 from services.api.kit.reads import row_out
@@ -13,7 +15,7 @@ from services.api.leads.repository import LeadRepository
 from services.api.templates.repository import TemplateRepository
 from services.api.templates.schemas import PreviewIn, TemplateIn, TemplatePatch
 from shared import tokens
-from shared.db.models import Campaign, Lead, Template
+from shared.db.models import Campaign, CampaignStep, Lead, Template
 from shared.render import Letter, RenderError, lead_variables
 from shared.render_pool import RendererUnavailable, RenderPool
 from shared.settings import Settings
@@ -53,7 +55,10 @@ async def update(repo: TemplateRepository, raw_id: str, body: TemplatePatch) -> 
 
 async def delete(repo: TemplateRepository, raw_id: str) -> dict[str, Any]:
     row = await repo.require(raw_id)
-    await refuse_if_used(repo, f"template {row.name!r}", Campaign.template_id == row.id)
+    in_a_step = select(CampaignStep.campaign_id).where(CampaignStep.template_id == row.id)
+    await refuse_if_used(
+        repo, f"template {row.name!r}", or_(Campaign.template_id == row.id, Campaign.id.in_(in_a_step))
+    )
     await repo.delete(row)
     return {"id": str(row.id), "deleted": True}
 
