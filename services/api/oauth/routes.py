@@ -41,7 +41,9 @@ async def disconnect_domain_oauth(
     """Forget the domain's OAuth2 grant (revoked at the provider where it can be)."""
     state = request.app.state
     async with unit_of_work(request, principal, DomainRepository) as repo:
-        return {"data": await service.disconnect(repo, domain_id, state.oauth, state.runtime.settings)}
+        grant = await service.disconnect(repo, domain_id)
+    await service.revoke(state.oauth, grant, state.runtime.settings)
+    return {"data": {"id": str(grant.id), "deleted": True}}
 
 
 # The provider's redirect, reached by the person's browser without our token (the `state` proves the flow):

@@ -109,7 +109,7 @@ async def complete(
             answer, replaced = await _keep(session, domain, flow, email, tokens, settings, clock)
     if domain is not None and refusal is None:
         if replaced is not None:  # connected again: the grant it replaces is of no use to anyone
-            await _revoke(client, replaced, settings)
+            await revoke(client, replaced, settings)
         return answer
     await client.revoke(provider, tokens.refresh_token or tokens.access_token)
     if refusal is None:
@@ -166,20 +166,18 @@ async def _keep(
     return answer, replaced
 
 
-async def disconnect(
-    repo: DomainRepository, raw_id: str, client: OAuthClient, settings: Settings
-) -> dict[str, Any]:
-    """Forget the domain's grant, and revoke it at the provider where it can be (best effort)."""
+async def disconnect(repo: DomainRepository, raw_id: str) -> OAuthAccount:
+    """Forget the domain's grant: the one forgotten, to `revoke` once that is committed (a grant revoked but
+    kept would only fail later)."""
     domain = await repo.require(raw_id)
     accounts = repo.sibling(OAuthAccountRepository)
     if (grant := await accounts.of_domain(domain)) is None:
         raise not_found("OAuth2 grant of this sending domain")
     await accounts.delete(grant)
-    await _revoke(client, grant, settings)
-    return {"id": str(grant.id), "deleted": True}
+    return grant
 
 
-async def _revoke(client: OAuthClient, grant: OAuthAccount, settings: Settings) -> None:
+async def revoke(client: OAuthClient, grant: OAuthAccount, settings: Settings) -> None:
     """Revoke a grant we no longer keep, where its provider can (best effort)."""
     try:
         provider = await client.provider(ProviderName(grant.provider))
