@@ -22,6 +22,15 @@ from typing import Literal
 MAX_STEPS = 12  # after the first e-mail (Woodpecker's ceiling)
 SKIPPED = "skipped: "  # the start of a skipped step's `last_error`: cancelled, and counted as skipped
 STOPPED = "stopped: "
+# Mailbox providers anyone may have an address at: a reply from one of them is no colleague's. The company
+# reply rule leaves leads at these domains alone.
+FREE_MAIL = frozenset({
+    "gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "live.com", "msn.com", "yahoo.com",
+    "ymail.com", "icloud.com", "me.com", "mac.com", "aol.com", "proton.me", "protonmail.com", "gmx.com",
+    "gmx.net", "gmx.de", "web.de", "mail.com", "yandex.ru", "zoho.com", "fastmail.com", "hey.com",
+    "outlook.nl", "hotmail.nl", "live.nl", "ziggo.nl", "kpnmail.nl", "hetnet.nl", "planet.nl", "home.nl",
+    "xs4all.nl", "telenet.be", "skynet.be",
+})  # fmt: skip
 
 
 class Condition(enum.StrEnum):

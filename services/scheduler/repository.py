@@ -17,7 +17,7 @@ from shared.message_states import TRANSITIONS, UNFINISHED, UNSENT, CampaignStatu
 from shared.planning import Reservation
 from shared.planning.slots import unplanned_reason
 from shared.reputation import TRANSIENT, DomainState
-from shared.sequences import SKIPPED, Condition, Evidence, StopRules
+from shared.sequences import FREE_MAIL, SKIPPED, Condition, Evidence, StopRules
 
 # A message its sending domain may send: the domain is active, or paused and this is its probe.
 DOMAIN_SENDS: ColumnElement[bool] = or_(
@@ -237,10 +237,7 @@ async def step_context(
             )
             .where(
                 Message.id == message_id,
-                or_(
-                    Message.status == MessageStatus.SENT,
-                    (Message.status == MessageStatus.CANCELLED) & Message.last_error.startswith(SKIPPED),
-                ),
+                _goes_on(Message),
                 Campaign.status.in_(SENDS | {CampaignStatus.PAUSED}),
                 Lead.status == LeadStatus.ACTIVE,
             )
@@ -271,6 +268,7 @@ SELECT m.id, coalesce(s.condition, '{Condition.ALWAYS}') AS condition, c.stop_on
     SELECT FROM messages AS o JOIN leads AS ol ON ol.id = o.lead_id
     WHERE o.campaign_id = m.campaign_id AND o.replied_at IS NOT NULL AND o.lead_id <> m.lead_id
       AND {recipient_domain_sql("ol.email")} = {recipient_domain_sql("l.email")}
+      AND NOT {recipient_domain_sql("l.email")} = ANY(:free_mail)
   ) AS company_replied
 FROM messages AS m
 JOIN campaigns AS c ON c.id = m.campaign_id
@@ -286,7 +284,7 @@ async def sequence_evidence(
     """Per message: its step's condition, its campaign's stop rules and what its lead did by now."""
     if not message_ids:
         return {}
-    rows = await session.execute(SEQUENCE_EVIDENCE, {"ids": message_ids})
+    rows = await session.execute(SEQUENCE_EVIDENCE, {"ids": message_ids, "free_mail": sorted(FREE_MAIL)})
     return {
         row.id: (
             Condition(row.condition),
@@ -307,9 +305,18 @@ async def edited_campaigns(session: AsyncSession) -> list[tuple[uuid.UUID, datet
     return [(row.id, row.steps_edited_at) for row in rows]
 
 
+def _goes_on(message: type[Message]) -> ColumnElement[bool]:
+    """A message its lead's next step follows: sent, or skipped (the next step counts from its slot). The
+    same rule as `message_store.COMPLETE`'s."""
+    return or_(
+        message.status == MessageStatus.SENT,
+        (message.status == MessageStatus.CANCELLED) & message.last_error.startswith(SKIPPED),
+    )
+
+
 async def owed_steps(session: AsyncSession, campaign_id: uuid.UUID, limit: int) -> list[uuid.UUID]:
-    """Sent messages of the campaign whose next step exists and is not planned, to active leads: the steps an
-    edit added after what some leads were sent."""
+    """Sent (or skipped) messages of the campaign whose next step exists and is not planned, to active leads:
+    the steps an edit added after what some leads were sent."""
     later = aliased(Message)
     child = select(later.id).where(later.parent_message_id == Message.id).exists()
     rows = await session.scalars(
@@ -321,7 +328,7 @@ async def owed_steps(session: AsyncSession, campaign_id: uuid.UUID, limit: int) 
         )
         .where(
             Message.campaign_id == campaign_id,
-            Message.status == MessageStatus.SENT,
+            _goes_on(Message),
             Lead.status == LeadStatus.ACTIVE,
             ~child,
         )

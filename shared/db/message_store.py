@@ -42,6 +42,7 @@ from shared.events import (
 from shared.lifecycle import RULES, SENDS, Action
 from shared.message_states import TRANSITIONS, UNFINISHED, LeadStatus, MessageStatus
 from shared.reputation import DomainState
+from shared.sequences import SKIPPED
 
 
 class Db(Protocol):
@@ -585,8 +586,9 @@ ANNOUNCE = (
 )
 
 # complete: the campaign transition when nothing is left to send
-# Nothing unfinished, and no sent message still owed its next step (its `MessageSent` is on its way) by a
-# lead that may still get one; a campaign without steps owes none (checked first: no scan of its mail).
+# Nothing unfinished, and no sent (or skipped) message still owed its next step (its `MessageSent` is on its
+# way, or an edit added the step) by a lead that may still get one; a campaign without steps owes none
+# (checked first: no scan of its mail).
 COMPLETE = f"""
 UPDATE campaigns AS c SET status = '{RULES["complete"][1]}'
 WHERE c.id = $1 AND c.status IN {_in(RULES["complete"][0])}
@@ -594,7 +596,9 @@ WHERE c.id = $1 AND c.status IN {_in(RULES["complete"][0])}
   AND NOT (EXISTS (SELECT FROM campaign_steps AS s WHERE s.campaign_id = c.id) AND EXISTS (
     SELECT FROM messages AS m JOIN leads AS l ON l.id = m.lead_id
       JOIN campaign_steps AS s ON s.campaign_id = m.campaign_id AND s.position = m.step + 1
-    WHERE m.campaign_id = c.id AND m.status = '{MessageStatus.SENT}' AND l.status = '{LeadStatus.ACTIVE}'
+    WHERE m.campaign_id = c.id AND l.status = '{LeadStatus.ACTIVE}'
+      AND (m.status = '{MessageStatus.SENT}'
+        OR m.status = '{MessageStatus.CANCELLED}' AND m.last_error LIKE '{SKIPPED}%')
       AND NOT EXISTS (SELECT FROM messages AS f WHERE f.parent_message_id = m.id)
   ))
 RETURNING id, workspace_id

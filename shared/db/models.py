@@ -406,7 +406,7 @@ class CampaignKpi(Base):
 
 
 class CampaignStepKpi(Base):
-    """Each step's figures (step 0: the first e-mail), kept by triggers on `messages` (migration 0015) in the
+    """Each step's figures (step 0: the first e-mail), kept by triggers on `messages` (migration 0016) in the
     campaign counters' shards."""
 
     __tablename__ = "campaign_step_kpis"

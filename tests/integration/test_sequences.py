@@ -199,6 +199,8 @@ async def test_stop_rules_end_a_sequence_on_a_click_and_on_a_reply_from_the_lead
         f"team@b-{run}.example",
         f"d@d-{run}.example",
         f"away@e-{run}.example",
+        f"anna-{run}@gmail.com",  # free mail: her reply is no colleague's of …
+        f"bert-{run}@gmail.com",  # … his
     ]
     leads = [(await pipeline.api.lead(address, first_name="Jan"))["id"] for address in addresses]
     template = await pipeline.api.template(body_html='<p>Hi</p><a href="https://offer.example/">offer</a>')
@@ -209,8 +211,8 @@ async def test_stop_rules_end_a_sequence_on_a_click_and_on_a_reply_from_the_lead
         tracking={"opens": True, "clicks": True},
     )  # fmt: skip
     assert campaign["stop_rules"] == {"on_auto_reply": True, "on_click": True, "on_company_reply": True}
-    await planned_steps(pipeline, campaign["id"], 10)
-    clicker, boss, _, _, away = (mails_to(pipeline, address)[0] for address in addresses)
+    await planned_steps(pipeline, campaign["id"], 14)
+    clicker, boss, _, _, away, anna, _ = (mails_to(pipeline, address)[0] for address in addresses)
     html = clicker.message.get_body(("html",)).get_content()
     link = re.search(r'href="([^"]+/track/click[^"]+)"', html)
     assert link is not None
@@ -219,6 +221,8 @@ async def test_stop_rules_end_a_sequence_on_a_click_and_on_a_reply_from_the_lead
     answer = (
         f"From: {addresses[1]}\nSubject: Re: hi\nIn-Reply-To: {boss.message['Message-ID']}\n\nNo thanks.\n"
     )
+    assert (await inbound(pipeline, settings, "/inbound/replies", answer))["outcome"] == "replied"
+    answer = f"From: {addresses[5]}\nSubject: Re: hi\nIn-Reply-To: {anna.message['Message-ID']}\n\nLater.\n"
     assert (await inbound(pipeline, settings, "/inbound/replies", answer))["outcome"] == "replied"
     holiday = (
         f"From: {addresses[4]}\nSubject: Away\nIn-Reply-To: {away.message['Message-ID']}\n"
@@ -234,12 +238,14 @@ async def test_stop_rules_end_a_sequence_on_a_click_and_on_a_reply_from_the_lead
     assert steps[addresses[2]]["last_error"] == "stopped: someone at the lead's company domain replied"
     assert steps[addresses[3]]["status"] == "sent"
     assert steps[addresses[4]]["last_error"] == "stopped: the lead sent an automatic reply"
-    assert [len(mails_to(pipeline, address)) for address in addresses] == [1, 1, 1, 2, 1]
+    assert steps[addresses[5]]["status"] == "cancelled"
+    assert steps[addresses[6]]["status"] == "sent"  # another gmail.com address's reply stops nobody
+    assert [len(mails_to(pipeline, address)) for address in addresses] == [1, 1, 1, 2, 1, 1, 2]
     per_step = {
         row["step"]: row for row in (await pipeline.api.get(f"/campaigns/{campaign['id']}"))["kpis_by_step"]
     }
     figures = [per_step[1][name] for name in ("planned", "sent", "cancelled", "skipped")]
-    assert figures == [5, 1, 4, 0]
+    assert figures == [7, 2, 5, 0]
 
 
 async def test_editing_the_steps_of_a_running_campaign_applies_to_the_steps_not_planned_yet(

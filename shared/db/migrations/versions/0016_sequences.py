@@ -15,7 +15,6 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0016"
-# Chained onto 0013 on this branch; re-chain onto 0014 when both are merged.
 down_revision: str | None = "0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
