@@ -447,3 +447,46 @@ async def _nothing_due(pipeline: Pipeline, campaign_id: str) -> bool:
     return all(
         at(m["scheduled_at"]) > now or m["status"] == "sent" for m in await pipeline.messages(campaign_id)
     )
+
+
+async def test_steps_an_edit_adds_reach_a_lead_whose_last_step_was_skipped(pipeline: Pipeline) -> None:
+    bump = await pipeline.api.template(name="Bump")
+    campaign, lead_ids = await pipeline.campaign(
+        leads=2,
+        interval=3600,
+        steps=[{"template_id": bump["id"], "delay_days": 1, "condition": "not_opened"}],
+    )
+    first = (await pipeline.api.get(f"/leads/{lead_ids[0]}"))["email"]
+    for _ in range(2):  # the two first e-mails, an hour apart on the domain's grid
+        await pipeline.until(lambda: _due_planned(pipeline, campaign["id"]))
+        pipeline.clock.advance(at(await _next_slot(pipeline, campaign["id"])) - pipeline.clock())
+        await pipeline.until(lambda: _nothing_due(pipeline, campaign["id"]))
+    await planned_steps(pipeline, campaign["id"], 4)
+    async with httpx.AsyncClient(base_url=pipeline.tracker_url) as tracker:
+        [opened] = mails_to(pipeline, first)
+        await tracker.get(pixel_of(opened), headers={"User-Agent": "Mozilla/5.0 Thunderbird"})
+    messages = await by_step(pipeline, campaign["id"])
+    pipeline.clock.advance(at(messages[first][1]["scheduled_at"]) - pipeline.clock())
+
+    async def first_skipped() -> bool:
+        return bool((await by_step(pipeline, campaign["id"]))[first][1]["status"] == "cancelled")
+
+    await pipeline.until(first_skipped)  # its sequence had nothing after the skipped step
+    more = {
+        "steps": [
+            {"template_id": bump["id"], "delay_days": 1, "condition": "not_opened"},
+            {"template_id": bump["id"], "delay_days": 2},
+        ]
+    }
+    edit = (await pipeline.api.http.put(f"/campaigns/{campaign['id']}/steps", json=more)).json()["data"]
+    assert edit["applied_from"] == 2
+
+    async def owed_planned() -> bool:
+        return 2 in (await by_step(pipeline, campaign["id"]))[first]
+
+    await pipeline.until(owed_planned, seconds=30)  # the reconcile beat plans it after the skipped step
+    messages = await by_step(pipeline, campaign["id"])
+    assert messages[first][2]["parent_message_id"] == messages[first][1]["id"]
+    assert at(messages[first][2]["scheduled_at"]) >= at(messages[first][1]["scheduled_at"]) + timedelta(
+        days=2
+    )
