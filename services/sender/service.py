@@ -205,6 +205,8 @@ class Sender:
             if not isinstance(error, TRANSIENT):
                 raise
             _unclaimed(command, error)
+            if attempt is not None:  # the connection may have dropped at COMMIT, after the claim was made
+                await self._give_back(attempt)
             return None
         return attempt, outcome
 
@@ -222,6 +224,26 @@ class Sender:
             return None, Outcome(Kind.FAILED, f"OAuth2: {error}"[:1000], fault=Fault.AUTHENTICATION)
         except TokenUnavailable as error:  # like an unreachable server: enough of them pause the domain
             return None, Outcome(Kind.FAILED, str(error)[:1000], fault=Fault.CONNECTION)
+
+    async def _give_back(self, attempt: Attempt) -> None:
+        """A claim whose commit went unanswered, its e-mail never begun: once the database is back, planned
+        again if the claim was made after all. Else it would wait, `sending`, for the reconciler to call it
+        interrupted, though nothing was sent."""
+        assert attempt.claimed_at is not None, "a claimed attempt knows when"
+        delay, deadline = 0.5, asyncio.get_running_loop().time() + self._settings.sending_lease_seconds / 2
+        while True:
+            try:
+                async with self._db.acquire() as db:
+                    if await message_store.give_back(
+                        db, attempt.message.id, attempt.claimed_at, self._clock()
+                    ):
+                        log.info("sender.message.given_back", message_id=str(attempt.message.id))
+                    return
+            except DATABASE_AWAY:
+                if asyncio.get_running_loop().time() + delay > deadline:  # the reconciler's, then
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     async def _complete(self, attempt: Attempt, outcome: Outcome | None) -> None:
         if outcome is None:
@@ -313,13 +335,12 @@ class Sender:
             await repo.cancel(db, message, f"lead is {message.lead_status} or suppressed")
             return None
         if draft.failure is not None:  # no SMTP transaction: it takes no turn of the domain
-            return Attempt(message, None, draft.failure, None, draft.notes)
+            return Attempt(message, None, draft.failure, None, draft.notes, claimed_at=claimed_at)
         try:
             transaction = self._smtp.transaction(self._account(message, draft.access))
         except Exception as error:
-            return Attempt(
-                message, None, _unexpected("before its SMTP transaction", error), None, draft.notes
-            )
+            failure = _unexpected("before its SMTP transaction", error)
+            return Attempt(message, None, failure, None, draft.notes, claimed_at=claimed_at)
         # A provider's slower pace first: its row is only locked here, so a turn it refuses takes nothing.
         rules, grace = self._settings.pace_rules, self._settings.send_grace_seconds
         paced = repo.slowed(message, rules, self._clock())

@@ -176,6 +176,8 @@ _PAUSED_DOMAINS = f"SELECT id FROM sending_domains WHERE state = '{DomainState.P
 RELEASE_REFUSED = f"""{_RELEASE} AND id = $1
   AND sending_domain_id IN ({_PAUSED_DOMAINS} AND probe_message_id IS DISTINCT FROM $1) RETURNING id"""
 DEFER = f"UPDATE messages SET status = {_to('defer')}, not_before = $2 WHERE id = $1 AND {_guard('defer')}"
+# ... and a claim given back ($3 its `claimed_at`): a claim since made by another sender is left alone.
+GIVE_BACK = f"{DEFER} AND claimed_at = $3 RETURNING id"
 # A re-plan that finds no slot within the horizon: failed, with the reason ($2).
 NO_SLOT = f"""
 WITH failed AS (
@@ -663,6 +665,13 @@ async def release_refused(db: Db, message_id: uuid.UUID) -> bool:
 
 async def defer(db: Db, message_id: uuid.UUID, not_before: datetime) -> None:
     await db.fetch(DEFER, message_id, not_before)
+
+
+async def give_back(db: Db, message_id: uuid.UUID, claimed_at: datetime, now: datetime) -> bool:
+    """A claim whose e-mail was never begun, planned again if it is still the one made at `claimed_at`
+    (the `defer` transition: no try spent). False: it was not (its commit was lost after all, or another
+    sender claimed it since)."""
+    return bool(await db.fetch(GIVE_BACK, message_id, now, claimed_at))
 
 
 async def vacate(db: Db, message_ids: Sequence[uuid.UUID]) -> None:

@@ -187,6 +187,28 @@ async def test_the_orm_path_runs_the_same_transitions(settings: Settings, name: 
         await engine.dispose()
 
 
+async def test_a_claim_given_back_is_planned_again_only_while_it_is_the_senders_own(
+    db: asyncpg.Connection,
+) -> None:
+    """A sender whose COMMIT went unanswered gives its claim back: the message is planned again with no try
+    spent, unless the claim is another's (its own was rolled back, and another sender claimed it since)."""
+    transaction = db.transaction()
+    await transaction.start()
+    try:
+        world = await store_world.build(db)
+        [message] = world.messages
+        await store_world.put(db, message, MessageStatus.SENDING)  # claimed an hour before NOW
+        claimed_at = NOW - timedelta(hours=1)
+        assert not await store.give_back(db, message, claimed_at - timedelta(microseconds=1), NOW)
+        assert await db.fetchval("SELECT status FROM messages WHERE id = $1", message) == "sending"
+        assert await store.give_back(db, message, claimed_at, NOW)
+        row = await db.fetchrow("SELECT status, retry_count, not_before FROM messages WHERE id = $1", message)
+        assert (row["status"], row["retry_count"], row["not_before"]) == ("planned", 0, NOW)
+        assert not await store.give_back(db, message, claimed_at, NOW)  # once
+    finally:
+        await transaction.rollback()
+
+
 async def test_plan_counts_each_new_message_on_its_slot_day_and_one_without_a_slot_as_failed(
     db: asyncpg.Connection,
 ) -> None:
