@@ -78,11 +78,13 @@ lint: setup
 types: setup
 	.venv/bin/mypy shared services tools maildash
 
-# The fault suite restarts the local PostgreSQL and RabbitMQ here too (MAILDASH_FAULT_RESTARTS).
+# Two workers, each with its own database and broker names; then, alone, what must not share the machine:
+# the fault suite, which restarts the local PostgreSQL and RabbitMQ (MAILDASH_FAULT_RESTARTS).
 test: lint types services system-packages mail-packages client-packages
-	MAILDASH_FAULT_RESTARTS=1 $(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 -m "not alone"
+	MAILDASH_FAULT_RESTARTS=1 $(PY) -m pytest -q -m alone
 
-# The fault suite with the campaign of issue 7 (2,000 leads over 10 domains); `make test` runs it with 200.
+# The fault suite with the campaign of issue 7 (2,000 leads over 10 domains); `make test` runs it with 100.
 faults: services
 	MAILDASH_FAULT_LEADS=2000 MAILDASH_FAULT_RESTARTS=1 $(PY) -m pytest -q -o timeout=1800 tests/integration/test_faults.py
 
