@@ -9,6 +9,11 @@ A message to a receiving provider that slowed the domain down (`shared.planning.
 provider's interval from the domain's other slots to the same provider: two such slots t1 < t2 are at least
 the provider's interval at t2 apart (the interval only shrinks as time goes on, so this is the nearest
 neighbours' rule). The slots it skips stay free for the domain's other messages.
+
+A lead may have a window of its own (`shared.planning.zones`: the campaign's hours in the lead's zone): its
+candidate slots are that window's grid, while what is counted per day (the daily cap, the warm-up's day) stays
+on the local days of the schedule's own window, the campaign's. Reservations are UTC spans, so the throttle
+holds across zones as it is.
 """
 
 from __future__ import annotations
@@ -103,8 +108,12 @@ class DomainSchedule:
             return sends[i]  # anything before the next send is too close to it
         return None
 
-    def _candidates(self, earliest: datetime) -> Iterator[datetime]:
-        """Grid points at or after `earliest`, in order, on days still under the cap."""
+    def _candidates(self, earliest: datetime, window: Window | None = None) -> Iterator[datetime]:
+        """Grid points at or after `earliest`, in order, on days still under the cap; on `window`'s grid when
+        it is a lead's own window."""
+        if window is not None and window != self.window:
+            yield from self._candidates_in(window, earliest)
+            return
         # Without a throttle there is no grid: a message is due at once while the window is open.
         if not self.interval and self.window.open_until(earliest) is not None:
             while self._under_cap(self.window.local_date(earliest)):
@@ -121,11 +130,50 @@ class DomainSchedule:
                     while not self.interval and self._under_cap(day):
                         yield slot  # no throttle: everyone is due at the window start
 
-    def earliest_free(self, earliest: datetime, provider: str | None = None) -> datetime:
-        """The earliest free slot at or after `earliest`; for a slowed `provider`, one that keeps its pace."""
+    def _candidates_in(self, window: Window, earliest: datetime) -> Iterator[datetime]:
+        """`_candidates` on a lead's own window. Its days are not the days the cap counts (the schedule's
+        window's): a slot whose counted day is full moves the search to where that day ends, stepping over
+        the rest of the lead's grid in it, so a small cap on a fine grid stays cheap here too."""
+        interval = int(self.interval.total_seconds())
         moment = earliest
         while True:
-            slot = next((s for s in self._candidates(moment) if self._is_free(s)), None)
+            full = None
+            if not self.interval and window.open_until(moment) is not None:
+                while self._under_cap(self.window.local_date(moment)):
+                    yield moment
+            for slot in self._grid_from(window, moment, interval, earliest):
+                day = self.window.local_date(slot)
+                if not self._under_cap(day):
+                    full = day
+                    break
+                yield slot
+                while not self.interval and self._under_cap(day):
+                    yield slot
+            if full is None:
+                return  # the horizon's end
+            moment = self.window.begins(full + timedelta(days=1))
+
+    @staticmethod
+    def _grid_from(window: Window, moment: datetime, interval: int, earliest: datetime) -> Iterator[datetime]:
+        """`window`'s grid points at or after `moment`, up to the horizon counted from `earliest`."""
+        first_day = window.local_date(earliest)
+        days = window.days_from(moment)
+        if (next(days) - first_day).days > HORIZON_DAYS:
+            return
+        yield from window.slots_after(moment, interval)
+        for day in days:
+            if (day - first_day).days > HORIZON_DAYS:
+                return
+            yield from window.slots_on(day, interval)
+
+    def earliest_free(
+        self, earliest: datetime, provider: str | None = None, window: Window | None = None
+    ) -> datetime:
+        """The earliest free slot at or after `earliest`; for a slowed `provider`, one that keeps its pace; on
+        `window`'s grid when the lead has a window of its own."""
+        moment = earliest
+        while True:
+            slot = next((s for s in self._candidates(moment, window) if self._is_free(s)), None)
             if slot is None:
                 raise NoSlotError(unplanned_reason(earliest))
             if not self.is_paced(provider):
@@ -136,10 +184,10 @@ class DomainSchedule:
                 return slot
             moment = blocked_until  # later than `slot`: the search always moves on
 
-    def free_slots(self, earliest: datetime) -> Iterator[Reservation]:
+    def free_slots(self, earliest: datetime, window: Window | None = None) -> Iterator[Reservation]:
         """Reserve and yield successive free slots from `earliest` on: planning n messages costs one pass.
         Ends where the horizon does (HORIZON_DAYS)."""
-        for slot in self._candidates(earliest):
+        for slot in self._candidates(earliest, window):
             if self._is_free(slot):
                 yield self.reserve(slot)
 
@@ -155,8 +203,10 @@ class DomainSchedule:
             bisect.insort(self._provider_sends[provider], slot)
         return reservation
 
-    def take(self, earliest: datetime, provider: str | None = None) -> Reservation:
-        return self.reserve(self.earliest_free(earliest, provider), provider)
+    def take(
+        self, earliest: datetime, provider: str | None = None, window: Window | None = None
+    ) -> Reservation:
+        return self.reserve(self.earliest_free(earliest, provider, window), provider)
 
 
 Lead = TypeVar("Lead")
@@ -168,9 +218,10 @@ class _Cursor:
     next free slot in time; a lead to a slowed provider searches from where the pass stands (every earlier
     candidate is taken) or from the provider's previous slot in this plan, whichever is later."""
 
-    def __init__(self, schedule: DomainSchedule, earliest: datetime) -> None:
+    def __init__(self, schedule: DomainSchedule, earliest: datetime, window: Window | None = None) -> None:
         self._schedule = schedule
-        self._free = schedule.free_slots(earliest)
+        self._window = window
+        self._free = schedule.free_slots(earliest, window)
         self._passed = earliest
         self._paced_from: dict[str, datetime | None] = {}  # None: nothing left within the horizon
 
@@ -185,7 +236,7 @@ class _Cursor:
         if start is None:
             return None  # slots are only ever taken: a later search cannot find what this one did not
         try:
-            taken = self._schedule.take(max(start, self._passed), provider)
+            taken = self._schedule.take(max(start, self._passed), provider, self._window)
         except NoSlotError:
             self._paced_from[provider] = None
             return None
@@ -199,16 +250,29 @@ def plan_round_robin(
     schedules: dict[Domain, DomainSchedule],
     earliest: datetime,
     providers: Mapping[Lead, str] | None = None,
+    windows: Mapping[Lead, Window] | None = None,
 ) -> list[tuple[Lead, Domain, Reservation | None]]:
     """Lead i goes to domains[i mod D] and takes that domain's earliest free slot at or after `earliest` (that
-    keeps its provider's pace, where `providers` names a provider that slowed the domain down); None where its
-    domain has no free slot left within the horizon (a daily cap too small for its leads)."""
-    cursors = {domain: _Cursor(schedules[domain], earliest) for domain in domains}
+    keeps its provider's pace, where `providers` names a provider that slowed the domain down; in its own
+    window, where `windows` gives it one); None where its domain has no free slot left within the horizon (a
+    daily cap too small for its leads).
+
+    One pass per (domain, window): reservations are only ever added during a plan, so a pass's candidates
+    behind it stay taken, and each lead still gets the earliest slot free for it when its turn comes."""
     found = providers or {}
-    return [
-        (lead, domains[i % len(domains)], cursors[domains[i % len(domains)]].next(found.get(lead)))
-        for i, lead in enumerate(leads)
-    ]
+    own = windows or {}
+    cursors: dict[tuple[Domain, Window | None], _Cursor] = {}
+
+    def cursor(domain: Domain, window: Window | None) -> _Cursor:
+        if (domain, window) not in cursors:
+            cursors[domain, window] = _Cursor(schedules[domain], earliest, window)
+        return cursors[domain, window]
+
+    planned: list[tuple[Lead, Domain, Reservation | None]] = []
+    for i, lead in enumerate(leads):
+        domain = domains[i % len(domains)]
+        planned.append((lead, domain, cursor(domain, own.get(lead)).next(found.get(lead))))
+    return planned
 
 
 def unplanned_reason(earliest: datetime) -> str:
@@ -217,7 +281,8 @@ def unplanned_reason(earliest: datetime) -> str:
 
 
 def followup_due(window: Window, sent_at: datetime, days: int) -> datetime:
-    """`days` calendar days after the send, at the same local wall-clock time (across clock changes too).
+    """`days` calendar days after the send, at the same local wall-clock time (across clock changes too), in
+    the window the lead's messages go in (the lead's own, in `recipient` mode).
 
     The follow-up then takes its domain's first free slot at or after this moment, inside the window."""
     local = sent_at.astimezone(window.zone).replace(tzinfo=None) + timedelta(days=days)

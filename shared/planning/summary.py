@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from shared.planning.slots import Reservation
@@ -19,12 +19,19 @@ STEPS_NOTE = (
 
 
 def summarize(
-    planned: Sequence[tuple[Any, str, Reservation]], window: Window, delays: Sequence[int]
+    planned: Sequence[tuple[Any, str, Reservation]],
+    window: Window,
+    delays: Sequence[int],
+    windows: Mapping[Any, Window] | None = None,
 ) -> dict[str, Any]:
-    """`planned` is (lead id, domain name, slot) in audience order; `delays` the sequence's steps'."""
+    """`planned` is (lead id, domain name, slot) in audience order; `delays` the sequence's steps'; `windows`
+    the leads' own windows (`recipient` mode), where they have one."""
     starts = [slot.start for _, _, slot in planned]
     per_day = Counter(window.local_date(start) for start in starts)
-    steps = expected_steps(per_day, window, delays)
+    if windows is None:
+        steps = expected_steps(per_day, window, delays)
+    else:
+        steps = expected_steps_of_leads(planned, window, delays, windows)
     return {
         "total_messages": len(planned),
         "first_send_at": min(starts, default=None),
@@ -55,6 +62,28 @@ def expected_steps(
         steps.append({"step": position, "count": sum(moved.values()), "per_day": _days(moved)})
         days = moved
     return steps
+
+
+def expected_steps_of_leads(
+    planned: Sequence[tuple[Any, str, Reservation]],
+    window: Window,
+    delays: Sequence[int],
+    windows: Mapping[Any, Window],
+) -> list[dict[str, Any]]:
+    """`expected_steps` lead by lead, each in its own window (the campaign's where it has none), counted per
+    local day of the campaign window: a step at a lead's local time may fall on another day there."""
+    counts: list[Counter[date]] = [Counter() for _ in delays]
+    for lead, _, slot in planned:
+        own = windows.get(lead, window)
+        local = slot.start.astimezone(own.zone)
+        day = local.date()
+        for counted, delay in zip(counts, delays, strict=True):
+            day = _open_from(own, day + timedelta(days=delay))
+            counted[window.local_date(datetime.combine(day, local.time(), own.zone))] += 1
+    return [
+        {"step": position, "count": sum(counted.values()), "per_day": _days(counted)}
+        for position, counted in enumerate(counts, 1)
+    ]
 
 
 def _open_from(window: Window, day: date) -> date:
