@@ -16,6 +16,7 @@ otherwise (US: New York, Chicago …) none. Zones that are not in zone.tab (`Etc
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 import zoneinfo
 from collections.abc import Hashable, Mapping
@@ -28,6 +29,17 @@ from shared.planning.slots import HORIZON_DAYS
 from shared.planning.window import Window, is_known_country, is_known_timezone
 
 Lead = TypeVar("Lead", bound=Hashable)
+
+
+class WindowMode(enum.StrEnum):
+    """Whose working hours a campaign's messages go in."""
+
+    CAMPAIGN = "campaign"  # the campaign window, for every lead
+    RECIPIENT = (
+        "recipient"  # the campaign window's days and hours in each lead's zone, its country's holidays
+    )
+
+
 Transitions = tuple[tuple[datetime, timedelta], ...]
 
 
