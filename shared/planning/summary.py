@@ -73,13 +73,16 @@ def expected_steps_of_leads(
     """`expected_steps` lead by lead, each in its own window (the campaign's where it has none), counted per
     local day of the campaign window: a step at a lead's local time may fall on another day there."""
     counts: list[Counter[date]] = [Counter() for _ in delays]
+    # Leads of one window mailed at one local time (one slot on each domain) share their steps' days.
+    moments: Counter[tuple[Window, datetime]] = Counter()
     for lead, _, slot in planned:
         own = windows.get(lead, window)
-        local = slot.start.astimezone(own.zone)
+        moments[own, slot.start.astimezone(own.zone).replace(tzinfo=None)] += 1
+    for (own, local), n in moments.items():
         day = local.date()
         for counted, delay in zip(counts, delays, strict=True):
             day = _open_from(own, day + timedelta(days=delay))
-            counted[window.local_date(datetime.combine(day, local.time(), own.zone))] += 1
+            counted[window.local_date(datetime.combine(day, local.time(), own.zone))] += n
     return [
         {"step": position, "count": sum(counted.values()), "per_day": _days(counted)}
         for position, counted in enumerate(counts, 1)
