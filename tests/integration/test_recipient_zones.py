@@ -117,6 +117,40 @@ async def test_recipient_zones_plan_each_lead_in_its_own_hours_across_a_clock_ch
     assert all(b - a >= INTERVAL - timedelta(seconds=60) for a, b in pairwise(sorted(times)))
 
 
+async def test_a_resume_plans_again_in_the_lead_s_own_hours(pipeline: Pipeline) -> None:
+    """Paused on Friday, resumed on Monday at 08:30 in Amsterdam, 03:30 in New York: the New York lead's
+    e-mail goes at 08:00 there, not at the campaign window's next slot."""
+    api = pipeline.api
+    domain = f"resume-{uuid.uuid4().hex[:8]}.example"
+    await api.domain(domain, pipeline.sink.port, interval=int(INTERVAL.total_seconds()))
+    lead = await api.lead(f"nina-{uuid.uuid4().hex[:6]}@lead.example", timezone="America/New_York")
+    template = await api.template()
+    await move_to(pipeline, FRIDAY)
+    campaign = await api.campaign(
+        template["id"],
+        [lead["id"]],
+        [domain],
+        schedule={"start_mode": "now", "window": OFFICE, "window_mode": "recipient"},
+    )
+    await _count(pipeline, campaign["id"], 1)
+    path = f"/campaigns/{campaign['id']}"
+    assert (await api.http.post(f"{path}/pause")).status_code == 200
+    again = (await api.http.post(f"{path}/dry-run")).json()["data"]
+    assert (again["window_mode"], again["leads_without_zone"]) == ("recipient", 0)
+    assert at(again["slots"][0]["scheduled_at"]).astimezone(NEW_YORK).hour >= 8
+
+    await move_to(pipeline, datetime(2026, 3, 9, 7, 30, tzinfo=UTC))
+    assert (await api.http.post(f"{path}/resume")).status_code == 200
+
+    async def moved() -> bool:
+        [message] = await pipeline.messages(campaign["id"])
+        return at(message["scheduled_at"]) > datetime(2026, 3, 9, tzinfo=UTC)
+
+    await pipeline.until(moved)
+    [message] = await pipeline.messages(campaign["id"])
+    assert at(message["scheduled_at"]) == datetime(2026, 3, 9, 8, tzinfo=NEW_YORK)
+
+
 async def _sent(pipeline: Pipeline, campaign_id: str, count: int) -> None:
     async def sent() -> bool:
         return sum(m["status"] == "sent" for m in await pipeline.messages(campaign_id)) == count
