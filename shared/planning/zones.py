@@ -129,7 +129,7 @@ def recipient_window(campaign: Window, timezone: str | None, country: str | None
     none where the `holidays` package has no calendar for it). None when no zone is known for the lead: the
     campaign window applies, as it is."""
     zone = timezone or (zone_of_country(country, year) if country else None)
-    if zone is None:
+    if zone is None or not is_known_timezone(zone):  # a zone a later tz database dropped: none known
         return None
     place = country or country_of_zone(zone)
     calendar = place if place is not None and is_known_country(place) else None

@@ -82,6 +82,8 @@ def test_a_lead_s_window_is_the_campaign_s_hours_in_its_zone_with_its_country_s_
     # No zone known (the US has many): the campaign window, as it is.
     assert recipient_window(CAMPAIGN, None, "US", 2026) is None
     assert recipient_window(CAMPAIGN, None, None, 2026) is None
+    # A stored zone this system's tz database no longer has: none known, rather than a planner that fails.
+    assert recipient_window(CAMPAIGN, "Mars/Olympus", "US", 2026) is None
     # A zone without a country in zone.tab: its hours, no holidays.
     utc = recipient_window(CAMPAIGN, "Etc/UTC", None, 2026)
     assert utc == Window("Etc/UTC", CAMPAIGN.days, time(8), time(17), None)
