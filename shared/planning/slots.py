@@ -22,7 +22,7 @@ import bisect
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TypeVar
 
 from shared.planning.pacing import Slowdown
@@ -65,6 +65,8 @@ class DomainSchedule:
         spans = sorted((r.start, r.end) for r in reservations if r.end > r.start)
         self._starts = [s for s, _ in spans]
         self._ends = [e for _, e in spans]
+        # A reservation's start: the first free moment after it found so far (`_free_from`).
+        self._free_after: dict[datetime, datetime] = {}
         self._per_day = Counter(window.local_date(r.start) for r in reservations)
         self._caps: dict[date, int | None] = {}
         self._slowdowns = dict(slowdowns or {})
@@ -132,37 +134,68 @@ class DomainSchedule:
 
     def _candidates_in(self, window: Window, earliest: datetime) -> Iterator[datetime]:
         """`_candidates` on a lead's own window. Its days are not the days the cap counts (the schedule's
-        window's): a slot whose counted day is full moves the search to where that day ends, stepping over
-        the rest of the lead's grid in it, so a small cap on a fine grid stays cheap here too."""
+        window's): a slot whose counted day is full moves the search to where that day ends. A slot that
+        other messages hold moves it past them, to the first gap wide enough for a span (`_free_from`). Both
+        jumps step over the lead's grid points between by arithmetic (`Window.slots_after`): neither a small
+        cap on a fine grid nor the slots a plan's passes in other zones took are walked point by point."""
         interval = int(self.interval.total_seconds())
+        last_day = window.local_date(earliest) + timedelta(days=HORIZON_DAYS)
+        counted = _CountedDay(self.window)
         moment = earliest
         while True:
-            full = None
+            resume = None
             if not self.interval and window.open_until(moment) is not None:
-                while self._under_cap(self.window.local_date(moment)):
+                while self._under_cap(counted.of(moment)):
                     yield moment
-            for slot in self._grid_from(window, moment, interval, earliest):
-                day = self.window.local_date(slot)
+            for slot in self._grid_from(window, moment, interval, last_day):
+                day = counted.of(slot)
                 if not self._under_cap(day):
-                    full = day
+                    resume = counted.ends
                     break
+                if not self._is_free(slot):
+                    free = self._free_from(slot)
+                    if free > slot + self.interval:  # beyond the next grid point: worth a jump
+                        resume = free
+                        break
+                    continue
                 yield slot
-                while not self.interval and self._under_cap(day):
-                    yield slot
-            if full is None:
+                if not self.interval:
+                    while self._under_cap(day):
+                        yield slot  # no throttle: everyone is due at the window start
+                    # The day is full: the next candidate is where it ends, as a fresh search finds it.
+                    resume = counted.ends
+                    break
+            if resume is None:
                 return  # the horizon's end
-            moment = self.window.begins(full + timedelta(days=1))
+            moment = resume
+
+    def _free_from(self, moment: datetime) -> datetime:
+        """The earliest moment at or after `moment` whose span overlaps no reservation: past the run of
+        reservations, and of gaps between them too narrow for a span, that holds `moment`.
+
+        Each reservation a search passes remembers where that search ended (reservations are only ever
+        added, so the first free moment after one only moves later): a later search that meets it goes on
+        from there, and the passes of a plan in many zones do not walk the same runs again and again."""
+        free, passed = moment, []
+        while True:
+            i = bisect.bisect_left(self._starts, free + self.interval) - 1
+            if i < 0 or self._ends[i] <= free:
+                break
+            passed.append(self._starts[i])
+            free = self._free_after.get(self._starts[i], self._ends[i])
+        for start in passed:
+            self._free_after[start] = free
+        return free
 
     @staticmethod
-    def _grid_from(window: Window, moment: datetime, interval: int, earliest: datetime) -> Iterator[datetime]:
-        """`window`'s grid points at or after `moment`, up to the horizon counted from `earliest`."""
-        first_day = window.local_date(earliest)
+    def _grid_from(window: Window, moment: datetime, interval: int, last_day: date) -> Iterator[datetime]:
+        """`window`'s grid points at or after `moment`, on its local days up to `last_day`."""
         days = window.days_from(moment)
-        if (next(days) - first_day).days > HORIZON_DAYS:
+        if next(days) > last_day:
             return
         yield from window.slots_after(moment, interval)
         for day in days:
-            if (day - first_day).days > HORIZON_DAYS:
+            if day > last_day:
                 return
             yield from window.slots_on(day, interval)
 
@@ -207,6 +240,23 @@ class DomainSchedule:
         self, earliest: datetime, provider: str | None = None, window: Window | None = None
     ) -> Reservation:
         return self.reserve(self.earliest_free(earliest, provider, window), provider)
+
+
+class _CountedDay:
+    """The local day of the schedule's window a moment falls on, looked up once per day for a run of
+    moments in order: the moments of a lead's grid, whose own days are not the ones the cap counts."""
+
+    def __init__(self, window: Window) -> None:
+        self._window = window
+        self._day: date | None = None
+        self.begins = self.ends = datetime.min.replace(tzinfo=UTC)
+
+    def of(self, moment: datetime) -> date:
+        if self._day is None or not self.begins <= moment < self.ends:
+            self._day = self._window.local_date(moment)
+            self.begins = self._window.begins(self._day)
+            self.ends = self._window.begins(self._day + timedelta(days=1))
+        return self._day
 
 
 Lead = TypeVar("Lead")

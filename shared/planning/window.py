@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 import zoneinfo
@@ -61,6 +62,14 @@ class _DayGrid:
             yield self._slots[seen]
             seen += 1
 
+    def at_or_after(self, moment: datetime) -> Iterator[datetime]:
+        """The points at or after `moment`: those already computed found by bisection."""
+        seen = bisect.bisect_left(self._slots, moment)
+        while seen < len(self._slots) or self._extend():
+            if self._slots[seen] >= moment:
+                yield self._slots[seen]
+            seen += 1
+
     def _extend(self) -> bool:
         for offset in self._offsets:
             local = self._first + timedelta(seconds=offset)
@@ -69,6 +78,11 @@ class _DayGrid:
                 self._slots.append(moment)
                 return True
         return False
+
+
+# Up to this many grid points before a moment are read from the day's remembered grid, not stepped over:
+# comparing a computed point costs a small fraction of computing one.
+_REMEMBERED_SKIP = 256
 
 
 @functools.lru_cache(maxsize=65536)
@@ -121,7 +135,7 @@ class Window:
             "holidays": self.holidays,
         }
 
-    @property
+    @functools.cached_property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
@@ -153,8 +167,9 @@ class Window:
         return iter(_day_grid(self, day, interval_seconds))
 
     def slots_after(self, moment: datetime, interval_seconds: int) -> Iterator[datetime]:
-        """The grid points of `moment`'s local day at or after it. The points before its wall-clock time are
-        stepped over by arithmetic, not computed: a planner resuming late in a day of a fine grid."""
+        """The grid points of `moment`'s local day at or after it. Many points before its wall-clock time are
+        stepped over by arithmetic, not computed: a planner resuming late in a day of a fine grid. A few are
+        read from the day's remembered grid: a planner jumping from slot to slot of a coarse one."""
         local = moment.astimezone(self.zone)
         if not self.is_open_day(local.date()):
             return iter(())
@@ -163,6 +178,8 @@ class Window:
         # A point whose wall-clock time is before `moment`'s lies before it (a repeated hour counts once, at
         # its first occurrence); one after may not, when `moment` is in the repeated hour's second run.
         first_point = max(0, math.ceil(elapsed / step))
+        if first_point <= _REMEMBERED_SKIP:
+            return _day_grid(self, local.date(), interval_seconds).at_or_after(moment)
         points = _DayGrid(self, local.date(), interval_seconds, first_point)
         return (slot for slot in points if slot >= moment)
 

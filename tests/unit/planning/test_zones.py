@@ -159,3 +159,40 @@ def test_the_dry_run_counts_each_step_in_the_lead_s_zone_on_campaign_days() -> N
     summary = summarize(planned, CAMPAIGN, [3], {"us": us, "au": au})
     [step] = summary["steps_expected"]
     assert step["per_day"] == [{"date": date(2026, 3, 8), "count": 1}, {"date": date(2026, 3, 9), "count": 1}]
+
+
+def test_without_a_throttle_a_plan_and_a_single_take_agree_when_a_cap_fills_the_day_of_a_lead_s_slot() -> (
+    None
+):
+    """Interval 0, a cap of one a campaign day (UTC), two Tokyo leads from Sunday 22:00 UTC (Monday 07:00
+    in Tokyo): a gets Tokyo's Monday 08:00, Sunday 23:00 UTC, which fills Sunday; b the moment Monday begins
+    in UTC, Monday 09:00 in Tokyo, whether planned after a or taken alone beside a's slot."""
+    utc = Window("UTC", frozenset(range(7)), time(8), time(17), None)
+    tokyo = Window("Asia/Tokyo", frozenset(range(7)), time(8), time(17), None)
+    start = datetime(2026, 3, 1, 22, tzinfo=UTC)
+    schedule = DomainSchedule(utc, 0, daily_cap=1)
+    plan = plan_round_robin(["a", "b"], ["d"], {"d": schedule}, start, windows={"a": tokyo, "b": tokyo})
+    a_slot = datetime(2026, 3, 1, 23, tzinfo=UTC)
+    assert [slot.start for _, _, slot in plan if slot is not None] == [
+        a_slot,
+        datetime(2026, 3, 2, tzinfo=UTC),
+    ]
+    alone = DomainSchedule(utc, 0, [Reservation(a_slot, a_slot)], daily_cap=1)
+    assert alone.take(start, window=tokyo).start == datetime(2026, 3, 2, tzinfo=UTC)
+
+
+def test_a_lead_s_pass_steps_over_the_runs_other_zones_took_to_the_first_gap_wide_enough() -> None:
+    """Other zones' 10-minute slots fill 08:00–09:00, 09:05–10:05 and 10:20–12:00 UTC: the hole at 09:00 is
+    too narrow for a span, 10:00 overlaps the run that ends 10:05, 10:10 is free. Two London leads (UTC in
+    February) get 10:10 and 12:00, the pass jumping over each run to where a walk over the grid would stop."""
+    london = recipient_window(CAMPAIGN, "Europe/London", None, 2026)
+    assert london is not None
+    monday = datetime(2026, 2, 2, tzinfo=UTC)
+    runs = [(8 * 60, 6), (9 * 60 + 5, 6), (10 * 60 + 20, 10)]  # (first start in minutes, slots)
+    starts = [monday + timedelta(minutes=first + 10 * k) for first, n in runs for k in range(n)]
+    schedule = DomainSchedule(CAMPAIGN, 600, [Reservation(s, s + timedelta(minutes=10)) for s in starts])
+    plan = plan_round_robin(["x", "y"], ["d"], {"d": schedule}, monday, windows={"x": london, "y": london})
+    assert [slot.start for _, _, slot in plan if slot is not None] == [
+        monday.replace(hour=10, minute=10),
+        monday.replace(hour=12),
+    ]
