@@ -32,12 +32,11 @@ Lead = TypeVar("Lead", bound=Hashable)
 
 
 class WindowMode(enum.StrEnum):
-    """Whose working hours a campaign's messages go in."""
+    """Whose working hours a campaign's messages go in: `campaign`, the campaign window for every lead;
+    `recipient`, the campaign window's days and hours in each lead's zone, with its country's holidays."""
 
-    CAMPAIGN = "campaign"  # the campaign window, for every lead
-    RECIPIENT = (
-        "recipient"  # the campaign window's days and hours in each lead's zone, its country's holidays
-    )
+    CAMPAIGN = "campaign"
+    RECIPIENT = "recipient"
 
 
 Transitions = tuple[tuple[datetime, timedelta], ...]
@@ -126,11 +125,13 @@ def zone_of_country(country: str, year: int) -> str | None:
 def recipient_window(campaign: Window, timezone: str | None, country: str | None, year: int) -> Window | None:
     """The window a lead's messages go in, in `recipient` mode: the campaign window's days and hours in the
     lead's zone (its own, else its country's), with its country's public holidays (its own, else its zone's;
-    none where the `holidays` package has no calendar for it). None when no zone is known for the lead: the
-    campaign window applies, as it is."""
+    none where the `holidays` package has no calendar for it, or the campaign window skips none). None when
+    no zone is known for the lead: the campaign window applies, as it is."""
     zone = timezone or (zone_of_country(country, year) if country else None)
     if zone is None or not is_known_timezone(zone):  # a zone a later tz database dropped: none known
         return None
+    if campaign.holidays is None:  # the campaign skips no holidays: nor do its leads
+        return _window_in(campaign, zone, None)
     place = country or country_of_zone(zone)
     calendar = place if place is not None and is_known_country(place) else None
     return _window_in(campaign, zone, calendar)

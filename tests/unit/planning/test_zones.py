@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
@@ -196,3 +197,13 @@ def test_a_lead_s_pass_steps_over_the_runs_other_zones_took_to_the_first_gap_wid
         monday.replace(hour=10, minute=10),
         monday.replace(hour=12),
     ]
+
+
+def test_a_campaign_that_skips_no_holidays_skips_none_for_its_leads_either() -> None:
+    """`holidays: null` on the campaign: a US lead is mailed on Thanksgiving, in its own zone."""
+    every_day = dataclasses.replace(CAMPAIGN, holidays=None)
+    us = recipient_window(every_day, "America/New_York", "US", 2026)
+    assert us is not None
+    assert us.holidays is None
+    thanksgiving = datetime(2026, 11, 26, 13, tzinfo=UTC)  # 08:00 in New York
+    assert DomainSchedule(every_day, 600).earliest_free(thanksgiving, window=us) == thanksgiving
