@@ -19,7 +19,7 @@ import dataclasses
 import enum
 import functools
 import zoneinfo
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -42,15 +42,37 @@ class WindowMode(enum.StrEnum):
 Transitions = tuple[tuple[datetime, timedelta], ...]
 
 
-@functools.cache
-def _table(name: str) -> tuple[tuple[str, ...], ...]:
-    """The rows of a tz database table (tab-separated, `#` comments), or none where the system has none."""
-    for directory in zoneinfo.TZPATH:
+TABLES = ("iso3166.tab", "zone.tab")
+
+
+class MissingTzTablesError(RuntimeError):
+    """The system has no tz database tables: every lead's country would be refused and no zone derived."""
+
+
+def read_table(name: str, directories: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+    """The rows of a tz database table (tab-separated, `#` comments), from the first directory that has it."""
+    for directory in directories:
         path = Path(directory) / name
         if path.is_file():
             lines = path.read_text(encoding="utf-8").splitlines()
             return tuple(tuple(line.split("\t")) for line in lines if line and not line.startswith("#"))
-    return ()
+    raise MissingTzTablesError(
+        f"the tz database's {name} is in none of {', '.join(directories) or 'no directories'}"
+        " (Python's zoneinfo.TZPATH): install the system's tzdata package (apt-get install tzdata), or set"
+        " PYTHONTZPATH to a directory that has it; leads' countries and zones are read from it"
+    )
+
+
+@functools.cache
+def _table(name: str) -> tuple[tuple[str, ...], ...]:
+    return read_table(name, zoneinfo.TZPATH)
+
+
+def check_tables() -> None:
+    """At a service's start, not at a lead's first country: raise MissingTzTablesError, saying what to
+    install, when the tables are missing."""
+    for name in TABLES:
+        _table(name)
 
 
 @functools.cache

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import zoneinfo
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 
 import pytest
 
-from shared.planning import DomainSchedule, Window, plan_round_robin
+from shared.planning import DomainSchedule, Window, plan_round_robin, zones
 from shared.planning.slots import Reservation
 from shared.planning.summary import summarize
 from shared.planning.zones import (
@@ -207,3 +209,22 @@ def test_a_campaign_that_skips_no_holidays_skips_none_for_its_leads_either() -> 
     assert us.holidays is None
     thanksgiving = datetime(2026, 11, 26, 13, tzinfo=UTC)  # 08:00 in New York
     assert DomainSchedule(every_day, 600).earliest_free(thanksgiving, window=us) == thanksgiving
+
+
+def test_a_system_without_the_tz_tables_fails_at_the_check_saying_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No zone.tab or iso3166.tab where zoneinfo looks: the start-up check fails, naming where it looked and
+    the package to install, rather than every lead's country being refused without a word."""
+    monkeypatch.setattr(zoneinfo, "TZPATH", (str(tmp_path),))
+    zones._table.cache_clear()
+    try:
+        with pytest.raises(zones.MissingTzTablesError) as raised:
+            zones.check_tables()
+    finally:
+        zones._table.cache_clear()
+    assert str(raised.value) == (
+        f"the tz database's iso3166.tab is in none of {tmp_path} (Python's zoneinfo.TZPATH): install the"
+        " system's tzdata package (apt-get install tzdata), or set PYTHONTZPATH to a directory that has it;"
+        " leads' countries and zones are read from it"
+    )
