@@ -3,7 +3,8 @@ the tz database says so, and the window a campaign in `recipient` mode plans tha
 
 The tables are the tz database's own, from the directory Python's `zoneinfo` reads its zones from (the first
 of `zoneinfo.TZPATH` that has them), read once:
-- `iso3166.tab`: the ISO 3166 alpha-2 codes a lead's `country` may take.
+- `iso3166.tab`: the ISO 3166 alpha-2 codes a lead's `country` may take, and the English names it may be
+  given by.
 - `zone.tab`, not `zone1970.tab`: it gives every zone exactly one country, and every country its own zones
   (zone1970.tab merges countries whose clocks agree since 1970: NL there is only `Europe/Brussels`).
 
@@ -86,9 +87,17 @@ def _zone_rows() -> tuple[tuple[str, str], ...]:
     return tuple((row[0], row[2]) for row in _table("zone.tab") if is_known_timezone(row[2]))
 
 
-def is_country_code(code: str) -> bool:
-    """An ISO 3166 alpha-2 code of the tz database's iso3166.tab (upper case, as it lists them)."""
-    return code in _countries()
+@functools.cache
+def _codes_by_name() -> dict[str, str]:
+    return {row[1].casefold(): row[0] for row in _table("iso3166.tab")}
+
+
+def country_code(value: str) -> str | None:
+    """The ISO 3166 alpha-2 code of the tz database's iso3166.tab that `value` gives, in any case: the code
+    itself ('nl'), or the English name the table gives the country ('Netherlands', 'united states': what
+    older CSV files carried in a `country` custom field); None for anything else."""
+    code = value.upper()
+    return code if code in _countries() else _codes_by_name().get(value.casefold())
 
 
 @functools.cache

@@ -183,18 +183,25 @@ async def test_zones_countries_and_the_window_mode_round_trip_and_bad_ones_write
     assert (kept["timezone"], kept["country"]) == (None, "IN")
 
     tag = uuid.uuid4().hex[:6]
+    named = await api.lead(f"named-{tag}@lead.example", country="united states")
+    assert named["country"] == "US"
     csv = (
         "email,timezone,country\n"
         f"ok-{tag}@lead.example,America/New_York,us\n"
         f"nozone-{tag}@lead.example,,\n"
         f"bad-{tag}@lead.example,Mars/Olympus,NL\n"
+        f"dutch-{tag}@lead.example,,Netherlands\n"  # as older files carried it, for a custom field
+        f"holland-{tag}@lead.example,,Holland\n"
     )
     imported = await api.http.post("/leads/import", files={"file": ("zones.csv", csv.encode(), "text/csv")})
     result = imported.json()["data"]
-    assert (result["created"], [e["row"] for e in result["errors"]]) == (2, [4])
+    assert (result["created"], [e["row"] for e in result["errors"]]) == (3, [4, 6])
     assert "timezone" in result["errors"][0]["error"]
+    assert "unknown country 'Holland'" in result["errors"][1]["error"]
     [ok] = (await api.get(f"/leads?search=ok-{tag}"))["items"]
     assert (ok["timezone"], ok["country"]) == ("America/New_York", "US")
+    [dutch] = (await api.get(f"/leads?search=dutch-{tag}"))["items"]
+    assert (dutch["country"], dutch["fields"]) == ("NL", {})
     [blank] = (await api.get(f"/leads?search=nozone-{tag}"))["items"]
     assert (blank["timezone"], blank["country"]) == (None, None)
     assert (await api.get(f"/leads?search=bad-{tag}"))["total"] == 0

@@ -10,7 +10,7 @@ from pydantic import AfterValidator, BaseModel, Field
 from services.api.kit.schemas import Email, Out, Patch, Strict, Tag
 from shared.message_states import LeadStatus
 from shared.planning.window import is_known_timezone
-from shared.planning.zones import is_country_code
+from shared.planning.zones import country_code
 
 FIELD_KEY_MAX = 100
 FIELD_VALUE_MAX = 5000
@@ -37,9 +37,13 @@ def _timezone(value: str | None) -> str | None:
 def _country(value: str | None) -> str | None:
     if value is None:
         return None
-    if not is_country_code(value.upper()):
-        raise ValueError(f"unknown country {value!r}: an ISO 3166 alpha-2 code such as 'NL'")
-    return value.upper()
+    code = country_code(value)
+    if code is None:
+        raise ValueError(
+            f"unknown country {value!r}: an ISO 3166 alpha-2 code such as 'NL', or the English name the tz"
+            " database's iso3166.tab gives it, such as 'Netherlands'"
+        )
+    return code
 
 
 # Where the lead works, for campaigns in the lead's own working hours (`window_mode: recipient`).
@@ -50,7 +54,7 @@ TimeZone = Annotated[
 ]
 Country = Annotated[
     str | None,
-    Field(max_length=2, description="ISO 3166 alpha-2 country code, e.g. NL"),
+    Field(max_length=64, description="ISO 3166 alpha-2 code (e.g. NL) or English name (e.g. Netherlands)"),
     AfterValidator(_country),
 ]
 

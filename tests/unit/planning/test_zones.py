@@ -13,8 +13,8 @@ from shared.planning import DomainSchedule, Window, plan_round_robin, zones
 from shared.planning.slots import Reservation
 from shared.planning.summary import summarize
 from shared.planning.zones import (
+    country_code,
     country_of_zone,
-    is_country_code,
     recipient_window,
     same_clock,
     transitions,
@@ -48,14 +48,22 @@ def test_a_zone_gives_the_country_the_tz_database_lists_it_under(zone: str, coun
     assert country_of_zone(zone) == country
 
 
-def test_country_codes_are_the_iso_alpha_2_codes_of_the_tz_database() -> None:
-    assert [is_country_code(code) for code in ("NL", "US", "nl", "NLD", "ZZ")] == [
-        True,
-        True,
-        False,
-        False,
-        False,
-    ]
+@pytest.mark.parametrize(
+    ("given", "code"),
+    [
+        ("NL", "NL"),
+        ("nl", "NL"),
+        ("Netherlands", "NL"),  # older CSV files' `country` custom field
+        ("united states", "US"),
+        ("KOREA (SOUTH)", "KR"),
+        ("NLD", None),
+        ("ZZ", None),
+        ("Holland", None),
+        ("", None),
+    ],
+)
+def test_a_country_is_its_alpha_2_code_or_its_english_name_in_any_case(given: str, code: str | None) -> None:
+    assert country_code(given) == code
 
 
 def test_the_same_clock_means_the_same_offset_and_the_same_changes_to_the_second() -> None:
