@@ -25,7 +25,6 @@ from shared.events import SendMessage
 from shared.lifecycle import SENDS
 from shared.planning import DomainSchedule, Reservation, Window, plan_round_robin
 from shared.planning.slots import NoSlotError, followup_due, send_grace
-from shared.planning.zones import WindowMode
 from shared.reputation import DomainState, planned_on
 from shared.sequences import Verdict
 from shared.settings import Settings
@@ -226,11 +225,11 @@ class Scheduler:
         windows: Mapping[uuid.UUID, Window],
         now: datetime,
     ) -> dict[tuple[uuid.UUID, uuid.UUID], Window]:
-        """The own windows of the messages' leads, per (campaign, lead), for campaigns in recipient mode."""
+        """The own windows of the messages' leads, per (campaign, lead), for campaigns in recipient mode
+        (`lead_windows` answers none for the others, without a query)."""
         leads: dict[uuid.UUID, set[uuid.UUID]] = {}
         for message in messages:
-            if campaigns[message.campaign_id].window_mode == WindowMode.RECIPIENT:
-                leads.setdefault(message.campaign_id, set()).add(message.lead_id)
+            leads.setdefault(message.campaign_id, set()).add(message.lead_id)
         own: dict[tuple[uuid.UUID, uuid.UUID], Window] = {}
         for campaign_id, ids in leads.items():
             mode = campaigns[campaign_id].window_mode

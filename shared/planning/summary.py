@@ -9,6 +9,7 @@ from typing import Any
 
 from shared.planning.slots import Reservation
 from shared.planning.window import Window
+from shared.planning.zones import WindowMode
 
 MAX_SLOTS = 1000
 STEPS_NOTE = (
@@ -22,17 +23,24 @@ def summarize(
     planned: Sequence[tuple[Any, str, Reservation]],
     window: Window,
     delays: Sequence[int],
+    mode: str = WindowMode.CAMPAIGN,
     windows: Mapping[Any, Window] | None = None,
 ) -> dict[str, Any]:
-    """`planned` is (lead id, domain name, slot) in audience order; `delays` the sequence's steps'; `windows`
-    the leads' own windows (`recipient` mode), where they have one."""
+    """`planned` is (lead id, domain name, slot) in audience order; `delays` the sequence's steps'; `mode` the
+    campaign's window mode and `windows` the leads' own windows in `recipient` mode, where they have one
+    (`leads_without_zone`: how many had none, and got the campaign window)."""
     starts = [slot.start for _, _, slot in planned]
     per_day = Counter(window.local_date(start) for start in starts)
-    if windows is None:
-        steps = expected_steps(per_day, window, delays)
+    without_zone = None
+    if mode == WindowMode.RECIPIENT:
+        own = windows or {}
+        steps = expected_steps_of_leads(planned, window, delays, own)
+        without_zone = sum(lead not in own for lead, _, _ in planned)
     else:
-        steps = expected_steps_of_leads(planned, window, delays, windows)
+        steps = expected_steps(per_day, window, delays)
     return {
+        "window_mode": mode,
+        "leads_without_zone": without_zone,
         "total_messages": len(planned),
         "first_send_at": min(starts, default=None),
         "last_send_at": max(starts, default=None),

@@ -4,7 +4,6 @@ nothing and locking nothing."""
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, TypeVar
@@ -21,7 +20,6 @@ from shared.planning import audience, plan_round_robin
 from shared.planning.slots import NoSlotError, Reservation, unplanned_reason
 from shared.planning.summary import summarize
 from shared.planning.window import Window
-from shared.planning.zones import WindowMode
 from shared.reputation import planned_on
 from shared.settings import Settings
 
@@ -50,24 +48,6 @@ def _every_lead_fits(
     return fitting
 
 
-def _summary(
-    planned: list[tuple[Any, str, Reservation]],
-    window: Window,
-    delays: list[int],
-    mode: str,
-    windows: dict[uuid.UUID, Window],
-) -> dict[str, Any]:
-    """The plan's summary, with whose working hours it went in: in recipient mode, how many leads had no
-    known zone and got the campaign window."""
-    if mode != WindowMode.RECIPIENT:
-        return {**summarize(planned, window, delays), "window_mode": mode, "leads_without_zone": None}
-    return {
-        **summarize(planned, window, delays, windows),
-        "window_mode": mode,
-        "leads_without_zone": sum(lead not in windows for lead, _, _ in planned),
-    }
-
-
 async def dry_run(repo: CampaignRepository, payload: CampaignIn, settings: Settings) -> dict[str, Any]:
     """What creating this campaign now would plan."""
     wizard = await check_wizard(repo, payload, settings)
@@ -86,7 +66,7 @@ async def dry_run(repo: CampaignRepository, payload: CampaignIn, settings: Setti
     return {
         "audience_count": len(wizard.audience.lead_ids),
         "excluded": wizard.audience.excluded,
-        **_summary(
+        **summarize(
             [(lead, names[d], slot) for lead, d, slot in planned],
             wizard.window,
             [step.delay_days for step in payload.sequence],
@@ -137,6 +117,6 @@ async def campaign_dry_run(repo: CampaignRepository, raw_id: str, settings: Sett
     return {
         "audience_count": campaign.audience_count,
         "excluded": {**dict.fromkeys(audience.EXCLUSION_ORDER, 0), **campaign.audience_excluded},
-        **_summary(planned, window, [step.delay_days for step in steps], mode, windows),
+        **summarize(planned, window, [step.delay_days for step in steps], mode, windows),
         "steps": steps_out(steps),
     }

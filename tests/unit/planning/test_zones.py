@@ -167,7 +167,7 @@ def test_the_dry_run_counts_each_step_in_the_lead_s_zone_on_campaign_days() -> N
         ("us", "d", Reservation(friday_us, friday_us + timedelta(minutes=20))),
         ("au", "d", Reservation(friday_au, friday_au + timedelta(minutes=20))),
     ]
-    summary = summarize(planned, CAMPAIGN, [3], {"us": us, "au": au})
+    summary = summarize(planned, CAMPAIGN, [3], "recipient", {"us": us, "au": au})
     [step] = summary["steps_expected"]
     assert step["per_day"] == [{"date": date(2026, 3, 8), "count": 1}, {"date": date(2026, 3, 9), "count": 1}]
 
