@@ -179,5 +179,7 @@ def recipient_windows(
 ) -> dict[Lead, Window]:
     """Each lead's window from its (timezone, country); leads without a known zone are left out (they take
     the campaign window)."""
-    found = {lead: recipient_window(campaign, *place, year) for lead, place in places.items()}
+    # Each (timezone, country) once: an audience has many leads and few places.
+    by_place = {place: recipient_window(campaign, *place, year) for place in set(places.values())}
+    found = {lead: by_place[place] for lead, place in places.items()}
     return {lead: window for lead, window in found.items() if window is not None}
