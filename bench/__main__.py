@@ -121,6 +121,8 @@ def sequence_results() -> list[Result]:
     return [
         Result("dry-run of a 10,000-lead 4-step campaign, p95", steps["dry_run_p95_s"],
                steps["raw_plan_p95_s"], "s", "≤ 0.5 s", steps["dry_run_p95_s"] <= 0.5),
+        Result("the same dry-run in recipient mode, leads in 25 zones, p95", steps["recipient_dry_run_p95_s"],
+               steps["recipient_raw_plan_p95_s"], "s", "≤ 0.5 s", steps["recipient_dry_run_p95_s"] <= 0.5),
         Result("start of a 10,000-lead 4-step campaign: plan + store its first e-mails (wall)",
                steps["start_s"], None, "s", "reported", None),
         Result("a step planned as its previous one is sent, p95", steps["step_p95_s"],

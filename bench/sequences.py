@@ -1,7 +1,7 @@
 """A 10,000-lead campaign with 4 steps after its first e-mail (issue 19): planning each step as its previous
 one is sent (`Scheduler.plan_next_step`, per lead) beside a bare INSERT of the same row, and the campaign's
 dry-run (`POST /campaigns/{id}/dry-run`, which shows the expected steps) beside the bare planner over the
-same schedules (`plan_round_robin`).
+same schedules (`plan_round_robin`), in campaign mode and in recipient mode with the leads in 25 zones.
 
 Run as `python -m bench.sequences LEADS SAMPLE` in its own process; prints JSON. SAMPLE leads go through the
 four steps (every lead's first e-mail is planned by the campaign's start).
@@ -15,6 +15,8 @@ import sys
 import time
 import uuid
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from bench.common import OFFICE_HOURS, bare_table, bench_database, percentile, raw_connection, seed_campaign
 from services.api.campaigns import dry_run
 from services.api.campaigns.repository import CampaignRepository
@@ -22,12 +24,69 @@ from services.api.domains.repository import DomainRepository
 from services.scheduler.service import Scheduler
 from shared.clock import utcnow
 from shared.db import create_engine, message_store, session_factory
-from shared.db.slots import domain_schedules
+from shared.db.models import SendingDomain
+from shared.db.slots import domain_schedules, lead_windows
 from shared.planning import plan_round_robin
 from shared.planning.window import Window
+from shared.planning.zones import WindowMode
 from shared.settings import Settings
 
 DOMAINS, INTERVAL, STEPS, DRY_RUNS = 20, 600, 4, 20
+
+
+# Where the leads of an international campaign work: Europe, the Americas, Asia and Oceania, Africa.
+ZONES = (
+    "Europe/Amsterdam", "Europe/Berlin", "Europe/London", "Europe/Paris", "Europe/Madrid", "Europe/Rome",
+    "Europe/Stockholm", "Europe/Warsaw", "Europe/Dublin", "Europe/Lisbon", "America/New_York",
+    "America/Chicago", "America/Denver", "America/Los_Angeles", "America/Toronto", "America/Sao_Paulo",
+    "America/Mexico_City", "Asia/Kolkata", "Asia/Singapore", "Asia/Tokyo", "Asia/Shanghai", "Asia/Dubai",
+    "Australia/Sydney", "Pacific/Auckland", "Africa/Johannesburg",
+)  # fmt: skip
+
+
+async def recipient_mode(
+    settings: Settings,
+    session: AsyncSession,
+    repo: CampaignRepository,
+    campaign_id: uuid.UUID,
+    lead_ids: list[uuid.UUID],
+    domains: list[SendingDomain],
+) -> dict[str, float]:
+    """The same dry-run and bare planner with the campaign in recipient mode, its leads in 25 zones; the
+    campaign is put back in campaign mode for the start that follows."""
+    async with raw_connection(settings) as db:
+        await db.execute(
+            "UPDATE leads SET timezone = zones.zone FROM unnest($1::uuid[], $2::text[]) AS zones(id, zone)"
+            " WHERE leads.id = zones.id",
+            lead_ids, [ZONES[i % len(ZONES)] for i in range(len(lead_ids))],
+        )  # fmt: skip
+        await db.execute("UPDATE campaigns SET window_mode = 'recipient' WHERE id = $1", campaign_id)
+    session.expire_all()
+    timings = []
+    for _ in range(DRY_RUNS):
+        started = time.perf_counter()
+        answer = await dry_run.campaign_dry_run(repo, str(campaign_id), settings)
+        timings.append(time.perf_counter() - started)
+    assert (answer["window_mode"], answer["leads_without_zone"]) == ("recipient", 0)
+    campaign = await repo.require(str(campaign_id))
+    window = Window.from_dict(campaign.window)
+    raw = []
+    for _ in range(DRY_RUNS):
+        now = utcnow()
+        schedules, providers = await domain_schedules(
+            session, domains, window, now, settings.pace_rules, lead_ids, lock=False
+        )
+        windows = await lead_windows(session, window, WindowMode.RECIPIENT, lead_ids, now.year)
+        started = time.perf_counter()
+        plan_round_robin(lead_ids, [d.id for d in domains], schedules, now, providers, windows)
+        raw.append(time.perf_counter() - started)
+    async with raw_connection(settings) as db:
+        await db.execute("UPDATE campaigns SET window_mode = 'campaign' WHERE id = $1", campaign_id)
+    session.expire_all()
+    return {
+        "recipient_dry_run_p95_s": percentile(timings, 0.95),
+        "recipient_raw_plan_p95_s": percentile(raw, 0.95),
+    }
 
 
 async def measure(settings: Settings, leads: int, sample: int) -> dict[str, float]:
@@ -70,6 +129,7 @@ async def measure(settings: Settings, leads: int, sample: int) -> dict[str, floa
                 plan_round_robin(lead_ids, [d.id for d in domains], schedules, now, providers)
                 raw.append(time.perf_counter() - started)
             results["raw_plan_p95_s"] = percentile(raw, 0.95)
+            results.update(await recipient_mode(settings, session, repo, campaign_id, lead_ids, domains))
 
         started = time.perf_counter()
         assert await scheduler.start_campaign(campaign_id) == leads

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from shared.planning.window import Window
+from shared.planning.zones import WindowMode
 
 # The timeline's columns, per local day.
 DAY_COLUMNS = ("planned", "sent", "opened", "bounced", "replied", "clicked", "complained")
@@ -34,10 +36,36 @@ def _rate(numerator: int, denominator: int) -> float:
     return numerator / denominator if denominator else 0.0
 
 
-def kpis(counters: Counters, window: Window) -> dict[str, Any]:
+def _hours_on_sending_days(
+    window: Window, days: Mapping[date, Mapping[str, int]], first: datetime, last: datetime
+) -> float:
+    """Hours between two moments on the window's local days that had a send."""
+    total = timedelta()
+    for day, row in days.items():
+        if row.get("sent"):
+            begins, ends = window.begins(day), window.begins(day + timedelta(days=1))
+            total += max(timedelta(), min(ends, last) - max(begins, first))
+    return total / timedelta(hours=1)
+
+
+def kpis(
+    counters: Counters,
+    window: Window,
+    mode: str = WindowMode.CAMPAIGN,
+    days: Mapping[date, Mapping[str, int]] | None = None,
+) -> dict[str, Any]:
+    """The campaign's figures. The tempo is messages sent per hour of sending, at least one hour: in campaign
+    mode the hours the campaign `window` was open between the first and the last send; in recipient mode,
+    whose sends fall in the leads' own windows (many, and spread around the clock), the hours between them
+    on the window's local days that had a send (`days`: the timeline's): idle days (weekends, holidays) do
+    not count, the hours of a sending day outside every lead's window do."""
     hours = 1.0
-    if counters.first_sent_at and counters.last_sent_at:
-        hours = max(1.0, window.open_hours_between(counters.first_sent_at, counters.last_sent_at))
+    first, last = counters.first_sent_at, counters.last_sent_at
+    if first and last:
+        if mode == WindowMode.RECIPIENT:
+            hours = max(1.0, _hours_on_sending_days(window, days or {}, first, last))
+        else:
+            hours = max(1.0, window.open_hours_between(first, last))
     return {
         "total_planned": counters.planned,
         "total_cancelled": counters.cancelled,

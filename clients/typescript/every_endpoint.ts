@@ -117,13 +117,22 @@ export async function domains(api: Api): Promise<string> {
 export async function leads(api: Api): Promise<string> {
   const lead = settled(
     await api.POST("/api/v1/leads", {
-      body: { email: "jan@client.example", first_name: "Jan", tags: ["nl"], fields: { city: "Utrecht", size: 12 } },
+      body: {
+        email: "jan@client.example",
+        first_name: "Jan",
+        tags: ["nl"],
+        fields: { city: "Utrecht", size: 12 },
+        timezone: "Europe/Amsterdam",
+        country: "NL",
+      },
     }),
   );
   const path = { params: { path: { lead_id: lead.id } } };
   const page = settled(await api.GET("/api/v1/leads", { params: { query: { status: "active", tag: "nl" } } }));
   const same = settled(await api.GET("/api/v1/leads/{lead_id}", path));
-  const changed = settled(await api.PATCH("/api/v1/leads/{lead_id}", { ...path, body: { company: "Client BV" } }));
+  const changed = settled(
+    await api.PATCH("/api/v1/leads/{lead_id}", { ...path, body: { company: "Client BV", timezone: null } }),
+  );
   const multipart = (body: { file: string }): FormData => {
     const form = new FormData();
     form.append("file", body.file);
@@ -137,6 +146,7 @@ export async function leads(api: Api): Promise<string> {
   );
   for (const problem of imported.errors) console.log(problem.row, problem.error);
   console.log(page.items.map((l) => mayGetMail(l.status)), same.fields, changed.company, report.size);
+  console.log(same.timezone ?? "no zone", same.country ?? "no country", changed.timezone === null);
   return lead.id;
 }
 
@@ -173,7 +183,11 @@ export async function campaigns(api: Api, templateId: string, leadId: string, do
     name: "First",
     template_id: templateId,
     audience: { mode: "static", lead_ids: [leadId], exclude_recent_days: 0 },
-    schedule: { start_mode: "draft", window: { days: [0, 1, 2, 3, 4], start: "08:00", end: "17:00" } },
+    schedule: {
+      start_mode: "draft",
+      window: { days: [0, 1, 2, 3, 4], start: "08:00", end: "17:00" },
+      window_mode: "recipient",
+    },
     domains: [domain],
     followup: { enabled: true, days: 3 },
     tracking: { opens: true, clicks: false },
@@ -219,6 +233,8 @@ export async function campaigns(api: Api, templateId: string, leadId: string, do
   console.log(edited.applied_from, edited.unchanged, edited.note, edited.steps.map((step) => step.condition));
   console.log(planned.steps_expected.map((step) => step.count), planned.steps_note, detail.steps.length);
   console.log(detail.kpis_by_step.map((step) => step.skipped), stepTimeline.timeline.length, detail.stop_rules);
+  const recipient: "campaign" | "recipient" = detail.window_mode;
+  console.log(recipient, planned.window_mode, planned.leads_without_zone ?? "campaign mode");
 }
 
 export async function cleanUp(api: Api, leadId: string, templateId: string, domainId: string): Promise<void> {

@@ -27,6 +27,7 @@ from shared.clock import utcnow
 from shared.oauth_client import OAuthClient
 from shared.oauth_tokens import TokenSource
 from shared.observability import RequestIds, RequestMetrics, health_routes, route_templates
+from shared.planning import zones
 from shared.render_pool import RenderPool
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -36,6 +37,7 @@ TITLE = "Maildash Campaigns API"
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    zones.check_tables()  # here, rather than silently at a lead's first country
     runtime = Runtime.build(settings, "api")
     passwords = Passwords(settings.password_hash_workers, settings.password_hash_queue)
 

@@ -15,12 +15,14 @@ from services.scheduler.providers import ProviderLookups, resolve_forever
 from services.scheduler.service import Scheduler
 from shared.clock import Clock, utcnow
 from shared.observability import health_routes
+from shared.planning import zones
 from shared.runtime import Runtime
 from shared.settings import Settings
 
 
 def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Starlette:
     settings = settings or Settings()
+    zones.check_tables()  # here, rather than silently at a lead's first country
     runtime = Runtime.build(settings, "scheduler")
     scheduler = Scheduler(runtime.sessions, settings, clock)
     lookups = ProviderLookups(runtime.sessions, settings, clock, scheduler.providers_wanted)

@@ -20,7 +20,7 @@ from shared.db import domain_health, message_store
 from shared.db import providers as provider_store
 from shared.db.message_store import on_session
 from shared.db.models import Campaign, CampaignStatus, Message, MessageStatus, SendingDomain
-from shared.db.slots import domain_schedules, lead_providers, load_domains
+from shared.db.slots import domain_schedules, lead_providers, lead_windows, load_domains
 from shared.events import SendMessage
 from shared.lifecycle import SENDS
 from shared.planning import DomainSchedule, Reservation, Window, plan_round_robin
@@ -60,7 +60,10 @@ class Scheduler:
             schedules, providers = await domain_schedules(
                 session, domains, window, earliest, self._settings.pace_rules, leads
             )
-            planned = plan_round_robin(leads, [d.id for d in domains], schedules, earliest, providers)
+            windows = await lead_windows(session, window, campaign.window_mode, leads, earliest.year)
+            planned = plan_round_robin(
+                leads, [d.id for d in domains], schedules, earliest, providers, windows
+            )
             # Every SendMessage dispatched for it, however much later, continues the trace it was planned in.
             if (trace_context := tracing.carrier()) is not None:
                 campaign.trace_context = trace_context
@@ -166,17 +169,17 @@ class Scheduler:
         moves: Mapping[uuid.UUID, SendingDomain] | None = None,
     ) -> None:
         """Free the messages' slots and give each its domain's earliest free slot at or after
-        max(now, not_before), in their current order; a message in `moves` takes its slot on the domain it
-        names instead of its own. Moves their timeline days with them."""
+        max(now, not_before), in their current order (in its lead's own window, for a campaign in recipient
+        mode); a message in `moves` takes its slot on the domain it names instead of its own. Moves their
+        timeline days with them."""
         if not messages:
             return
         moves = moves or {}
         target = {m.id: moves[m.id].id if m.id in moves else m.sending_domain_id for m in messages}
         domains = {d: await session.get_one(SendingDomain, d) for d in set(target.values())}
-        windows = {
-            m.campaign_id: Window.from_dict((await session.get_one(Campaign, m.campaign_id)).window)
-            for m in messages
-        }
+        campaigns = {m.campaign_id: await session.get_one(Campaign, m.campaign_id) for m in messages}
+        windows = {campaign_id: Window.from_dict(c.window) for campaign_id, c in campaigns.items()}
+        own = await self._lead_windows(session, messages, campaigns, windows, now)
         rules = self._settings.pace_rules
         loads = await load_domains(session, list(domains.values()), now, rules, [m.id for m in messages])
         providers = await lead_providers(session, loads.values(), [m.lead_id for m in messages])
@@ -190,7 +193,9 @@ class Scheduler:
                 schedules[key] = load.schedule(windows[message.campaign_id])
             provider = providers.get(message.lead_id)
             try:
-                slot = schedules[key].take(max(now, message.not_before), provider)
+                slot = schedules[key].take(
+                    max(now, message.not_before), provider, own.get((message.campaign_id, message.lead_id))
+                )
             except NoSlotError as error:  # nothing free within the horizon: the message fails, not the batch
                 await self._fail_unplanned(session, message, str(error))
                 continue
@@ -211,6 +216,26 @@ class Scheduler:
                 (load.domain.id, load.domain.domain),
             )
         REPLANNED.labels(why).inc(len(messages))
+
+    @staticmethod
+    async def _lead_windows(
+        session: AsyncSession,
+        messages: Sequence[Message],
+        campaigns: Mapping[uuid.UUID, Campaign],
+        windows: Mapping[uuid.UUID, Window],
+        now: datetime,
+    ) -> dict[tuple[uuid.UUID, uuid.UUID], Window]:
+        """The own windows of the messages' leads, per (campaign, lead), for campaigns in recipient mode
+        (`lead_windows` answers none for the others, without a query)."""
+        leads: dict[uuid.UUID, set[uuid.UUID]] = {}
+        for message in messages:
+            leads.setdefault(message.campaign_id, set()).add(message.lead_id)
+        own: dict[tuple[uuid.UUID, uuid.UUID], Window] = {}
+        for campaign_id, ids in leads.items():
+            mode = campaigns[campaign_id].window_mode
+            found = await lead_windows(session, windows[campaign_id], mode, ids, now.year)
+            own.update({(campaign_id, lead): window for lead, window in found.items()})
+        return own
 
     async def _fail_unplanned(self, session: AsyncSession, message: Message, reason: str) -> None:
         if await message_store.fail_without_slot(on_session(session), message.id, reason):
@@ -308,13 +333,16 @@ class Scheduler:
         window = Window.from_dict(campaign.window)
         basis = previous.sent_at if previous.status == MessageStatus.SENT else previous.scheduled_at
         assert basis is not None
-        due = max(self._clock(), followup_due(window, basis, step.delay_days))
+        # In recipient mode the same local time is the lead's; the day counted for caps stays the campaign's.
+        mode, lead = campaign.window_mode, previous.lead_id
+        own = (await lead_windows(session, window, mode, [lead], basis.year)).get(lead)
+        due = max(self._clock(), followup_due(own or window, basis, step.delay_days))
         domain = await session.get_one(SendingDomain, previous.sending_domain_id)
         schedules, providers = await domain_schedules(
-            session, [domain], window, due, self._settings.pace_rules, [previous.lead_id]
+            session, [domain], window, due, self._settings.pace_rules, [lead]
         )
         try:
-            slot: Reservation | None = schedules[domain.id].take(due, providers.get(previous.lead_id))
+            slot: Reservation | None = schedules[domain.id].take(due, providers.get(lead), own)
         except NoSlotError:
             slot = None  # it fails, saying there was no slot
         planned = repo.new_message(

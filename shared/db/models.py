@@ -44,6 +44,7 @@ from shared.message_states import CampaignStatus as CampaignStatus
 from shared.message_states import LeadStatus as LeadStatus
 from shared.message_states import MessageStatus as MessageStatus
 from shared.oauth import AccountState
+from shared.planning.zones import WindowMode
 from shared.reputation import SENDS, Cause, DomainState
 from shared.sequences import Condition
 
@@ -211,6 +212,10 @@ class Lead(Base):
     tags: Mapped[list[str]] = mapped_column(default=list)
     fields: Mapped[dict[str, Any]] = mapped_column(default=dict)
     status: Mapped[str] = mapped_column(String(16), default=LeadStatus.ACTIVE)
+    # Where the lead works, for campaigns in its own working hours (`shared.planning.zones`): an IANA zone
+    # and an ISO 3166 alpha-2 country, each optional.
+    timezone: Mapped[str | None] = mapped_column(Text)
+    country: Mapped[str | None] = mapped_column(String(2))
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 
@@ -258,6 +263,7 @@ class Campaign(Base):
     __tablename__ = "campaigns"
     __table_args__ = (
         _check_in("status", CampaignStatus),
+        _check_in("window_mode", WindowMode),
         Index("campaigns_name_trgm", "name", postgresql_using="gin", postgresql_ops={"name": "gin_trgm_ops"}),
         Index("campaigns_listing", "workspace_id", "status", text("created_at DESC"), "id"),
     )
@@ -280,6 +286,10 @@ class Campaign(Base):
     steps_edited_at: Mapped[datetime | None]
     start_at: Mapped[datetime | None]
     window: Mapped[dict[str, Any]] = mapped_column()
+    # Whose working hours its messages go in: the window's, or each lead's (`shared.planning.zones`).
+    window_mode: Mapped[str] = mapped_column(
+        String(16), default=WindowMode.CAMPAIGN, server_default=text("'campaign'")
+    )
     domains: Mapped[list[str]] = mapped_column()
     audience_count: Mapped[int] = mapped_column(Integer, default=0)
     audience_excluded: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, all_, any_, bindparam, func, select, text
+from sqlalchemy import ColumnElement, all_, any_, bindparam, func, or_, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,6 +20,7 @@ from shared.message_states import SLOT_HOLDING
 from shared.planning import DomainSchedule, Reservation, Window
 from shared.planning.pacing import Pace, PaceRules, Slowdown
 from shared.planning.warmup import Warmup
+from shared.planning.zones import WindowMode, recipient_windows
 
 # Older slots can neither overlap a new one, nor share its local day for a daily cap, nor be within a
 # provider's pace of it (at most a day).
@@ -172,3 +173,19 @@ async def domain_schedules(
     loads = await load_domains(session, domains, earliest, rules, lock=lock)
     providers = await lead_providers(session, loads.values(), lead_ids)
     return {d: load.schedule(window) for d, load in loads.items()}, providers
+
+
+async def lead_windows(
+    session: AsyncSession, window: Window, mode: str, lead_ids: Collection[uuid.UUID], year: int
+) -> dict[uuid.UUID, Window]:
+    """In `recipient` mode, the window of each of these leads that has a zone (its own, or its country's):
+    the campaign window's hours there, its country's holidays (`shared.planning.zones`, plans starting in
+    `year`). Leads left out take the campaign `window`, as every lead does in `campaign` mode."""
+    if mode != WindowMode.RECIPIENT or not lead_ids:
+        return {}
+    rows = await session.execute(
+        select(Lead.id, Lead.timezone, Lead.country).where(
+            Lead.id == any_(_ids(lead_ids)), or_(Lead.timezone.is_not(None), Lead.country.is_not(None))
+        )
+    )
+    return recipient_windows(window, {lead: (zone, country) for lead, zone, country in rows}, year)

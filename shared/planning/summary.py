@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from shared.planning.slots import Reservation
 from shared.planning.window import Window
+from shared.planning.zones import WindowMode
 
 MAX_SLOTS = 1000
 STEPS_NOTE = (
@@ -19,13 +20,27 @@ STEPS_NOTE = (
 
 
 def summarize(
-    planned: Sequence[tuple[Any, str, Reservation]], window: Window, delays: Sequence[int]
+    planned: Sequence[tuple[Any, str, Reservation]],
+    window: Window,
+    delays: Sequence[int],
+    mode: str = WindowMode.CAMPAIGN,
+    windows: Mapping[Any, Window] | None = None,
 ) -> dict[str, Any]:
-    """`planned` is (lead id, domain name, slot) in audience order; `delays` the sequence's steps'."""
+    """`planned` is (lead id, domain name, slot) in audience order; `delays` the sequence's steps'; `mode` the
+    campaign's window mode and `windows` the leads' own windows in `recipient` mode, where they have one
+    (`leads_without_zone`: how many had none, and got the campaign window)."""
     starts = [slot.start for _, _, slot in planned]
     per_day = Counter(window.local_date(start) for start in starts)
-    steps = expected_steps(per_day, window, delays)
+    without_zone = None
+    if mode == WindowMode.RECIPIENT:
+        own = windows or {}
+        steps = expected_steps_of_leads(planned, window, delays, own)
+        without_zone = sum(lead not in own for lead, _, _ in planned)
+    else:
+        steps = expected_steps(per_day, window, delays)
     return {
+        "window_mode": mode,
+        "leads_without_zone": without_zone,
         "total_messages": len(planned),
         "first_send_at": min(starts, default=None),
         "last_send_at": max(starts, default=None),
@@ -55,6 +70,31 @@ def expected_steps(
         steps.append({"step": position, "count": sum(moved.values()), "per_day": _days(moved)})
         days = moved
     return steps
+
+
+def expected_steps_of_leads(
+    planned: Sequence[tuple[Any, str, Reservation]],
+    window: Window,
+    delays: Sequence[int],
+    windows: Mapping[Any, Window],
+) -> list[dict[str, Any]]:
+    """`expected_steps` lead by lead, each in its own window (the campaign's where it has none), counted per
+    local day of the campaign window: a step at a lead's local time may fall on another day there."""
+    counts: list[Counter[date]] = [Counter() for _ in delays]
+    # Leads of one window mailed at one local time (one slot on each domain) share their steps' days.
+    moments: Counter[tuple[Window, datetime]] = Counter()
+    for lead, _, slot in planned:
+        own = windows.get(lead, window)
+        moments[own, slot.start.astimezone(own.zone).replace(tzinfo=None)] += 1
+    for (own, local), n in moments.items():
+        day = local.date()
+        for counted, delay in zip(counts, delays, strict=True):
+            day = _open_from(own, day + timedelta(days=delay))
+            counted[window.local_date(datetime.combine(day, local.time(), own.zone))] += n
+    return [
+        {"step": position, "count": sum(counted.values()), "per_day": _days(counted)}
+        for position, counted in enumerate(counts, 1)
+    ]
 
 
 def _open_from(window: Window, day: date) -> date:

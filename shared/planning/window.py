@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import functools
+import math
 import zoneinfo
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -45,11 +47,12 @@ class _DayGrid:
     """One local day's slot times (UTC), computed only as far as a planner has looked: a daily cap of one
     on a one-second grid needs the first few of 86,400 points, not all of them."""
 
-    def __init__(self, window: Window, day: date, interval_seconds: int) -> None:
+    def __init__(self, window: Window, day: date, interval_seconds: int, first_point: int = 0) -> None:
         self._zone = window.zone
         self._first = datetime.combine(day, window.start)
         span = window._span_seconds()
-        self._offsets = iter(range(0, span, interval_seconds or span or 1))
+        step = interval_seconds or span or 1
+        self._offsets = iter(range(first_point * step, span, step))
         self._slots: list[datetime] = []
 
     def __iter__(self) -> Iterator[datetime]:
@@ -57,6 +60,14 @@ class _DayGrid:
         seen = len(self._slots)
         while seen < len(self._slots) or self._extend():
             yield self._slots[seen]
+            seen += 1
+
+    def at_or_after(self, moment: datetime) -> Iterator[datetime]:
+        """The points at or after `moment`: those already computed found by bisection."""
+        seen = bisect.bisect_left(self._slots, moment)
+        while seen < len(self._slots) or self._extend():
+            if self._slots[seen] >= moment:
+                yield self._slots[seen]
             seen += 1
 
     def _extend(self) -> bool:
@@ -67,6 +78,11 @@ class _DayGrid:
                 self._slots.append(moment)
                 return True
         return False
+
+
+# Up to this many grid points before a moment are read from the day's remembered grid, not stepped over:
+# comparing a computed point costs a small fraction of computing one.
+_REMEMBERED_SKIP = 256
 
 
 @functools.lru_cache(maxsize=65536)
@@ -119,7 +135,7 @@ class Window:
             "holidays": self.holidays,
         }
 
-    @property
+    @functools.cached_property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
@@ -149,6 +165,28 @@ class Window:
         if not self.is_open_day(day):
             return iter(())
         return iter(_day_grid(self, day, interval_seconds))
+
+    def slots_after(self, moment: datetime, interval_seconds: int) -> Iterator[datetime]:
+        """The grid points of `moment`'s local day at or after it. Many points before its wall-clock time are
+        stepped over by arithmetic, not computed: a planner resuming late in a day of a fine grid. A few are
+        read from the day's remembered grid: a planner jumping from slot to slot of a coarse one."""
+        local = moment.astimezone(self.zone)
+        if not self.is_open_day(local.date()):
+            return iter(())
+        step = interval_seconds or self._span_seconds() or 1
+        elapsed = (local.replace(tzinfo=None) - datetime.combine(local.date(), self.start)).total_seconds()
+        # A point whose wall-clock time is before `moment`'s lies before it (a repeated hour counts once, at
+        # its first occurrence); one after may not, when `moment` is in the repeated hour's second run.
+        first_point = max(0, math.ceil(elapsed / step))
+        if first_point <= _REMEMBERED_SKIP:
+            return _day_grid(self, local.date(), interval_seconds).at_or_after(moment)
+        points = _DayGrid(self, local.date(), interval_seconds, first_point)
+        return (slot for slot in points if slot >= moment)
+
+    def begins(self, day: date) -> datetime:
+        """The moment (UTC) from which every moment falls on local `day` or later: its midnight, or, where
+        the clocks jump over midnight, the jump (`fold=0` of a missing time takes the offset before it)."""
+        return datetime.combine(day, time(0), self.zone).astimezone(UTC)
 
     def open_until(self, moment: datetime) -> datetime | None:
         """The end of the window period containing `moment`, or None when the window is closed then."""

@@ -48,3 +48,20 @@ def test_reply_click_and_complaint_rates_divide_by_sent() -> None:
     assert (result["reply_rate"], result["click_rate"], result["complaint_rate"]) == (0.15, 0.25, 0.05)
     nothing_sent = kpis(Counters(replied=1), Window())
     assert nothing_sent["reply_rate"] == nothing_sent["click_rate"] == nothing_sent["complaint_rate"] == 0.0
+
+
+def test_recipient_mode_tempo_counts_the_hours_between_first_and_last_send_on_days_that_had_a_send() -> None:
+    """New York leads of an Amsterdam campaign: sends from Friday 08:00 to Monday 16:00 New York time (13:00
+    and 21:00 UTC). The campaign window was open only 12 of those hours (Friday 14:00–17:00, Monday
+    08:00–17:00 Amsterdam), most sends fell outside it; the tempo counts Friday from the first send to
+    Amsterdam's midnight (10 h) and Monday from its midnight to the last send (22 h), not the weekend."""
+    counters = Counters(
+        sent=16,
+        first_sent_at=datetime(2026, 2, 6, 13, 0, tzinfo=UTC),
+        last_sent_at=datetime(2026, 2, 9, 21, 0, tzinfo=UTC),
+    )
+    days = {date(2026, 2, 6): {"planned": 8, "sent": 8}, date(2026, 2, 9): {"planned": 8, "sent": 8}}
+    assert kpis(counters, Window(), "campaign", days)["avg_tempo_per_hour"] == 16 / 12
+    assert kpis(counters, Window(), "recipient", days)["avg_tempo_per_hour"] == 16 / 32
+    planned_only = {**days, date(2026, 2, 7): {"planned": 3, "sent": 0}}
+    assert kpis(counters, Window(), "recipient", planned_only)["avg_tempo_per_hour"] == 16 / 32

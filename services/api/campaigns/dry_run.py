@@ -55,9 +55,12 @@ async def dry_run(repo: CampaignRepository, payload: CampaignIn, settings: Setti
     leads = wizard.audience.lead_ids
     domains = planned_on(wizard.domains, payload.reassign_on_domain_pause)
     schedules, providers = await repo.schedules(domains, wizard.window, earliest, settings.pace_rules, leads)
+    mode = payload.schedule.window_mode
+    windows = await repo.lead_windows(wizard.window, mode, leads, earliest.year)
     with _fitting():
         planned = _every_lead_fits(
-            plan_round_robin(leads, [d.id for d in domains], schedules, earliest, providers), earliest
+            plan_round_robin(leads, [d.id for d in domains], schedules, earliest, providers, windows),
+            earliest,
         )
     names = {d.id: d.domain for d in domains}
     return {
@@ -67,6 +70,8 @@ async def dry_run(repo: CampaignRepository, payload: CampaignIn, settings: Setti
             [(lead, names[d], slot) for lead, d, slot in planned],
             wizard.window,
             [step.delay_days for step in payload.sequence],
+            mode,
+            windows,
         ),
         "steps": [
             {"position": position, **step.model_dump()} for position, step in enumerate(payload.sequence, 1)
@@ -84,16 +89,18 @@ async def campaign_dry_run(repo: CampaignRepository, raw_id: str, settings: Sett
     by_name = await repo.sibling(DomainRepository).named(campaign.domains)
     domains = [by_name[n] for n in campaign.domains]
     unsent = await repo.unsent_initial_messages(campaign)
+    mode = campaign.window_mode
     if unsent or await repo.has_messages(campaign):
         loads, providers = await repo.domain_loads(domains, earliest, settings.pace_rules, excluding=unsent)
         schedules = {d.id: loads[d.id].schedule(window) for d in domains}
+        windows = await repo.lead_windows(window, mode, [m.lead_id for m in unsent], earliest.year)
         with _fitting():
             planned = [
                 (
                     m.lead_id,
                     m.domain_used,
                     schedules[m.sending_domain_id].take(
-                        max(earliest, m.not_before), providers.get(m.lead_id)
+                        max(earliest, m.not_before), providers.get(m.lead_id), windows.get(m.lead_id)
                     ),
                 )
                 for m in unsent
@@ -102,13 +109,14 @@ async def campaign_dry_run(repo: CampaignRepository, raw_id: str, settings: Sett
         leads = await repo.audience_of(campaign)
         domains = planned_on(domains, campaign.reassign_on_domain_pause)
         schedules, providers = await repo.schedules(domains, window, earliest, settings.pace_rules, leads)
+        windows = await repo.lead_windows(window, mode, leads, earliest.year)
         names = {d.id: d.domain for d in domains}
         with _fitting():
-            plan = plan_round_robin(leads, [d.id for d in domains], schedules, earliest, providers)
+            plan = plan_round_robin(leads, [d.id for d in domains], schedules, earliest, providers, windows)
             planned = [(lead, names[d], slot) for lead, d, slot in _every_lead_fits(plan, earliest)]
     return {
         "audience_count": campaign.audience_count,
         "excluded": {**dict.fromkeys(audience.EXCLUSION_ORDER, 0), **campaign.audience_excluded},
-        **summarize(planned, window, [step.delay_days for step in steps]),
+        **summarize(planned, window, [step.delay_days for step in steps], mode, windows),
         "steps": steps_out(steps),
     }

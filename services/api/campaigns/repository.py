@@ -27,7 +27,7 @@ from shared.db.models import (
     Message,
     SendingDomain,
 )
-from shared.db.slots import DomainLoad, domain_schedules, lead_providers, load_domains
+from shared.db.slots import DomainLoad, domain_schedules, lead_providers, lead_windows, load_domains
 from shared.events import Event
 from shared.kpis import Counters
 from shared.lifecycle import FINAL
@@ -205,6 +205,13 @@ class CampaignRepository(WorkspaceRepository[Campaign]):
         """What planning these leads on these domains from `earliest` would find free, and the leads'
         providers that keep a pace of their own there; read without locking."""
         return await domain_schedules(self.session, domains, window, earliest, rules, lead_ids, lock=False)
+
+    async def lead_windows(
+        self, window: Window, mode: str, lead_ids: list[uuid.UUID], year: int
+    ) -> dict[uuid.UUID, Window]:
+        """The leads' own windows in recipient mode (`shared.db.slots.lead_windows`); the ids are the
+        workspace's (an audience, or its messages' leads)."""
+        return await lead_windows(self.session, window, mode, lead_ids, year)
 
     async def domain_loads(
         self, domains: list[SendingDomain], earliest: datetime, rules: PaceRules, excluding: list[Message]

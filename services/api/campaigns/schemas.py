@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from services.api.kit.schemas import DomainName, Id, Moment, Strict, Tag
 from shared.message_states import CampaignStatus, MessageStatus
 from shared.planning.window import DEFAULT_WINDOW, is_known_country, is_known_timezone
+from shared.planning.zones import WindowMode
 from shared.sequences import MAX_STEPS, Condition
 
 MAX_STATIC_AUDIENCE = 200_000  # lead ids in one wizard payload; a larger audience is chosen by tags
@@ -74,6 +75,10 @@ class ScheduleIn(Strict):
     start_mode: Literal["now", "at", "draft"] = "now"
     start_at: Moment | None = None
     window: WindowIn = Field(default_factory=WindowIn)
+    # `recipient`: each lead's messages in the window's days and hours in the lead's own zone (its
+    # `timezone`, else its country's where that has one clock), skipping its country's public holidays; a
+    # lead without a known zone gets the window as it is. Daily caps and the timeline keep the window's days.
+    window_mode: WindowMode = WindowMode.CAMPAIGN
 
     @model_validator(mode="after")
     def _start_at(self) -> ScheduleIn:
@@ -226,6 +231,7 @@ class CampaignOut(BaseModel):
     stop_rules: StopRulesOut
     start_at: datetime | None
     window: dict[str, Any]
+    window_mode: WindowMode
     domains: list[str]
     reassign_on_domain_pause: bool
     created_at: datetime
@@ -296,6 +302,9 @@ class StepExpected(BaseModel):
 class DryRunOut(BaseModel):
     audience_count: int
     excluded: Excluded
+    window_mode: WindowMode
+    # Recipient mode: planned leads without a known zone, who got the campaign window (null otherwise).
+    leads_without_zone: int | None
     total_messages: int
     first_send_at: datetime | None
     last_send_at: datetime | None

@@ -37,6 +37,7 @@ async def create(repo: CampaignRepository, payload: CampaignIn, settings: Settin
             track_clicks=payload.tracking.clicks,
             start_at=wizard.start_at,
             window=wizard.window_spec,
+            window_mode=payload.schedule.window_mode,
             domains=[d.domain for d in wizard.domains],
             reassign_on_domain_pause=payload.reassign_on_domain_pause,
             audience_count=len(wizard.audience.lead_ids),
@@ -87,9 +88,8 @@ async def get(repo: CampaignRepository, raw_id: str, step: int | None = None) ->
 
 async def detail(repo: CampaignRepository, campaign: Campaign, step: int | None = None) -> dict[str, Any]:
     """The campaign with its KPIs, each step's beside them, and its timeline (or one step's)."""
-    counters, days = await repo.kpis(campaign)
-    if step is not None:
-        days = await repo.step_days(campaign, step)
+    counters, campaign_days = await repo.kpis(campaign)
+    days = campaign_days if step is None else await repo.step_days(campaign, step)
     window = Window.from_dict(campaign.window)
     steps = await steps_of(repo, campaign)
     found = {row["step"]: row for row in await repo.step_kpis(campaign)}
@@ -98,7 +98,7 @@ async def detail(repo: CampaignRepository, campaign: Campaign, step: int | None 
         **campaign_out(campaign, steps),
         "audience_count": campaign.audience_count,
         "domains_used": campaign.domains[: campaign.audience_count],
-        "kpis": kpis.kpis(counters, window),
+        "kpis": kpis.kpis(counters, window, campaign.window_mode, campaign_days),
         "kpis_by_step": [
             {**zero, **found.get(position, {}), "step": position}
             for position in sorted({0, *(s.position for s in steps), *found})
@@ -170,6 +170,7 @@ def campaign_out(campaign: Campaign, steps: list[sequences.Step]) -> dict[str, A
         },
         "start_at": campaign.start_at,
         "window": campaign.window,
+        "window_mode": campaign.window_mode,
         "domains": campaign.domains,
         "reassign_on_domain_pause": campaign.reassign_on_domain_pause,
         "created_at": campaign.created_at,

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from services.api.kit.csv_stream import CsvStream
 from services.api.kit.envelope import ApiError, invalid
-from services.api.leads.repository import NAMED, LeadRepository
+from services.api.leads.repository import NAMED, PLACE, TEXT, LeadRepository
 from services.api.leads.schemas import LeadIn
 
 log = structlog.get_logger()
@@ -33,8 +33,9 @@ MAX_RECORD_CHARS = 1024 * 1024  # far beyond any lead; bounds the re-reading of 
 def _lead(record: dict[str, str]) -> LeadIn:
     tags = [t.strip() for t in record.get("tags", "").replace("|", ";").split(";") if t.strip()]
     fields = {k: v for k, v in record.items() if k not in NAMED and v != ""}
-    named = {k: record[k] for k in NAMED[:4] if k in record}
-    return LeadIn(**named, tags=tags, fields=fields)
+    named = {k: record[k] for k in TEXT if k in record}
+    place = {k: record[k].strip() or None for k in PLACE if k in record}  # an empty cell: none
+    return LeadIn(**named, **place, tags=tags, fields=fields)
 
 
 def _reason(error: ValidationError) -> str:

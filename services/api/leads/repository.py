@@ -16,14 +16,13 @@ from shared.db.models import Lead, LeadReport, LeadStatus, Message
 from shared.message_states import SMTP_DONE, UNFINISHED
 from shared.planning.audience import Candidate
 
-NAMED = (
-    "email",
-    "first_name",
-    "last_name",
-    "company",
-    "tags",
-)  # any other column of a file is a custom field
-COPIED = ["id", "workspace_id", "email", "first_name", "last_name", "company", "tags", "fields", "status"]
+TEXT = ("email", "first_name", "last_name", "company")
+PLACE = ("timezone", "country")  # where the lead works; an empty cell is none
+NAMED = (*TEXT, *PLACE, "tags")  # any other column of a file is a custom field
+COPIED = [
+    "id", "workspace_id", "email", "first_name", "last_name", "company", "tags", "fields", "status",
+    "timezone", "country",
+]  # fmt: skip
 SCRATCH = "lead_import"
 
 
@@ -89,6 +88,8 @@ class LeadRepository(WorkspaceRepository[Lead]):
             lead.tags,
             json.dumps(lead.fields),
             LeadStatus.ACTIVE.value,
+            lead.timezone,
+            lead.country,
         )
 
     async def upsert_imported(

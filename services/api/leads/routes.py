@@ -68,9 +68,11 @@ async def upload_report(
 )
 async def import_leads(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     """CSV in UTF-8 whose first row names the columns: `email` (required), `first_name`, `last_name`,
-    `company`, `tags` (separated by `;`), any other column a custom field. Existing leads (same address) are
-    updated, a repeated address in the file is skipped, and at most 1,000 row errors are listed. The file
-    (multipart part `file`) may have up to MAILDASH_IMPORT_MAX_BYTES and MAILDASH_IMPORT_MAX_ROWS rows."""
+    `company`, `tags` (separated by `;`), `timezone` (IANA) and `country` (ISO 3166 alpha-2 or English
+    name; an empty cell is none), any other column a custom field. A row with an unknown zone or country is
+    a row error. Existing leads (same address) are updated, a repeated address in the file is skipped, and
+    at most 1,000 row errors are listed. The file (multipart part `file`) may have up to
+    MAILDASH_IMPORT_MAX_BYTES and MAILDASH_IMPORT_MAX_ROWS rows."""
     chunks = file_chunks(request, "file")
     work = unit_of_work(request, principal, LeadRepository)
     max_rows = request.app.state.runtime.settings.import_max_rows

@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from services.api.kit.schemas import Email, Out, Patch, Strict, Tag
 from shared.message_states import LeadStatus
+from shared.planning.window import is_known_timezone
+from shared.planning.zones import country_code
 
 FIELD_KEY_MAX = 100
 FIELD_VALUE_MAX = 5000
@@ -26,6 +28,37 @@ FieldValue = (
 CustomFields = dict[Annotated[str, Field(max_length=FIELD_KEY_MAX)], FieldValue]
 
 
+def _timezone(value: str | None) -> str | None:
+    if value is not None and not is_known_timezone(value):
+        raise ValueError(f"unknown timezone {value!r}: an IANA zone such as 'Europe/Amsterdam'")
+    return value
+
+
+def _country(value: str | None) -> str | None:
+    if value is None:
+        return None
+    code = country_code(value)
+    if code is None:
+        raise ValueError(
+            f"unknown country {value!r}: an ISO 3166 alpha-2 code such as 'NL', or the English name the tz"
+            " database's iso3166.tab gives it, such as 'Netherlands'"
+        )
+    return code
+
+
+# Where the lead works, for campaigns in the lead's own working hours (`window_mode: recipient`).
+TimeZone = Annotated[
+    str | None,
+    Field(max_length=64, description="IANA time zone, e.g. Europe/Amsterdam"),
+    AfterValidator(_timezone),
+]
+Country = Annotated[
+    str | None,
+    Field(max_length=64, description="ISO 3166 alpha-2 code (e.g. NL) or English name (e.g. Netherlands)"),
+    AfterValidator(_country),
+]
+
+
 class LeadIn(Strict):
     email: Email
     first_name: str = Field("", max_length=200)
@@ -33,15 +66,21 @@ class LeadIn(Strict):
     company: str = Field("", max_length=200)
     tags: list[Tag] = Field(default_factory=list, max_length=50)
     fields: CustomFields = Field(default_factory=dict, max_length=100)
+    timezone: TimeZone = None
+    country: Country = None
 
 
 class LeadPatch(Patch):
+    NULLABLE = frozenset({"timezone", "country"})
+
     email: Email | None = None
     first_name: str | None = Field(None, max_length=200)
     last_name: str | None = Field(None, max_length=200)
     company: str | None = Field(None, max_length=200)
     tags: list[Tag] | None = Field(None, max_length=50)
     fields: CustomFields | None = Field(None, max_length=100)
+    timezone: TimeZone = None  # null: no zone any more
+    country: Country = None
 
 
 class LeadOut(Out):
@@ -53,6 +92,8 @@ class LeadOut(Out):
     tags: list[str]
     fields: dict[str, Any]
     status: LeadStatus
+    timezone: str | None
+    country: str | None
     created_at: datetime
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from itertools import pairwise
 from zoneinfo import ZoneInfo
 
@@ -14,13 +14,16 @@ from hypothesis import strategies as st
 
 from shared.planning import DomainSchedule, Reservation, Window, plan_round_robin
 from shared.planning.slots import followup_due
+from shared.planning.zones import recipient_window
 from shared.sequences import Condition, Evidence, Step, StopRules, apply_edit, at_dispatch, editable
+from tests.unit.planning.test_mixed_zones import CHANGES
 from tests.unit.planning.test_slots import moments, reference_first_grid_point, reference_in_window
 
 
 @dataclass
 class Lead:
     domain: str
+    window: Window  # its own (recipient mode, a zone known), else the campaign's
     opens_after: int | None  # the step whose e-mail the lead opens (a person), if any
     clicks_after: int | None
     replies_after: int | None
@@ -47,31 +50,54 @@ behaviours = st.tuples(
 )
 
 
+# Half the examples start within ten days before a clock change of one of the zones (2026), where a step's
+# same local time is a different UTC time in one zone than in another.
+before_a_change = st.builds(
+    lambda day, seconds: datetime.combine(day, time(0), UTC) - timedelta(seconds=seconds),
+    st.sampled_from(CHANGES),
+    st.integers(0, 10 * 86400),
+)
+# Recipient mode: the leads' zones (None: no zone known, the campaign window), a :30 one and a southern one.
+lead_zones = st.sampled_from(
+    [None, "Europe/Amsterdam", "America/New_York", "Asia/Kolkata", "Australia/Sydney"]
+)
+
+
 @settings(max_examples=120, deadline=None)
 @given(
     steps=sequences,
-    leads=st.lists(behaviours, min_size=1, max_size=8),
-    earliest=moments,
+    leads=st.lists(st.tuples(behaviours, lead_zones), min_size=1, max_size=8),
+    earliest=st.one_of(moments, before_a_change),
     interval=st.sampled_from([1800, 3600]),
     domains=st.integers(1, 3),
     timezone=st.sampled_from(["Europe/Amsterdam", "America/New_York"]),
     stop_on_click=st.booleans(),
+    recipient=st.booleans(),
 )
 def test_random_sequences_keep_the_throttle_the_window_the_domain_and_the_rules(
     steps: list[tuple[int, Condition]],
-    leads: list[tuple[int | None, int | None, int | None]],
+    leads: list[tuple[tuple[int | None, int | None, int | None], str | None]],
     earliest: datetime,
     interval: int,
     domains: int,
     timezone: str,
     stop_on_click: bool,
+    recipient: bool,
 ) -> None:
     window = Window(timezone, frozenset(range(5)), time(8), time(17), "NL")
     names = [f"d{i}.example" for i in range(domains)]
     schedules = {name: DomainSchedule(window, interval) for name in names}
     rules = StopRules(click=stop_on_click)
-    plan = plan_round_robin(list(range(len(leads))), names, schedules, earliest)
-    state = [Lead(domain, *behaviour) for (_, domain, _), behaviour in zip(plan, leads, strict=True)]
+    own = {
+        i: found
+        for i, (_, zone) in enumerate(leads)
+        if recipient and (found := recipient_window(window, zone, None, earliest.year)) is not None
+    }
+    plan = plan_round_robin(list(range(len(leads))), names, schedules, earliest, windows=own)
+    state = [
+        Lead(domain, own.get(i, window), *behaviour)
+        for (i, domain, _), (behaviour, _) in zip(plan, leads, strict=True)
+    ]
     # Every planned step, in slot order: what the dispatcher meets as time goes by.
     queue: list[tuple[datetime, int, int]] = []
     for lead, (_, _, slot) in enumerate(plan):
@@ -98,9 +124,9 @@ def test_random_sequences_keep_the_throttle_the_window_the_domain_and_the_rules(
         if position == len(steps):
             continue
         delay = steps[position][0]
-        due = followup_due(window, at, delay)
+        due = followup_due(lead.window, at, delay)
         lead.dues[position + 1] = due
-        slot = schedules[lead.domain].take(due)
+        slot = schedules[lead.domain].take(due, window=own.get(index))
         lead.slots[position + 1] = slot
         heapq.heappush(queue, (slot.start, index, position + 1))
 
@@ -112,16 +138,16 @@ def test_random_sequences_keep_the_throttle_the_window_the_domain_and_the_rules(
         for position, due in lead.dues.items():
             previous = position - 1
             basis = lead.slots[previous].start  # sent or skipped at its slot
-            assert due == reference_due(window, basis, steps[previous][0])
+            assert due == reference_due(lead.window, basis, steps[previous][0])
             slot = lead.slots[position].start
             assert slot >= due
-            assert reference_in_window(slot, window)
+            assert reference_in_window(slot, lead.window)
             # Every earlier grid point from the due moment on was taken by another slot of the domain.
-            point = reference_first_grid_point(window, due, interval)
+            point = reference_first_grid_point(lead.window, due, interval)
             others = [s for s in every_slot[lead.domain] if s != slot]
             while point < slot:
                 assert any(abs(point - other) < timedelta(seconds=interval) for other in others)
-                point = reference_first_grid_point(window, point + timedelta(minutes=1), interval)
+                point = reference_first_grid_point(lead.window, point + timedelta(minutes=1), interval)
         # Nothing after a reply, a stop, or the last step; a skipped step is never sent.
         planned = sorted(lead.slots)
         assert planned == list(range(len(planned)))

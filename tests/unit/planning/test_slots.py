@@ -1,5 +1,6 @@
 """The slot rules against a deliberately simple, independent reference check."""
 
+import functools
 from datetime import UTC, datetime, time, timedelta
 from itertools import pairwise
 from zoneinfo import ZoneInfo
@@ -11,7 +12,10 @@ from hypothesis import strategies as st
 from shared.planning import DomainSchedule, Reservation, Window, plan_round_robin
 from shared.planning.slots import HORIZON_DAYS, followup_due, retry_not_before, send_grace
 
-NL = holidays.country_holidays("NL")
+
+@functools.cache
+def calendar(country: str) -> holidays.HolidayBase:
+    return holidays.country_holidays(country)
 
 
 def reference_in_window(moment: datetime, window: Window) -> bool:
@@ -19,7 +23,7 @@ def reference_in_window(moment: datetime, window: Window) -> bool:
     local = moment.astimezone(ZoneInfo(window.timezone))
     if local.weekday() not in window.days:
         return False
-    if window.holidays == "NL" and local.date() in NL:
+    if window.holidays is not None and local.date() in calendar(window.holidays):
         return False
     minutes = local.hour * 60 + local.minute
     end = 24 * 60 if window.ends_at_midnight else window.end.hour * 60 + window.end.minute
