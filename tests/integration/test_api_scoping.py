@@ -346,7 +346,11 @@ async def walk_every_route(superuser: ApiClient, url: str, settings: Settings) -
             "domains": [domain["domain"]],
         }
         assert (await api.http.post("/campaigns/dry-run", json=wizard)).status_code == 200
-        static = {**wizard, "audience": {"mode": "static", "lead_ids": [lead["id"], other["id"]]}}
+        static = {
+            **wizard,
+            "audience": {"mode": "static", "lead_ids": [lead["id"], other["id"]]},
+            "schedule": {"start_mode": "draft", "window_mode": "recipient"},  # reads the leads' zones too
+        }
         draft = await api.create("/campaigns", static)
         assert (
             await api.http.post(f"/campaigns/{draft['id']}/dry-run")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -14,6 +15,14 @@ from tools.smtp_sink import Received, SinkHandler, start
 _handed_out: set[int] = set()
 
 
+def _ours(port: int) -> bool:
+    """Under pytest-xdist each worker hands out only the ports of its own residue, so two workers never give
+    one port to two services (the loser's bind would fail and its tests would talk to the winner's)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    return port % workers == worker
+
+
 def free_port() -> int:
     """A loopback port nobody listens on, never the same twice in one run (the OS may offer one again
     between our probe and the service's bind)."""
@@ -21,7 +30,7 @@ def free_port() -> int:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = int(probe.getsockname()[1])
-        if port not in _handed_out:
+        if port not in _handed_out and _ours(port):
             _handed_out.add(port)
             return port
 

@@ -115,6 +115,9 @@ async def inprocess_service(
     url = f"http://127.0.0.1:{port}"
     try:
         await wait_ready(url)
+        # Ready, but ours? A server that could not bind has ended, and what answered is someone else's.
+        if task.done() or not server.started:
+            raise AssertionError(f"{create_app.__module__} could not serve on {url}")
         yield url
     finally:
         server.should_exit = True
