@@ -17,10 +17,11 @@ _handed_out: set[int] = set()
 
 def _ours(port: int) -> bool:
     """Under pytest-xdist each worker hands out only the ports of its own residue, so two workers never give
-    one port to two services (the loser's bind would fail and its tests would talk to the winner's)."""
+    one port to two services (the loser's bind would fail and its tests would talk to the winner's). By
+    port // 2: Linux gives `bind(0)` ports of one parity only."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
-    return port % workers == worker
+    return port // 2 % workers == worker
 
 
 def free_port() -> int:
