@@ -106,10 +106,9 @@ async def campaign_dry_run(repo: CampaignRepository, raw_id: str, settings: Sett
                 for m in unsent
             ]
     else:
-        leads = await repo.audience_of(campaign)
+        leads, windows = await repo.audience_of(campaign, window, earliest.year)
         domains = planned_on(domains, campaign.reassign_on_domain_pause)
         schedules, providers = await repo.schedules(domains, window, earliest, settings.pace_rules, leads)
-        windows = await repo.lead_windows(window, mode, leads, earliest.year)
         names = {d.id: d.domain for d in domains}
         with _fitting():
             plan = plan_round_robin(leads, [d.id for d in domains], schedules, earliest, providers, windows)
