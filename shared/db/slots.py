@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVarTuple
 
-from sqlalchemy import ColumnElement, Select, all_, any_, bindparam, func, or_, select, text
+from sqlalchemy import ColumnElement, Select, all_, and_, any_, bindparam, func, or_, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -192,18 +192,25 @@ async def lead_windows(
 
 
 async def audience_windows(
-    session: AsyncSession, audience: Select[uuid.UUID], window: Window, mode: str, year: int
+    session: AsyncSession,
+    audience: Select[uuid.UUID],
+    window: Window,
+    mode: str,
+    year: int,
+    *scope: ColumnElement[bool],
 ) -> tuple[list[uuid.UUID], dict[uuid.UUID, Window]]:
     """The leads of `audience` (`CampaignLead.lead_id` of one campaign, as its caller scopes it, unordered) in
     the audience's order and, in `recipient` mode, their own windows as `lead_windows` gives them: each lead's
-    zone and country read in the same query, not in a second pass over the leads.
+    zone and country read in the same query, not in a second pass over the leads (`scope`: conditions on
+    them, a workspace's).
 
     One row of arrays, not a row per lead: an audience is tens of thousands of leads, and a row object each
     is most of the time and of the garbage a read of them makes."""
     places = mode == WindowMode.RECIPIENT
     rows = audience.add_columns(CampaignLead.position)
     if places:
-        rows = rows.add_columns(Lead.timezone, Lead.country).join(Lead, Lead.id == CampaignLead.lead_id)
+        lead = and_(Lead.id == CampaignLead.lead_id, *scope)
+        rows = rows.add_columns(Lead.timezone, Lead.country).join(Lead, lead)
     found = rows.subquery()
     wanted = [found.c.lead_id, found.c.timezone, found.c.country] if places else [found.c.lead_id]
     query = select(*(func.array_agg(aggregate_order_by(column, found.c.position)) for column in wanted))

@@ -107,7 +107,9 @@ class CampaignRepository(WorkspaceRepository[Campaign]):
             .join(CampaignLead, CampaignLead.campaign_id == Campaign.id)
             .where(Campaign.id == campaign.id)
         )
-        return await audience_windows(self.session, audience, window, campaign.window_mode, year)
+        return await audience_windows(
+            self.session, audience, window, campaign.window_mode, year, self.owns(Lead)
+        )
 
     async def anything_sent(self, campaign: Campaign) -> bool:
         sent = Message.sent_at.is_not(None)
