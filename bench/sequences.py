@@ -118,7 +118,7 @@ async def measure(settings: Settings, leads: int, sample: int) -> dict[str, floa
             named = await repo.sibling(DomainRepository).named(campaign.domains)
             domains = [named[name] for name in campaign.domains]
             window = Window.from_dict(campaign.window)
-            lead_ids = await repo.audience_of(campaign)
+            lead_ids, _ = await repo.audience_of(campaign, window, utcnow().year)
             raw = []
             for _ in range(DRY_RUNS):
                 now = utcnow()

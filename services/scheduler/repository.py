@@ -12,9 +12,10 @@ from sqlalchemy.orm import aliased
 
 from shared.db.models import Campaign, CampaignLead, CampaignStep, Lead, Message, SendingDomain
 from shared.db.providers import recipient_domain_sql
+from shared.db.slots import audience_windows
 from shared.lifecycle import FINAL, SENDS
 from shared.message_states import TRANSITIONS, UNFINISHED, UNSENT, CampaignStatus, LeadStatus, MessageStatus
-from shared.planning import Reservation
+from shared.planning import Reservation, Window
 from shared.planning.slots import unplanned_reason
 from shared.reputation import TRANSIENT, DomainState
 from shared.sequences import FREE_MAIL, SKIPPED, Condition, Evidence, StopRules
@@ -35,13 +36,13 @@ async def has_messages(session: AsyncSession, campaign_id: uuid.UUID) -> bool:
     return found is not None
 
 
-async def audience(session: AsyncSession, campaign_id: uuid.UUID) -> list[uuid.UUID]:
-    rows = await session.scalars(
-        select(CampaignLead.lead_id)
-        .where(CampaignLead.campaign_id == campaign_id)
-        .order_by(CampaignLead.position)
-    )
-    return list(rows)
+async def audience(
+    session: AsyncSession, campaign: Campaign, window: Window, year: int
+) -> tuple[list[uuid.UUID], dict[uuid.UUID, Window]]:
+    """The campaign's leads in audience order, and their own windows in recipient mode (`window`'s hours in
+    their zones, plans starting in `year`): `shared.db.slots.audience_windows`."""
+    leads = select(CampaignLead.lead_id).where(CampaignLead.campaign_id == campaign.id)
+    return await audience_windows(session, leads, window, campaign.window_mode, year)
 
 
 async def sending_domains(

@@ -50,17 +50,16 @@ class Scheduler:
                 return 0
             if await repo.has_messages(session, campaign_id):
                 return 0
-            leads = await repo.audience(session, campaign_id)
             by_name = await repo.sending_domains(session, campaign.workspace_id, campaign.domains)
             domains = planned_on(
                 [by_name[name] for name in campaign.domains], campaign.reassign_on_domain_pause
             )
             window = Window.from_dict(campaign.window)
             earliest = max(self._clock(), campaign.start_at or self._clock())
+            leads, windows = await repo.audience(session, campaign, window, earliest.year)
             schedules, providers = await domain_schedules(
                 session, domains, window, earliest, self._settings.pace_rules, leads
             )
-            windows = await lead_windows(session, window, campaign.window_mode, leads, earliest.year)
             planned = plan_round_robin(
                 leads, [d.id for d in domains], schedules, earliest, providers, windows
             )

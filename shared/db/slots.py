@@ -7,14 +7,14 @@ import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVarTuple
 
-from sqlalchemy import ColumnElement, all_, any_, bindparam, func, or_, select, text
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import ColumnElement, Select, all_, and_, any_, bindparam, func, or_, select, text
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db.models import Lead, Message, ProviderPace, RecipientProvider, SendingDomain
+from shared.db.models import CampaignLead, Lead, Message, ProviderPace, RecipientProvider, SendingDomain
 from shared.db.providers import recipient_domain
 from shared.message_states import SLOT_HOLDING
 from shared.planning import DomainSchedule, Reservation, Window
@@ -25,6 +25,8 @@ from shared.planning.zones import WindowMode, recipient_windows
 # Older slots can neither overlap a new one, nor share its local day for a daily cap, nor be within a
 # provider's pace of it (at most a day).
 LOOK_BACK = timedelta(days=2)
+
+Columns = TypeVarTuple("Columns")
 
 
 async def lock_domains(session: AsyncSession, domain_ids: Sequence[uuid.UUID]) -> None:
@@ -183,9 +185,43 @@ async def lead_windows(
     `year`). Leads left out take the campaign `window`, as every lead does in `campaign` mode."""
     if mode != WindowMode.RECIPIENT or not lead_ids:
         return {}
-    rows = await session.execute(
-        select(Lead.id, Lead.timezone, Lead.country).where(
-            Lead.id == any_(_ids(lead_ids)), or_(Lead.timezone.is_not(None), Lead.country.is_not(None))
-        )
+    query = select(Lead.id, Lead.timezone, Lead.country).where(
+        Lead.id == any_(_ids(lead_ids)), or_(Lead.timezone.is_not(None), Lead.country.is_not(None))
     )
-    return recipient_windows(window, {lead: (zone, country) for lead, zone, country in rows}, year)
+    return recipient_windows(window, await _core_rows(session, query), year)
+
+
+async def audience_windows(
+    session: AsyncSession,
+    audience: Select[uuid.UUID],
+    window: Window,
+    mode: str,
+    year: int,
+    *scope: ColumnElement[bool],
+) -> tuple[list[uuid.UUID], dict[uuid.UUID, Window]]:
+    """The leads of `audience` (`CampaignLead.lead_id` of one campaign, as its caller scopes it, unordered) in
+    the audience's order and, in `recipient` mode, their own windows as `lead_windows` gives them: each lead's
+    zone and country read in the same query, not in a second pass over the leads (`scope`: conditions on
+    them, a workspace's).
+
+    One row of arrays, not a row per lead: an audience is tens of thousands of leads, and a row object each
+    is most of the time and of the garbage a read of them makes."""
+    places = mode == WindowMode.RECIPIENT
+    rows = audience.add_columns(CampaignLead.position)
+    if places:
+        lead = and_(Lead.id == CampaignLead.lead_id, *scope)
+        rows = rows.add_columns(Lead.timezone, Lead.country).join(Lead, lead)
+    found = rows.subquery()
+    wanted = [found.c.lead_id, found.c.timezone, found.c.country] if places else [found.c.lead_id]
+    query = select(*(func.array_agg(aggregate_order_by(column, found.c.position)) for column in wanted))
+    arrays = (await (await session.connection()).execute(query)).one()
+    leads: list[uuid.UUID] = list(arrays[0] or ())  # no leads: NULL
+    if not places or not leads:
+        return leads, {}
+    return leads, recipient_windows(window, zip(leads, arrays[1], arrays[2], strict=True), year)
+
+
+async def _core_rows(session: AsyncSession, query: Select[*Columns]) -> Sequence[tuple[*Columns]]:
+    """The rows of a query of columns as Core reads them, without the ORM's result processing: about half the
+    time and two thirds of the objects over thousands of leads."""
+    return (await (await session.connection()).execute(query)).tuples().all()

@@ -30,20 +30,26 @@ def summarize(
     campaign's window mode and `windows` the leads' own windows in `recipient` mode, where they have one
     (`leads_without_zone`: how many had none, and got the campaign window)."""
     starts = [slot.start for _, _, slot in planned]
-    per_day = Counter(window.local_date(start) for start in starts)
+    # Leads share slot times (one on each domain), and in recipient mode windows: what follows is worked out
+    # once per slot time, or per (lead's window, slot time), not per lead.
+    per_start = Counter(starts)
+    per_day: Counter[date] = Counter()
+    for start, n in per_start.items():
+        per_day[window.local_date(start)] += n
     without_zone = None
     if mode == WindowMode.RECIPIENT:
         own = windows or {}
-        steps = expected_steps_of_leads(planned, window, delays, own)
-        without_zone = sum(lead not in own for lead, _, _ in planned)
+        moments = Counter(zip(map(own.get, (lead for lead, _, _ in planned)), starts, strict=True))
+        steps = expected_steps_of_leads(moments, window, delays)
+        without_zone = sum(n for (lead_window, _), n in moments.items() if lead_window is None)
     else:
         steps = expected_steps(per_day, window, delays)
     return {
         "window_mode": mode,
         "leads_without_zone": without_zone,
         "total_messages": len(planned),
-        "first_send_at": min(starts, default=None),
-        "last_send_at": max(starts, default=None),
+        "first_send_at": min(per_start, default=None),
+        "last_send_at": max(per_start, default=None),
         "per_domain": dict(Counter(domain for _, domain, _ in planned)),
         "per_day": _days(per_day),
         "slots": [
@@ -73,28 +79,39 @@ def expected_steps(
 
 
 def expected_steps_of_leads(
-    planned: Sequence[tuple[Any, str, Reservation]],
-    window: Window,
-    delays: Sequence[int],
-    windows: Mapping[Any, Window],
+    moments: Mapping[tuple[Window | None, datetime], int], window: Window, delays: Sequence[int]
 ) -> list[dict[str, Any]]:
     """`expected_steps` lead by lead, each in its own window (the campaign's where it has none), counted per
-    local day of the campaign window: a step at a lead's local time may fall on another day there."""
+    local day of the campaign window: a step at a lead's local time may fall on another day there.
+    `moments`: how many leads of each window (None: the campaign's) have their first message at each moment;
+    the result is that of counting each lead on its own."""
     counts: list[Counter[date]] = [Counter() for _ in delays]
-    # Leads of one window mailed at one local time (one slot on each domain) share their steps' days.
-    moments: Counter[tuple[Window, datetime]] = Counter()
-    for lead, _, slot in planned:
-        own = windows.get(lead, window)
-        moments[own, slot.start.astimezone(own.zone).replace(tzinfo=None)] += 1
-    for (own, local), n in moments.items():
-        day = local.date()
-        for counted, delay in zip(counts, delays, strict=True):
-            day = _open_from(own, day + timedelta(days=delay))
-            counted[window.local_date(datetime.combine(day, local.time(), own.zone))] += n
+    # A lead's steps' days follow from its window and local day alone: worked out once for each.
+    step_days: dict[tuple[Window, date], list[date]] = {}
+    for (lead_window, start), n in moments.items():
+        own = lead_window or window
+        local = start.astimezone(own.zone)
+        first = local.date()
+        days = step_days.get((own, first))
+        if days is None:
+            days = step_days[own, first] = _step_days(own, first, delays)
+        at = local.timetz()  # its zone, and which of a repeated hour's two runs it is in
+        for counted, day in zip(counts, days, strict=True):
+            counted[window.local_date(datetime.combine(day, at))] += n
     return [
         {"step": position, "count": sum(counted.values()), "per_day": _days(counted)}
         for position, counted in enumerate(counts, 1)
     ]
+
+
+def _step_days(window: Window, first: date, delays: Sequence[int]) -> list[date]:
+    """The local day of each step after a first message on `first`: `delay` days after the previous step,
+    on the window's next open day when that day is closed."""
+    days, day = [], first
+    for delay in delays:
+        day = _open_from(window, day + timedelta(days=delay))
+        days.append(day)
+    return days
 
 
 def _open_from(window: Window, day: date) -> date:

@@ -20,7 +20,7 @@ import dataclasses
 import enum
 import functools
 import zoneinfo
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -175,11 +175,17 @@ def _window_in(campaign: Window, zone: str, calendar: str | None) -> Window:
 
 
 def recipient_windows(
-    campaign: Window, places: Mapping[Lead, tuple[str | None, str | None]], year: int
+    campaign: Window, places: Iterable[tuple[Lead, str | None, str | None]], year: int
 ) -> dict[Lead, Window]:
-    """Each lead's window from its (timezone, country); leads without a known zone are left out (they take
-    the campaign window)."""
+    """Each lead's window from its (lead, timezone, country) row; leads without a known zone are left out
+    (they take the campaign window)."""
     # Each (timezone, country) once: an audience has many leads and few places.
-    by_place = {place: recipient_window(campaign, *place, year) for place in set(places.values())}
-    found = {lead: by_place[place] for lead, place in places.items()}
-    return {lead: window for lead, window in found.items() if window is not None}
+    by_place: dict[tuple[str | None, str | None], Window | None] = {}
+    found: dict[Lead, Window] = {}
+    for lead, timezone, country in places:
+        place = timezone, country
+        if place not in by_place:
+            by_place[place] = recipient_window(campaign, timezone, country, year)
+        if (window := by_place[place]) is not None:
+            found[lead] = window
+    return found

@@ -4,7 +4,7 @@ nothing and locking nothing."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -39,10 +39,11 @@ def _fitting() -> Iterator[None]:
 
 
 def _every_lead_fits(
-    planned: list[tuple[L, D, Reservation | None]], earliest: datetime
-) -> list[tuple[L, D, Reservation]]:
-    """The plan, or NoSlotError when a lead got no slot (a start would fail that lead's message)."""
-    fitting = [(lead, domain, slot) for lead, domain, slot in planned if slot is not None]
+    planned: list[tuple[L, D, Reservation | None]], names: Mapping[D, str], earliest: datetime
+) -> list[tuple[L, str, Reservation]]:
+    """The plan with its domains' names, or NoSlotError when a lead got no slot (a start would fail that
+    lead's message)."""
+    fitting = [(lead, names[domain], slot) for lead, domain, slot in planned if slot is not None]
     if len(fitting) < len(planned):
         raise NoSlotError(unplanned_reason(earliest))
     return fitting
@@ -57,22 +58,17 @@ async def dry_run(repo: CampaignRepository, payload: CampaignIn, settings: Setti
     schedules, providers = await repo.schedules(domains, wizard.window, earliest, settings.pace_rules, leads)
     mode = payload.schedule.window_mode
     windows = await repo.lead_windows(wizard.window, mode, leads, earliest.year)
+    names = {d.id: d.domain for d in domains}
     with _fitting():
         planned = _every_lead_fits(
             plan_round_robin(leads, [d.id for d in domains], schedules, earliest, providers, windows),
+            names,
             earliest,
         )
-    names = {d.id: d.domain for d in domains}
     return {
         "audience_count": len(wizard.audience.lead_ids),
         "excluded": wizard.audience.excluded,
-        **summarize(
-            [(lead, names[d], slot) for lead, d, slot in planned],
-            wizard.window,
-            [step.delay_days for step in payload.sequence],
-            mode,
-            windows,
-        ),
+        **summarize(planned, wizard.window, [step.delay_days for step in payload.sequence], mode, windows),
         "steps": [
             {"position": position, **step.model_dump()} for position, step in enumerate(payload.sequence, 1)
         ],
@@ -106,14 +102,13 @@ async def campaign_dry_run(repo: CampaignRepository, raw_id: str, settings: Sett
                 for m in unsent
             ]
     else:
-        leads = await repo.audience_of(campaign)
+        leads, windows = await repo.audience_of(campaign, window, earliest.year)
         domains = planned_on(domains, campaign.reassign_on_domain_pause)
         schedules, providers = await repo.schedules(domains, window, earliest, settings.pace_rules, leads)
-        windows = await repo.lead_windows(window, mode, leads, earliest.year)
         names = {d.id: d.domain for d in domains}
         with _fitting():
             plan = plan_round_robin(leads, [d.id for d in domains], schedules, earliest, providers, windows)
-            planned = [(lead, names[d], slot) for lead, d, slot in _every_lead_fits(plan, earliest)]
+            planned = _every_lead_fits(plan, names, earliest)
     return {
         "audience_count": campaign.audience_count,
         "excluded": {**dict.fromkeys(audience.EXCLUSION_ORDER, 0), **campaign.audience_excluded},

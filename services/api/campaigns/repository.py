@@ -27,7 +27,14 @@ from shared.db.models import (
     Message,
     SendingDomain,
 )
-from shared.db.slots import DomainLoad, domain_schedules, lead_providers, lead_windows, load_domains
+from shared.db.slots import (
+    DomainLoad,
+    audience_windows,
+    domain_schedules,
+    lead_providers,
+    lead_windows,
+    load_domains,
+)
 from shared.events import Event
 from shared.kpis import Counters
 from shared.lifecycle import FINAL
@@ -90,14 +97,19 @@ class CampaignRepository(WorkspaceRepository[Campaign]):
             insert(CampaignLead).from_select(["campaign_id", "position", "lead_id"], rows)
         )
 
-    async def audience_of(self, campaign: Campaign) -> list[uuid.UUID]:
-        rows = await self.session.scalars(
+    async def audience_of(
+        self, campaign: Campaign, window: Window, year: int
+    ) -> tuple[list[uuid.UUID], dict[uuid.UUID, Window]]:
+        """The campaign's leads in audience order, and in recipient mode their own windows (`window`'s hours
+        in their zones, plans starting in `year`), in one query (`shared.db.slots.audience_windows`)."""
+        audience = (
             self.scoped(CampaignLead.lead_id)
             .join(CampaignLead, CampaignLead.campaign_id == Campaign.id)
             .where(Campaign.id == campaign.id)
-            .order_by(CampaignLead.position)
         )
-        return list(rows)
+        return await audience_windows(
+            self.session, audience, window, campaign.window_mode, year, self.owns(Lead)
+        )
 
     async def anything_sent(self, campaign: Campaign) -> bool:
         sent = Message.sent_at.is_not(None)
