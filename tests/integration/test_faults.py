@@ -456,7 +456,7 @@ def kill_a_sender_in_data(sink: SmtpSink, senders: list[ServiceProcess], ack: bo
 
     async def kill(session: Any) -> str | None:
         sink.handler.on_data = None
-        pid = socket_owner(session.peer[1], pids)
+        pid = socket_owner(session.peer[1], sink.port, pids)
         loop = asyncio.get_running_loop()
         if ack:
             os.kill(pid, signal.SIGSTOP)
