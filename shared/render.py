@@ -281,6 +281,8 @@ def lead_variables(lead: Any, sender_name: str) -> dict[str, Any]:
         "email": lead.email,
         "company": lead.company,
         "fields": lead.fields,
+        "timezone": lead.timezone or "",  # the lead's own, as given: not one derived from its country
+        "country": lead.country or "",
         "sender_name": sender_name,
     }
 

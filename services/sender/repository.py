@@ -66,6 +66,8 @@ class Claim:
     last_name: str
     company: str
     fields: dict[str, Any]
+    timezone: str | None
+    country: str | None
     lead_status: str
     suppressed: bool
     # the campaign and its template (a step's own)

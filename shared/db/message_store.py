@@ -213,7 +213,7 @@ SELECT campaign_id, day, 0, n FROM moved, (VALUES ($4::date, -1), ($5::date, 1))
 _WITH_ALL_IT_NEEDS = f"""
 SELECT m.id, m.workspace_id, m.campaign_id, m.lead_id, m.sending_domain_id, m.domain_used, m.is_followup,
   m.retry_count, m.smtp_message_id, thread.refs AS thread_references, thread.last AS in_reply_to,
-  l.email, l.first_name, l.last_name, l.company, l.fields, l.status AS lead_status,
+  l.email, l.first_name, l.last_name, l.company, l.fields, l.timezone, l.country, l.status AS lead_status,
   EXISTS (
     SELECT FROM suppressions AS s WHERE s.workspace_id = m.workspace_id AND lower(s.email) = lower(l.email)
   ) OR EXISTS (

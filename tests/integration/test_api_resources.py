@@ -313,8 +313,12 @@ async def test_leads_change_refuse_a_taken_address_and_delete(api: ApiClient) ->
 
 
 async def test_templates_change_with_checked_syntax_and_preview_for_a_lead(api: ApiClient) -> None:
-    template = await api.template(body_html="<p>Hi {{ first_name }} of {{ fields.city }}</p>")
-    lead = await api.lead(f"{unique('p')}@lead.example", first_name="Anna", fields={"city": "Utrecht"})
+    template = await api.template(
+        body_html="<p>Hi {{ first_name }} of {{ fields.city }}</p><p>[{{ country }}|{{ timezone }}]</p>"
+    )
+    lead = await api.lead(
+        f"{unique('p')}@lead.example", first_name="Anna", fields={"city": "Utrecht"}, country="Netherlands"
+    )
     broken = await api.http.patch(f"/templates/{template['id']}", json={"subject": "Hi {{ first_name"})
     assert broken.status_code == 422
     changed = await api.http.patch(f"/templates/{template['id']}", json={"subject": "For {{ first_name }}"})
@@ -325,6 +329,7 @@ async def test_templates_change_with_checked_syntax_and_preview_for_a_lead(api: 
     shown = preview.json()["data"]
     assert shown["subject"] == "For Anna"
     assert "Hi Anna of Utrecht" in shown["html"]
+    assert "[NL|]" in shown["html"]  # its country as stored (the code), no zone of its own given
     assert shown["text"].startswith("Hi Anna of Utrecht")
     followup = await api.http.post(
         f"/templates/{template['id']}/preview", json={"lead_id": lead["id"], "followup": True}

@@ -56,7 +56,7 @@ async def test_recipient_zones_plan_each_lead_in_its_own_hours_across_a_clock_ch
     american = await api.lead(f"nick-{tag}@lead.example", first_name="Nick", timezone="America/New_York")
     unplaced = await api.lead(f"uma-{tag}@lead.example", first_name="Uma", country="US")  # zones of its own
     zones = {dutch["email"]: AMSTERDAM, american["email"]: NEW_YORK, unplaced["email"]: AMSTERDAM}
-    template = await api.template()
+    template = await api.template(body_html="<p>Hi {{ first_name }}</p><p>[{{ country }}|{{ timezone }}]</p>")
     body: dict[str, Any] = {
         "name": "In their own hours",
         "template_id": template["id"],
@@ -105,6 +105,9 @@ async def test_recipient_zones_plan_each_lead_in_its_own_hours_across_a_clock_ch
 
     mails = [m for m in pipeline.sink.received if m.rcpt_tos[0] in zones]
     assert len(mails) == 6
+    given = {dutch["email"]: "[NL|]", american["email"]: "[|America/New_York]", unplaced["email"]: "[US|]"}
+    for mail in mails:  # what the lead was given, for the template to read
+        assert given[mail.rcpt_tos[0]] in mail.data.decode(), mail.rcpt_tos
     times = []
     for mail in mails:
         smtp_time = parsedate_to_datetime(mail.message["Date"])
