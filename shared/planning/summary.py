@@ -9,7 +9,7 @@ from typing import Any
 
 from shared.planning.slots import Reservation
 from shared.planning.window import Window
-from shared.planning.zones import WindowMode
+from shared.planning.zones import WindowMode, ZonelessWindow
 
 MAX_SLOTS = 1000
 STEPS_NOTE = (
@@ -41,7 +41,11 @@ def summarize(
         own = windows or {}
         moments = Counter(zip(map(own.get, (lead for lead, _, _ in planned)), starts, strict=True))
         steps = expected_steps_of_leads(moments, window, delays)
-        without_zone = sum(n for (lead_window, _), n in moments.items() if lead_window is None)
+        without_zone = sum(
+            n
+            for (own_window, _), n in moments.items()
+            if own_window is None or isinstance(own_window, ZonelessWindow)
+        )
     else:
         steps = expected_steps(per_day, window, delays)
     return {

@@ -8,10 +8,11 @@ of `zoneinfo.TZPATH` that has them), read once:
 - `zone.tab`, not `zone1970.tab`: it gives every zone exactly one country, and every country its own zones
   (zone1970.tab merges countries whose clocks agree since 1970: NL there is only `Europe/Brussels`).
 
-A zone gives the country zone.tab lists it under. A country gives its principal zone (the first zone.tab
-lists) when every zone of the country keeps the same clock as it over the planning horizon (`same_clock`);
-otherwise (US: New York, Chicago …) none. Zones that are not in zone.tab (`Etc/UTC`, aliases such as
-`US/Eastern`) give no country.
+A zone gives the country zone.tab lists it under; an alias (`US/Eastern`, `Asia/Calcutta`) the country of
+the zone it links to, where the directory has the compiled source `tzdata.zi` that names the links. A country
+gives its principal zone (the first zone.tab lists) when every zone of the country keeps the same clock as it
+over the planning horizon (`same_clock`); otherwise (US: New York, Chicago …) none. Zones that are not in
+zone.tab and link to none there (`Etc/UTC`) give no country.
 """
 
 from __future__ import annotations
@@ -101,9 +102,24 @@ def country_code(value: str) -> str | None:
 
 
 @functools.cache
+def _links() -> dict[str, str]:
+    """Each alias the tz database's compiled source names (its `L target alias` lines) and its target; none
+    where the system has no `tzdata.zi` (it is optional: aliases then give no country)."""
+    for directory in zoneinfo.TZPATH:
+        path = Path(directory) / "tzdata.zi"
+        if path.is_file():
+            lines = path.read_text(encoding="utf-8").splitlines()
+            return {
+                parts[2]: parts[1] for line in lines if len(parts := line.split()) == 3 and parts[0] == "L"
+            }
+    return {}
+
+
+@functools.cache
 def country_of_zone(zone: str) -> str | None:
-    """The country zone.tab lists `zone` under, if it lists it."""
-    return next((country for country, name in _zone_rows() if name == zone), None)
+    """The country zone.tab lists `zone` under, or the zone it is an alias of."""
+    countries = dict((name, country) for country, name in _zone_rows())
+    return countries.get(zone) or countries.get(_links().get(zone, ""))
 
 
 def _offset(zone: ZoneInfo, moment: datetime) -> timedelta:
@@ -153,25 +169,38 @@ def zone_of_country(country: str, year: int) -> str | None:
     return zones[0]
 
 
+@dataclasses.dataclass(frozen=True)
+class ZonelessWindow(Window):
+    """The window of a lead whose zone is unknown but whose country has a holiday calendar other than the
+    campaign window's: the campaign window's days and hours, that country's holidays. The lead still counts
+    as one without a zone."""
+
+
 def recipient_window(campaign: Window, timezone: str | None, country: str | None, year: int) -> Window | None:
     """The window a lead's messages go in, in `recipient` mode: the campaign window's days and hours in the
     lead's zone (its own, else its country's), with its country's public holidays (its own, else its zone's;
-    none where the `holidays` package has no calendar for it, or the campaign window skips none). None when
-    no zone is known for the lead: the campaign window applies, as it is."""
+    none where the `holidays` package has no calendar for it, or the campaign window skips none). When no
+    zone is known for the lead, the campaign window's hours with its country's holidays (a ZonelessWindow),
+    or None: the campaign window applies, as it is."""
     zone = timezone or (zone_of_country(country, year) if country else None)
-    if zone is None or not is_known_timezone(zone):  # a zone a later tz database dropped: none known
-        return None
+    if zone is not None and not is_known_timezone(zone):  # a zone a later tz database dropped: none known
+        zone = None
     if campaign.holidays is None:  # the campaign skips no holidays: nor do its leads
-        return _window_in(campaign, zone, None)
-    place = country or country_of_zone(zone)
+        return None if zone is None else _window_in(Window, campaign, zone, None)
+    place = country or (country_of_zone(zone) if zone else None)
     calendar = place if place is not None and is_known_country(place) else None
-    return _window_in(campaign, zone, calendar)
+    if zone is None:
+        same = calendar in (None, campaign.holidays)
+        return None if same else _window_in(ZonelessWindow, campaign, campaign.timezone, calendar)
+    return _window_in(Window, campaign, zone, calendar)
 
 
 @functools.lru_cache(maxsize=4096)
-def _window_in(campaign: Window, zone: str, calendar: str | None) -> Window:
-    """One Window object per (campaign window, zone, calendar): the planner keeps one pass per window."""
-    return dataclasses.replace(campaign, timezone=zone, holidays=calendar)
+def _window_in(kind: type[Window], campaign: Window, zone: str, calendar: str | None) -> Window:
+    """One Window object per (kind, campaign window, zone, calendar): the planner keeps one pass per
+    window."""
+    fields = {f.name: getattr(campaign, f.name) for f in dataclasses.fields(Window)}
+    return kind(**{**fields, "timezone": zone, "holidays": calendar})
 
 
 def recipient_windows(

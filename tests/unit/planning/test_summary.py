@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from shared.planning.slots import Reservation
 from shared.planning.summary import summarize
 from shared.planning.window import Window
+from shared.planning.zones import ZonelessWindow
 
 ZONES = ["Europe/Amsterdam", "America/New_York", "Australia/Sydney", "Asia/Kolkata", "Pacific/Chatham", "UTC"]
 # Around the clock changes of 2026 in Europe, North America and Australia (a repeated or missing hour).
@@ -25,7 +26,8 @@ BASES = [datetime(2026, m, d, tzinfo=UTC) for m, d in ((3, 7), (3, 28), (10, 3),
 def windows(draw: st.DrawFn) -> Window:
     start = draw(st.integers(0, 22))
     end = draw(st.one_of(st.none(), st.integers(start + 1, 23)))  # None: until midnight
-    return Window(
+    kind = draw(st.sampled_from([Window, ZonelessWindow]))  # a lead's own zone, or the campaign's hours
+    return kind(
         timezone=draw(st.sampled_from(ZONES)),
         days=frozenset(draw(st.sets(st.integers(0, 6), min_size=1))),
         start=time(start),
@@ -77,7 +79,7 @@ def lead_by_lead(
 
     starts = [slot.start for _, _, slot in planned]
     return {
-        "leads_without_zone": sum(lead not in lead_windows for lead, _, _ in planned)
+        "leads_without_zone": sum(type(lead_windows.get(lead)) is not Window for lead, _, _ in planned)
         if mode == "recipient"
         else None,
         "first_send_at": min(starts, default=None),

@@ -13,6 +13,7 @@ from shared.planning import DomainSchedule, Window, plan_round_robin, zones
 from shared.planning.slots import Reservation
 from shared.planning.summary import summarize
 from shared.planning.zones import (
+    ZonelessWindow,
     country_code,
     country_of_zone,
     recipient_window,
@@ -42,7 +43,15 @@ def test_a_country_gives_its_zone_only_where_its_zones_keep_one_clock(country: s
 
 @pytest.mark.parametrize(
     ("zone", "country"),
-    [("America/New_York", "US"), ("Europe/Amsterdam", "NL"), ("Australia/Sydney", "AU"), ("Etc/UTC", None)],
+    [
+        ("America/New_York", "US"),
+        ("Europe/Amsterdam", "NL"),
+        ("Australia/Sydney", "AU"),
+        ("Etc/UTC", None),
+        ("US/Eastern", "US"),  # aliases, by the links of tzdata.zi
+        ("Asia/Calcutta", "IN"),
+        ("Europe/Kiev", "UA"),
+    ],
 )
 def test_a_zone_gives_the_country_the_tz_database_lists_it_under(zone: str, country: str | None) -> None:
     assert country_of_zone(zone) == country
@@ -90,11 +99,15 @@ def test_a_lead_s_window_is_the_campaign_s_hours_in_its_zone_with_its_country_s_
     assert recipient_window(CAMPAIGN, "Asia/Kolkata", "DE", 2026) == Window(
         "Asia/Kolkata", CAMPAIGN.days, time(8), time(17), "DE"
     )
-    # No zone known (the US has many): the campaign window, as it is.
-    assert recipient_window(CAMPAIGN, None, "US", 2026) is None
+    # No zone known (the US has many): the campaign window's hours, the country's holidays.
+    zoneless_us = ZonelessWindow("Europe/Amsterdam", CAMPAIGN.days, time(8), time(17), "US")
+    assert recipient_window(CAMPAIGN, None, "US", 2026) == zoneless_us
     assert recipient_window(CAMPAIGN, None, None, 2026) is None
     # A stored zone this system's tz database no longer has: none known, rather than a planner that fails.
-    assert recipient_window(CAMPAIGN, "Mars/Olympus", "US", 2026) is None
+    assert recipient_window(CAMPAIGN, "Mars/Olympus", "US", 2026) == zoneless_us
+    # No zone, and the campaign's own calendar, or none known: the campaign window as it is.
+    assert recipient_window(CAMPAIGN, "Mars/Olympus", "NL", 2026) is None
+    assert recipient_window(dataclasses.replace(CAMPAIGN, holidays=None), None, "US", 2026) is None
     # A zone without a country in zone.tab: its hours, no holidays.
     utc = recipient_window(CAMPAIGN, "Etc/UTC", None, 2026)
     assert utc == Window("Etc/UTC", CAMPAIGN.days, time(8), time(17), None)
@@ -111,6 +124,23 @@ def test_thanksgiving_is_skipped_for_a_us_lead_while_a_dutch_lead_is_mailed_that
     slots = {lead: slot.start for lead, _, slot in plan if slot is not None}
     assert slots["nl"] == datetime(2026, 11, 26, 8, tzinfo=nl.zone)
     assert slots["us"] == datetime(2026, 11, 27, 8, tzinfo=us.zone)
+
+
+def test_a_us_lead_without_a_zone_is_mailed_in_the_campaign_s_hours_but_not_on_thanksgiving() -> None:
+    """And counts as a lead without a zone in the dry-run, beside a Dutch lead mailed that day."""
+    thanksgiving = datetime(2026, 11, 26, 6, tzinfo=UTC)
+    us = recipient_window(CAMPAIGN, None, "US", 2026)
+    assert us is not None
+    plan = plan_round_robin(
+        ["nl", "us"], ["d"], {"d": DomainSchedule(CAMPAIGN, 1200)}, thanksgiving, windows={"us": us}
+    )
+    slots = {lead: slot.start for lead, _, slot in plan if slot is not None}
+    assert slots == {
+        "nl": datetime(2026, 11, 26, 8, tzinfo=CAMPAIGN.zone),
+        "us": datetime(2026, 11, 27, 8, tzinfo=CAMPAIGN.zone),  # Friday 08:00 in Amsterdam
+    }
+    planned = [(lead, "d", Reservation(at, at + timedelta(minutes=20))) for lead, at in slots.items()]
+    assert summarize(planned, CAMPAIGN, [], "recipient", {"us": us})["leads_without_zone"] == 2
 
 
 def test_a_lead_s_slots_keep_its_local_hours_across_its_clock_change_not_the_campaign_s() -> None:
