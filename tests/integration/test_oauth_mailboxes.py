@@ -18,7 +18,7 @@ import pytest
 
 from services.api.main import create_app as create_api
 from shared.clock import utcnow
-from shared.db import asyncpg_dsn
+from shared.db import asyncpg_dsn, oauth_accounts
 from shared.oauth import Mechanism
 from shared.oauth_tokens import TokenSource
 from shared.settings import Settings
@@ -210,6 +210,29 @@ async def test_disconnecting_forgets_the_grant_and_revokes_it(
     assert grant.revoked
     assert (await api.get(f"/domains/{domain['id']}"))["oauth"] is None
     assert (await api.http.delete(f"/domains/{domain['id']}/oauth")).status_code == 404
+
+
+async def test_deleting_a_domain_while_a_refused_refresh_pauses_it_waits_for_the_refresh_not_a_deadlock(
+    api: ApiClient, settings: Settings
+) -> None:
+    """A refused refresh locks the grant, then pauses its domain; a delete of the domain at that moment waits
+    for the grant, rather than holding the domain and waiting for the grant (PostgreSQL would abort one)."""
+    domain = await a_domain(api, free_port())
+    assert (await connect(api, domain["id"])).status_code == 200
+    db = await asyncpg.connect(asyncpg_dsn(settings.database_url))
+    try:
+        async with db.transaction():
+            grant = await oauth_accounts.read(db, uuid.UUID(domain["id"]), lock=True)
+            assert grant is not None
+            deleting = asyncio.create_task(api.http.delete(f"/domains/{domain['id']}"))
+            await asyncio.sleep(0.5)
+            assert not deleting.done()  # waiting for the grant
+            assert await oauth_accounts.needs_reauth(db, grant, "invalid_grant", utcnow)
+        deleted = await deleting
+    finally:
+        await db.close()
+    assert deleted.status_code == 200, deleted.text
+    assert (await api.http.get(f"/domains/{domain['id']}")).status_code == 404
 
 
 async def test_a_campaign_sends_with_xoauth2_and_goes_on_as_its_tokens_expire(

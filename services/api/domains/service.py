@@ -17,6 +17,7 @@ from services.api.domains.repository import DomainRepository
 from services.api.domains.schemas import DkimIn, DomainIn, DomainPatch, ImapIn, WarmupIn
 from services.api.kit.envelope import ApiError, conflict, invalid, not_found
 from services.api.kit.hosts import require_public
+from services.api.oauth.repository import OAuthAccountRepository
 from services.api.workspace.repository import WorkspaceSettingsRepository
 from shared import crypto, dkim, reputation
 from shared.clock import utcnow
@@ -406,5 +407,8 @@ async def delete(repo: DomainRepository, raw_id: str) -> dict[str, Any]:
     """Only a domain no campaign names; otherwise deactivate it (`PATCH {"active": false}`)."""
     row = await repo.require(raw_id)
     await refuse_if_used(repo, f"sending domain {row.domain}", Campaign.domains.contains([row.domain]))
+    # Its OAuth2 grant locked before the domain, in the order a refused refresh takes them (the grant, then
+    # the domain it pauses): the delete waits for that refresh rather than deadlocking with it.
+    await repo.sibling(OAuthAccountRepository).of_domain(row)
     await repo.delete(row)
     return {"id": str(row.id), "deleted": True}
