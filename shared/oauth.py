@@ -249,35 +249,7 @@ def oauthbearer(user: str, host: str, port: int, access_token: str) -> str:
     return base64.b64encode(raw.encode()).decode("ascii")
 
 
-def parse_oauthbearer(encoded: str) -> tuple[str, str] | None:
-    """(user, token) of an OAUTHBEARER initial response; None when it is not one."""
-    try:
-        raw = base64.b64decode(encoded, validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    header, _, rest = raw.partition("\x01")
-    user = next((part[2:] for part in header.split(",") if part.startswith("a=")), None)
-    fields = dict(part.split("=", 1) for part in rest.split("\x01") if "=" in part)
-    auth = fields.get("auth", "")
-    if user is None or not header.startswith("n,") or not auth.startswith("Bearer "):
-        return None
-    return user.replace("=2C", ",").replace("=3D", "="), auth.removeprefix("Bearer ")
-
-
 def xoauth2(user: str, access_token: str) -> str:
     """The SASL XOAUTH2 initial response, base64: `user=<address>^Aauth=Bearer <token>^A^A`."""
     raw = f"user={user}\x01auth=Bearer {access_token}\x01\x01"
     return base64.b64encode(raw.encode()).decode("ascii")
-
-
-def parse_xoauth2(encoded: str) -> tuple[str, str] | None:
-    """(user, token) of an XOAUTH2 initial response; None when it is not one."""
-    try:
-        raw = base64.b64decode(encoded, validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    fields = dict(part.split("=", 1) for part in raw.split("\x01") if "=" in part)
-    auth = fields.get("auth", "")
-    if "user" not in fields or not auth.startswith("Bearer "):
-        return None
-    return fields["user"], auth.removeprefix("Bearer ")

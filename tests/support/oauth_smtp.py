@@ -6,6 +6,8 @@ the providers' answer: the error as a challenge first, then `535 5.7.3` once the
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
@@ -15,15 +17,44 @@ import httpx
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult
 
-from shared import oauth
 from shared.oauth import Mechanism
 from tests.support.smtp import SmtpSink, free_port
 from tools.smtp_sink import SinkHandler
 
 REFUSED = "535 5.7.3 Authentication unsuccessful"
+
+
+def parse_xoauth2(encoded: str) -> tuple[str, str] | None:
+    """(user, token) of an XOAUTH2 initial response; None when it is not one."""
+    try:
+        raw = base64.b64decode(encoded, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    fields = dict(part.split("=", 1) for part in raw.split("\x01") if "=" in part)
+    auth = fields.get("auth", "")
+    if "user" not in fields or not auth.startswith("Bearer "):
+        return None
+    return fields["user"], auth.removeprefix("Bearer ")
+
+
+def parse_oauthbearer(encoded: str) -> tuple[str, str] | None:
+    """(user, token) of an OAUTHBEARER initial response; None when it is not one."""
+    try:
+        raw = base64.b64decode(encoded, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    header, _, rest = raw.partition("\x01")
+    user = next((part[2:] for part in header.split(",") if part.startswith("a=")), None)
+    fields = dict(part.split("=", 1) for part in rest.split("\x01") if "=" in part)
+    auth = fields.get("auth", "")
+    if user is None or not header.startswith("n,") or not auth.startswith("Bearer "):
+        return None
+    return user.replace("=2C", ",").replace("=3D", "="), auth.removeprefix("Bearer ")
+
+
 PARSERS: dict[Mechanism, Callable[[str], tuple[str, str] | None]] = {
-    Mechanism.XOAUTH2: oauth.parse_xoauth2,
-    Mechanism.OAUTHBEARER: oauth.parse_oauthbearer,
+    Mechanism.XOAUTH2: parse_xoauth2,
+    Mechanism.OAUTHBEARER: parse_oauthbearer,
 }
 
 

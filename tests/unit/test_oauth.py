@@ -17,6 +17,7 @@ from shared import oauth
 from shared.imap.client import Endpoint
 from shared.oauth import Pkce, ProviderError, ProviderName, Tokens
 from shared.settings import Settings
+from tests.support.oauth_smtp import parse_oauthbearer, parse_xoauth2
 from tests.unit.test_settings import REAL
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -149,12 +150,12 @@ def test_the_xoauth2_string_is_googles_example_and_reads_back() -> None:
     assert encoded == (
         "dXNlcj1zb21ldXNlckBleGFtcGxlLmNvbQFhdXRoPUJlYXJlciB5YTI5LnZGOWRmdDRxbVRjMk52YjNSbGNrQmhkSFJoZG1semRHRXVZMjl0Q2cBAQ=="
     )
-    assert oauth.parse_xoauth2(encoded) == (
+    assert parse_xoauth2(encoded) == (
         "someuser@example.com",
         "ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg",
     )
-    assert oauth.parse_xoauth2("not base64!") is None
-    assert oauth.parse_xoauth2(base64.b64encode(b"user=a\x01\x01").decode()) is None
+    assert parse_xoauth2("not base64!") is None
+    assert parse_xoauth2(base64.b64encode(b"user=a\x01\x01").decode()) is None
 
 
 def test_the_oauthbearer_string_is_rfc_7628s_example_and_reads_back() -> None:
@@ -166,10 +167,10 @@ def test_the_oauthbearer_string_is_rfc_7628s_example_and_reads_back() -> None:
         + token.encode()
         + b"\x01\x01"
     )
-    assert oauth.parse_oauthbearer(encoded) == ("user@example.com", token)
+    assert parse_oauthbearer(encoded) == ("user@example.com", token)
     odd = oauth.oauthbearer("a,b=c@x.example", "h", 1, "t")
-    assert oauth.parse_oauthbearer(odd) == ("a,b=c@x.example", "t")
-    assert oauth.parse_oauthbearer(oauth.xoauth2("a@x.example", "t")) is None
+    assert parse_oauthbearer(odd) == ("a,b=c@x.example", "t")
+    assert parse_oauthbearer(oauth.xoauth2("a@x.example", "t")) is None
 
 
 @pytest.mark.parametrize(
