@@ -346,6 +346,8 @@ class Message(Base):
         Index("messages_in_flight", "status", "claimed_at", postgresql_where=text("status = 'sending'")),
         Index("messages_campaign_status", "campaign_id", "status"),
         Index("messages_lead", "lead_id"),
+        # The few answered ones, for a sequence's stop rule "a reply from the lead's company".
+        Index("messages_replied", "campaign_id", postgresql_where=text("replied_at IS NOT NULL")),
         # One follow-up per original; not partial, so it also serves the self-referencing foreign key.
         Index("messages_one_followup", "parent_message_id", unique=True),
         Index("messages_smtp_message_id", "smtp_message_id", unique=True),
