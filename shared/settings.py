@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     # ESP event webhooks at the tracker (`POST /webhooks/esp/<provider>/<token>`)
     esp_max_bytes: int = Field(2 * 1024 * 1024, ge=1024)  # one request (SendGrid posts up to 768 KB); 413
     esp_max_age_seconds: int = Field(300, ge=1)  # an event the ESP dated longer ago (or ahead) is refused
+    # How long an ESP event's id is kept, so that the ESP delivering it again changes nothing: longer than any
+    # ESP retries (SendGrid 3 days, Mailgun 8 hours, Postmark and SES hours).
+    esp_event_retention_days: int = Field(30, ge=7)
     # Where SNS signing certificates and subscription confirmations may be fetched from: https and a host
     # matching this, and certificates checked against the system's CAs (or only those in `sns_ca_file`).
     sns_host_pattern: str = r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?"
@@ -139,6 +142,7 @@ class Settings(BaseSettings):
     webhook_give_up_seconds: float = Field(3 * 86400.0, gt=0)  # then the endpoint is disabled
     webhook_poll_seconds: float = Field(1.0, gt=0)  # retries falling due; new deliveries NOTIFY at once
     webhook_response_chars: int = Field(500, ge=0)  # of a receiver's answer kept with the attempt
+    webhook_retention_days: int = Field(30, ge=1)  # a delivered or given-up delivery, from its event
 
     # OAuth2 for the sending mailboxes (shared/oauth.py): one client per provider and deployment; a provider
     # without a client id is not offered. The redirect URL is the api's `/api/v1/oauth/callback` as the

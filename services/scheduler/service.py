@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.scheduler import repository as repo
 from shared import sequences, tracing
 from shared.clock import Clock
-from shared.db import domain_health, message_store
+from shared.db import domain_health, message_store, retention
 from shared.db import providers as provider_store
 from shared.db.message_store import on_session
 from shared.db.models import Campaign, CampaignStatus, Message, MessageStatus, SendingDomain
@@ -409,7 +409,10 @@ class Scheduler:
             for campaign_id in sorted(interrupted):
                 await message_store.complete_if_done(db, campaign_id, now)
             await domain_health.prune(db, now)
+            pruned = await retention.prune(db, now, self._settings)
         await self.probe_paused_domains()
         await self.plan_owed_steps()
         if released or interrupted:
             log.warning("scheduler.reconcile.fixed", released=released, interrupted=sum(interrupted.values()))
+        if any(pruned.values()):
+            log.info("scheduler.retention.pruned", **pruned)

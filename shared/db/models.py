@@ -674,6 +674,7 @@ class EspEventRow(Base):
     __table_args__ = (
         CheckConstraint(ESP_PROVIDERS, name="esp_provider_valid"),
         Index("esp_events_message", "message_id"),  # a message deleted with its lead sets it null
+        Index("esp_events_received", "received_at"),  # kept for a while (shared/db/retention.py)
     )
     workspace_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
@@ -746,7 +747,11 @@ class WebhookDelivery(Base):
     next try (`shared.webhooks.RetryRules`)."""
 
     __tablename__ = "webhook_deliveries"
-    __table_args__ = (UniqueConstraint("endpoint_id", "event_id", name="webhook_deliveries_event_key"),)
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "event_id", name="webhook_deliveries_event_key"),
+        # Finished ones are kept for a while (shared/db/retention.py).
+        Index("webhook_deliveries_finished", "created_at", postgresql_where=text("status <> 'pending'")),
+    )
     id: Mapped[uuid.UUID] = _id()
     seq: Mapped[int] = mapped_column(BigInteger, Identity())
     endpoint_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
