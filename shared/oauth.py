@@ -4,7 +4,7 @@ for refresh, the address a grant names and the SASL XOAUTH2 string. No HTTP here
 A deployment registers one client per provider with Google, Microsoft (with its tenant) or a generic OpenID
 provider (by issuer URL; its endpoints are read from its discovery document). A workspace connects a domain's
 mailbox with the authorization-code flow and PKCE (RFC 7636, S256); the refresh token is kept encrypted and
-the access token refreshed `REFRESH_MARGIN` before it expires.
+the access token refreshed a margin before it expires (`MAILDASH_OAUTH_REFRESH_MARGIN_SECONDS`).
 """
 
 from __future__ import annotations
@@ -155,10 +155,7 @@ def authorize_url(provider: Provider, redirect_uri: str, state: str, pkce: Pkce,
     return f"{provider.authorize}{separator}{urlencode(params)}"
 
 
-REFRESH_MARGIN = timedelta(seconds=300)
-
-
-def due_for_refresh(expires_at: datetime | None, now: datetime, margin: timedelta = REFRESH_MARGIN) -> bool:
+def due_for_refresh(expires_at: datetime | None, now: datetime, margin: timedelta) -> bool:
     """Whether an access token expiring at `expires_at` (None: none held) is refreshed before use."""
     return expires_at is None or expires_at - margin <= now
 

@@ -98,9 +98,10 @@ def test_a_generic_provider_comes_from_its_discovery_document() -> None:
     ("expires_in", "due"),
     [(None, True), (-1, True), (0, True), (299, True), (300, True), (301, False), (3600, False)],
 )
-def test_a_token_is_refreshed_300_seconds_before_it_expires(expires_in: int | None, due: bool) -> None:
+def test_a_token_is_refreshed_its_margin_before_it_expires(expires_in: int | None, due: bool) -> None:
     expires_at = None if expires_in is None else NOW + timedelta(seconds=expires_in)
-    assert oauth.due_for_refresh(expires_at, NOW) is due
+    margin = timedelta(seconds=Settings().oauth_refresh_margin_seconds)  # the default, 300 s
+    assert oauth.due_for_refresh(expires_at, NOW, margin) is due
 
 
 def test_a_token_answer_is_parsed_and_a_missing_refresh_token_keeps_the_old_one() -> None:
