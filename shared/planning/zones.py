@@ -8,11 +8,14 @@ of `zoneinfo.TZPATH` that has them), read once:
 - `zone.tab`, not `zone1970.tab`: it gives every zone exactly one country, and every country its own zones
   (zone1970.tab merges countries whose clocks agree since 1970: NL there is only `Europe/Brussels`).
 
-A zone gives the country zone.tab lists it under; an alias (`US/Eastern`, `Asia/Calcutta`) the country of
-the zone it links to, where the directory has the compiled source `tzdata.zi` that names the links. A country
+A zone gives the country zone.tab lists it under. An alias (`US/Eastern`, `Asia/Calcutta`) gives the country
+of the zone it links to where that zone is one country's alone: zone1970.tab lists no other country for it.
+A link may join places of several countries (`America/Virgin` links to `America/Puerto_Rico`, whose clock the
+Virgin Islands and a dozen others share), and then the alias gives none. The links are read from the
+compiled source `tzdata.zi`; where it or zone1970.tab is missing, aliases give no country. A country
 gives its principal zone (the first zone.tab lists) when every zone of the country keeps the same clock as it
-over the planning horizon (`same_clock`); otherwise (US: New York, Chicago …) none. Zones that are not in
-zone.tab and link to none there (`Etc/UTC`) give no country.
+over the planning horizon (`same_clock`); otherwise (US: New York, Chicago …) none. Other zones (`Etc/UTC`)
+give no country.
 """
 
 from __future__ import annotations
@@ -101,25 +104,32 @@ def country_code(value: str) -> str | None:
     return code if code in _countries() else _codes_by_name().get(value.casefold())
 
 
-@functools.cache
-def _links() -> dict[str, str]:
-    """Each alias the tz database's compiled source names (its `L target alias` lines) and its target; none
-    where the system has no `tzdata.zi` (it is optional: aliases then give no country)."""
+def _optional_lines(name: str) -> list[str]:
+    """The lines of a tz database file that may be missing (then none)."""
     for directory in zoneinfo.TZPATH:
-        path = Path(directory) / "tzdata.zi"
-        if path.is_file():
-            lines = path.read_text(encoding="utf-8").splitlines()
-            return {
-                parts[2]: parts[1] for line in lines if len(parts := line.split()) == 3 and parts[0] == "L"
-            }
-    return {}
+        if (path := Path(directory) / name).is_file():
+            return path.read_text(encoding="utf-8").splitlines()
+    return []
+
+
+@functools.cache
+def _alias_countries() -> dict[str, str]:
+    """Each alias of `tzdata.zi` (its `L target alias` lines) whose target is one country's alone in
+    zone1970.tab, and that country."""
+    single = {}
+    for line in _optional_lines("zone1970.tab"):
+        if line and not line.startswith("#") and len(row := line.split("\t")) >= 3 and "," not in row[0]:
+            single[row[2]] = row[0]
+    lines = _optional_lines("tzdata.zi")
+    links = (parts for line in lines if len(parts := line.split()) == 3 and parts[0] == "L")
+    return {alias: single[target] for _, target, alias in links if target in single}
 
 
 @functools.cache
 def country_of_zone(zone: str) -> str | None:
-    """The country zone.tab lists `zone` under, or the zone it is an alias of."""
-    countries = dict((name, country) for country, name in _zone_rows())
-    return countries.get(zone) or countries.get(_links().get(zone, ""))
+    """The country zone.tab lists `zone` under, or the one country of the zone it is an alias of."""
+    listed = next((country for country, name in _zone_rows() if name == zone), None)
+    return listed or _alias_countries().get(zone)
 
 
 def _offset(zone: ZoneInfo, moment: datetime) -> timedelta:

@@ -51,6 +51,9 @@ def test_a_country_gives_its_zone_only_where_its_zones_keep_one_clock(country: s
         ("US/Eastern", "US"),  # aliases, by the links of tzdata.zi
         ("Asia/Calcutta", "IN"),
         ("Europe/Kiev", "UA"),
+        ("America/Virgin", None),  # links to Puerto Rico's zone, which a dozen countries' clocks share
+        ("Atlantic/Jan_Mayen", None),  # to Berlin's: DE, DK, NO, SE, SJ
+        ("Pacific/Yap", None),  # to Port Moresby's: PG, AQ, FM
     ],
 )
 def test_a_zone_gives_the_country_the_tz_database_lists_it_under(zone: str, country: str | None) -> None:
