@@ -60,8 +60,10 @@ from tools.demo_sample import DOMAINS, INTRO, STORIES, WEBINAR, Story, demo_lead
 
 R = TypeVar("R", bound=WorkspaceRepository[Any])
 LOCK = "maildash-demo"
-# A domain's bounces are at least this many of its sends apart: any run of its sends then holds at most one
-# bounce in 40, under the 5 % that pauses a domain (shared/reputation.py) whichever leads its slots drew.
+# A domain's bounces are at least this many of its sends apart, whichever leads its slots drew: a run of its
+# sends holding k bounces holds at least 41(k - 1) + 1 sends, so a window that is judged (20 sends or more)
+# has at most 1 bounce in 20, exactly 5 %, and a domain pauses only over 5 % (shared/reputation.py's default
+# thresholds, which the demo's workspace keeps unless its operator changed them).
 BOUNCE_SPACING = 40
 
 

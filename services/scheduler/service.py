@@ -409,7 +409,8 @@ class Scheduler:
             for campaign_id in sorted(interrupted):
                 await message_store.complete_if_done(db, campaign_id, now)
             await domain_health.prune(db, now)
-            pruned = await retention.prune(db, now, self._settings)
+        async with self._sessions() as session, session.begin():  # not holding up the repairs above
+            pruned = await retention.prune(on_session(session), now, self._settings)
         await self.probe_paused_domains()
         await self.plan_owed_steps()
         if released or interrupted:

@@ -14,23 +14,34 @@ from datetime import datetime, timedelta
 from shared.db.message_store import Db
 from shared.settings import Settings
 
+BATCH = 10_000  # rows of each kind per beat: a beat stays short, a backlog goes in a few minutes
+
+# The rows are locked as they are chosen, skipping any another transaction holds, and the condition is the
+# outer statement's too: a delivery that a redelivery made pending again meanwhile is kept.
 WEBHOOK_DELIVERIES = """
-DELETE FROM webhook_deliveries WHERE id IN (
-  SELECT id FROM webhook_deliveries WHERE status <> 'pending' AND created_at < $1 ORDER BY created_at LIMIT $2
-) RETURNING 1
+WITH gone AS (
+  DELETE FROM webhook_deliveries WHERE status <> 'pending' AND created_at < $1 AND id IN (
+    SELECT id FROM webhook_deliveries WHERE status <> 'pending' AND created_at < $1
+    ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED
+  ) RETURNING 1
+)
+SELECT count(*) FROM gone
 """
 ESP_EVENTS = """
-DELETE FROM esp_events WHERE (workspace_id, provider, event_id) IN (
-  SELECT workspace_id, provider, event_id FROM esp_events WHERE received_at < $1 ORDER BY received_at LIMIT $2
-) RETURNING 1
+WITH gone AS (
+  DELETE FROM esp_events WHERE received_at < $1 AND (workspace_id, provider, event_id) IN (
+    SELECT workspace_id, provider, event_id FROM esp_events WHERE received_at < $1
+    ORDER BY received_at LIMIT $2 FOR UPDATE SKIP LOCKED
+  ) RETURNING 1
+)
+SELECT count(*) FROM gone
 """
 
 
-async def prune(db: Db, now: datetime, settings: Settings, most: int = 10_000) -> dict[str, int]:
+async def prune(db: Db, now: datetime, settings: Settings, most: int = BATCH) -> dict[str, int]:
     """Delete at most `most` expired rows of each kind; how many went, by table."""
     webhooks = now - timedelta(days=settings.webhook_retention_days)
     esp = now - timedelta(days=settings.esp_event_retention_days)
-    return {
-        "webhook_deliveries": len(await db.fetch(WEBHOOK_DELIVERIES, webhooks, most)),
-        "esp_events": len(await db.fetch(ESP_EVENTS, esp, most)),
-    }
+    [deliveries] = await db.fetch(WEBHOOK_DELIVERIES, webhooks, most)
+    [events] = await db.fetch(ESP_EVENTS, esp, most)
+    return {"webhook_deliveries": deliveries["count"], "esp_events": events["count"]}

@@ -37,6 +37,11 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning"),
 ]
 needs_dovecot = pytest.mark.skipif(not installed(), reason="dovecot is not installed (make test installs it)")
+# Another backend of this test's database waiting for a row lock.
+WAITING_ON_A_LOCK = (
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    " AND wait_event_type = 'Lock'"
+)
 FAST_READER = {
     "inbox_lease_seconds": 2.0,
     "inbox_poll_seconds": 1.0,
@@ -225,8 +230,12 @@ async def test_deleting_a_domain_while_a_refused_refresh_pauses_it_waits_for_the
             grant = await oauth_accounts.read(db, uuid.UUID(domain["id"]), lock=True)
             assert grant is not None
             deleting = asyncio.create_task(api.http.delete(f"/domains/{domain['id']}"))
-            await asyncio.sleep(0.5)
-            assert not deleting.done()  # waiting for the grant
+
+            async def delete_waits_on_a_lock() -> bool:  # (before the fix, having taken the domain's)
+                return bool(await db.fetchval(WAITING_ON_A_LOCK))
+
+            await until(delete_waits_on_a_lock)
+            assert not deleting.done()
             assert await oauth_accounts.needs_reauth(db, grant, "invalid_grant", utcnow)
         deleted = await deleting
     finally:
