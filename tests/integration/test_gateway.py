@@ -88,6 +88,9 @@ async def test_gateway_routes_api_docs_and_public_tracking_paths(
                     headers={"X-Inbound-Secret": settings.inbound_secret},
                 )
                 assert (mail.status_code, mail.json()["error_code"]) == (413, "payload_too_large")
+                # The ESPs' event webhooks reach the tracker, which answers an unknown token in its envelope.
+                esp = await client.post("/webhooks/esp/postmark/no-such-token", json={"RecordType": "Bounce"})
+                assert (esp.status_code, esp.json()["error_code"]) == (404, "not_found"), esp.text
                 # The documentation, with every asset its pages load, and both documents.
                 for page in ("/docs", "/redoc"):
                     html = (await client.get(page)).text

@@ -93,7 +93,8 @@ def test_the_gateway_takes_what_the_api_and_the_tracker_take_and_answers_beyond_
     largest = max([settings.api_body_max_bytes, *route_limits(settings).values()])
     assert largest <= api <= largest + MIB, (api, largest)
     assert _location("/api/v1/leads/import").directives["proxy_request_buffering"] == ["off"]
-    for path in ("/inbound/bounces", "/inbound/replies", "/track/open.gif", "/u/token"):
+    tracked = ("/inbound/bounces", "/inbound/replies", "/track/open.gif", "/u/token", "/webhooks/esp/ses/t")
+    for path in tracked:
         tracker = _location(path)
         assert tracker.directives["proxy_pass"] == ["http://tracker"], path
         limit = _bytes(
