@@ -226,6 +226,11 @@ async def step_context(
 ) -> tuple[Message, Campaign, CampaignStep] | None:
     """A sent (or skipped) message, its campaign (locked) and the step that follows it, when the campaign
     has one, still sends or is paused, and the lead may still get it."""
+    # The campaign locked on its own first, and the step read after: a step edit holding the campaign has
+    # committed by then. Read with the lock in one statement, the step would be the one from before the edit
+    # (PostgreSQL re-reads only the locked row once the lock is granted).
+    campaign_id = select(Message.campaign_id).where(Message.id == message_id).scalar_subquery()
+    await session.execute(select(Campaign.id).where(Campaign.id == campaign_id).with_for_update())
     row = (
         await session.execute(
             select(Message, Campaign, CampaignStep)
@@ -242,7 +247,7 @@ async def step_context(
                 Campaign.status.in_(SENDS | {CampaignStatus.PAUSED}),
                 Lead.status == LeadStatus.ACTIVE,
             )
-            .with_for_update(of=Campaign)
+            .execution_options(populate_existing=True)
         )
     ).first()
     return None if row is None else (row[0], row[1], row[2])

@@ -10,9 +10,13 @@ import uuid
 from datetime import date, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
+from sqlalchemy import text
 
+from services.scheduler import repository as scheduler_repository
+from shared.db import asyncpg_dsn, create_engine, session_factory
 from shared.settings import Settings
 from tests.support.api import ALWAYS_OPEN
 from tests.support.pipeline import Pipeline
@@ -20,6 +24,7 @@ from tests.support.samples import pixel_of
 from tools.smtp_sink import Received
 
 pytestmark = pytest.mark.integration
+WAITING_ON_A_LOCK = "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1"
 
 
 def at(text: str) -> datetime:
@@ -490,3 +495,42 @@ async def test_steps_an_edit_adds_reach_a_lead_whose_last_step_was_skipped(pipel
     assert at(messages[first][2]["scheduled_at"]) >= at(messages[first][1]["scheduled_at"]) + timedelta(
         days=2
     )
+
+
+async def test_the_step_after_a_sent_message_is_read_once_an_edit_holding_the_campaign_has_committed(
+    pipeline: Pipeline,
+) -> None:
+    """The scheduler plans step n + 1 from `step_context`: if an edit of the steps holds the campaign then,
+    the step it reads is the edited one (5 days), not the one from before the edit (2 days)."""
+    bump = await pipeline.api.template(name="Bump")
+    campaign, _ = await pipeline.campaign(steps=[{"template_id": bump["id"], "delay_days": 2}])
+    await planned_steps(pipeline, campaign["id"], 2)  # the first e-mail sent, step 1 planned after it
+    [lead] = (await by_step(pipeline, campaign["id"])).values()
+    campaign_id, sent = uuid.UUID(campaign["id"]), uuid.UUID(lead[0]["id"])
+    db = await asyncpg.connect(asyncpg_dsn(pipeline.settings.database_url))
+    engine = create_engine(pipeline.settings.database_url, pool_size=1)
+    try:
+        backend: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        async def step_read() -> int:
+            async with session_factory(engine)() as session, session.begin():
+                backend.set_result(await session.scalar(text("SELECT pg_backend_pid()")))
+                found = await scheduler_repository.step_context(session, sent)
+                assert found is not None
+                return found[2].delay_days
+
+        async with db.transaction():  # what PUT /campaigns/{id}/steps does, held open
+            await db.execute("SELECT FROM campaigns WHERE id = $1 FOR UPDATE", campaign_id)
+            await db.execute("UPDATE campaign_steps SET delay_days = 5 WHERE campaign_id = $1", campaign_id)
+            await db.execute("UPDATE campaigns SET steps_edited_at = now() WHERE id = $1", campaign_id)
+            reading = asyncio.create_task(step_read())
+            pid = await backend
+
+            async def read_waits() -> bool:
+                return bool(await db.fetchval(WAITING_ON_A_LOCK, pid))
+
+            await pipeline.until(read_waits)
+        assert await reading == 5
+    finally:
+        await engine.dispose()
+        await db.close()
