@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from shared import asyncapi
+from shared import asyncapi, events
 from shared.events import ALL_EVENTS
 from shared.messaging import CONSUMED, CONSUMERS, Topology
 
@@ -66,3 +66,14 @@ def test_each_payload_schema_is_its_event_model(spec: dict[str, Any]) -> None:
         assert set(schema["properties"]) == set(event.model_fields), event
         assert {"event_id", "occurred_at", "workspace_id"} <= set(schema["properties"])
         assert schema.get("description"), f"{event.__name__} has no docstring to describe it"
+
+
+def test_every_event_the_code_defines_is_in_all_events() -> None:
+    """An event left out of ALL_EVENTS would be published without a word in the document (or the topology):
+    every class with its own routing key is in it."""
+    defined = {
+        cls
+        for cls in vars(events).values()
+        if isinstance(cls, type) and issubclass(cls, events.Event) and "routing_key" in vars(cls)
+    }
+    assert defined == set(ALL_EVENTS)
