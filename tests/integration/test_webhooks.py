@@ -181,7 +181,7 @@ async def test_an_endpoint_that_keeps_failing_is_disabled_says_why_and_can_send_
         second = await campaigns.start()
         assert (await tenant.get(f"/webhook-endpoints/{hook['id']}/deliveries"))["total"] == 1
 
-        # Sent again and enabled, at a receiver that answers: delivered, with its own webhook-id.
+        # Sent again and enabled, at a receiver that answers: delivered, with the same webhook-id.
         redelivered = await tenant.http.post(
             f"/webhook-endpoints/{hook['id']}/deliveries/{delivery['id']}/redeliver"
         )

@@ -5,7 +5,7 @@ The document is FastAPI's, with what a client relies on added in one place, so t
 - every error the api may answer is documented with the error envelope: 401 on each operation behind the
   bearer token, 404 on each with a path id, 400 and 413 on each with a body, 422 (with `fields`) on each with
   parameters or a body; the others (403, 409, 429, 503) where the route declares them with `errors()`.
-`tests/integration/test_openapi.py` holds the whole document to these rules.
+`tests/integration/test_api_docs.py` holds the whole document to these rules.
 
 Swagger UI (`/docs`) and ReDoc (`/redoc`) load their scripts and styles from the api itself
 (`/docs/assets/…`, the files of the fastapi-offline package in uv.lock): no CDN. Beside them, `/asyncapi.json`
