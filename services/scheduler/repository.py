@@ -226,30 +226,30 @@ async def step_context(
 ) -> tuple[Message, Campaign, CampaignStep] | None:
     """A sent (or skipped) message, its campaign (locked) and the step that follows it, when the campaign
     has one, still sends or is paused, and the lead may still get it."""
-    # The campaign locked on its own first, and the step read after: a step edit holding the campaign has
+    query = (
+        select(Message, Campaign, CampaignStep)
+        .join(Campaign, Campaign.id == Message.campaign_id)
+        .join(Lead, Lead.id == Message.lead_id)
+        .join(
+            CampaignStep,
+            (CampaignStep.campaign_id == Message.campaign_id) & (CampaignStep.position == Message.step + 1),
+        )
+        .where(
+            Message.id == message_id,
+            _goes_on(Message),
+            Campaign.status.in_(SENDS | {CampaignStatus.PAUSED}),
+            Lead.status == LeadStatus.ACTIVE,
+        )
+        .execution_options(populate_existing=True)
+    )
+    # Most sends have no next step: they take no lock (a step an edit adds is planned by `owed_steps`).
+    if (found := (await session.execute(query)).first()) is None:
+        return None
+    # Then the campaign locked on its own, and the step read again: a step edit that held the campaign has
     # committed by then. Read with the lock in one statement, the step would be the one from before the edit
     # (PostgreSQL re-reads only the locked row once the lock is granted).
-    campaign_id = select(Message.campaign_id).where(Message.id == message_id).scalar_subquery()
-    await session.execute(select(Campaign.id).where(Campaign.id == campaign_id).with_for_update())
-    row = (
-        await session.execute(
-            select(Message, Campaign, CampaignStep)
-            .join(Campaign, Campaign.id == Message.campaign_id)
-            .join(Lead, Lead.id == Message.lead_id)
-            .join(
-                CampaignStep,
-                (CampaignStep.campaign_id == Message.campaign_id)
-                & (CampaignStep.position == Message.step + 1),
-            )
-            .where(
-                Message.id == message_id,
-                _goes_on(Message),
-                Campaign.status.in_(SENDS | {CampaignStatus.PAUSED}),
-                Lead.status == LeadStatus.ACTIVE,
-            )
-            .execution_options(populate_existing=True)
-        )
-    ).first()
+    await session.execute(select(Campaign.id).where(Campaign.id == found[1].id).with_for_update())
+    row = (await session.execute(query)).first()
     return None if row is None else (row[0], row[1], row[2])
 
 
